@@ -1,0 +1,232 @@
+"""The ``probe`` command: thin wrappers that parse options into specs and call the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from probe.errors import ProbeError
+from probe.plan import VARIANT_NAMES, Study, read_plan
+from probe.spec import INITS, SCHEDULES, ArchSpec, DataSpec, Recipe
+
+RECIPE_HELP = {
+    "epochs": "Training epochs per network.",
+    "batch_size": "Images per SGD step.",
+    "lr": "Base learning rate.",
+    "momentum": "SGD momentum.",
+    "weight_decay": "L2 weight decay on weights.",
+    "schedule": f"Learning-rate schedule: {', '.join(SCHEDULES)}.",
+    "lr_step_every": "Step schedule: decay the learning rate after each such fraction of training.",
+    "lr_gamma": "Step schedule: factor applied at each step.",
+    "finetune_lr_scale": "Learning-rate factor for the copied layers of '+' networks (1 = same as new layers).",
+    "bias_lr_scale": "Learning-rate factor for biases (Caffe's lr_mult 2).",
+    "bias_weight_decay": "Apply weight decay to biases too (Caffe does not).",
+    "crop_padding": "Random crops are taken from images zero-padded by this many pixels.",
+    "crop_size": "Network input side (random crops in training, center crop in testing); default: image size.",
+    "flip": "Mirror training images at random.",
+    "diverge_loss": "A batch loss above this (or NaN) stops that network as diverged.",
+}
+
+
+def _recipe_options(f):
+    """One option per Recipe field, with the Recipe's own default."""
+    for field in reversed(fields(Recipe)):
+        name = "--" + field.name.replace("_", "-")
+        default = field.default
+        if field.type in ("bool", bool):
+            opt = click.option(f"{name}/--no-{field.name.replace('_', '-')}", f"recipe_{field.name}",
+                               default=default, show_default=True, help=RECIPE_HELP[field.name])
+        else:
+            kind = {"int": int, "float": float, "str": str, "int | None": int}[field.type]
+            if field.name == "schedule":
+                kind = click.Choice(SCHEDULES)
+            opt = click.option(name, f"recipe_{field.name}", type=kind, default=default,
+                               show_default=default is not None, help=RECIPE_HELP[field.name])
+        f = opt(f)
+    return f
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise click.BadParameter(f"{what} {text!r} must be comma-separated integers, e.g. 0,1,2") from None
+
+
+def _arch_options(pairs: tuple[str, ...]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise click.BadParameter(f"architecture option {pair!r} must look like KEY=VALUE, e.g. width=0.5")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def study_options(f):
+    """The options that describe a study (shared by ``plan`` and ``train``)."""
+    opts = [
+        click.option("--dataset", default="fashion-mnist", show_default=True,
+                     help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (NAME:ROOT also works)."),
+        click.option("--data-root", default=None, help="Where the dataset lives (torchvision root or image-folder "
+                                                       "tree); Fashion-MNIST defaults to Debian's package."),
+        click.option("--image-size", type=int, default=None, help="Resize and center-crop images to this side "
+                                                                  "(image-folder trees of mixed sizes)."),
+        click.option("--train-per-class", type=int, default=None, help="Use only this many training images per "
+                                                                       "class (smoke runs). Default: all."),
+        click.option("--val-fraction", type=float, default=0.1, show_default=True,
+                     help="Fraction of train held out for validation."),
+        click.option("--split", "splits", multiple=True, default=("random",), show_default=True,
+                     help="Class split (repeatable): random, vehicles-animals, clothing-accessories, "
+                          "man-made-natural, natural-man-made or file:PATH."),
+        click.option("--seeds", default="0", show_default=True,
+                     help="Replicate seeds, comma-separated: each sets the random split and the init seed."),
+        click.option("--init-seeds", default="", help="Init seeds, one per replicate seed, when they should differ."),
+        click.option("--arch", default="caffenet-small", show_default=True, help="Architecture (see 'probe archs')."),
+        click.option("--arch-option", "arch_option", multiple=True, default=(),
+                     help="Architecture option KEY=VALUE (repeatable), e.g. width=0.25."),
+        click.option("--init", type=click.Choice(INITS), default=None,
+                     help="Initialization scheme. Default: the architecture's own."),
+        click.option("--cuts", default="all", show_default=True, help="Cut layers n, comma-separated, or all."),
+        click.option("--variants", default=",".join(VARIANT_NAMES), show_default=True,
+                     help="Variants besides the base networks, comma-separated."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return _recipe_options(f)
+
+
+def _study(kw: dict) -> Study:
+    from probe.architectures import get_architecture
+
+    recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
+    arch = get_architecture(kw["arch"])
+    return Study(
+        data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], kw["train_per_class"], kw["val_fraction"]),
+        arch=ArchSpec(kw["arch"], kw["init"] or arch.default_init, _arch_options(kw["arch_option"])),
+        recipe=recipe, splits=kw["splits"], seeds=_int_list(kw["seeds"], "seeds"),
+        init_seeds=_int_list(kw["init_seeds"], "init seeds") or None,
+        cuts=None if kw["cuts"] == "all" else _int_list(kw["cuts"], "cuts"),
+        variants=tuple(v.strip() for v in kw["variants"].split(",") if v.strip()))
+
+
+def _study_given(ctx: click.Context) -> bool:
+    """Whether any study option was given on the command line (rather than left at its default)."""
+    return any(ctx.get_parameter_source(p.name) not in (click.core.ParameterSource.DEFAULT, None)
+               for p in ctx.command.params if p.name not in NON_STUDY)
+
+
+NON_STUDY = {"run_dir", "device", "cache_dir", "download", "networks", "quiet", "as_json"}
+
+
+def errors_as_messages(f):
+    """Bad input prints one line, not a traceback."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except ProbeError as e:
+            raise click.ClickException(str(e)) from None
+    return wrapper
+
+
+@click.group()
+@click.version_option(package_name="probe-transfer")
+def main() -> None:
+    """Layer-by-layer transferability of deep features (Yosinski et al. 2014): train, extract, analyze."""
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@study_options
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
+@click.option("--download/--no-download", default=False, show_default=True,
+              help="Let torchvision download a missing dataset (needs network access).")
+@click.option("--networks", default="", help="Train only these networks (ids or names, comma-separated).")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
+@click.pass_context
+@errors_as_messages
+def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None, download: bool, networks: str,
+          quiet: bool, **kw) -> None:
+    """Train every network of a study into RUN_DIR; rerun to resume.
+
+    With no study options, an existing RUN_DIR's own plan is resumed."""
+    from analysis.accuracies import collect_accuracies, format_table
+    from probe.sweep import run_study
+    from probe.train import resolve_device
+
+    if (run_dir / "plan.json").exists() and not _study_given(ctx):
+        study, _ = read_plan(run_dir)
+    else:
+        study = _study(kw)
+    dev = resolve_device(device)
+    only = [n.strip() for n in networks.split(",") if n.strip()] or None
+    result = run_study(run_dir, study, dev, cache_dir, download, progress=not quiet, only=only)
+    click.echo(f"trained {len(result.trained)}, already done {len(result.skipped)}, failed {len(result.failed)}, "
+               f"blocked {len(result.blocked)} (device {dev})")
+    for nid, err in result.failed.items():
+        click.echo(f"failed  {nid}: {err}", err=True)
+    for nid, dep in result.blocked.items():
+        click.echo(f"blocked {nid}: needs {dep}", err=True)
+    click.echo(format_table(collect_accuracies(run_dir)))
+    if result.failed or result.blocked:
+        sys.exit(1)
+
+
+@main.command()
+@study_options
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="Print plan.json instead of a table.")
+@errors_as_messages
+def plan(cache_dir: Path | None, as_json: bool, **kw) -> None:
+    """Print the networks a study would train, in dependency order, without training."""
+    from probe.plan import plan_to_dict
+    from probe.sweep import plan_study
+
+    study = _study(kw)
+    networks, _ = plan_study(None, study, cache_dir)
+    if as_json:
+        click.echo(json.dumps(plan_to_dict(study, networks), indent=2))
+        return
+    for p in networks:
+        click.echo(f"{p.spec.id:<40} {'<- ' + ', '.join(p.depends_on) if p.depends_on else ''}")
+    click.echo(f"{len(networks)} networks")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@errors_as_messages
+def status(run_dir: Path) -> None:
+    """Say which networks of RUN_DIR are done, running, interrupted, failed or missing."""
+    from collections import Counter
+
+    from probe.sweep import run_status
+
+    rows = run_status(run_dir)
+    for spec, state, detail in rows:
+        click.echo(f"{spec.id:<40} {state:<12} {detail}")
+    counts = Counter(state for _, state, _ in rows)
+    click.echo(", ".join(f"{counts[s]} {s}" for s in ("done", "running", "interrupted", "failed", "missing")))
+
+
+@main.command()
+def archs() -> None:
+    """List the registered architectures, their cut points and options."""
+    from probe.architectures import REGISTRY, build_network
+
+    for name, a in REGISTRY.items():
+        net = build_network(ArchSpec(name, a.default_init), 3, 2, a.small_input_size, 0)
+        opts = ", ".join(f"{k}={v}" for k, v in a.options.items()) or "none"
+        click.echo(f"{name}: {a.description}\n  cut points: {', '.join(net.cut_points)}\n"
+                   f"  default init: {a.default_init}; options: {opts}")

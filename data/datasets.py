@@ -1,0 +1,240 @@
+"""Datasets by name, decoded once into uint8 arrays and cached on disk.
+
+Names: ``fashion-mnist`` (Debian's ``dataset-fashion-mnist`` files or a torchvision root), ``cifar10`` and
+``cifar100`` (a torchvision root, or an image-folder tree with ``train/`` and ``test/``), ``imagefolder`` (any
+ImageNet-style tree with ``train/`` and ``val/`` or ``test/``; give its path as the root) and ``synthetic``.
+A name may carry its root after a colon: ``imagefolder:/data/imagenet``, ``cifar10:../shared/data/cifar10``.
+
+Reading goes through torchvision's own readers. The decoded arrays are cached under a key made of the reader, the
+source path and a fingerprint of the source files (relative path, size and modification time of each), so a sweep
+of dozens of networks decodes its JPEGs once and a changed dataset is decoded again.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from probe.errors import ProbeError
+from probe.spec import DataSpec
+
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+_FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                  "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class ImageArrays:
+    """A whole dataset as arrays: images ``(N, H, W, C)`` uint8, labels ``(N,)`` int64 indexing ``classes``."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    classes: list[str]
+
+
+def parse_dataset(text: str, root: str | None = None) -> tuple[str, str | None]:
+    """Split ``name[:root]`` into the dataset name and its root, checking the name."""
+    name, _, inline_root = text.partition(":")
+    if name not in DATASETS:
+        raise ProbeError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)} (a name may carry its "
+                         "root after a colon, e.g. imagefolder:/data/imagenet)")
+    if inline_root and root and inline_root != root:
+        raise ProbeError(f"dataset {text!r} names root {inline_root!r} but --data-root says {root!r}")
+    root = inline_root or root
+    if name == "imagefolder" and not root:
+        raise ProbeError("dataset 'imagefolder' needs the tree's path: imagefolder:PATH")
+    return name, root
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PROBE_CACHE", Path.home() / ".cache" / "probe"))
+
+
+def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, download: bool = False) -> ImageArrays:
+    """Load the dataset ``spec`` names, from the cache when the same source was decoded before."""
+    name, root = parse_dataset(spec.name, spec.root)
+    if name == "synthetic":
+        from data.synthetic import synthetic_arrays
+
+        return ImageArrays(*synthetic_arrays())
+    reader, source, files = _locate(name, root, download)
+    key = _fingerprint(reader, source, files, spec.image_size)
+    folder = Path(cache_dir or default_cache_dir()) / f"{name}-{key}"
+    if not (folder / "meta.json").exists():
+        arrays = _READERS[reader](source, spec.image_size, download)
+        _write_cache(folder, arrays, {"reader": reader, "source": str(source), "image_size": spec.image_size})
+    return _read_cache(folder)
+
+
+def _locate(name: str, root: str | None, download: bool) -> tuple[str, Path, list[Path]]:
+    """Pick the reader for ``name`` and find the files it will read."""
+    if name == "fashion-mnist":
+        if root is None:
+            debian = Path(DEBIAN_FASHION_MNIST)
+            if all((debian / f"{f}.gz").exists() for f in _FASHION_FILES):
+                return "idx-gz", debian, [debian / f"{f}.gz" for f in _FASHION_FILES]
+            if not download:
+                raise ProbeError(
+                    f"Fashion-MNIST not found in {DEBIAN_FASHION_MNIST}: install it with "
+                    "'apt-get install dataset-fashion-mnist', or give a torchvision root with --data-root "
+                    "(add --download to fetch it there when the network allows)")
+            root = str(default_cache_dir() / "torchvision")
+        return "torchvision-fashion-mnist", Path(root), _files_under(Path(root) / "FashionMNIST", required=False)
+    if root is None:
+        raise ProbeError(f"dataset {name!r} needs a root: {name}:PATH or --data-root PATH")
+    path = Path(root)
+    if not path.is_dir():
+        raise ProbeError(f"data root {root!r} of dataset {name!r} is not a directory")
+    if (path / "train").is_dir() and _test_folder(path, required=False):
+        return "imagefolder", path, _files_under(path)
+    if name == "imagefolder":
+        raise ProbeError(f"image-folder tree {root!r} needs a train/ folder and a val/ or test/ folder")
+    if download:
+        return f"torchvision-{name}", path, []
+    sub = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}[name]
+    if not (path / sub).is_dir():
+        raise ProbeError(f"{root!r} holds neither torchvision's {sub}/ nor an image-folder tree (train/ and test/) "
+                         f"for dataset {name!r}")
+    return f"torchvision-{name}", path, _files_under(path / sub)
+
+
+def _test_folder(path: Path, required: bool = True) -> Path | None:
+    for sub in ("test", "val"):
+        if (path / sub).is_dir():
+            return path / sub
+    if required:
+        raise ProbeError(f"image-folder tree {str(path)!r} has no val/ or test/ folder")
+    return None
+
+
+def _files_under(path: Path, required: bool = True) -> list[Path]:
+    if not path.is_dir():
+        if required:
+            raise ProbeError(f"{str(path)!r} is not a directory")
+        return []
+    return sorted(p for p in path.rglob("*") if p.is_file())
+
+
+def _fingerprint(reader: str, source: Path, files: list[Path], image_size: int | None) -> str:
+    h = hashlib.sha256(f"{reader}\0{source.resolve()}\0{image_size}".encode())
+    for p in files:
+        st = p.stat()
+        h.update(f"\0{p.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_idx_gz(source: Path, image_size: int | None, download: bool) -> ImageArrays:
+    """Debian's gzipped IDX files, read with torchvision's FashionMNIST after unpacking to a scratch root."""
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "FashionMNIST" / "raw"
+        raw.mkdir(parents=True)
+        for f in _FASHION_FILES:
+            with gzip.open(source / f"{f}.gz") as src, open(raw / f, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        return _read_torchvision("fashion-mnist", Path(tmp), image_size, False)
+
+
+def _read_torchvision(name: str, root: Path, image_size: int | None, download: bool) -> ImageArrays:
+    import torchvision.datasets as tvd
+
+    cls = {"fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+    try:
+        train, test = (cls(str(root), train=t, download=download) for t in (True, False))
+    except RuntimeError as e:
+        raise ProbeError(f"torchvision could not read {name} under {str(root)!r}: {e}") from None
+
+    def arrays(ds):
+        x = np.asarray(ds.data, dtype=np.uint8)
+        return (x[..., None] if x.ndim == 3 else x), np.asarray(ds.targets, dtype=np.int64)
+
+    return _resized(ImageArrays(*arrays(train), *arrays(test), list(train.classes)), image_size)
+
+
+def _resized(arrays: ImageArrays, image_size: int | None) -> ImageArrays:
+    if image_size is None or image_size == arrays.train_x.shape[1]:
+        return arrays
+    import torch
+    import torchvision.transforms.v2.functional as F
+
+    def resize(x):
+        t = torch.from_numpy(x).permute(0, 3, 1, 2)
+        t = F.center_crop(F.resize(t, image_size, antialias=True), image_size)
+        return t.permute(0, 2, 3, 1).contiguous().numpy()
+
+    return ImageArrays(resize(arrays.train_x), arrays.train_y, resize(arrays.test_x), arrays.test_y, arrays.classes)
+
+
+def _read_imagefolder(source: Path, image_size: int | None, download: bool) -> ImageArrays:
+    """Decode an image-folder tree with torchvision's ImageFolder, in worker processes, into uint8 arrays."""
+    import torch
+    import torchvision.transforms.v2 as T
+    from torchvision.datasets import ImageFolder
+    from tqdm import tqdm
+
+    steps = [T.PILToTensor()]
+    if image_size is not None:
+        steps += [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
+    transform = T.Compose(steps)
+    out = []
+    classes = None
+    for folder in (source / "train", _test_folder(source)):
+        ds = ImageFolder(str(folder), transform=transform)
+        if classes is not None and ds.classes != classes:
+            raise ProbeError(f"{str(folder)!r} has classes {ds.classes[:5]}... unlike train/ {classes[:5]}...")
+        classes = ds.classes
+        sizes = {ds[i][0].shape for i in (0, len(ds) - 1)}
+        if len(sizes) > 1 and image_size is None:
+            raise ProbeError(f"images under {str(folder)!r} differ in size ({sorted(sizes)}); "
+                             "give an image size (--image-size) to resize and center-crop them to")
+        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(4, os.cpu_count() or 1))
+        xs, ys = [], []
+        for x, y in tqdm(loader, desc=f"decoding {folder.name}/", unit="batch", leave=False):
+            xs.append(x.permute(0, 2, 3, 1).numpy())
+            ys.append(y.numpy())
+        out += [np.concatenate(xs), np.concatenate(ys).astype(np.int64)]
+    return ImageArrays(*out, classes)
+
+
+_READERS = {
+    "idx-gz": _read_idx_gz,
+    "imagefolder": _read_imagefolder,
+    "torchvision-fashion-mnist": lambda s, i, d: _read_torchvision("fashion-mnist", s, i, d),
+    "torchvision-cifar10": lambda s, i, d: _read_torchvision("cifar10", s, i, d),
+    "torchvision-cifar100": lambda s, i, d: _read_torchvision("cifar100", s, i, d),
+}
+
+
+def _write_cache(folder: Path, arrays: ImageArrays, meta: dict) -> None:
+    """Write the arrays into a scratch folder, then rename it into place (atomic for readers of ``folder``)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for field in ("train_x", "train_y", "test_x", "test_y"):
+            np.save(tmp / f"{field}.npy", getattr(arrays, field))
+        with open(tmp / "meta.json", "w") as f:
+            json.dump({**meta, "classes": arrays.classes}, f, indent=2)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process cached the same source first
+            if not (folder / "meta.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _read_cache(folder: Path) -> ImageArrays:
+    with open(folder / "meta.json") as f:
+        classes = json.load(f)["classes"]
+    return ImageArrays(*(np.load(folder / f"{k}.npy", mmap_mode="r")
+                         for k in ("train_x", "train_y", "test_x", "test_y")), classes)

@@ -1,0 +1,137 @@
+"""Class splits: which of a dataset's classes form task A and which form task B.
+
+``random`` halves the classes with a seed (the paper's "similar" tasks, Yosinski et al. 2014, Sec. 3). The named
+semantic splits are the dissimilar tasks of the paper's Sec. 4.1 (ImageNet natural vs man-made) and their
+counterparts on the small datasets. ``file:PATH`` reads a user's JSON ``{"A": [...], "B": [...]}`` of class names or
+indices. Task A is always the first group a split's name mentions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from probe.errors import ProbeError
+
+CIFAR100_MAN_MADE_SUPERCLASSES = {
+    "food containers": ["bottle", "bowl", "can", "cup", "plate"],
+    "household electrical devices": ["clock", "keyboard", "lamp", "telephone", "television"],
+    "household furniture": ["bed", "chair", "couch", "table", "wardrobe"],
+    "large man-made outdoor things": ["bridge", "castle", "house", "road", "skyscraper"],
+    "vehicles 1": ["bicycle", "bus", "motorcycle", "pickup_truck", "train"],
+    "vehicles 2": ["lawn_mower", "rocket", "streetcar", "tank", "tractor"],
+}
+
+# ILSVRC-2012 indices in the standard sorted-wnid order: the paper's 449 natural and 551 man-made classes.
+_IMAGENET_NATURAL = [*range(0, 398), *range(936, 959), 970, *range(972, 999)]
+
+
+def _by_name(a: list[str], b: list[str]):
+    return lambda classes: (a, b)
+
+
+def _complement(a: list[str]):
+    return lambda classes: (a, [c for c in classes if c not in a])
+
+
+def _imagenet(classes: list[str]):
+    if len(classes) != 1000 or not all(re.fullmatch(r"n\d{8}", c) for c in classes):
+        raise ProbeError("split natural-man-made is for ImageNet: it needs the 1000 ILSVRC-2012 class folders "
+                         f"named by WordNet id (n01440764, ...); this dataset has {len(classes)} classes "
+                         f"starting {classes[:3]}")
+    natural = set(_IMAGENET_NATURAL)
+    return ([c for i, c in enumerate(classes) if i in natural], [c for i, c in enumerate(classes) if i not in natural])
+
+
+# name -> (the dataset it is meant for, a function from the dataset's classes to (A, B))
+SEMANTIC_SPLITS = {
+    "vehicles-animals": ("cifar10", _by_name(
+        ["airplane", "automobile", "ship", "truck"], ["bird", "cat", "deer", "dog", "frog", "horse"])),
+    "clothing-accessories": ("fashion-mnist", _by_name(
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"], ["Sandal", "Sneaker", "Bag", "Ankle boot"])),
+    "man-made-natural": ("cifar100", _complement(
+        [c for names in CIFAR100_MAN_MADE_SUPERCLASSES.values() for c in names])),
+    "natural-man-made": ("imagenet (imagefolder)", _imagenet),
+}
+SPLITS = ("random", *SEMANTIC_SPLITS, "file:PATH")
+
+
+def split_is_seeded(split: str) -> bool:
+    """Whether the split's classes depend on a split seed (only ``random`` does)."""
+    check_split_name(split)
+    return split == "random"
+
+
+def check_split_name(split: str) -> None:
+    if split != "random" and split not in SEMANTIC_SPLITS and not split.startswith("file:"):
+        raise ProbeError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+
+
+def resolve_split(split: str, classes: list[str], seed: int | None = None) -> dict[str, list[str]]:
+    """Return ``{"A": [...], "B": [...]}``: each task's class names, in the dataset's class order."""
+    check_split_name(split)
+    if split == "random":
+        if seed is None:
+            raise ProbeError("split 'random' needs a split seed")
+        if len(classes) < 2:
+            raise ProbeError(f"split 'random' needs at least 2 classes, the dataset has {len(classes)}")
+        chosen = np.random.default_rng(seed).permutation(len(classes))[: len(classes) // 2]
+        a = [c for i, c in enumerate(classes) if i in set(chosen.tolist())]
+        return _checked(split, classes, a, [c for c in classes if c not in a])
+    if split.startswith("file:"):
+        return _checked(split, classes, *_read_split_file(split[len("file:"):], classes))
+    meant_for, groups = SEMANTIC_SPLITS[split]
+    a, b = groups(classes)
+    missing = [c for c in a + b if c not in classes]
+    if missing:
+        raise ProbeError(f"split {split!r} is for {meant_for}, but this dataset has no class {missing[0]!r} "
+                         f"(its classes: {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''})")
+    return _checked(split, classes, a, b)
+
+
+def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str]]:
+    try:
+        with open(path) as f:
+            obj = json.load(f)
+    except FileNotFoundError:
+        raise ProbeError(f"split file {path!r} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise ProbeError(f"split file {path!r} is not JSON: {e}") from None
+    if not isinstance(obj, dict) or set(obj) != {"A", "B"}:
+        raise ProbeError(f"split file {path!r} must hold an object with exactly the keys 'A' and 'B', "
+                         f"got {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+    tasks = []
+    for task in ("A", "B"):
+        names = []
+        for c in obj[task]:
+            if isinstance(c, int) and not isinstance(c, bool):
+                if not 0 <= c < len(classes):
+                    raise ProbeError(f"split file {path!r}: class index {c} in task {task} is out of range "
+                                     f"0..{len(classes) - 1}")
+                c = classes[c]
+            names.append(c)
+        tasks.append(names)
+    return tasks[0], tasks[1]
+
+
+def _checked(split: str, classes: list[str], a: list[str], b: list[str]) -> dict[str, list[str]]:
+    for task, names in (("A", a), ("B", b)):
+        if not names:
+            raise ProbeError(f"split {split!r}: task {task} has no classes")
+        for c in names:
+            if c not in classes:
+                raise ProbeError(f"split {split!r}: unknown class {c!r} in task {task}; "
+                                 f"the dataset's classes are {', '.join(map(str, classes[:12]))}"
+                                 f"{', ...' if len(classes) > 12 else ''}")
+        seen = set()
+        for c in names:
+            if c in seen:
+                raise ProbeError(f"split {split!r}: class {c!r} appears twice in task {task}")
+            seen.add(c)
+    both = [c for c in a if c in set(b)]
+    if both:
+        raise ProbeError(f"split {split!r}: class {both[0]!r} is in both task A and task B")
+    order = {c: i for i, c in enumerate(classes)}
+    return {"A": sorted(a, key=order.__getitem__), "B": sorted(b, key=order.__getitem__)}

@@ -1,0 +1,196 @@
+"""Frozen specifications: one dataclass describes one network completely.
+
+A :class:`NetworkSpec` names the data, the class split, the source and target tasks, the cut layer n, whether the
+copied layers are frozen or fine-tuned, the seeds, the architecture and the training recipe. Models are built from a
+spec alone, and ``spec.to_dict()`` is stored in every checkpoint so that a file always says what it holds.
+
+Network names follow Yosinski et al. (2014), Section 2: ``baseB``; ``BnB`` (selffer: first n layers copied from baseB
+and frozen); ``AnB`` (transfer: first n layers from baseA); a trailing ``+`` when the copied layers are fine-tuned;
+and ``RnB`` for the random-weights baseline (first n layers left at random initialization and frozen).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from probe.errors import ProbeError
+
+VARIANTS = ("base", "selffer", "transfer", "random")
+TASKS = ("A", "B")
+INITS = ("gaussian", "kaiming")
+SCHEDULES = ("step", "cosine", "constant")
+
+
+def _check_choice(what: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ProbeError(f"{what} {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which images: a dataset by name, where it lives, and how much of its training split to use."""
+
+    name: str
+    root: str | None = None
+    image_size: int | None = None  # resize + center-crop side for image-folder trees of mixed sizes
+    train_per_class: int | None = None  # keep only this many training images per class (smoke runs)
+    val_fraction: float = 0.1  # held out of train, stratified, for model selection; test is only reported
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ProbeError(f"val_fraction {self.val_fraction} must lie in [0, 1)")
+        if self.train_per_class is not None and self.train_per_class < 1:
+            raise ProbeError(f"train_per_class {self.train_per_class} must be a positive integer")
+        if self.image_size is not None and self.image_size < 8:
+            raise ProbeError(f"image_size {self.image_size} must be at least 8 pixels")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """An architecture from the registry, its initialization scheme and its options (e.g. ``width``)."""
+
+    name: str
+    init: str = "kaiming"
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_choice("init", self.init, INITS)
+        opts = self.options.items() if isinstance(self.options, dict) else self.options
+        object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a network is trained. The defaults follow the paper's Caffe recipe (Yosinski et al. 2014, Sec. 3):
+    SGD with momentum 0.9, learning rate 0.01 divided by 10 in steps, weight decay 5e-4, random crops and mirroring;
+    fine-tuned copied layers train at the same learning rate (``finetune_lr_scale`` 1)."""
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "step"
+    lr_step_every: float = 1 / 3  # step schedule: multiply by lr_gamma after each such fraction of training
+    lr_gamma: float = 0.1
+    finetune_lr_scale: float = 1.0  # learning-rate factor of copied layers in "+" networks
+    bias_lr_scale: float = 2.0  # Caffe's lr_mult 2 for biases
+    bias_weight_decay: bool = False  # Caffe's decay_mult 0 for biases
+    crop_padding: int = 4  # random crop from the image padded by this much (0 for a crop from a larger image)
+    crop_size: int | None = None  # model input side; None keeps the image's own size
+    flip: bool = True
+    diverge_loss: float = 1e3  # a batch loss above this (or not finite) stops the network as diverged
+
+    def __post_init__(self) -> None:
+        _check_choice("schedule", self.schedule, SCHEDULES)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ProbeError(f"{name} {getattr(self, name)} must be a positive integer")
+        if self.lr <= 0:
+            raise ProbeError(f"lr {self.lr} must be positive")
+        if not 0 < self.lr_step_every <= 1:
+            raise ProbeError(f"lr_step_every {self.lr_step_every} must be a fraction of training in (0, 1]")
+        if self.crop_padding < 0:
+            raise ProbeError(f"crop_padding {self.crop_padding} must be >= 0")
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network of the protocol. ``source`` is the task whose base network donates layers 1..cut (None for base
+    and random networks); ``target`` is the task the network is trained and tested on."""
+
+    data: DataSpec
+    split: str
+    split_seed: int | None
+    target: str
+    variant: str = "base"
+    source: str | None = None
+    cut: int = 0
+    fine_tune: bool = False
+    init_seed: int = 0
+    arch: ArchSpec = field(default_factory=lambda: ArchSpec("caffenet-small"))
+    recipe: Recipe = field(default_factory=Recipe)
+    # What the split resolved to and the input shape, so a network can be built from its spec alone
+    classes_a: tuple[str, ...] = ()
+    classes_b: tuple[str, ...] = ()
+    in_channels: int = 3
+    input_size: int = 32
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classes_a", tuple(self.classes_a))
+        object.__setattr__(self, "classes_b", tuple(self.classes_b))
+        _check_choice("variant", self.variant, VARIANTS)
+        _check_choice("target task", self.target, TASKS)
+        if self.variant == "base":
+            if self.cut != 0 or self.source is not None or self.fine_tune:
+                raise ProbeError("a base network has cut 0, no source task and nothing to fine-tune")
+        else:
+            if self.cut < 1:
+                raise ProbeError(f"cut {self.cut} of a {self.variant} network must be a layer n >= 1")
+            expected = {"selffer": self.target, "transfer": _other(self.target), "random": None}[self.variant]
+            if self.source != expected:
+                raise ProbeError(
+                    f"a {self.variant} network trained on {self.target} takes its layers from {expected}, "
+                    f"not {self.source}")
+            if self.variant == "random" and self.fine_tune:
+                raise ProbeError("the random-weights baseline keeps its first n layers frozen; it has no '+' form")
+
+    @property
+    def target_classes(self) -> tuple[str, ...]:
+        return self.classes_a if self.target == "A" else self.classes_b
+
+    @property
+    def name(self) -> str:
+        """The paper's name: baseB, BnB, AnB+, RnB with n replaced by the cut, e.g. ``A3B+``."""
+        if self.variant == "base":
+            return f"base{self.target}"
+        first = "R" if self.variant == "random" else self.source
+        return f"{first}{self.cut}{self.target}{'+' if self.fine_tune else ''}"
+
+    @property
+    def replicate(self) -> str:
+        """The split and seeds this network belongs to, e.g. ``random-s0/init0``."""
+        split = self.split if self.split_seed is None else f"{self.split}-s{self.split_seed}"
+        return f"{split.replace('/', '_').replace(':', '_')}/init{self.init_seed}"
+
+    @property
+    def id(self) -> str:
+        """Unique within a run directory: the folder (relative to ``RUN/networks``) that holds this network."""
+        return f"{self.replicate}/{self.name}"
+
+    @property
+    def parent(self) -> NetworkSpec | None:
+        """The base network whose first ``cut`` layers this one copies, or None."""
+        if self.variant not in ("selffer", "transfer"):
+            return None
+        return dataclasses.replace(self, variant="base", target=self.source, source=None, cut=0, fine_tune=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["arch"]["options"] = dict(self.arch.options)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> NetworkSpec:
+        try:
+            d = dict(d)
+            d["data"] = DataSpec(**d["data"])
+            d["arch"] = ArchSpec(**d["arch"])
+            d["recipe"] = Recipe(**d["recipe"])
+            return cls(**d)
+        except (TypeError, KeyError) as e:
+            raise ProbeError(f"not a network spec ({e}): {json.dumps(d, default=str)[:200]}") from None
+
+
+def _other(task: str) -> str:
+    return "B" if task == "A" else "A"

@@ -1,0 +1,236 @@
+"""Training one network of the protocol: copy, freeze, re-initialize, train, checkpoint every epoch, test.
+
+Per Yosinski et al. (2014), Sec. 2: a selffer (BnB) or transfer (AnB) network copies layers 1..n from a base
+network and re-initializes layers n+1..L; the copied layers are frozen, or fine-tuned ("+") at the same learning
+rate as the new layers. The random-weights baseline (RnB) keeps layers 1..n at their random initialization, frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from data.tasks import TaskData
+from probe.architectures import LayeredNet, build_model
+from probe.atomic import read_json, write_json
+from probe.batches import Normalize, center_crop, random_crop_flip, to_device
+from probe.checkpoint import METRICS, RESUME, SPEC, WEIGHTS, load_tensors, load_weights, save_tensors
+from probe.errors import ProbeError
+from probe.spec import NetworkSpec, Recipe
+
+RUNNING = "running.json"
+EVAL_BATCH = 1024
+
+
+class TrainingDiverged(ProbeError):
+    """The loss became NaN/infinite or exceeded the recipe's divergence threshold."""
+
+
+@dataclass
+class TaskTensors:
+    """A task's splits on the training device, and the normalization shared by every network of the run."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    normalize: Normalize
+
+    @classmethod
+    def from_task(cls, task: TaskData, mean: list[float], std: list[float], device: torch.device) -> TaskTensors:
+        def y(a):
+            return torch.as_tensor(a, dtype=torch.long).to(device)
+
+        return cls(to_device(task.train_x, device), y(task.train_y), to_device(task.val_x, device), y(task.val_y),
+                   to_device(task.test_x, device), y(task.test_y), Normalize(mean, std, device))
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ProbeError(f"device {name!r} is not one of auto, cpu, cuda (or cuda:N)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ProbeError(f"device {name!r} was asked for but torch sees no CUDA device here; use --device cpu")
+    return torch.device(name)
+
+
+def network_dir(run_dir: Path, spec: NetworkSpec) -> Path:
+    return Path(run_dir) / "networks" / spec.id
+
+
+def is_done(run_dir: Path, spec: NetworkSpec) -> bool:
+    path = network_dir(run_dir, spec) / METRICS
+    return path.exists() and read_json(path).get("status") == "done"
+
+
+def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
+    """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
+    base network (selffer, transfer) and frozen unless fine-tuned (random: frozen at their random values)."""
+    model = build_model(spec)
+    parent = spec.parent
+    if parent is not None:
+        path = network_dir(run_dir, parent) / WEIGHTS
+        if not path.exists():
+            raise ProbeError(f"{spec.id} needs the trained weights of {parent.id}, which are missing ({path})")
+        state, _ = load_weights(path, parent)
+        model.load_state_dict({k: state[k] for k in model.prefix_state(spec.cut)}, strict=False)
+    if spec.variant == "random" or (spec.cut and not spec.fine_tune):
+        model.freeze(spec.cut)
+    return model
+
+
+def make_optimizer(model: LayeredNet, spec: NetworkSpec) -> torch.optim.SGD:
+    """SGD over the trainable parameters, with Caffe's per-parameter multipliers and the fine-tuning scale."""
+    r = spec.recipe
+    copied, upper = model.parameter_groups(spec.cut)
+    groups = []
+    for params, scale in ((copied, r.finetune_lr_scale), (upper, 1.0)):
+        for is_bias in (False, True):
+            ps = [p for p in params if p.requires_grad and (p.ndim == 1) == is_bias]
+            if ps:
+                lr_scale = scale * (r.bias_lr_scale if is_bias else 1.0)
+                decay = 0.0 if is_bias and not r.bias_weight_decay else r.weight_decay
+                groups.append({"params": ps, "lr": r.lr * lr_scale, "lr_scale": lr_scale, "weight_decay": decay})
+    return torch.optim.SGD(groups, lr=r.lr, momentum=r.momentum)
+
+
+def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
+    """The learning-rate multiplier at ``step`` of ``total_steps``."""
+    if recipe.schedule == "constant":
+        return 1.0
+    if recipe.schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return recipe.lr_gamma ** math.floor(step / (recipe.lr_step_every * total_steps) + 1e-9)
+
+
+@torch.inference_mode()
+def evaluate(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normalize: Normalize, input_size: int) -> float:
+    """Top-1 accuracy on center crops, in eval mode, without autograd."""
+    if len(y) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(y), EVAL_BATCH):
+        logits = model(normalize(center_crop(x[i: i + EVAL_BATCH], input_size)))
+        correct += (logits.argmax(1) == y[i: i + EVAL_BATCH]).sum().item()
+    model.train(was_training)
+    return correct / len(y)
+
+
+def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: torch.device,
+                  progress: bool = True) -> dict:
+    """Train ``spec`` on ``data`` (its target task), resuming from its last finished epoch if one was saved.
+
+    Writes ``weights.safetensors``, ``spec.json`` and ``metrics.json`` into the network's folder and returns the
+    metrics. Raises :class:`TrainingDiverged` when the loss blows up."""
+    r = spec.recipe
+    folder = network_dir(run_dir, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / SPEC, spec.to_dict())
+    write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+
+    model = prepare_model(spec, run_dir).to(device)
+    optimizer = make_optimizer(model, spec)
+    generator = torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
+    history: list[dict] = []
+    start_epoch = 0
+    if (folder / RESUME).exists():
+        start_epoch, history = _resume(folder / RESUME, spec, model, optimizer, generator)
+
+    n = len(data.train_y)
+    steps_per_epoch = max(1, math.ceil(n / r.batch_size))
+    total = r.epochs * steps_per_epoch
+    amp = device.type == "cuda"
+    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=spec.id, unit="step", leave=False,
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for epoch in range(start_epoch, r.epochs):
+            model.train()
+            order = torch.randperm(n, generator=generator).to(device)
+            loss_sum = correct = 0.0
+            for i in range(steps_per_epoch):
+                step = epoch * steps_per_epoch + i
+                for g in optimizer.param_groups:
+                    g["lr"] = r.lr * g["lr_scale"] * lr_factor(r, step, total)
+                idx = order[i * r.batch_size: (i + 1) * r.batch_size]
+                x = random_crop_flip(data.train_x[idx], spec.input_size, r.crop_padding, r.flip, generator)
+                y = data.train_y[idx]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(data.normalize(x))
+                    loss = F.cross_entropy(logits.float(), y)
+                value = loss.item()
+                if not math.isfinite(value) or value > r.diverge_loss:
+                    raise TrainingDiverged(
+                        f"{spec.id} diverged at epoch {epoch + 1}, step {i + 1}: loss {value:.4g} "
+                        f"(lr {r.lr}; try a smaller --lr or another --init)")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += value * len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+                bar.update()
+            history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n,
+                            "val_acc": evaluate(model, data.val_x, data.val_y, data.normalize, spec.input_size),
+                            "lr": optimizer.param_groups[-1]["lr"]})
+            bar.set_postfix(val=f"{history[-1]['val_acc']:.3f}")
+            _save_resume(folder / RESUME, spec, model, optimizer, generator, epoch + 1, history)
+    finally:
+        bar.close()
+        (folder / RUNNING).unlink(missing_ok=True)
+
+    test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
+    save_tensors(folder / WEIGHTS, model.state_dict(), spec)
+    metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
+               "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
+               "n_train": n, "n_val": len(data.val_y), "n_test": len(data.test_y), "device": str(device)}
+    write_json(folder / METRICS, metrics)
+    (folder / RESUME).unlink(missing_ok=True)
+    return metrics
+
+
+def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
+    """Mark a network failed (it is retried on the next run, from scratch or its last epoch)."""
+    folder = network_dir(run_dir, spec)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / METRICS, {"id": spec.id, "name": spec.name, "status": "failed", "error": error})
+    (folder / RUNNING).unlink(missing_ok=True)
+
+
+def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
+                 generator: torch.Generator, epoch: int, history: list[dict]) -> None:
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    names = {id(p): k for k, p in model.named_parameters()}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            buf = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"momentum.{names[id(p)]}"] = buf
+    tensors["generator"] = generator.get_state()
+    save_tensors(path, tensors, spec, epoch=epoch, history=history)
+
+
+def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
+            generator: torch.Generator) -> tuple[int, list[dict]]:
+    tensors, saved, meta = load_tensors(path)
+    if saved != spec:
+        raise ProbeError(f"{path} was saved for other settings than the planned {spec.id}; delete it to retrain")
+    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(model.named_parameters())
+    for k, v in tensors.items():
+        if k.startswith("momentum."):
+            optimizer.state[params[k[len("momentum."):]]]["momentum_buffer"] = v.to(params[k[len("momentum."):]].device)
+    generator.set_state(tensors["generator"])
+    return int(meta["epoch"]), list(meta["history"])
