@@ -30,7 +30,7 @@ def synthetic_arrays(seed: int = 0, n_classes: int = N_CLASSES, size: int = IMAG
         dx, dy = rng.integers(0, 5, size=(2, n))
         contrast = rng.uniform(0.6, 1.2, size=(n, 1, 1, 1))
         crops = np.stack([patterns[c, a: a + size, b: b + size] for c, a, b in zip(y, dy, dx)])
-        x = crops * contrast + rng.normal(scale=0.6, size=crops.shape)
+        x = crops * contrast + rng.normal(scale=0.35, size=crops.shape)
         x = np.clip(128 + 40 * x, 0, 255).astype(np.uint8)
         order = rng.permutation(n)
         return x[order], y[order].astype(np.int64)
