@@ -7,6 +7,7 @@ failed and the sweep goes on; networks that copy from it are skipped until it su
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from dataclasses import dataclass
@@ -36,12 +37,25 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
     if run_dir is not None:
         path = Path(run_dir) / PLAN
         if path.exists():
-            if read_json(path) != plan_to_dict(study, plan):
-                raise ProbeError(f"{str(run_dir)!r} already holds a different plan ({path}); run 'probe train "
+            stored, now = read_json(path), json.loads(json.dumps(plan_to_dict(study, plan)))
+            if stored != now:
+                where = _first_difference(stored["study"], now["study"]) or "the resolved networks"
+                raise ProbeError(f"{str(run_dir)!r} already holds a different plan ({where}); run 'probe train "
                                  f"{run_dir}' with the same options (or none) to resume it, or use a new directory")
         else:
             write_plan(run_dir, study, plan)
     return plan, arrays
+
+
+def _first_difference(old, new, path: str = "") -> str | None:
+    """``"recipe.epochs: 1 in the run, 2 now"`` for the first key where two study dicts differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for k in sorted(set(old) | set(new)):
+            found = _first_difference(old.get(k), new.get(k), f"{path}.{k}" if path else k)
+            if found:
+                return found
+        return None
+    return None if old == new else f"{path}: {json.dumps(old)} in the run, {json.dumps(new)} now"
 
 
 @dataclass

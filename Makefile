@@ -1,0 +1,44 @@
+# Two entry points for a fresh machine (only Python needed): `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+RUN ?= runs/demo
+
+# The demo: the whole protocol (baseA/B, BnB, BnB+, AnB, AnB+, RnB in both directions) on a random Fashion-MNIST
+# split at cuts 1, 3, 5, 7, scaled to finish in minutes on two CPU cores.
+DEMO_OPTS ?= --dataset fashion-mnist --split random --seeds 0 --arch caffenet-small --arch-option width=0.25 \
+	--cuts 1,3,5,7 --train-per-class 500 --epochs 2 --batch-size 64 --crop-padding 2 --schedule cosine
+
+.PHONY: setup demo test fashion-mnist clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+fashion-mnist:
+	@if [ -f $(FASHION) ]; then exit 0; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is missing and apt-get is not available here. Either install Debian's"; \
+		echo "dataset-fashion-mnist package, or put torchvision's FashionMNIST/raw files under a folder and run"; \
+		echo "  make demo DEMO_OPTS='--dataset fashion-mnist --data-root FOLDER ...'"; \
+		echo "(add --download to let torchvision fetch it there when the network allows)."; \
+		exit 1; \
+	fi
+
+demo: $(STAMP) fashion-mnist
+	$(BIN)/probe train $(RUN) $(DEMO_OPTS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
