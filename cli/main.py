@@ -221,6 +221,41 @@ def status(run_dir: Path) -> None:
 
 
 @main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The zarr store to write. Default: RUN_DIR/activations.zarr.")
+@click.option("--networks", default="", help="Only these networks (ids or names, comma-separated). Default: all "
+                                             "finished ones.")
+@click.option("--probe-set", type=click.Choice(["target", "source", "both"]), default="target", show_default=True,
+              help="Test images of the network's target task, of its source task, or of both tasks.")
+@click.option("--per-class", type=int, default=None, help="A seeded class-balanced subset of this many test images "
+                                                          "per class. Default: every test image.")
+@click.option("--spatial", default="mean", show_default=True,
+              help="Convolutional maps: mean (per channel), full (whole map) or sample:K (K random positions).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset and the sampled positions.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Stored dtype of activations.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per forward pass (and per "
+                                                                           "chunk along the sample dim).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
+@errors_as_messages
+def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_class: int | None, spatial: str,
+            seed: int, dtype: str, batch_size: int, device: str, cache_dir: Path | None, quiet: bool) -> None:
+    """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
+    from probe.extract import ProbeSet, Reduction, extract_run
+    from probe.train import resolve_device
+
+    result = extract_run(run_dir, out, [n.strip() for n in networks.split(",") if n.strip()] or None,
+                         ProbeSet(probe_set, per_class, seed), Reduction(spatial, seed, dtype), resolve_device(device),
+                         batch_size, cache_dir, progress=not quiet)
+    click.echo(f"wrote {len(result['written'])}, already complete {len(result['skipped'])}, "
+               f"not trained yet {len(result['untrained'])} -> {out or run_dir / 'activations.zarr'}")
+
+
+@main.command()
 def archs() -> None:
     """List the registered architectures, their cut points and options."""
     from probe.architectures import REGISTRY, build_network
