@@ -1,0 +1,223 @@
+"""probe extract: the labelled zarr store of every network's per-layer activations."""
+
+from __future__ import annotations
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+from conftest import TINY_STUDY, assert_one_line_error
+
+from analysis.stores import layer_arrays, list_networks, open_store
+from data.datasets import load_dataset
+from probe.architectures import build_model
+from probe.atomic import read_json
+from probe.batches import Normalize, center_crop, to_device
+from probe.checkpoint import WEIGHTS, load_weights
+from probe.extract import ProbeSet, Reduction, extract_network, extract_run, group_is_complete
+from probe.plan import read_plan
+from probe.spec import NetworkSpec
+from probe.sweep import DATA
+from probe.train import network_dir
+
+pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cache_dir):
+    """A small trained run: bases and BnB/AnB at cuts 1 and 3, one seed."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    run_dir = tmp_path_factory.mktemp("run")
+    result = CliRunner().invoke(main, ["train", str(run_dir), *TINY_STUDY, "--cuts", "1,3", "--variants", "BnB,AnB",
+                                       "--quiet", "--device", "cpu", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def _specs(run_dir):
+    return {p.spec.id: p.spec for p in read_plan(run_dir)[1]}
+
+
+def _direct(run_dir, spec, samples):
+    """Activations of a plain forward pass over the given test images, spatially averaged."""
+    state, _ = load_weights(network_dir(run_dir, spec) / WEIGHTS, spec)
+    model = build_model(spec)
+    model.load_state_dict(state)
+    model.eval()
+    arrays = load_dataset(spec.data)
+    stats = read_json(run_dir / DATA)
+    x = Normalize(stats["mean"], stats["std"], torch.device("cpu"))(
+        center_crop(to_device(np.asarray(arrays.test_x[samples]), torch.device("cpu")), spec.input_size))
+    with torch.no_grad():
+        logits, acts = model.forward_intermediates(x)
+    return logits, acts
+
+
+def test_store_matches_a_direct_forward_pass(run, tmp_path):
+    store = tmp_path / "acts.zarr"
+    result = extract_run(run, store, batch_size=32, progress=False)
+    assert len(result["written"]) == len(_specs(run)) and not result["untrained"]
+    tree = open_store(store)
+    assert sorted(list_networks(tree)) == sorted(_specs(run))
+    for nid, spec in list(_specs(run).items())[:3]:
+        ds = tree[nid].to_dataset()
+        samples = ds["sample"].values
+        arrays = load_dataset(spec.data)
+        labels = np.asarray(arrays.test_y)
+        expected = np.flatnonzero(np.isin(labels, [arrays.classes.index(c) for c in spec.target_classes]))
+        np.testing.assert_array_equal(samples, expected)
+        np.testing.assert_array_equal(ds["label"].values, labels[samples])
+        assert list(ds["class_name"].values) == [arrays.classes[k] for k in labels[samples]]
+        assert set(ds["task"].values) == {spec.target}
+        logits, acts = _direct(run, spec, samples)
+        for name, a in acts.items():
+            want = a.mean(dim=(2, 3)) if a.ndim == 4 else a
+            np.testing.assert_allclose(ds[name].values, want.numpy(), rtol=1e-5, atol=1e-5)
+            assert ds[name].dims == ("sample", f"{name}_unit")
+        np.testing.assert_allclose(ds["logits"].values, logits.numpy(), rtol=1e-5, atol=1e-5)
+        assert list(ds["logit_class"].values) == list(spec.target_classes)
+        assert NetworkSpec.from_dict(json.loads(ds.attrs["spec"])) == spec
+        assert ds.attrs["complete"] is True
+
+
+def test_round_trip_is_identical(run, tmp_path):
+    store = tmp_path / "acts.zarr"
+    extract_run(run, store, networks=["baseA", "baseB"], progress=False)
+    tree = open_store(store).load()
+    copy = tmp_path / "copy.zarr"
+    tree.to_zarr(copy)
+    xr.testing.assert_identical(xr.open_datatree(copy, engine="zarr").load(), tree)
+    nid = list_networks(tree)[0]
+    xr.testing.assert_identical(xr.open_zarr(store, group=nid).load(), tree[nid].to_dataset())
+
+
+def _peak_bytes(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_chunked_writes_equal_one_batch_and_memory_stays_bounded(run, tmp_path):
+    spec = _specs(run)["random-s0/init0/A3B"]
+    full = Reduction("full")
+
+    def extract(store, **kw):
+        return lambda: extract_run(run, tmp_path / store, networks=[spec.id], reduction=full, progress=False, **kw)
+
+    extract("warm.zarr", batch_size=8)()  # imports, dataset and codec set-up out of the measurement
+    few = _peak_bytes(extract("few.zarr", batch_size=8, probe_set=ProbeSet(per_class=2)))
+    many = _peak_bytes(extract("small.zarr", batch_size=8))
+    extract("big.zarr", batch_size=10_000)()
+    a = xr.open_zarr(tmp_path / "small.zarr", group=spec.id).load()
+    b = xr.open_zarr(tmp_path / "big.zarr", group=spec.id).load()
+    assert a.sizes["sample"] > 8 * 10  # many more samples than one chunk holds
+    xr.testing.assert_identical(a, b)
+    assert zarr.open_array(str(tmp_path / "small.zarr"), path=f"{spec.id}/conv1", mode="r").chunks[0] == 8
+    total = sum(v.nbytes for v in a.data_vars.values())
+    # 15x more samples cost about the same peak: the writer holds a batch or two, never the whole group
+    assert many - few < total / 4, f"peak grew by {many - few} bytes for a {total}-byte group"
+
+
+def test_networks_see_the_same_samples(run, tmp_path):
+    store = tmp_path / "acts.zarr"
+    extract_run(run, store, probe_set=ProbeSet("both"), progress=False)
+    tree = open_store(store)
+    fc6 = layer_arrays(tree, "fc6", stack=True)
+    assert fc6.sizes["network"] == len(_specs(run))
+    assert set(fc6["task"].values) == {"A", "B"}
+    target_store = tmp_path / "target.zarr"
+    extract_run(run, target_store, progress=False)
+    tree = open_store(target_store)
+    on_b = [nid for nid, s in _specs(run).items() if s.target == "B"]
+    arrays = layer_arrays(tree, "conv1", on_b)
+    first = next(iter(arrays.values()))
+    for a in arrays.values():
+        np.testing.assert_array_equal(a["sample"].values, first["sample"].values)
+    with pytest.raises(Exception, match="different images"):
+        layer_arrays(tree, "conv1", ["random-s0/init0/baseA", "random-s0/init0/baseB"])
+
+
+def test_killed_extraction_resumes(run, tmp_path, monkeypatch):
+    store = tmp_path / "acts.zarr"
+    specs = _specs(run)
+    extract_run(run, store, networks=["baseA"], batch_size=16, progress=False)
+    victim = specs["random-s0/init0/B1B"]
+    calls = {"n": 0}
+    original = xr.Dataset.to_zarr
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_run(run, store, networks=[victim.id], batch_size=16, progress=False)
+    monkeypatch.setattr(xr.Dataset, "to_zarr", original)
+    assert group_is_complete(store, victim.id) is None
+    assert zarr.open_group(str(store), path=victim.id, mode="r").attrs["complete"] is False
+    before = (store / "random-s0/init0/baseA/zarr.json").stat().st_mtime_ns
+    result = extract_run(run, store, batch_size=16, progress=False)
+    assert victim.id in result["written"] and "random-s0/init0/baseA" in result["skipped"]
+    assert (store / "random-s0/init0/baseA/zarr.json").stat().st_mtime_ns == before
+    done = xr.open_zarr(store, group=victim.id)
+    fresh = tmp_path / "fresh.zarr"
+    extract_run(run, fresh, networks=[victim.id], batch_size=16, progress=False)
+    xr.testing.assert_identical(done.load(), xr.open_zarr(fresh, group=victim.id).load())
+    assert extract_run(run, store, batch_size=16, progress=False)["written"] == []
+
+
+def test_sampled_positions_line_up_across_networks(run, tmp_path):
+    store = tmp_path / "acts.zarr"
+    extract_run(run, store, networks=["baseB", "B3B"], reduction=Reduction("sample:3", dtype="float16"),
+                progress=False)
+    tree = open_store(store)
+    a, b = (tree[f"random-s0/init0/{n}"].to_dataset() for n in ("baseB", "B3B"))
+    assert a["conv2"].dims == ("sample", "conv2_position", "conv2_unit") and a.sizes["conv2_position"] == 3
+    assert a["conv2"].dtype == np.float16 and a["fc6"].dims == ("sample", "fc6_unit")
+    np.testing.assert_array_equal(a["conv2_pos_y"].values, b["conv2_pos_y"].values)
+    np.testing.assert_array_equal(a["conv2_pos_x"].values, b["conv2_pos_x"].values)
+    # the sampled values are the map's values at those positions
+    spec = _specs(run)["random-s0/init0/baseB"]
+    _, acts = _direct(run, spec, a["sample"].values)
+    conv2 = acts["conv2"].numpy()
+    ys, xs = a["conv2_pos_y"].values, a["conv2_pos_x"].values
+    want = np.stack([conv2[i][:, ys[i], xs[i]].T for i in range(len(ys))])
+    np.testing.assert_allclose(a["conv2"].values.astype(np.float32), want, rtol=1e-2, atol=1e-2)
+
+
+def test_other_settings_need_another_store(run, tmp_path, cli):
+    store = tmp_path / "acts.zarr"
+    extract_run(run, store, networks=["baseA"], progress=False)
+    result = cli("extract", run, "--out", store, "--networks", "baseA", "--spatial", "full", "--quiet")
+    assert_one_line_error(result, "--out")
+    result = cli("extract", run, "--spatial", "middle", "--quiet")
+    assert_one_line_error(result, "middle")
+    result = cli("extract", run, "--out", tmp_path / "ok.zarr", "--per-class", "5", "--quiet", "--networks",
+                 "baseA,A1B")
+    assert result.exit_code == 0, result.output
+    ds = open_store(tmp_path / "ok.zarr")["random-s0/init0/baseA"].to_dataset()
+    assert ds.sizes["sample"] == 5 * len(_specs(run)["random-s0/init0/baseA"].target_classes)
+    assert np.unique(ds["label"].values, return_counts=True)[1].tolist() == [5] * 5
+
+
+def test_extract_network_writes_only_its_group(run, tmp_path):
+    spec = _specs(run)["random-s0/init0/baseA"]
+    store = tmp_path / "acts.zarr"
+    model = build_model(spec)
+    arrays = load_dataset(spec.data)
+    stats = read_json(run / DATA)
+    extract_network(store, spec, model, arrays, Normalize(stats["mean"], stats["std"], torch.device("cpu")),
+                    ProbeSet(), Reduction(), torch.device("cpu"), progress=False)
+    assert [p.name for p in (store / "random-s0/init0").iterdir() if p.is_dir()] == ["baseA"]
