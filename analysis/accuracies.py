@@ -1,50 +1,134 @@
-"""Every finished network's test accuracy on its target task, and the per-cut table the paper's Figure 2 plots."""
+"""Every network's test accuracy on its target task, as a labelled xarray Dataset.
+
+Dims: ``split`` (random, vehicles-animals, ...), ``replicate`` (split seed and init seed, e.g. ``s0/init0``),
+``target`` (A or B: both directions of a split count as replicates, as in Yosinski et al. 2014, Sec. 4.1), ``n``
+(the cut layer) and ``variant`` (BnB, BnB+, AnB, AnB+, RnB). ``base`` holds baseA/baseB per split, replicate and
+target; ``acc`` holds the cut networks. Missing networks are NaN.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from pathlib import Path
 
+import json
+
 import numpy as np
+import xarray as xr
 
 from probe.atomic import read_json
 from probe.checkpoint import METRICS
-from probe.plan import read_plan
+from probe.plan import VARIANT_NAMES, read_plan
+from probe.spec import NetworkSpec
 from probe.train import network_dir
 
-COLUMNS = ("base", "BnB", "BnB+", "AnB", "AnB+", "RnB")
+VARIANTS = tuple(VARIANT_NAMES)  # BnB, BnB+, AnB, AnB+, RnB
+COLUMNS = ("base", *VARIANTS)
 
 
-def collect_accuracies(run_dir: Path) -> list[dict]:
-    """One row per finished network: id, split, replicate, target, paper-style variant label, cut, test accuracy."""
-    _, plan = read_plan(run_dir)
-    rows = []
+def variant_label(spec: NetworkSpec) -> str:
+    """The paper's generic label of a network: base, BnB, BnB+, AnB, AnB+ or RnB."""
+    if spec.variant == "base":
+        return "base"
+    return {"selffer": "BnB", "transfer": "AnB", "random": "RnB"}[spec.variant] + ("+" if spec.fine_tune else "")
+
+
+def replicate_label(spec: NetworkSpec) -> str:
+    """``s0/init0`` for a seeded split, ``init0`` for a fixed one."""
+    init = f"init{spec.init_seed}"
+    return init if spec.split_seed is None else f"s{spec.split_seed}/{init}"
+
+
+def accuracy_dataset(run_dir: Path) -> tuple[xr.Dataset, list[str]]:
+    """The run's test accuracies, and the ids of planned networks that are not finished."""
+    study, plan = read_plan(run_dir)
+    found: dict[str, float] = {}
+    missing = []
     for p in plan:
-        s = p.spec
-        path = network_dir(run_dir, s) / METRICS
-        if not path.exists() or (m := read_json(path)).get("status") != "done":
-            continue
-        label = "base" if s.variant == "base" else {"selffer": "BnB", "transfer": "AnB", "random": "RnB"}[s.variant]
-        rows.append({"id": s.id, "split": s.split, "replicate": s.replicate, "target": s.target, "name": s.name,
-                     "variant": label + ("+" if s.fine_tune else ""), "cut": s.cut, "test_acc": m["test_acc"]})
-    return rows
+        path = network_dir(run_dir, p.spec) / METRICS
+        m = read_json(path) if path.exists() else {}
+        if m.get("status") == "done":
+            found[p.spec.id] = m["test_acc"]
+        else:
+            missing.append(p.spec.id)
+    specs = [p.spec for p in plan]
+    return build_dataset(specs, found, study.to_dict()), missing
 
 
-def format_table(rows: list[dict]) -> str:
+def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: dict | None = None) -> xr.Dataset:
+    """Arrange ``accuracy`` (network id -> test accuracy) of ``specs`` on the dims above."""
+    splits = list(dict.fromkeys(s.split for s in specs))
+    replicates = list(dict.fromkeys(replicate_label(s) for s in specs))
+    cuts = sorted({s.cut for s in specs if s.cut > 0})
+    base = np.full((len(splits), len(replicates), 2), np.nan)
+    acc = np.full((len(splits), len(replicates), 2, len(cuts), len(VARIANTS)), np.nan)
+    planned = np.zeros(acc.shape, dtype=bool)
+    for s in specs:
+        i, r, t = splits.index(s.split), replicates.index(replicate_label(s)), "AB".index(s.target)
+        value = accuracy.get(s.id, np.nan)
+        if s.variant == "base":
+            base[i, r, t] = value
+        else:
+            j, v = cuts.index(s.cut), VARIANTS.index(variant_label(s))
+            acc[i, r, t, j, v] = value
+            planned[i, r, t, j, v] = True
+    layer_names = {}
+    if specs:
+        from probe.architectures import build_model
+
+        names = build_model(specs[0]).layer_names
+        layer_names = {"layer": ("n", _strings([names[n - 1] for n in cuts]))}
+    ds = xr.Dataset(
+        {"base": (("split", "replicate", "target"), base),
+         "acc": (("split", "replicate", "target", "n", "variant"), acc),
+         "planned": (("split", "replicate", "target", "n", "variant"), planned)},
+        coords={"split": _strings(splits), "replicate": _strings(replicates), "target": _strings(["A", "B"]),
+                "n": cuts, "variant": _strings(VARIANTS), **layer_names})
+    ds["acc"].attrs["description"] = "test accuracy (top-1) on the target task"
+    ds["base"].attrs["description"] = "test accuracy (top-1) of baseA/baseB on their own task"
+    if study is not None:
+        ds.attrs["study"] = json.dumps(study, sort_keys=True)
+    return ds
+
+
+def _strings(values) -> np.ndarray:
+    """Variable-length strings: zarr v3 has a specified encoding for them, not for fixed-width unicode."""
+    return np.array(list(values), dtype=object)
+
+
+def format_table(ds: xr.Dataset) -> str:
     """Mean test accuracy per split, cut n and variant over replicates and both directions, with the count."""
-    if not rows:
-        return "no finished networks yet"
-    cells: dict[tuple, list[float]] = defaultdict(list)
-    for r in rows:
-        cells[(r["split"], r["cut"], r["variant"])].append(r["test_acc"])
     lines = []
-    for split in sorted({r["split"] for r in rows}):
+    for split in ds["split"].values:
+        d = ds.sel(split=split)
         lines.append(f"split {split}: mean test accuracy over replicates and directions (count)")
-        lines.append("   n  " + "".join(f"{c:>14}" for c in COLUMNS))
-        for n in sorted({r["cut"] for r in rows if r["split"] == split}):
-            row = []
-            for c in COLUMNS:
-                v = cells.get((split, n, c))
-                row.append(f"{np.mean(v):>9.4f} ({len(v)})" if v else f"{'':>14}")
-            lines.append(f"{n:>4}  " + "".join(f"{x:>14}" for x in row))
-    return "\n".join(lines)
+        lines.append("   n  " + "".join(f"{c:>15}" for c in COLUMNS))
+        base = d["base"].values.ravel()
+        lines.append(f"{0:>4}  " + _cell(base) + "".join(f"{'':>15}" for _ in VARIANTS))
+        for n in d["n"].values:
+            cells = [_cell(d["acc"].sel(n=n, variant=v).values.ravel()) for v in VARIANTS]
+            lines.append(f"{int(n):>4}  " + f"{'':>15}" + "".join(cells))
+    return "\n".join(lines) if lines else "no networks planned"
+
+
+def _cell(values: np.ndarray) -> str:
+    values = values[np.isfinite(values)]
+    return f"{values.mean():>10.4f} ({len(values)})" if len(values) else f"{'-':>15}"
+
+
+def rows(ds: xr.Dataset) -> list[dict]:
+    """One row per finished network: split, replicate, target, variant, n, test accuracy."""
+    out = []
+    for split in ds["split"].values:
+        for rep in ds["replicate"].values:
+            for t in ds["target"].values:
+                b = float(ds["base"].sel(split=split, replicate=rep, target=t))
+                if np.isfinite(b):
+                    out.append({"split": split, "replicate": rep, "target": t, "variant": "base", "n": 0,
+                                "test_acc": b})
+                for n in ds["n"].values:
+                    for v in ds["variant"].values:
+                        a = float(ds["acc"].sel(split=split, replicate=rep, target=t, n=n, variant=v))
+                        if np.isfinite(a):
+                            out.append({"split": split, "replicate": rep, "target": t, "variant": v, "n": int(n),
+                                        "test_acc": a})
+    return out

@@ -161,7 +161,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     """Train every network of a study into RUN_DIR; rerun to resume.
 
     With no study options, an existing RUN_DIR's own plan is resumed."""
-    from analysis.accuracies import collect_accuracies, format_table
+    from analysis.accuracies import accuracy_dataset, format_table
     from probe.sweep import run_study
     from probe.train import resolve_device
 
@@ -178,7 +178,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
         click.echo(f"failed  {nid}: {err}", err=True)
     for nid, dep in result.blocked.items():
         click.echo(f"blocked {nid}: needs {dep}", err=True)
-    click.echo(format_table(collect_accuracies(run_dir)))
+    click.echo(format_table(accuracy_dataset(run_dir)[0]))
     if result.failed or result.blocked:
         sys.exit(1)
 
@@ -253,6 +253,24 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
                          batch_size, cache_dir, progress=not quiet)
     click.echo(f"wrote {len(result['written'])}, already complete {len(result['skipped'])}, "
                f"not trained yet {len(result['untrained'])} -> {out or run_dir / 'activations.zarr'}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@errors_as_messages
+def analyze(run_dir: Path) -> None:
+    """Decompose RUN_DIR's accuracies into co-adaptation and specialization, check the paper's claims, and write
+    the report, figures and tables into RUN_DIR/analysis (works on a partial run)."""
+    from analysis.report import analyze_run
+
+    result = analyze_run(run_dir)
+    click.echo(result["table"])
+    if result["missing"]:
+        click.echo(f"partial run: {len(result['missing'])} planned networks not finished "
+                   f"(e.g. {result['missing'][0]}); they are left out")
+    for c in result["claims"]:
+        click.echo(f"claim {c.number}: {c.verdict:<14} {c.text}")
+    click.echo(f"report: {result['out'] / 'report.md'} (and report.html, figures/, accuracies.zarr, *.csv)")
 
 
 @main.command()

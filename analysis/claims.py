@@ -1,0 +1,145 @@
+"""Automatic checks of the paper's eight claims (Yosinski et al. 2014, Sec. 4.1-4.2) on a run's accuracies.
+
+Each check is decided by 95% confidence intervals over replicates: it **holds** when every interval it rests on
+lies on the claimed side (or, for "no difference" claims, covers zero), **does not hold** when an interval lies on
+the opposite side (or a "no difference" interval excludes zero), and is **undecided** otherwise — including when
+there are too few replicates for an interval, or the networks it needs were not run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import xarray as xr
+
+from analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, split_contrast
+from analysis.stats import Estimate, estimate
+
+HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
+
+
+@dataclass
+class Claim:
+    number: int
+    text: str
+    verdict: str = UNDECIDED
+    evidence: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"number": self.number, "claim": self.text, "verdict": self.verdict, "evidence": self.evidence}
+
+
+def _per_rep(da: xr.DataArray, n) -> np.ndarray:
+    return replicates(da).sel(n=n).values
+
+
+def _no_difference(estimates: list[tuple[str, Estimate]]) -> tuple[str, list[str]]:
+    """Holds when every interval covers zero, fails when one excludes it."""
+    evidence = [f"{name}: {e}" for name, e in estimates]
+    if any(e.above() or e.below() for _, e in estimates):
+        return FAILS, evidence
+    if estimates and all(e.covers() for _, e in estimates):
+        return HOLDS, evidence
+    return UNDECIDED, evidence
+
+
+def _all_on_side(estimates: list[tuple[str, Estimate]], positive: bool) -> tuple[str, list[str]]:
+    """Holds when every interval lies on the claimed side of zero, fails when one lies on the other side."""
+    evidence = [f"{name}: {e}" for name, e in estimates]
+    on = (lambda e: e.above()) if positive else (lambda e: e.below())
+    off = (lambda e: e.below()) if positive else (lambda e: e.above())
+    if any(off(e) for _, e in estimates):
+        return FAILS, evidence
+    if estimates and all(on(e) for _, e in estimates):
+        return HOLDS, evidence
+    return UNDECIDED, evidence
+
+
+def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> list[Claim]:
+    """The eight claims on ``split`` (the similar-task split; claim 7 compares the others with it)."""
+    claims = [
+        Claim(1, "n = 1-2: BnB and AnB are within noise of baseB"),
+        Claim(2, "BnB dips at middle layers and recovers at the top"),
+        Claim(3, "BnB+ is within noise of baseB at every n"),
+        Claim(4, "AnB - BnB grows more negative with n"),
+        Claim(5, "AnB falls after the middle layers and is lowest at the top"),
+        Claim(6, "AnB+ beats baseB (the lingering boost of transfer)"),
+        Claim(7, "a dissimilar split loses more than the similar one at n >= 2"),
+        Claim(8, "random frozen layers do worse than transferred ones at every n"),
+    ]
+    if split not in ds["split"].values:
+        for c in claims:
+            c.evidence.append(f"no {split!r} split in this run")
+        return claims
+    d = ds.sel(split=split)
+    dec = decompose(ds).sel(split=split)
+    acc = d["acc"]
+    cuts = [int(n) for n in d["n"].values]
+    top, middle = cuts[-1], cuts[len(cuts) // 2] if cuts else None
+    middle_cuts = [n for n in cuts if 2 < n < top]
+
+    def var(v):
+        return acc.sel(variant=v)
+
+    # 1
+    early = [n for n in cuts if n <= 2]
+    ests = [(f"{v} - baseB at n={n}", estimate(_per_rep(var(v) - d["base"], n))) for n in early
+            for v in ("BnB", "AnB")]
+    claims[0].verdict, claims[0].evidence = _no_difference(ests) if early else (UNDECIDED, ["no cut n <= 2 run"])
+
+    # 2: the deepest co-adaptation dip among the middle cuts, then the recovery from it to the top
+    if middle_cuts:
+        dips = {n: estimate(_per_rep(dec["coadaptation"], n)) for n in middle_cuts}
+        n_dip = max(dips, key=lambda n: dips[n].mean if np.isfinite(dips[n].mean) else -np.inf)
+        recovery = estimate(_per_rep(var("BnB"), top) - _per_rep(var("BnB"), n_dip))
+        verdict, ev = _all_on_side([(f"baseB - BnB at n={n_dip} (deepest middle dip)", dips[n_dip]),
+                                    (f"BnB(n={top}) - BnB(n={n_dip}) (recovery)", recovery)], positive=True)
+        claims[1].verdict, claims[1].evidence = verdict, ev
+    else:
+        claims[1].evidence = ["needs cuts between n = 3 and the top"]
+
+    # 3
+    claims[2].verdict, claims[2].evidence = _no_difference(
+        [(f"BnB+ - baseB at n={n}", estimate(_per_rep(dec["selffer_finetune"], n))) for n in cuts])
+
+    # 4: per-replicate least-squares slope of AnB - BnB over n
+    gap = replicates(var("AnB") - var("BnB")).transpose("rep", "n").values
+    slopes = np.array([np.polyfit(cuts, row, 1)[0] if np.isfinite(row).all() and len(cuts) > 1 else np.nan
+                       for row in gap])
+    claims[3].verdict, claims[3].evidence = _all_on_side([("slope of AnB - BnB per layer", estimate(slopes))],
+                                                         positive=False)
+
+    # 5
+    if middle is not None and middle != top:
+        fall = estimate(_per_rep(var("AnB"), top) - _per_rep(var("AnB"), middle))
+        means = {n: np.nanmean(_per_rep(var("AnB"), n)) if np.isfinite(_per_rep(var("AnB"), n)).any() else np.nan
+                 for n in cuts}
+        lowest = min((n for n in cuts if np.isfinite(means[n])), key=means.get, default=None)
+        ev = [f"AnB(n={top}) - AnB(n={middle}): {fall}", f"lowest mean AnB at n={lowest}"]
+        if fall.above():
+            claims[4].verdict = FAILS
+        elif fall.below() and lowest == top:
+            claims[4].verdict = HOLDS
+        claims[4].evidence = ev
+    else:
+        claims[4].evidence = ["needs a middle cut and a top cut"]
+
+    # 6: the boost averaged over n per replicate
+    boost = replicates(dec["lingering"]).mean("n", skipna=False).values
+    claims[5].verdict, claims[5].evidence = _all_on_side([("AnB+ - baseB, mean over n", estimate(boost))],
+                                                         positive=True)
+
+    # 7
+    contrast = {k: e for k, e in split_contrast(ds).items() if k[1] >= 2}
+    if contrast:
+        claims[6].verdict, claims[6].evidence = _all_on_side(
+            [(f"{s} minus {SIMILAR_SPLIT}, relative drop at n={n}", e) for (s, n), e in contrast.items()],
+            positive=True)
+    else:
+        claims[6].evidence = ["needs a dissimilar split run beside the random one"]
+
+    # 8
+    claims[7].verdict, claims[7].evidence = _all_on_side(
+        [(f"RnB - AnB at n={n}", estimate(_per_rep(var("RnB") - var("AnB"), n))) for n in cuts], positive=False)
+    return claims

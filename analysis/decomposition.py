@@ -1,0 +1,101 @@
+"""The paper's decomposition of transfer performance, per cut n, paired by target task and seed.
+
+Yosinski et al. (2014), Sec. 4.1: the drop of BnB below baseB measures fragile **co-adaptation** of neighbouring
+layers; the further drop of AnB below BnB measures the **specialization** of layers 1..n to task A; fine-tuning
+(AnB+) gives a **lingering boost** over baseB. Every quantity is computed per replicate (a split seed, an init seed
+and a direction: AnB and BnA are two replicates) before it is averaged, so intervals come from paired differences.
+"""
+
+from __future__ import annotations
+
+import xarray as xr
+
+from analysis.stats import Estimate, estimate, welch
+
+SIMILAR_SPLIT = "random"
+
+# name -> (formula on the accuracy Dataset, what it means)
+QUANTITIES = {
+    "coadaptation": (lambda d: d["base"] - d["acc"].sel(variant="BnB", drop=True),
+                     "co-adaptation drop: baseB - BnB"),
+    "specialization": (lambda d: d["acc"].sel(variant="BnB", drop=True) - d["acc"].sel(variant="AnB", drop=True),
+                       "specialization drop: BnB - AnB"),
+    "total": (lambda d: d["base"] - d["acc"].sel(variant="AnB", drop=True),
+              "total transfer drop: baseB - AnB"),
+    "selffer_finetune": (lambda d: d["acc"].sel(variant="BnB+", drop=True) - d["base"],
+                         "selffer fine-tune effect: BnB+ - baseB"),
+    "lingering": (lambda d: d["acc"].sel(variant="AnB+", drop=True) - d["base"],
+                  "lingering boost: AnB+ - baseB"),
+    "random_drop": (lambda d: d["base"] - d["acc"].sel(variant="RnB", drop=True),
+                    "random-weights drop: baseB - RnB"),
+}
+
+
+def replicates(da: xr.DataArray) -> xr.DataArray:
+    """Fold replicate and target (both directions) into one ``rep`` dim."""
+    return da.stack(rep=("replicate", "target"))
+
+
+def decompose(ds: xr.Dataset) -> xr.Dataset:
+    """Per-replicate differences on dims (split, replicate, target, n), one variable per quantity."""
+    out = xr.Dataset({name: f(ds) for name, (f, _) in QUANTITIES.items()})
+    for name, (_, text) in QUANTITIES.items():
+        out[name].attrs["description"] = text
+    return out
+
+
+def relative(ds: xr.Dataset) -> xr.DataArray:
+    """Accuracy relative to the same replicate's base network (the paper's Figure 3 scale)."""
+    return ds["acc"] / ds["base"]
+
+
+def summarize(values: xr.DataArray) -> dict[tuple[str, int], Estimate]:
+    """(split, n) -> mean and interval over replicates of a (split, replicate, target, n) array."""
+    out = {}
+    for split in values["split"].values:
+        per = replicates(values.sel(split=split))
+        for n in values["n"].values:
+            out[(str(split), int(n))] = estimate(per.sel(n=n).values)
+    return out
+
+
+def summary_rows(ds: xr.Dataset) -> list[dict]:
+    """A tidy table: per split, quantity and n, the mean, 95% interval, replicate count and p-value."""
+    dec = decompose(ds)
+    out = []
+    for name in QUANTITIES:
+        for (split, n), e in summarize(dec[name]).items():
+            out.append({"split": split, "quantity": name, "n": n, **e.to_dict()})
+    return out
+
+
+def split_contrast(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, int], Estimate]:
+    """(dissimilar split, n) -> how much more the dissimilar split loses than the similar (random) one, on the
+    relative scale (drop divided by the replicate's base accuracy), as a Welch difference of independent groups."""
+    if SIMILAR_SPLIT not in ds["split"].values:
+        return {}
+    rel = decompose(ds)[quantity] / ds["base"]
+    similar = replicates(rel.sel(split=SIMILAR_SPLIT))
+    out = {}
+    for split in ds["split"].values:
+        if split == SIMILAR_SPLIT:
+            continue
+        other = replicates(rel.sel(split=split))
+        for n in ds["n"].values:
+            out[(str(split), int(n))] = welch(other.sel(n=n).values, similar.sel(n=n).values)
+    return out
+
+
+def variant_means(ds: xr.Dataset, relative_to_base: bool = False) -> dict[tuple[str, str, int], Estimate]:
+    """(split, variant, n) -> mean accuracy (or accuracy / base) over replicates, with its interval."""
+    values = relative(ds) if relative_to_base else ds["acc"]
+    out = {}
+    for split in ds["split"].values:
+        for v in ds["variant"].values:
+            per = replicates(values.sel(split=split, variant=v))
+            for n in ds["n"].values:
+                out[(str(split), str(v), int(n))] = estimate(per.sel(n=n).values)
+    base = replicates((ds["base"] / ds["base"]) if relative_to_base else ds["base"])
+    for split in ds["split"].values:
+        out[(str(split), "base", 0)] = estimate(base.sel(split=split).values)
+    return out

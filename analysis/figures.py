@@ -1,0 +1,130 @@
+"""The paper's Figures 2 and 3, redrawn from a run, with the original ImageNet results beside them.
+
+Figure 2 (Yosinski et al. 2014): top, every network as a dot per cut n; bottom, the means with the co-adaptation
+drop (baseB - BnB) and the specialization drop (BnB - AnB) shaded. A third panel sets our means beside the paper's on
+the relative scale (accuracy / base). Figure 3: the dissimilar split and the random-weights baseline, relative to
+base, beside the paper's natural/man-made and random-weight runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import xarray as xr  # noqa: E402
+
+from analysis.decomposition import SIMILAR_SPLIT, replicates  # noqa: E402
+from analysis.reference import CITATION, reference_relative  # noqa: E402
+
+STYLE = {"base": ("white", "o"), "BnB": ("tab:blue", "o"), "BnB+": ("lightskyblue", "P"),
+         "AnB": ("tab:red", "D"), "AnB+": ("lightsalmon", "P"), "RnB": ("tab:gray", "s"),
+         "dissimilar AnB": ("tab:purple", "D")}
+
+
+def _per_n(values: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
+    """n values and the mean over replicates at each n (NaN where nothing finished)."""
+    reps = replicates(values).transpose("n", "rep").values
+    with np.errstate(all="ignore"):
+        means = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in reps])
+    return values["n"].values, means
+
+
+def _save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.png", out / f"{stem}.svg"]
+    for p in paths:
+        fig.savefig(p, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
+    """Figure 2 for ``split``; returns the PNG and SVG paths."""
+    d = ds.sel(split=split)
+    fig, axes = plt.subplots(3, 1, figsize=(7, 11), sharex=True)
+    top, bottom, rel = axes
+    rng = np.random.default_rng(0)
+    base = d["base"].values.ravel()
+    base = base[np.isfinite(base)]
+    top.scatter(rng.uniform(-0.1, 0.1, len(base)), base, facecolor="white", edgecolor="black", zorder=3,
+                label="baseA/baseB")
+    offsets = {"BnB": -0.24, "BnB+": -0.08, "AnB": 0.08, "AnB+": 0.24}
+    for v, dx in offsets.items():
+        reps = replicates(d["acc"].sel(variant=v)).transpose("n", "rep").values
+        for n, r in zip(d["n"].values, reps):
+            r = r[np.isfinite(r)]
+            color, marker = STYLE[v]
+            top.scatter(np.full(len(r), n + dx) + rng.uniform(-0.04, 0.04, len(r)), r, color=color, marker=marker,
+                        edgecolor="black", linewidth=0.4, zorder=3, label=v if n == d["n"].values[0] else None)
+    top.set_ylabel("top-1 accuracy (target task)")
+    top.set_title(f"{split} split: every network")
+    top.legend(ncol=5, fontsize=8, loc="lower left")
+
+    base_mean = float(np.mean(base)) if len(base) else np.nan
+    n, bnb = _per_n(d["acc"].sel(variant="BnB"))
+    _, anb = _per_n(d["acc"].sel(variant="AnB"))
+    xs = np.concatenate([[0], n])
+    bottom.axhline(base_mean, color="black", lw=1, ls=":", label="baseB")
+    for v in ("BnB", "BnB+", "AnB", "AnB+"):
+        _, m = _per_n(d["acc"].sel(variant=v))
+        bottom.plot(xs, np.concatenate([[base_mean], m]), marker=STYLE[v][1], color=STYLE[v][0], label=v)
+    bottom.fill_between(n, np.full(len(n), base_mean), bnb, where=bnb < base_mean, color="tab:blue", alpha=0.2,
+                        label="co-adaptation drop")
+    bottom.fill_between(n, bnb, anb, where=anb < bnb, color="tab:red", alpha=0.2, label="specialization drop")
+    bottom.set_ylabel("mean top-1 accuracy")
+    bottom.set_title("means over replicates and both directions")
+    bottom.legend(ncol=3, fontsize=8, loc="lower left")
+
+    ref = reference_relative()
+    for v in ("BnB", "BnB+", "AnB", "AnB+"):
+        _, m = _per_n(d["acc"].sel(variant=v) / d["base"])
+        rel.plot(xs, np.concatenate([[1.0], m]), marker=STYLE[v][1], color=STYLE[v][0], label=f"{v} (ours)")
+        rn = sorted(ref[v])
+        rel.plot([0, *rn], [1.0, *[ref[v][k].mean() for k in rn]], ls="--", color=STYLE[v][0], alpha=0.8,
+                 label=f"{v} (paper, ImageNet)")
+    rel.axhline(1.0, color="black", lw=1, ls=":")
+    rel.set_ylabel("accuracy / base")
+    rel.set_xlabel("layer n at which the network is cut")
+    rel.set_title("relative to base: ours beside the paper", fontsize=10)
+    rel.legend(ncol=2, fontsize=7, loc="lower left")
+    rel.text(0, -0.22, CITATION, transform=rel.transAxes, fontsize=6, va="top")
+    _label_layers(rel, d)
+    return _save(fig, out, f"figure2_{split}")
+
+
+def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
+    """Figure 3: every split's AnB and the random-weights RnB relative to base, beside the paper's."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ref = reference_relative()
+    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    for i, split in enumerate(ds["split"].values):
+        d = ds.sel(split=split)
+        n, m = _per_n(d["acc"].sel(variant="AnB") / d["base"])
+        ax.plot([0, *n], [1.0, *m], marker="D", color=colors[i % 10], label=f"AnB, {split} split (ours)")
+        _, r = _per_n(d["acc"].sel(variant="RnB") / d["base"])
+        if np.isfinite(r).any():
+            ax.plot([0, *n], [1.0, *r], marker="s", ls="-.", color=colors[i % 10], alpha=0.7,
+                    label=f"RnB, {split} split (ours)")
+    for label, paper in (("AnB", "AnB, random halves (paper)"), ("dissimilar AnB", "AnB, natural/man-made (paper)"),
+                         ("RnB", "random weights (paper)")):
+        rn = sorted(ref[label])
+        ax.plot([0, *rn], [1.0, *[ref[label][k].mean() for k in rn]], ls="--", color=STYLE[label][0], label=paper)
+    ax.axhline(1.0, color="black", lw=1, ls=":")
+    ax.set_xlabel("layer n at which the network is cut")
+    ax.set_ylabel("accuracy / base")
+    ax.set_title("dissimilar tasks and random frozen layers, relative to base")
+    ax.legend(fontsize=7, loc="lower left")
+    ax.text(0, -0.18, CITATION, transform=ax.transAxes, fontsize=6, va="top")
+    return _save(fig, out, "figure3")
+
+
+def _label_layers(ax: plt.Axes, d: xr.Dataset) -> None:
+    if "layer" in d.coords:
+        ticks = [0, *d["n"].values.tolist()]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["base", *[f"{n}\n{name}" for n, name in zip(d["n"].values, d["layer"].values)]],
+                           fontsize=8)

@@ -1,0 +1,178 @@
+"""``probe analyze``: the decomposition, its statistics, the figures and a report, written into ``RUN/analysis/``.
+
+Files: ``report.md`` and a self-contained ``report.html`` (figures embedded), ``figures/`` (PNG and SVG),
+``accuracies.zarr`` (the accuracy Dataset), ``accuracies.csv`` (one row per network), ``decomposition.csv`` (mean,
+95% interval, replicate count and p-value per split, quantity and n) and ``claims.json``.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import xarray as xr
+
+from analysis.accuracies import COLUMNS, accuracy_dataset, format_table, rows
+from analysis.claims import check_claims
+from analysis.decomposition import QUANTITIES, SIMILAR_SPLIT, split_contrast, summary_rows, variant_means
+from analysis.figures import figure2, figure3
+from analysis.reference import CITATION
+from analysis.stats import Estimate
+from probe.atomic import write_atomic, write_json
+
+ANALYSIS = "analysis"
+
+
+def _csv_text(records: list[dict]) -> str:
+    buf = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return buf.getvalue()
+
+
+def _write_text(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(text)
+
+    write_atomic(path, write)
+
+
+def analyze_run(run_dir: Path) -> dict:
+    """Write everything into ``run_dir/analysis`` and return a summary (table text, missing ids, claims, paths)."""
+    run_dir = Path(run_dir)
+    out = run_dir / ANALYSIS
+    out.mkdir(parents=True, exist_ok=True)
+    ds, missing = accuracy_dataset(run_dir)
+    store = out / "accuracies.zarr"
+    tmp = out / ".accuracies.zarr.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.to_zarr(tmp, mode="w", consolidated=False)
+    shutil.rmtree(store, ignore_errors=True)
+    tmp.rename(store)
+    _write_text(out / "accuracies.csv", _csv_text(rows(ds)))
+    summary = summary_rows(ds)
+    _write_text(out / "decomposition.csv", _csv_text(summary))
+    splits = [str(s) for s in ds["split"].values]
+    claim_split = SIMILAR_SPLIT if SIMILAR_SPLIT in splits else splits[0]
+    claims = check_claims(ds, claim_split)
+    write_json(out / "claims.json", {"split": claim_split, "claims": [c.to_dict() for c in claims]})
+    figures = []
+    for split in splits:
+        figures.append(figure2(ds, out / "figures", split)[0])
+    figures.append(figure3(ds, out / "figures")[0])
+    blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out)
+    _write_text(out / "report.md", _markdown(blocks))
+    _write_text(out / "report.html", _html(blocks, out))
+    return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out, "figures": figures,
+            "dataset": ds}
+
+
+def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], claims, claim_split: str,
+                   figures: list[Path], out: Path) -> list[tuple]:
+    study = json.loads(ds.attrs.get("study", "{}"))
+    b: list[tuple] = [("h1", "Transferability report")]
+    b.append(("p", f"Dataset `{study.get('data', {}).get('name')}`, architecture `{study.get('arch', {}).get('name')}` "
+                   f"(init {study.get('arch', {}).get('init')}, options {study.get('arch', {}).get('options')}), "
+                   f"{study.get('recipe', {}).get('epochs')} epochs per network; splits "
+                   f"{', '.join(str(s) for s in ds['split'].values)}; replicates "
+                   f"{', '.join(str(r) for r in ds['replicate'].values)}, each in both directions. "
+                   "Intervals are 95% t intervals over replicates (n = replicates behind each number; "
+                   "one replicate gives no interval)."))
+    if missing:
+        b.append(("p", f"**Partial run:** {len(missing)} planned networks are not finished and are left out: "
+                       + ", ".join(f"`{m}`" for m in missing[:20]) + (" ..." if len(missing) > 20 else "")))
+    b.append(("h2", "Claims of the paper, checked"))
+    b.append(("p", f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (or covers zero "
+                   "for a no-difference claim); *does not hold*: an interval lies on the other side; *undecided*: "
+                   "neither, or too few replicates."))
+    b.append(("table", ["#", "claim", "verdict", "evidence"],
+              [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in claims]))
+    b.append(("h2", "Test accuracy"))
+    means = variant_means(ds)
+    for split in ds["split"].values:
+        header = ["n", "layer", *COLUMNS]
+        table = [[0, "-", str(means[(str(split), "base", 0)]), *[""] * (len(COLUMNS) - 1)]]
+        for i, n in enumerate(ds["n"].values):
+            layer = str(ds["layer"].values[i]) if "layer" in ds.coords else ""
+            table.append([int(n), layer, "", *[str(means[(str(split), v, int(n))]) for v in COLUMNS[1:]]])
+        b.append(("h3", f"{split} split: mean [95% interval] (n)"))
+        b.append(("table", header, table))
+    b.append(("h2", "Decomposition per cut n"))
+    b.append(("p", "; ".join(f"**{k}** = {text.split(': ')[1]}" for k, (_, text) in QUANTITIES.items()) + "."))
+    for split in ds["split"].values:
+        header = ["n", *QUANTITIES]
+        table = []
+        for n in ds["n"].values:
+            cells = []
+            for q in QUANTITIES:
+                r = next(x for x in summary if x["split"] == split and x["quantity"] == q and x["n"] == int(n))
+                cells.append(str(Estimate(r["mean"], r["low"], r["high"], r["replicates"], r["p"])))
+            table.append([int(n), *cells])
+        b.append(("h3", f"{split} split"))
+        b.append(("table", header, table))
+    contrast = split_contrast(ds)
+    if contrast:
+        b.append(("h3", f"Dissimilar minus similar ({SIMILAR_SPLIT}) split: relative total drop (Welch)"))
+        b.append(("table", ["split", "n", "difference [95% interval] (replicates)", "p"],
+                  [[s, n, str(e), f"{e.p:.3g}"] for (s, n), e in contrast.items()]))
+    b.append(("h2", "Figures"))
+    for f in figures:
+        b.append(("img", f.relative_to(out), f.stem))
+    b.append(("p", f"Paper's numbers: {CITATION}."))
+    return b
+
+
+def _markdown(blocks: list[tuple]) -> str:
+    lines = []
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            lines += [f"{'#' * int(kind[1])} {args[0]}", ""]
+        elif kind == "p":
+            lines += [args[0], ""]
+        elif kind == "table":
+            header, body = args
+            lines.append("| " + " | ".join(map(str, header)) + " |")
+            lines.append("|" + "---|" * len(header))
+            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
+            lines.append("")
+        elif kind == "img":
+            lines += [f"![{args[1]}]({args[0].as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def _inline(text: str) -> str:
+    """Markdown's **bold**, *italic* and `code` in our own sentences, as HTML."""
+    t = html.escape(str(text))
+    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
+    t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+
+
+def _html(blocks: list[tuple], out: Path) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Transferability report</title><style>"
+             "body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:.2em .5em}"
+             "img{max-width:100%}</style></head><body>"]
+    for kind, *args in blocks:
+        if kind in ("h1", "h2", "h3"):
+            parts.append(f"<{kind}>{_inline(args[0])}</{kind}>")
+        elif kind == "p":
+            parts.append(f"<p>{_inline(args[0])}</p>")
+        elif kind == "table":
+            header, body = args
+            parts.append("<table><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr>")
+            parts += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in body]
+            parts.append("</table>")
+        elif kind == "img":
+            data = base64.b64encode((out / args[0]).read_bytes()).decode()
+            parts.append(f"<p><img alt='{html.escape(args[1])}' src='data:image/png;base64,{data}'></p>")
+    parts.append("</body></html>")
+    return "\n".join(parts)

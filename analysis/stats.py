@@ -1,0 +1,105 @@
+"""Means with 95% confidence intervals over replicates, and the tests behind claims about differences.
+
+Pure functions on 1-D arrays of per-replicate values (NaN marks a missing replicate and is dropped). One replicate
+gives a mean but no interval: the interval is NaN, never a made-up width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+from probe.errors import ProbeError
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """Mean over ``replicates`` values, its two-sided t interval (NaN with fewer than 2) and the t-test p-value of
+    mean = 0 (NaN with fewer than 2, or when the values do not vary)."""
+
+    mean: float
+    low: float
+    high: float
+    replicates: int
+    p: float
+
+    @property
+    def has_interval(self) -> bool:
+        return self.replicates >= 2 and np.isfinite(self.low)
+
+    def above(self, value: float = 0.0) -> bool:
+        """The whole interval lies above ``value``."""
+        return self.has_interval and self.low > value
+
+    def below(self, value: float = 0.0) -> bool:
+        """The whole interval lies below ``value``."""
+        return self.has_interval and self.high < value
+
+    def covers(self, value: float = 0.0) -> bool:
+        return self.has_interval and self.low <= value <= self.high
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        if self.replicates == 0:
+            return "no data"
+        if not self.has_interval:
+            return f"{self.mean:+.4f} (n={self.replicates}, no interval)"
+        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}] (n={self.replicates})"
+
+
+def _values(x) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.ndim != 1:
+        raise ProbeError(f"expected a 1-D array of per-replicate values, got shape {a.shape}")
+    return a[np.isfinite(a)]
+
+
+def estimate(x, level: float = LEVEL) -> Estimate:
+    """Mean and t confidence interval of the finite values of ``x``."""
+    a = _values(x)
+    n = len(a)
+    if n == 0:
+        return Estimate(np.nan, np.nan, np.nan, 0, np.nan)
+    mean = float(a.mean())
+    if n < 2:
+        return Estimate(mean, np.nan, np.nan, 1, np.nan)
+    sem = float(a.std(ddof=1) / np.sqrt(n))
+    if sem == 0.0:
+        return Estimate(mean, mean, mean, n, np.nan if mean == 0 else 0.0)
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sem
+    p = float(stats.ttest_1samp(a, 0.0).pvalue)
+    return Estimate(mean, mean - half, mean + half, n, p)
+
+
+def paired(a, b, level: float = LEVEL) -> Estimate:
+    """The mean difference ``a - b`` over replicates measured in both, with its interval and paired t-test."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ProbeError(f"paired values need two 1-D arrays of one shape, got {a.shape} and {b.shape}")
+    return estimate(a - b, level)
+
+
+def welch(a, b, level: float = LEVEL) -> Estimate:
+    """The difference of means ``mean(a) - mean(b)`` of two independent groups (Welch's unequal-variance t);
+    ``replicates`` counts those of both groups."""
+    a, b = _values(a), _values(b)
+    if len(a) == 0 or len(b) == 0:
+        return Estimate(np.nan, np.nan, np.nan, 0, np.nan)
+    diff = float(a.mean() - b.mean())
+    n = len(a) + len(b)
+    if len(a) < 2 or len(b) < 2:
+        return Estimate(diff, np.nan, np.nan, n, np.nan)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = float(np.sqrt(va + vb))
+    if se == 0.0:
+        return Estimate(diff, diff, diff, n, np.nan if diff == 0 else 0.0)
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return Estimate(diff, diff - half, diff + half, n, p)

@@ -1,0 +1,109 @@
+"""Extraction throughput against forward-only throughput of the same network, on the same device, in one run.
+
+Forward-only is what extraction cannot beat: the same images in the same batches, moved to the device, normalized
+and center-cropped, through ``model(x)`` under inference mode. Extraction adds every cut layer's output, the spatial
+reduction, the copy back to the host and the compressed zarr writes (overlapped with the next forward pass).
+
+    python benchmarks/extract_throughput.py [--dataset fashion-mnist] [--width 1.0] [--device auto]
+
+Prints a table and writes JSON to benchmarks/results/<device>-<date>-extract.json.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from data.datasets import load_dataset
+from data.splits import resolve_split
+from probe.architectures import build_model
+from probe.batches import Normalize, center_crop, channel_stats, to_device
+from probe.extract import ProbeSet, Reduction, extract_network
+from probe.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.train import resolve_device
+
+
+def forward_only(model, arrays, samples, normalize, input_size, device, batch_size) -> None:
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            x = to_device(np.asarray(arrays.test_x[samples[start: start + batch_size]]), device)
+            model(normalize(center_crop(x, input_size)))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def best_of(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+@click.command()
+@click.option("--dataset", default="fashion-mnist", show_default=True, help="Dataset whose test split is probed.")
+@click.option("--arch", default="caffenet-small", show_default=True, help="Architecture.")
+@click.option("--width", "widths", multiple=True, type=float, default=(0.5, 1.0), show_default=True,
+              help="Width multipliers to measure (repeatable).")
+@click.option("--spatial", "reductions", multiple=True, default=("mean", "sample:4"), show_default=True,
+              help="Spatial reductions to measure (repeatable).")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per batch.")
+@click.option("--repeats", type=int, default=3, show_default=True, help="Timed repeats; the best is reported.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON path. Default: benchmarks/results/.")
+def main(dataset, arch, widths, reductions, batch_size, repeats, device, out) -> None:
+    dev = resolve_device(device)
+    data = DataSpec(dataset)
+    arrays = load_dataset(data)
+    tasks = resolve_split("random", arrays.classes, 0)
+    mean, std = channel_stats(arrays.train_x[:10_000])
+    normalize = Normalize(mean, std, dev)
+    rows = []
+    for width in widths:
+        spec = NetworkSpec(data=data, split="random", split_seed=0, target="B",
+                           arch=ArchSpec(arch, "kaiming", {"width": width}), classes_a=tasks["A"],
+                           classes_b=tasks["B"], in_channels=arrays.train_x.shape[-1],
+                           input_size=arrays.train_x.shape[1])
+        model = build_model(spec).to(dev).eval()
+        probe_set = ProbeSet("both")
+        samples = probe_set.indices(arrays, probe_set.classes(spec))
+        forward_only(model, arrays, samples[:batch_size], normalize, spec.input_size, dev, batch_size)  # warm-up
+        t_fwd = best_of(lambda: forward_only(model, arrays, samples, normalize, spec.input_size, dev, batch_size),
+                        repeats)
+        for spatial in reductions:
+            with tempfile.TemporaryDirectory() as tmp:
+                counter = iter(range(10**6))
+                t_ext = best_of(lambda: extract_network(Path(tmp) / f"s{next(counter)}.zarr", spec, model, arrays,
+                                                        normalize, probe_set, Reduction(spatial), dev, batch_size,
+                                                        progress=False), repeats)
+            rows.append({"arch": arch, "width": width, "spatial": spatial, "images": len(samples),
+                         "forward_img_s": len(samples) / t_fwd, "extract_img_s": len(samples) / t_ext,
+                         "ratio": t_fwd / t_ext})
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    result = {"benchmark": "extract_throughput", "date": datetime.date.today().isoformat(), "device": str(dev),
+              "device_name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "python": sys.version.split()[0], "dataset": dataset, "batch_size": batch_size, "repeats": repeats,
+              "rows": rows}
+    click.echo(f"{'arch':<16}{'width':>6}{'spatial':>10}{'images':>8}{'forward img/s':>15}{'extract img/s':>15}"
+               f"{'ratio':>7}")
+    for r in rows:
+        click.echo(f"{r['arch']:<16}{r['width']:>6}{r['spatial']:>10}{r['images']:>8}{r['forward_img_s']:>15.0f}"
+                   f"{r['extract_img_s']:>15.0f}{r['ratio']:>7.2f}")
+    out = out or Path(__file__).parent / "results" / f"{dev.type}-{result['date']}-extract.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    click.echo(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
