@@ -25,6 +25,7 @@ from analysis.figures import figure2, figure3
 from analysis.reference import CITATION
 from analysis.stats import Estimate
 from probe.atomic import write_atomic, write_json
+from probe.extract import consolidate
 
 ANALYSIS = "analysis"
 
@@ -55,6 +56,7 @@ def analyze_run(run_dir: Path) -> dict:
     tmp = out / ".accuracies.zarr.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     ds.to_zarr(tmp, mode="w", consolidated=False)
+    consolidate(tmp)
     shutil.rmtree(store, ignore_errors=True)
     tmp.rename(store)
     _write_text(out / "accuracies.csv", _csv_text(rows(ds)))

@@ -72,9 +72,7 @@ def estimate(x, level: float = LEVEL) -> Estimate:
     sem = float(a.std(ddof=1) / np.sqrt(n))
     if sem == 0.0:
         return Estimate(mean, mean, mean, n, np.nan if mean == 0 else 0.0)
-    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sem
-    p = float(stats.ttest_1samp(a, 0.0).pvalue)
-    return Estimate(mean, mean - half, mean + half, n, p)
+    return _t_estimate(mean, sem, n - 1, n, level)
 
 
 def paired(a, b, level: float = LEVEL) -> Estimate:
@@ -100,6 +98,12 @@ def welch(a, b, level: float = LEVEL) -> Estimate:
     if se == 0.0:
         return Estimate(diff, diff, diff, n, np.nan if diff == 0 else 0.0)
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    return _t_estimate(diff, se, df, n, level)
+
+
+def _t_estimate(mean: float, se: float, df: float, replicates: int, level: float) -> Estimate:
+    """The t interval ``mean +- t(df) se`` and the two-sided p-value of ``mean / se`` (the statistic of scipy's
+    ``ttest_1samp``/``ttest_rel``/Welch ``ttest_ind``)."""
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-    p = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return Estimate(diff, diff - half, diff + half, n, p)
+    p = float(2 * stats.t.sf(abs(mean / se), df))
+    return Estimate(mean, mean - half, mean + half, replicates, p)

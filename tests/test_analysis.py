@@ -1,0 +1,178 @@
+"""probe analyze: intervals, the decomposition and the claim checks on hand-made accuracy tables with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import TINY_STUDY
+from scipy import stats
+
+from analysis.accuracies import accuracy_dataset, build_dataset, variant_label
+from analysis.claims import FAILS, HOLDS, UNDECIDED, check_claims
+from analysis.decomposition import decompose, split_contrast, summarize
+from analysis.reference import reference_relative
+from analysis.stats import estimate, paired, welch
+from probe.plan import Study, make_plan
+from probe.spec import ArchSpec, DataSpec
+
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def _specs(seeds=(0, 1, 2), splits=("random",), cuts=None):
+    study = Study(DataSpec("synthetic"), ArchSpec("caffenet-small", options={"width": 0.125}), splits=splits,
+                  seeds=seeds, cuts=cuts)
+    return [p.spec for p in make_plan(study, CLASSES, 3, 16)]
+
+
+def paper_like(spec, noise=0.0, rng=None):
+    """Accuracies shaped like the paper's: a co-adaptation dip at n = 3-5, specialization growing with n, a
+    lingering boost, random layers collapsing, and a dissimilar split losing twice as much."""
+    n = spec.cut
+    jitter = rng.normal(scale=noise) if rng is not None else 0.0
+    base = 0.80 + jitter
+    if spec.variant == "base":
+        return base
+    dip = {3: 0.03, 4: 0.05, 5: 0.03}.get(n, 0.0)
+    special = 0.03 * n * (2 if spec.split != "random" else 1)
+    label = variant_label(spec)
+    return base + {"BnB": -dip, "BnB+": 0.0, "AnB": -dip - special, "AnB+": 0.02, "RnB": -0.1 * n}[label]
+
+
+def _dataset(specs, fn):
+    return build_dataset(specs, {s.id: fn(s) for s in specs})
+
+
+def test_estimate_matches_the_t_interval():
+    e = estimate([1.0, 2.0, 3.0])
+    half = stats.t.ppf(0.975, 2) * 1.0 / np.sqrt(3)
+    assert e.mean == pytest.approx(2.0) and e.replicates == 3
+    assert (e.low, e.high) == (pytest.approx(2 - half), pytest.approx(2 + half))
+    assert e.p == pytest.approx(stats.ttest_1samp([1, 2, 3], 0).pvalue)
+    assert estimate([1.0, np.nan, 3.0]).replicates == 2
+
+
+def test_one_replicate_gives_no_interval():
+    e = estimate([0.7])
+    assert e.mean == 0.7 and e.replicates == 1 and np.isnan(e.low) and np.isnan(e.high)
+    assert not e.has_interval and not e.above() and not e.below() and "no interval" in str(e)
+    assert estimate([]).replicates == 0 and str(estimate([])) == "no data"
+
+
+def test_paired_and_welch_agree_with_scipy():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(1, 1, 8), rng.normal(0, 1, 8)
+    assert paired(a, b).p == pytest.approx(stats.ttest_rel(a, b).pvalue)
+    assert paired(a, b).mean == pytest.approx(np.mean(a - b))
+    w = welch(a, b[:5])
+    assert w.p == pytest.approx(stats.ttest_ind(a, b[:5], equal_var=False).pvalue)
+    assert w.replicates == 13 and w.low < w.mean < w.high
+    with pytest.raises(ValueError, match="shape"):
+        paired(a, b[:3])
+
+
+def test_decomposition_recovers_known_drops():
+    specs = _specs()
+    ds = _dataset(specs, paper_like)
+    dec = decompose(ds)
+    co = summarize(dec["coadaptation"])
+    sp = summarize(dec["specialization"])
+    for n in range(1, 8):
+        assert co[("random", n)].mean == pytest.approx({3: 0.03, 4: 0.05, 5: 0.03}.get(n, 0.0))
+        assert sp[("random", n)].mean == pytest.approx(0.03 * n)
+        assert co[("random", n)].replicates == 6  # 3 seeds x 2 directions
+    total = summarize(dec["total"])
+    assert total[("random", 4)].mean == pytest.approx(0.05 + 0.12)
+    assert summarize(dec["lingering"])[("random", 2)].mean == pytest.approx(0.02)
+    assert summarize(dec["random_drop"])[("random", 3)].mean == pytest.approx(0.3)
+
+
+def test_missing_networks_are_nan_and_counted_out():
+    specs = _specs()
+    acc = {s.id: paper_like(s) for s in specs}
+    dropped = [s for s in specs if s.name == "A4B" and s.split_seed == 0][0]
+    del acc[dropped.id]
+    ds = build_dataset(specs, acc)
+    assert np.isnan(ds["acc"].sel(split="random", replicate="s0/init0", target="B", n=4, variant="AnB"))
+    assert summarize(decompose(ds)["specialization"])[("random", 4)].replicates == 5
+    assert summarize(decompose(ds)["coadaptation"])[("random", 4)].replicates == 6
+
+
+def test_claims_hold_on_the_papers_pattern():
+    rng = np.random.default_rng(1)
+    ds = _dataset(_specs(), lambda s: paper_like(s, noise=0.002, rng=rng))
+    verdicts = {c.number: c.verdict for c in check_claims(ds)}
+    assert verdicts[2] == HOLDS  # the dip at n = 4 and the recovery at the top
+    assert verdicts[4] == HOLDS  # AnB - BnB = -0.03 n
+    assert verdicts[5] == HOLDS
+    assert verdicts[6] == HOLDS  # +0.02 boost
+    assert verdicts[8] == HOLDS  # random layers far below transferred ones
+    assert verdicts[7] == UNDECIDED  # no dissimilar split in this table
+
+
+def test_claim_that_must_not_hold():
+    rng = np.random.default_rng(2)
+
+    def broken(s):
+        v = paper_like(s, noise=0.002, rng=rng)
+        if variant_label(s) == "BnB+":
+            v -= 0.05  # fine-tuned selffers clearly worse than base: claim 3 fails
+        if variant_label(s) == "RnB":
+            v = 0.95  # random frozen layers beat transferred ones: claim 8 fails
+        return v
+
+    verdicts = {c.number: c for c in check_claims(_dataset(_specs(), broken))}
+    assert verdicts[3].verdict == FAILS and "BnB+ - baseB" in verdicts[3].evidence[0]
+    assert verdicts[8].verdict == FAILS
+
+
+def test_one_replicate_leaves_every_claim_undecided():
+    specs = [s for s in _specs(seeds=(0,)) if s.target == "B"]
+    ds = _dataset(specs, paper_like)
+    assert ds.sizes["replicate"] == 1
+    claims = check_claims(ds)
+    assert {c.verdict for c in claims} == {UNDECIDED}
+    assert any("no interval" in e for e in claims[1].evidence)
+
+
+def test_dissimilar_split_contrast(split_file):
+    dissimilar = split_file({"A": CLASSES[:4], "B": CLASSES[4:]})
+    study = Study(DataSpec("synthetic"), ArchSpec("caffenet-small", options={"width": 0.125}),
+                  splits=("random", dissimilar), seeds=(0, 1, 2))
+    specs = [p.spec for p in make_plan(study, CLASSES, 3, 16)]
+    rng = np.random.default_rng(3)
+    ds = _dataset(specs, lambda s: paper_like(s, noise=0.002, rng=rng))
+    contrast = split_contrast(ds)
+    # the dissimilar split's extra specialization drop, 0.03 n, on the relative scale (divided by base 0.8)
+    assert contrast[(dissimilar, 6)].mean == pytest.approx(0.18 / 0.8, abs=0.01)
+    assert contrast[(dissimilar, 6)].replicates == 12
+    assert {c.number: c.verdict for c in check_claims(ds)}[7] == HOLDS
+
+
+def test_reference_matches_the_papers_means():
+    ref = reference_relative()
+    assert ref["AnB"][7].mean() == pytest.approx(0.542 / 0.625, abs=0.01)
+    assert ref["RnB"][3].mean() < 0.01
+    assert len(ref["AnB"][1]) == 8
+
+
+def test_analyze_writes_the_report_on_a_partial_run(tmp_path, cli):
+    run = tmp_path / "run"
+    result = cli("train", run, *TINY_STUDY, "--cuts", "1,2", "--variants", "BnB,AnB", "--networks",
+                 "baseA,baseB,B1B,A1B,B1A,A1A")
+    assert result.exit_code == 0, result.output
+    result = cli("analyze", run)
+    assert result.exit_code == 0, result.output
+    assert "partial run" in result.output and "claim 8" in result.output
+    out = run / "analysis"
+    for name in ("report.md", "report.html", "accuracies.csv", "decomposition.csv", "claims.json",
+                 "figures/figure2_random.png", "figures/figure2_random.svg", "figures/figure3.png"):
+        assert (out / name).exists(), name
+    md = (out / "report.md").read_text()
+    assert "Partial run" in md and "random-s0/init0/A2B" in md and "figures/figure2_random.png" in md
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    ds, missing = accuracy_dataset(run)
+    assert len(missing) == 4 and np.isfinite(ds["acc"].sel(n=1, variant="AnB")).all()
+    import xarray as xr
+
+    stored = xr.open_zarr(out / "accuracies.zarr").load()
+    xr.testing.assert_allclose(stored[["acc", "base"]], ds[["acc", "base"]])
