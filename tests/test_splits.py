@@ -1,0 +1,179 @@
+"""Class splits: random halves, the semantic splits, user files, and their one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from data.splits import CIFAR100_MAN_MADE_SUPERCLASSES, check_split_name, resolve_split, split_is_seeded
+from probe.errors import ProbeError
+
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+# torchvision.datasets.FashionMNIST.classes
+FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                 "Ankle boot"]
+MAN_MADE = [c for names in CIFAR100_MAN_MADE_SUPERCLASSES.values() for c in names]
+SOME_NATURAL = ["apple", "aquarium_fish", "baby", "bear", "beaver", "bee", "beetle", "cloud", "forest", "maple_tree"]
+WNIDS = [f"n{i:08d}" for i in range(1000)]
+CLASSES = [f"class{i}" for i in range(10)]
+
+
+def _error(split, classes, seed=None) -> str:
+    with pytest.raises(ProbeError) as err:
+        resolve_split(split, classes, seed)
+    message = str(err.value)
+    assert "\n" not in message, f"not one line: {message!r}"
+    return message
+
+
+@pytest.mark.parametrize("n_classes", [2, 7, 10, 100])
+def test_random_split_halves_the_classes(n_classes):
+    classes = [f"c{i:03d}" for i in range(n_classes)]
+    tasks = resolve_split("random", classes, 0)
+    a, b = tasks["A"], tasks["B"]
+    assert set(a).isdisjoint(b)
+    assert sorted(a + b) == sorted(classes)
+    assert len(a) == n_classes // 2 and len(b) == n_classes - n_classes // 2
+    # each task lists its classes in the dataset's order
+    assert a == [c for c in classes if c in a] and b == [c for c in classes if c in b]
+
+
+def test_random_split_is_deterministic_per_seed_and_differs_across_seeds():
+    assert resolve_split("random", CLASSES, 3) == resolve_split("random", CLASSES, 3)
+    splits = {tuple(resolve_split("random", CLASSES, seed)["A"]) for seed in range(6)}
+    assert len(splits) > 1
+    assert resolve_split("random", CLASSES, 0)["A"] != resolve_split("random", CLASSES, 1)["A"]
+
+
+def test_random_split_needs_a_seed():
+    assert "seed" in _error("random", CLASSES, None)
+
+
+def test_vehicles_animals():
+    tasks = resolve_split("vehicles-animals", CIFAR10)
+    assert tasks["A"] == ["airplane", "automobile", "ship", "truck"]
+    assert tasks["B"] == ["bird", "cat", "deer", "dog", "frog", "horse"]
+    assert not split_is_seeded("vehicles-animals")
+    assert resolve_split("vehicles-animals", CIFAR10, 5) == tasks  # a seed does not move a fixed split
+
+
+def test_clothing_accessories():
+    tasks = resolve_split("clothing-accessories", FASHION_MNIST)
+    assert tasks["A"] == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"]
+    assert tasks["B"] == ["Sandal", "Sneaker", "Bag", "Ankle boot"]
+
+
+def test_man_made_natural():
+    assert len(MAN_MADE) == 30 and len(set(MAN_MADE)) == 30
+    classes = sorted(MAN_MADE + SOME_NATURAL)
+    tasks = resolve_split("man-made-natural", classes)
+    assert sorted(tasks["A"]) == sorted(MAN_MADE)
+    assert tasks["B"] == sorted(SOME_NATURAL)
+    assert tasks["A"] == [c for c in classes if c in MAN_MADE]
+
+
+def test_man_made_natural_needs_cifar100_classes():
+    classes = sorted(set(MAN_MADE) - {"rocket"} | set(SOME_NATURAL))
+    message = _error("man-made-natural", classes)
+    assert "'rocket'" in message and "cifar100" in message
+    assert "'bottle'" in _error("man-made-natural", CIFAR10)
+
+
+def test_natural_man_made_on_imagenet_wnids():
+    tasks = resolve_split("natural-man-made", WNIDS)
+    assert len(tasks["A"]) == 449 and len(tasks["B"]) == 551
+    assert set(tasks["A"]).isdisjoint(tasks["B"]) and sorted(tasks["A"] + tasks["B"]) == WNIDS
+    # the natural classes: ILSVRC's animals (0..397) first
+    assert tasks["A"][:398] == WNIDS[:398]
+    assert {"n00000398", "n00000971", "n00000999"} <= set(tasks["B"])  # first artifact, bubble, toilet tissue
+    assert {"n00000936", "n00000970", "n00000998"} <= set(tasks["A"])  # food, alp, ear (of corn)
+
+
+@pytest.mark.parametrize("classes", [WNIDS[:999], CIFAR10, [f"x{i:08d}" for i in range(1000)]])
+def test_natural_man_made_needs_1000_wnids(classes):
+    message = _error("natural-man-made", classes)
+    assert str(len(classes)) in message and "ImageNet" in message
+
+
+def test_file_split_by_names_and_indices(split_file):
+    by_name = resolve_split(split_file({"A": ["class7", "class1"], "B": ["class3", "class0"]}), CLASSES)
+    assert by_name == {"A": ["class1", "class7"], "B": ["class0", "class3"]}  # dataset order
+    by_index = resolve_split(split_file({"A": [7, 1], "B": [3, 0]}, "idx.json"), CLASSES)
+    assert by_index == by_name
+    mixed = resolve_split(split_file({"A": [7, "class1"], "B": ["class3", 0]}, "mixed.json"), CLASSES)
+    assert mixed == by_name
+    assert not split_is_seeded(split_file({"A": [0], "B": [1]}))
+
+
+def test_file_split_need_not_use_every_class(split_file):
+    tasks = resolve_split(split_file({"A": [0], "B": [9]}), CLASSES)
+    assert tasks == {"A": ["class0"], "B": ["class9"]}
+
+
+@pytest.mark.parametrize("obj, culprits", [
+    ({"A": ["class0", "kangaroo"], "B": ["class1"]}, ["'kangaroo'", "task A"]),
+    ({"A": ["class0"], "B": [1, 42]}, ["42", "task B"]),
+    ({"A": ["class0", "class2", "class0"], "B": ["class1"]}, ["'class0'", "twice"]),
+    ({"A": [2, "class2"], "B": ["class1"]}, ["'class2'", "twice"]),
+    ({"A": ["class0", "class3"], "B": ["class1", "class3"]}, ["'class3'", "both"]),
+    ({"A": [3], "B": ["class3"]}, ["'class3'", "both"]),
+    ({"A": [], "B": ["class1"]}, ["task A", "no classes"]),
+    ({"A": ["class1"], "B": []}, ["task B", "no classes"]),
+])
+def test_file_split_errors(split_file, obj, culprits):
+    message = _error(split_file(obj), CLASSES)
+    for culprit in culprits:
+        assert culprit in message, message
+
+
+@pytest.mark.parametrize("text, culprit", [
+    ('{"A": ["class0"], "B": ["class1"]', "not JSON"),
+    ("", "not JSON"),
+    ('{"A": ["class0"], "C": ["class1"]}', "'C'"),
+    ('{"A": ["class0"]}', "'B'"),
+    ('{"A": ["class0"], "B": ["class1"], "extra": []}', "'extra'"),
+    ('[["class0"], ["class1"]]', "list"),
+])
+def test_file_split_bad_files(split_file, text, culprit):
+    split = split_file(text)
+    message = _error(split, CLASSES)
+    assert culprit in message and split[len("file:"):] in message
+
+
+@pytest.mark.parametrize("obj, culprit", [
+    ({"A": 0, "B": ["class1"]}, "task A"),
+    ({"A": "class0", "B": ["class1"]}, "'class0'"),
+    ({"A": ["class0"], "B": None}, "task B"),
+])
+def test_file_split_tasks_must_be_lists(split_file, obj, culprit):
+    """A task that is not a list of classes is a one-line ProbeError naming it (not a TypeError, and a string is
+    not read as a list of one-letter class names)."""
+    message = _error(split_file(obj), CLASSES)
+    assert culprit in message
+
+
+def test_file_split_missing_file(tmp_path):
+    missing = tmp_path / "nope.json"
+    assert str(missing) in _error(f"file:{missing}", CLASSES)
+
+
+def test_split_for_the_wrong_dataset():
+    message = _error("vehicles-animals", FASHION_MNIST)
+    assert "cifar10" in message and "'airplane'" in message
+    message = _error("clothing-accessories", CIFAR10)
+    assert "fashion-mnist" in message and "'T-shirt/top'" in message
+
+
+def test_unknown_split_name():
+    message = _error("halves", CLASSES, 0)
+    assert "'halves'" in message and "random" in message
+    with pytest.raises(ProbeError, match="'halves'"):
+        check_split_name("halves")
+    with pytest.raises(ProbeError, match="'halves'"):
+        split_is_seeded("halves")
+
+
+def test_split_names():
+    for name in ("random", "vehicles-animals", "clothing-accessories", "man-made-natural", "natural-man-made",
+                 "file:/anything.json"):
+        check_split_name(name)
+    assert split_is_seeded("random")
