@@ -193,17 +193,26 @@ def _read_imagefolder(source: Path, image_size: int | None, download: bool) -> I
         if classes is not None and ds.classes != classes:
             raise ProbeError(f"{str(folder)!r} has classes {ds.classes[:5]}... unlike train/ {classes[:5]}...")
         classes = ds.classes
-        sizes = {ds[i][0].shape for i in (0, len(ds) - 1)}
-        if len(sizes) > 1 and image_size is None:
-            raise ProbeError(f"images under {str(folder)!r} differ in size ({sorted(sizes)}); "
-                             "give an image size (--image-size) to resize and center-crop them to")
-        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(4, os.cpu_count() or 1))
-        xs, ys = [], []
-        for x, y in tqdm(loader, desc=f"decoding {folder.name}/", unit="batch", leave=False):
-            xs.append(x.permute(0, 2, 3, 1).numpy())
-            ys.append(y.numpy())
+        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(4, os.cpu_count() or 1),
+                                             collate_fn=_as_list)
+        xs, ys, shape = [], [], None
+        for i, batch in enumerate(tqdm(loader, desc=f"decoding {folder.name}/", unit="batch", leave=False)):
+            for j, (x, _) in enumerate(batch):
+                shape = shape or x.shape
+                if x.shape != shape:
+                    path = ds.samples[i * loader.batch_size + j][0]
+                    raise ProbeError(f"image {path!r} is {tuple(x.shape)} (channels, height, width), unlike the "
+                                     f"{tuple(shape)} before it; give an image size (--image-size) to resize and "
+                                     "center-crop every image to")
+            xs.append(torch.stack([x for x, _ in batch]).permute(0, 2, 3, 1).numpy())
+            ys.append(np.array([y for _, y in batch]))
         out += [np.concatenate(xs), np.concatenate(ys).astype(np.int64)]
     return ImageArrays(*out, classes)
+
+
+def _as_list(batch: list) -> list:
+    """Keep a batch as decoded, so image sizes can be checked one by one before stacking."""
+    return batch
 
 
 _READERS = {

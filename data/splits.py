@@ -104,8 +104,14 @@ def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str
                          f"got {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
     tasks = []
     for task in ("A", "B"):
+        if not isinstance(obj[task], list):
+            raise ProbeError(f"split file {path!r}: task {task} must be a list of class names or indices, "
+                             f"got {obj[task]!r}")
         names = []
         for c in obj[task]:
+            if not isinstance(c, (str, int)) or isinstance(c, bool):
+                raise ProbeError(f"split file {path!r}: {c!r} in task {task} is neither a class name "
+                                 "nor an index")
             if isinstance(c, int) and not isinstance(c, bool):
                 if not 0 <= c < len(classes):
                     raise ProbeError(f"split file {path!r}: class index {c} in task {task} is out of range "

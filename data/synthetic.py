@@ -1,6 +1,6 @@
 """A small, deterministic, class-structured image dataset generated in code, for tests and smoke runs.
 
-Each class is a smooth random colour pattern; every image is its class pattern shifted by a few pixels, scaled in
+Each class is a smooth random pattern over a class colour; every image is its class pattern shifted by a few pixels, scaled in
 contrast and overlaid with noise. A small convolutional network separates the classes within an epoch or two, and
 nearby layers carry class information, so the transfer protocol has something to measure.
 """
@@ -22,7 +22,9 @@ def synthetic_arrays(seed: int = 0, n_classes: int = N_CLASSES, size: int = IMAG
     # class patterns: upsampled low-resolution noise, so they are smooth and differ at every scale a conv net sees
     low = rng.normal(size=(n_classes, 4, 4, 3))
     reps = -(-(size + 4) // 4)
-    patterns = np.kron(low, np.ones((1, reps, reps, 1)))[:, : size + 4, : size + 4]
+    # a class colour on top of the pattern keeps classes apart under any crop or shift
+    patterns = np.kron(low, np.ones((1, reps, reps, 1)))[:, : size + 4, : size + 4] + rng.normal(
+        size=(n_classes, 1, 1, 3))
 
     def make(per_class: int):
         n = n_classes * per_class

@@ -51,8 +51,14 @@ def task_data(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> TaskDa
     val_idx = np.array([], dtype=np.int64)
     val_y = np.array([], dtype=np.int64)
     if spec.val_fraction > 0:
-        train_idx, val_idx, train_y, val_y = train_test_split(
-            train_idx, train_y, test_size=spec.val_fraction, stratify=train_y, random_state=_HOLDOUT_SEED)
+        try:
+            train_idx, val_idx, train_y, val_y = train_test_split(
+                train_idx, train_y, test_size=spec.val_fraction, stratify=train_y, random_state=_HOLDOUT_SEED)
+        except ValueError as e:
+            per_class = f", train_per_class {spec.train_per_class}" if spec.train_per_class else ""
+            raise ProbeError(f"cannot hold out a stratified validation fraction {spec.val_fraction} from "
+                             f"{len(train_y)} training images of {len(classes)} classes{per_class} ({e}); use more "
+                             "images per class or a validation fraction of 0") from None
     test_idx, test_y = pick(arrays.test_x, arrays.test_y)
     if len(test_idx) == 0:
         raise ProbeError(f"the dataset's test split has no image of classes {classes}")

@@ -52,16 +52,33 @@ class Study:
                                  "(base networks are always planned)")
         if not self.seeds:
             raise ProbeError("a study needs at least one seed")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ProbeError(f"seeds {list(self.seeds)} repeat a seed")
-        if self.init_seeds is not None and len(self.init_seeds) != len(self.seeds):
-            raise ProbeError(f"init seeds {list(self.init_seeds)} must pair one-to-one with seeds {list(self.seeds)}")
+        for name in ("splits", "seeds", "cuts", "variants"):
+            values = getattr(self, name) or ()
+            if (twice := _first_repeat(values)) is not None:
+                raise ProbeError(f"{name} {list(values)} name {twice!r} twice")
+        if self.init_seeds is not None:
+            if len(self.init_seeds) != len(self.seeds):
+                raise ProbeError(f"init seeds {list(self.init_seeds)} must pair one-to-one with seeds "
+                                 f"{list(self.seeds)}")
+            twice = _first_repeat(self.init_seeds)
+            if twice is not None and not all(split_is_seeded(s) for s in self.splits):
+                raise ProbeError(f"init seeds {list(self.init_seeds)} name {twice} twice: the replicates of a "
+                                 "fixed split differ only by their init seed")
         check_arch_spec(self.arch)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["arch"]["options"] = dict(self.arch.options)
         return d
+
+
+def _first_repeat(values) -> object | None:
+    seen = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return None
 
 
 @dataclass(frozen=True)

@@ -99,6 +99,8 @@ class Recipe:
             raise ProbeError(f"lr_step_every {self.lr_step_every} must be a fraction of training in (0, 1]")
         if self.crop_padding < 0:
             raise ProbeError(f"crop_padding {self.crop_padding} must be >= 0")
+        if self.crop_size is not None and self.crop_size < 1:
+            raise ProbeError(f"crop_size {self.crop_size} must be a positive number of pixels")
 
 
 @dataclass(frozen=True)

@@ -136,12 +136,31 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
 
     Writes ``weights.safetensors``, ``spec.json`` and ``metrics.json`` into the network's folder and returns the
     metrics. Raises :class:`TrainingDiverged` when the loss blows up."""
-    r = spec.recipe
     folder = network_dir(run_dir, spec)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SPEC, spec.to_dict())
     write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
 
+    # Dropout draws from torch's global generators: fork them, seed them from the spec, and save them with every
+    # epoch, so a network's weights depend on its spec alone, resumed or not.
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(spec.init_seed * 1_000_003 + 29)
+        model, history = _train_epochs(spec, data, folder, run_dir, device, progress)
+
+    test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
+    save_tensors(folder / WEIGHTS, model.state_dict(), spec)
+    metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
+               "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
+               "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y), "device": str(device)}
+    write_json(folder / METRICS, metrics)
+    (folder / RESUME).unlink(missing_ok=True)
+    return metrics
+
+
+def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
+                  progress: bool) -> tuple[LayeredNet, list[dict]]:
+    """The epochs still to run (all, or those after the last saved one), saving resume state after each."""
+    r = spec.recipe
     model = prepare_model(spec, run_dir).to(device)
     optimizer = make_optimizer(model, spec)
     generator = torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
@@ -191,14 +210,7 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
         bar.close()
         (folder / RUNNING).unlink(missing_ok=True)
 
-    test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
-    save_tensors(folder / WEIGHTS, model.state_dict(), spec)
-    metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
-               "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
-               "n_train": n, "n_val": len(data.val_y), "n_test": len(data.test_y), "device": str(device)}
-    write_json(folder / METRICS, metrics)
-    (folder / RESUME).unlink(missing_ok=True)
-    return metrics
+    return model, history
 
 
 def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
@@ -207,6 +219,10 @@ def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / METRICS, {"id": spec.id, "name": spec.name, "status": "failed", "error": error})
     (folder / RUNNING).unlink(missing_ok=True)
+
+
+def model_device(model: LayeredNet) -> torch.device:
+    return next(model.parameters()).device
 
 
 def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
@@ -219,6 +235,9 @@ def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: to
             if buf is not None:
                 tensors[f"momentum.{names[id(p)]}"] = buf
     tensors["generator"] = generator.get_state()
+    tensors["torch_rng"] = torch.get_rng_state()
+    if model_device(model).type == "cuda":
+        tensors["cuda_rng"] = torch.cuda.get_rng_state(model_device(model))
     save_tensors(path, tensors, spec, epoch=epoch, history=history)
 
 
@@ -233,4 +252,7 @@ def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.o
         if k.startswith("momentum."):
             optimizer.state[params[k[len("momentum."):]]]["momentum_buffer"] = v.to(params[k[len("momentum."):]].device)
     generator.set_state(tensors["generator"])
+    torch.set_rng_state(tensors["torch_rng"])
+    if "cuda_rng" in tensors and model_device(model).type == "cuda":
+        torch.cuda.set_rng_state(tensors["cuda_rng"], model_device(model))
     return int(meta["epoch"]), list(meta["history"])

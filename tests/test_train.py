@@ -419,7 +419,7 @@ def test_a_base_network_learns_the_synthetic_task(tmp_path, cache_dir):
     """Training works at all: the base networks beat chance (1/5) clearly within a few epochs (test accuracy above
     1/3 on 150 test images is over four standard errors above chance; they reach 0.5-0.6 here)."""
     study = Study(DataSpec("synthetic"), ArchSpec("caffenet-small", options={"width": 0.25}),
-                  Recipe(epochs=6, batch_size=32, schedule="constant"), cuts=(1,), variants=("RnB",))
+                  Recipe(epochs=6, batch_size=32, schedule="constant", crop_padding=2), cuts=(1,), variants=("RnB",))
     torch.manual_seed(0)  # dropout draws from the global RNG (see test_training_is_a_function_of_the_spec)
     result = sweep.run_study(tmp_path, study, torch.device("cpu"), cache_dir, progress=False,
                              only=["baseA", "baseB"])

@@ -60,10 +60,16 @@ def get_architecture(name: str) -> Architecture:
 
 def check_arch_spec(arch: ArchSpec) -> Architecture:
     entry = get_architecture(arch.name)
-    for key, _ in arch.options:
+    for key, value in arch.options:
         if key not in entry.options:
             raise ProbeError(f"architecture {arch.name!r} has no option {key!r}; its options: "
                              f"{', '.join(f'{k}={v}' for k, v in entry.options.items()) or 'none'}")
+        default = entry.options[key]
+        is_bool = isinstance(value, bool)
+        if isinstance(default, bool) != is_bool or (isinstance(default, (int, float)) and not is_bool
+                                                    and not isinstance(value, (int, float))):
+            raise ProbeError(f"architecture option {key}={value!r} of {arch.name!r} must be a "
+                             f"{type(default).__name__} like its default {default!r}")
     return entry
 
 
@@ -84,12 +90,15 @@ def build_model(spec: NetworkSpec) -> LayeredNet:
 
 def initialize(net: LayeredNet, scheme: str, gaussian: dict[str, tuple[float, float]]) -> None:
     """Initialize every layer: ``gaussian`` is the paper's Caffe scheme (per-layer std and constant bias, default
-    std 0.01 and bias 0); ``kaiming`` is He et al.'s normal init for ReLU networks with zero biases."""
+    std 0.01 and bias 0); ``kaiming`` is He et al.'s normal init for the ReLU layers with zero biases, and Caffe's
+    std 0.01 for the classifier, which has no ReLU after it: the first logits start near zero instead of at a loss
+    twice log(classes) that can kill ReLUs in the first steps."""
+    classifier = net.layer_names[-1]
     for name, stage in net.stages.items():
         std, bias = gaussian.get(name, (0.01, 0.0))
         for m in stage.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                if scheme == "gaussian":
+                if scheme == "gaussian" or name == classifier:
                     nn.init.normal_(m.weight, 0.0, std)
                 else:
                     nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
