@@ -9,7 +9,8 @@ RUN ?= runs/demo
 # The demo: the whole protocol (baseA/B, BnB, BnB+, AnB, AnB+, RnB in both directions) on a random Fashion-MNIST
 # split at cuts 1, 3, 5, 7, scaled to finish in minutes on two CPU cores, then the analysis and its report.
 DEMO_OPTS ?= --dataset fashion-mnist --split random --seeds 0 --arch caffenet-small --arch-option width=0.25 \
-	--cuts 1,3,5,7 --train-per-class 500 --epochs 2 --batch-size 64 --crop-padding 2 --schedule cosine
+	--cuts 1,3,5,7 --train-per-class 500 --epochs 3 --batch-size 64 --crop-padding 2 --schedule cosine \
+	--lr 0.02 --warmup 0.2
 
 .PHONY: setup demo test fashion-mnist clean
 

@@ -23,6 +23,7 @@ RECIPE_HELP = {
     "schedule": f"Learning-rate schedule: {', '.join(SCHEDULES)}.",
     "lr_step_every": "Step schedule: decay the learning rate after each such fraction of training.",
     "lr_gamma": "Step schedule: factor applied at each step.",
+    "warmup": "Fraction of training over which the learning rate ramps up linearly from zero (0: none, as the paper).",
     "finetune_lr_scale": "Learning-rate factor for the copied layers of '+' networks (1 = same as new layers).",
     "bias_lr_scale": "Learning-rate factor for biases (Caffe's lr_mult 2).",
     "bias_weight_decay": "Apply weight decay to biases too (Caffe does not).",

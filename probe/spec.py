@@ -80,6 +80,7 @@ class Recipe:
     schedule: str = "step"
     lr_step_every: float = 1 / 3  # step schedule: multiply by lr_gamma after each such fraction of training
     lr_gamma: float = 0.1
+    warmup: float = 0.0  # fraction of training over which the learning rate ramps up linearly from 0 (paper: none)
     finetune_lr_scale: float = 1.0  # learning-rate factor of copied layers in "+" networks
     bias_lr_scale: float = 2.0  # Caffe's lr_mult 2 for biases
     bias_weight_decay: bool = False  # Caffe's decay_mult 0 for biases
@@ -95,6 +96,8 @@ class Recipe:
                 raise ProbeError(f"{name} {getattr(self, name)} must be a positive integer")
         if self.lr <= 0:
             raise ProbeError(f"lr {self.lr} must be positive")
+        if not 0 <= self.warmup < 1:
+            raise ProbeError(f"warmup {self.warmup} must be a fraction of training in [0, 1)")
         if not 0 < self.lr_step_every <= 1:
             raise ProbeError(f"lr_step_every {self.lr_step_every} must be a fraction of training in (0, 1]")
         if self.crop_padding < 0:

@@ -107,12 +107,13 @@ def make_optimizer(model: LayeredNet, spec: NetworkSpec) -> torch.optim.SGD:
 
 
 def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
-    """The learning-rate multiplier at ``step`` of ``total_steps``."""
+    """The learning-rate multiplier at ``step`` of ``total_steps``: the schedule, times the linear warm-up."""
+    warm = min(1.0, (step + 1) / (recipe.warmup * total_steps)) if recipe.warmup > 0 else 1.0
     if recipe.schedule == "constant":
-        return 1.0
+        return warm
     if recipe.schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
-    return recipe.lr_gamma ** math.floor(step / (recipe.lr_step_every * total_steps) + 1e-9)
+        return warm * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+    return warm * recipe.lr_gamma ** math.floor(step / (recipe.lr_step_every * total_steps) + 1e-9)
 
 
 @torch.inference_mode()
