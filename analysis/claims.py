@@ -1,22 +1,26 @@
 """Automatic checks of the paper's eight claims (Yosinski et al. 2014, Sec. 4.1-4.2) on a run's accuracies.
 
 Each check is decided by 95% confidence intervals over replicates: it **holds** when every interval it rests on
-lies on the claimed side (or, for "no difference" claims, covers zero), **does not hold** when an interval lies on
-the opposite side (or a "no difference" interval excludes zero), and is **undecided** otherwise — including when
-there are too few replicates for an interval, or the networks it needs were not run.
+lies on the claimed side (for "no difference" claims: lies within the equivalence margin, +-0.02 accuracy by default,
+so that a wide interval from few replicates proves nothing), **does not hold** when an interval lies on the opposite
+side (or a "no difference" interval excludes zero), and is **undecided** otherwise — including when there are too
+few replicates for an interval, or the networks it needs were not run. A claim that rests on m intervals (one per
+n, say) uses Bonferroni-corrected 1 - 0.05/m intervals, so one chance interval among m does not decide it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import xarray as xr
 
-from analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, split_contrast
-from analysis.stats import Estimate, estimate
+from analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, split_contrast_values
+from analysis.stats import LEVEL, Estimate, estimate, welch
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
+MARGIN = 0.02  # accuracy difference within which a "no difference" claim counts as shown
 
 
 @dataclass
@@ -34,18 +38,33 @@ def _per_rep(da: xr.DataArray, n) -> np.ndarray:
     return replicates(da).sel(n=n).values
 
 
-def _no_difference(estimates: list[tuple[str, Estimate]]) -> tuple[str, list[str]]:
-    """Holds when every interval covers zero, fails when one excludes it."""
+def _on(values: np.ndarray) -> Callable[[float], Estimate]:
+    """The estimate of per-replicate ``values`` at a confidence level to be chosen."""
+    return lambda level: estimate(values, level)
+
+
+def _family(tests: list[tuple[str, Callable[[float], Estimate]]]) -> list[tuple[str, Estimate]]:
+    """The intervals of a claim that rests on several, at the Bonferroni-corrected level 1 - 0.05/m, so that a claim
+    over every n is not rejected by one chance interval among m."""
+    level = 1 - (1 - LEVEL) / max(1, len(tests))
+    return [(name, fn(level)) for name, fn in tests]
+
+
+def _no_difference(tests: list[tuple[str, Callable[[float], Estimate]]], margin: float) -> tuple[str, list[str]]:
+    """Holds when every interval lies within +-margin, fails when one excludes zero (an equivalence test by
+    confidence intervals)."""
+    estimates = _family(tests)
     evidence = [f"{name}: {e}" for name, e in estimates]
     if any(e.above() or e.below() for _, e in estimates):
         return FAILS, evidence
-    if estimates and all(e.covers() for _, e in estimates):
+    if estimates and all(e.above(-margin) and e.below(margin) for _, e in estimates):
         return HOLDS, evidence
     return UNDECIDED, evidence
 
 
-def _all_on_side(estimates: list[tuple[str, Estimate]], positive: bool) -> tuple[str, list[str]]:
+def _all_on_side(tests: list[tuple[str, Callable[[float], Estimate]]], positive: bool) -> tuple[str, list[str]]:
     """Holds when every interval lies on the claimed side of zero, fails when one lies on the other side."""
+    estimates = _family(tests)
     evidence = [f"{name}: {e}" for name, e in estimates]
     on = (lambda e: e.above()) if positive else (lambda e: e.below())
     off = (lambda e: e.below()) if positive else (lambda e: e.above())
@@ -56,8 +75,9 @@ def _all_on_side(estimates: list[tuple[str, Estimate]], positive: bool) -> tuple
     return UNDECIDED, evidence
 
 
-def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> list[Claim]:
-    """The eight claims on ``split`` (the similar-task split; claim 7 compares the others with it)."""
+def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT, margin: float = MARGIN) -> list[Claim]:
+    """The eight claims on ``split`` (the similar-task split; claim 7 compares the others with it); ``margin`` is
+    the equivalence margin of the no-difference claims 1 and 3."""
     claims = [
         Claim(1, "n = 1-2: BnB and AnB are within noise of baseB"),
         Claim(2, "BnB dips at middle layers and recovers at the top"),
@@ -84,30 +104,31 @@ def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> list[Claim]:
 
     # 1
     early = [n for n in cuts if n <= 2]
-    ests = [(f"{v} - baseB at n={n}", estimate(_per_rep(var(v) - d["base"], n))) for n in early
-            for v in ("BnB", "AnB")]
-    claims[0].verdict, claims[0].evidence = _no_difference(ests) if early else (UNDECIDED, ["no cut n <= 2 run"])
+    ests = [(f"{v} - baseB at n={n}", _on(_per_rep(var(v) - d["base"], n))) for n in early for v in ("BnB", "AnB")]
+    claims[0].verdict, claims[0].evidence = _no_difference(ests, margin) if early else (UNDECIDED,
+                                                                                       ["no cut n <= 2 run"])
 
     # 2: the deepest co-adaptation dip among the middle cuts, then the recovery from it to the top
     if middle_cuts:
         dips = {n: estimate(_per_rep(dec["coadaptation"], n)) for n in middle_cuts}
         n_dip = max(dips, key=lambda n: dips[n].mean if np.isfinite(dips[n].mean) else -np.inf)
-        recovery = estimate(_per_rep(var("BnB"), top) - _per_rep(var("BnB"), n_dip))
-        verdict, ev = _all_on_side([(f"baseB - BnB at n={n_dip} (deepest middle dip)", dips[n_dip]),
-                                    (f"BnB(n={top}) - BnB(n={n_dip}) (recovery)", recovery)], positive=True)
+        recovery = _per_rep(var("BnB"), top) - _per_rep(var("BnB"), n_dip)
+        verdict, ev = _all_on_side([(f"baseB - BnB at n={n_dip} (deepest middle dip)",
+                                     _on(_per_rep(dec["coadaptation"], n_dip))),
+                                    (f"BnB(n={top}) - BnB(n={n_dip}) (recovery)", _on(recovery))], positive=True)
         claims[1].verdict, claims[1].evidence = verdict, ev
     else:
         claims[1].evidence = ["needs cuts between n = 3 and the top"]
 
     # 3
     claims[2].verdict, claims[2].evidence = _no_difference(
-        [(f"BnB+ - baseB at n={n}", estimate(_per_rep(dec["selffer_finetune"], n))) for n in cuts])
+        [(f"BnB+ - baseB at n={n}", _on(_per_rep(dec["selffer_finetune"], n))) for n in cuts], margin)
 
     # 4: per-replicate least-squares slope of AnB - BnB over n
     gap = replicates(var("AnB") - var("BnB")).transpose("rep", "n").values
     slopes = np.array([np.polyfit(cuts, row, 1)[0] if np.isfinite(row).all() and len(cuts) > 1 else np.nan
                        for row in gap])
-    claims[3].verdict, claims[3].evidence = _all_on_side([("slope of AnB - BnB per layer", estimate(slopes))],
+    claims[3].verdict, claims[3].evidence = _all_on_side([("slope of AnB - BnB per layer", _on(slopes))],
                                                          positive=False)
 
     # 5
@@ -127,19 +148,19 @@ def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> list[Claim]:
 
     # 6: the boost averaged over n per replicate
     boost = replicates(dec["lingering"]).mean("n", skipna=False).values
-    claims[5].verdict, claims[5].evidence = _all_on_side([("AnB+ - baseB, mean over n", estimate(boost))],
+    claims[5].verdict, claims[5].evidence = _all_on_side([("AnB+ - baseB, mean over n", _on(boost))],
                                                          positive=True)
 
     # 7
-    contrast = {k: e for k, e in split_contrast(ds).items() if k[1] >= 2}
+    contrast = {k: v for k, v in split_contrast_values(ds).items() if k[1] >= 2}
     if contrast:
         claims[6].verdict, claims[6].evidence = _all_on_side(
-            [(f"{s} minus {SIMILAR_SPLIT}, relative drop at n={n}", e) for (s, n), e in contrast.items()],
-            positive=True)
+            [(f"{s} minus {SIMILAR_SPLIT}, relative drop at n={n}",
+              lambda level, a=a, b=b: welch(a, b, level)) for (s, n), (a, b) in contrast.items()], positive=True)
     else:
         claims[6].evidence = ["needs a dissimilar split run beside the random one"]
 
     # 8
     claims[7].verdict, claims[7].evidence = _all_on_side(
-        [(f"RnB - AnB at n={n}", estimate(_per_rep(var("RnB") - var("AnB"), n))) for n in cuts], positive=False)
+        [(f"RnB - AnB at n={n}", _on(_per_rep(var("RnB") - var("AnB"), n))) for n in cuts], positive=False)
     return claims

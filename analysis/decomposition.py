@@ -69,9 +69,9 @@ def summary_rows(ds: xr.Dataset) -> list[dict]:
     return out
 
 
-def split_contrast(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, int], Estimate]:
-    """(dissimilar split, n) -> how much more the dissimilar split loses than the similar (random) one, on the
-    relative scale (drop divided by the replicate's base accuracy), as a Welch difference of independent groups."""
+def split_contrast_values(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, int], tuple]:
+    """(dissimilar split, n) -> (its per-replicate relative drops, the similar split's): the drop of ``quantity``
+    divided by the replicate's base accuracy."""
     if SIMILAR_SPLIT not in ds["split"].values:
         return {}
     rel = decompose(ds)[quantity] / ds["base"]
@@ -82,8 +82,14 @@ def split_contrast(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, i
             continue
         other = replicates(rel.sel(split=split))
         for n in ds["n"].values:
-            out[(str(split), int(n))] = welch(other.sel(n=n).values, similar.sel(n=n).values)
+            out[(str(split), int(n))] = (other.sel(n=n).values, similar.sel(n=n).values)
     return out
+
+
+def split_contrast(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, int], Estimate]:
+    """(dissimilar split, n) -> how much more the dissimilar split loses than the similar (random) one, on the
+    relative scale, as a Welch difference of independent groups."""
+    return {k: welch(a, b) for k, (a, b) in split_contrast_values(ds, quantity).items()}
 
 
 def variant_means(ds: xr.Dataset, relative_to_base: bool = False) -> dict[tuple[str, str, int], Estimate]:

@@ -19,7 +19,7 @@ from pathlib import Path
 import xarray as xr
 
 from analysis.accuracies import COLUMNS, accuracy_dataset, format_table, rows
-from analysis.claims import check_claims
+from analysis.claims import MARGIN, check_claims
 from analysis.decomposition import QUANTITIES, SIMILAR_SPLIT, split_contrast, summary_rows, variant_means
 from analysis.figures import figure2, figure3
 from analysis.reference import CITATION
@@ -92,9 +92,10 @@ def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], clai
         b.append(("p", f"**Partial run:** {len(missing)} planned networks are not finished and are left out: "
                        + ", ".join(f"`{m}`" for m in missing[:20]) + (" ..." if len(missing) > 20 else "")))
     b.append(("h2", "Claims of the paper, checked"))
-    b.append(("p", f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (or covers zero "
-                   "for a no-difference claim); *does not hold*: an interval lies on the other side; *undecided*: "
-                   "neither, or too few replicates."))
+    b.append(("p", f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (for the "
+                   f"no-difference claims 1 and 3: within +-{MARGIN} accuracy); *does not hold*: an interval lies on "
+                   "the other side (excludes zero, for claims 1 and 3); *undecided*: neither, or too few replicates. A claim resting "
+                   "on m intervals uses Bonferroni-corrected 1 - 0.05/m intervals."))
     b.append(("table", ["#", "claim", "verdict", "evidence"],
               [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in claims]))
     b.append(("h2", "Test accuracy"))

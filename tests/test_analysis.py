@@ -106,6 +106,8 @@ def test_claims_hold_on_the_papers_pattern():
     assert verdicts[5] == HOLDS
     assert verdicts[6] == HOLDS  # +0.02 boost
     assert verdicts[8] == HOLDS  # random layers far below transferred ones
+    assert verdicts[3] == HOLDS  # BnB+ = baseB, with tight intervals
+    assert verdicts[1] == FAILS  # this table's AnB is 0.03 below base already at n = 1
     assert verdicts[7] == UNDECIDED  # no dissimilar split in this table
 
 
@@ -123,6 +125,13 @@ def test_claim_that_must_not_hold():
     verdicts = {c.number: c for c in check_claims(_dataset(_specs(), broken))}
     assert verdicts[3].verdict == FAILS and "BnB+ - baseB" in verdicts[3].evidence[0]
     assert verdicts[8].verdict == FAILS
+
+
+def test_wide_intervals_do_not_show_equivalence():
+    rng = np.random.default_rng(4)
+    ds = _dataset(_specs(seeds=(0,)), lambda s: paper_like(s) + rng.normal(scale=0.05))
+    claims = {c.number: c for c in check_claims(ds)}
+    assert claims[3].verdict == UNDECIDED, claims[3].evidence  # BnB+ = base up to noise, but too noisy to show
 
 
 def test_one_replicate_leaves_every_claim_undecided():
