@@ -236,22 +236,24 @@ def status(run_dir: Path) -> None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset and the sampled positions.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
               help="Stored dtype of activations.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per forward pass (and per "
-                                                                           "chunk along the sample dim).")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per forward pass.")
+@click.option("--chunk-size", type=int, default=None, help="Samples per zarr chunk (and per write). Default: four "
+                                                           "batches.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @errors_as_messages
 def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_class: int | None, spatial: str,
-            seed: int, dtype: str, batch_size: int, device: str, cache_dir: Path | None, quiet: bool) -> None:
+            seed: int, dtype: str, batch_size: int, chunk_size: int | None, device: str, cache_dir: Path | None,
+            quiet: bool) -> None:
     """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
     from probe.extract import ProbeSet, Reduction, extract_run
     from probe.train import resolve_device
 
     result = extract_run(run_dir, out, [n.strip() for n in networks.split(",") if n.strip()] or None,
                          ProbeSet(probe_set, per_class, seed), Reduction(spatial, seed, dtype), resolve_device(device),
-                         batch_size, cache_dir, progress=not quiet)
+                         batch_size, cache_dir, progress=not quiet, chunk_size=chunk_size)
     click.echo(f"wrote {len(result['written'])}, already complete {len(result['skipped'])}, "
                f"not trained yet {len(result['untrained'])} -> {out or run_dir / 'activations.zarr'}")
 

@@ -9,6 +9,7 @@ run.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -110,18 +111,27 @@ def _reduce(name: str, x: torch.Tensor, reduction: Reduction, positions: np.ndar
     if reduction.spatial == "full":
         return ("sample", f"{name}_unit", f"{name}_y", f"{name}_x"), x
     flat = x.flatten(2)  # (B, C, H*W)
-    idx = torch.as_tensor(positions, device=x.device)[:, None, :].expand(-1, flat.shape[1], -1)
+    idx = torch.tensor(positions, device=x.device)[:, None, :].expand(-1, flat.shape[1], -1)
     return ("sample", f"{name}_position", f"{name}_unit"), flat.gather(2, idx).transpose(1, 2)
 
 
-def _positions(reduction: Reduction, layer: str, height: int, width: int, samples: np.ndarray) -> np.ndarray:
-    """K positions per probe sample in a ``height`` x ``width`` map, seeded by the layer and the sample index, so
-    every network with the same layer shape samples the same places of the same image."""
-    out = np.empty((len(samples), reduction.positions), dtype=np.int64)
+@functools.lru_cache(maxsize=32)
+def _positions_cached(seed: int, k: int, height: int, width: int, samples: bytes) -> np.ndarray:
+    samples = np.frombuffer(samples, dtype=np.int64)
+    out = np.empty((len(samples), k), dtype=np.int64)
     for i, s in enumerate(samples):
-        rng = np.random.default_rng([reduction.seed, height, width, int(s)])
-        out[i] = rng.choice(height * width, reduction.positions, replace=height * width < reduction.positions)
+        rng = np.random.default_rng([seed, height, width, int(s)])
+        out[i] = rng.choice(height * width, k, replace=height * width < k)
+    out.flags.writeable = False
     return out
+
+
+def _positions(reduction: Reduction, height: int, width: int, samples: np.ndarray) -> np.ndarray:
+    """K positions per probe sample in a ``height`` x ``width`` map, seeded by the map's size and the sample's
+    test-set index: every layer of that size, in every network, samples the same places of the same image (which
+    is what lets CKA compare positions across networks). Cached, since a run's networks share them."""
+    return _positions_cached(reduction.seed, reduction.positions, height, width,
+                             np.ascontiguousarray(samples, dtype=np.int64).tobytes())
 
 
 def _group_attrs(spec: NetworkSpec, probe_set: ProbeSet, reduction: Reduction, weights: Path) -> dict:
@@ -132,8 +142,10 @@ def _group_attrs(spec: NetworkSpec, probe_set: ProbeSet, reduction: Reduction, w
 
 def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: ImageArrays, normalize: Normalize,
                     probe_set: ProbeSet, reduction: Reduction, device: torch.device, batch_size: int = 256,
-                    weights: Path = Path(), progress: bool = True) -> None:
-    """Write one network's activations as the group ``spec.id`` of ``store``, batch by batch."""
+                    weights: Path = Path(), progress: bool = True, chunk_size: int | None = None) -> None:
+    """Write one network's activations as the group ``spec.id`` of ``store``: forward passes of ``batch_size``
+    images, appended in zarr chunks of ``chunk_size`` samples (default four batches)."""
+    chunk_size = chunk_size or 4 * batch_size
     classes = probe_set.classes(spec)
     samples = probe_set.indices(arrays, classes)
     model = model.to(device).eval()
@@ -142,52 +154,69 @@ def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: I
     class_names = np.array(arrays.classes, dtype=object)
     task_of = {c: "A" for c in spec.classes_a} | {c: "B" for c in spec.classes_b}
     attrs = _group_attrs(spec, probe_set, reduction, weights)
-    position_cache: dict[str, np.ndarray] = {}
+    positions: dict[str, np.ndarray] = {}  # layer -> (samples, K) flat positions, for sample:K
+    widths: dict[str, int] = {}  # layer -> map width, to turn flat positions into (y, x)
+    dims: dict[str, tuple] = {}
 
-    def batch_dataset(start: int, acts: dict[str, torch.Tensor], logits: torch.Tensor) -> xr.Dataset:
-        idx = samples[start: start + len(logits)]
-        labels = np.asarray(arrays.test_y)[idx]
-        data_vars, coords = {}, {}
-        for i, name in enumerate(layers, start=1):
+    def reduce_batch(start: int, acts: dict[str, torch.Tensor], logits: torch.Tensor) -> dict[str, np.ndarray]:
+        out = {}
+        for name in layers:
             x = acts[name]
             pos = None
             if x.ndim == 4 and reduction.positions:
                 h, w = x.shape[2:]
-                if name not in position_cache:
-                    position_cache[name] = _positions(reduction, name, h, w, samples)
-                pos = position_cache[name][start: start + len(idx)]
+                if name not in positions:
+                    positions[name], widths[name] = _positions(reduction, h, w, samples), w
+                pos = positions[name][start: start + len(logits)]
+            dims[name], values = _reduce(name, x, reduction, pos)
+            out[name] = values.float().cpu().numpy().astype(dtype)
+        out["logits"] = logits.float().cpu().numpy().astype(dtype)
+        return out
+
+    def chunk_dataset(start: int, parts: list[dict[str, np.ndarray]]) -> xr.Dataset:
+        values = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        idx = samples[start: start + len(values["logits"])]
+        labels = np.asarray(arrays.test_y)[idx]
+        data_vars, coords = {}, {}
+        for i, name in enumerate(layers, start=1):
+            data_vars[name] = xr.Variable(dims[name], values[name], attrs={"layer": name, "layer_index": i})
+            coords[f"{name}_unit"] = np.arange(values[name].shape[dims[name].index(f"{name}_unit")])
+            if name in positions:
+                w = widths[name]
+                pos = positions[name][start: start + len(idx)]
                 coords[f"{name}_pos_y"] = (("sample", f"{name}_position"), pos // w)
                 coords[f"{name}_pos_x"] = (("sample", f"{name}_position"), pos % w)
-            dims, values = _reduce(name, x, reduction, pos)
-            data_vars[name] = xr.Variable(dims, values.float().cpu().numpy().astype(dtype),
-                                          attrs={"layer": name, "layer_index": i})
-            coords[f"{name}_unit"] = np.arange(values.shape[dims.index(f"{name}_unit")])
-        data_vars["logits"] = xr.Variable(("sample", "logit_class"), logits.float().cpu().numpy().astype(dtype),
+        data_vars["logits"] = xr.Variable(("sample", "logit_class"), values["logits"],
                                           attrs={"layer": model.layer_names[-1], "layer_index": len(layers) + 1})
         coords.update(sample=idx, label=("sample", labels), class_name=("sample", class_names[labels]),
                       task=("sample", np.array([task_of[c] for c in class_names[labels]], dtype=object)),
                       logit_class=np.array(spec.target_classes, dtype=object))
         return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 
-    def write(ds: xr.Dataset, first: bool) -> None:
-        if first:
-            encoding = {v: {"chunks": (batch_size, *ds[v].shape[1:])} for v in ds.data_vars}
+    def write(start: int, parts: list[dict[str, np.ndarray]]) -> None:
+        ds = chunk_dataset(start, parts)
+        if start == 0:
+            encoding = {v: {"chunks": (chunk_size, *ds[v].shape[1:])} for v in ds.data_vars}
             ds.to_zarr(store, group=spec.id, mode="w", encoding=encoding, consolidated=False)
         else:
             ds.to_zarr(store, group=spec.id, append_dim="sample", consolidated=False)
 
     images = arrays.test_x
     bar = tqdm(total=len(samples), desc=spec.id, unit="img", leave=False, disable=not progress, dynamic_ncols=True)
-    # one writer thread overlaps compression and I/O with the next forward pass; at most one batch waits in it
+    # One writer thread builds and writes a chunk while the next batches run forward; at most one chunk waits in it
+    # and one fills, so memory stays bounded by two chunks whatever the probe set's size.
     with ThreadPoolExecutor(max_workers=1) as writer, torch.inference_mode():
-        pending = None
+        pending, parts, chunk_start = None, [], 0
         for start in range(0, len(samples), batch_size):
             x = to_device(np.asarray(images[samples[start: start + batch_size]]), device)
             logits, acts = model.forward_intermediates(normalize(center_crop(x, spec.input_size)), layers)
-            ds = batch_dataset(start, acts, logits)
-            if pending is not None:
-                pending.result()
-            pending = writer.submit(write, ds, start == 0)
+            parts.append(reduce_batch(start, acts, logits))
+            done = start + len(logits)
+            if done - chunk_start >= chunk_size or done == len(samples):
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(write, chunk_start, parts)
+                parts, chunk_start = [], done
             bar.update(len(logits))
         if pending is not None:
             pending.result()
@@ -213,7 +242,8 @@ def consolidate(store: Path) -> None:
 
 def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | None = None,
                 probe_set: ProbeSet = ProbeSet(), reduction: Reduction = Reduction(), device: torch.device | None = None,
-                batch_size: int = 256, cache_dir: Path | None = None, progress: bool = True) -> dict[str, list[str]]:
+                batch_size: int = 256, cache_dir: Path | None = None, progress: bool = True,
+                chunk_size: int | None = None) -> dict[str, list[str]]:
     """Extract every finished network of ``run_dir`` (or those named in ``networks``) into ``store``.
 
     Complete groups with the same probe set and reduction are skipped; incomplete ones are rewritten. Returns the
@@ -223,6 +253,8 @@ def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | 
     device = device or torch.device("cpu")
     if batch_size < 1:
         raise ProbeError(f"batch size {batch_size} must be a positive integer")
+    if chunk_size is not None and chunk_size < 1:
+        raise ProbeError(f"chunk size {chunk_size} must be a positive integer")
     study, plan = read_plan(run_dir)
     specs = [p.spec for p in plan]
     if networks:
@@ -253,7 +285,7 @@ def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | 
         if (store / spec.id).exists():
             shutil.rmtree(store / spec.id)  # left incomplete by an interrupted run
         extract_network(store, spec, model, arrays, normalize, probe_set, reduction, device, batch_size,
-                        weights.relative_to(run_dir), progress)
+                        weights.relative_to(run_dir), progress, chunk_size)
         result["written"].append(spec.id)
     bar.close()
     if store.exists():
