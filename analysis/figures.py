@@ -128,3 +128,39 @@ def _label_layers(ax: plt.Axes, d: xr.Dataset) -> None:
         ax.set_xticks(ticks)
         ax.set_xticklabels(["base", *[f"{n}\n{name}" for n, name in zip(d["n"].values, d["layer"].values)]],
                            fontsize=8)
+
+
+def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
+    """Left: per layer k, the CKA views of the networks cut at n = k, means over replicates; right: the cross-layer
+    CKA of the two base networks."""
+    d = rep.sel(split=split)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for label, values, color in (("CKA(AnB_k, baseB_k)", diagonal(d["cka_target"].sel(variant="AnB")), "tab:red"),
+                                 ("CKA(AnB+_k, baseA_k)", diagonal(d["cka_source"].sel(variant="AnB+")), "lightsalmon"),
+                                 ("CKA(BnB+_k, baseB_k)", diagonal(d["cka_source"].sel(variant="BnB+")), "lightskyblue")):
+        n, m = _per_n(values)
+        left.plot(n, m, marker="o", color=color, label=label)
+    layer_names = list(d["layer"].values)
+    left.set_xticks(d["n"].values, [f"{n}\n{layer_names[int(n) - 1]}" for n in d["n"].values], fontsize=8)
+    left.set_xlabel("layer k (network cut at n = k)")
+    left.set_ylabel("debiased linear CKA")
+    left.set_ylim(-0.05, 1.05)
+    left.legend(fontsize=8)
+    left.set_title(f"{split} split: copied layers against the base networks", fontsize=10)
+    with np.errstate(all="ignore"):
+        heat = np.nanmean(d["cka_bases"].values.reshape(-1, d.sizes["source_layer"], d.sizes["layer"]), axis=0)
+    im = right.imshow(heat, vmin=0, vmax=1, cmap="viridis", origin="lower")
+    right.set_xticks(range(d.sizes["layer"]), d["layer"].values, rotation=45, fontsize=8)
+    right.set_yticks(range(d.sizes["source_layer"]), d["source_layer"].values, fontsize=8)
+    right.set_xlabel("layer of the target task's base")
+    right.set_ylabel("layer of the other task's base")
+    right.set_title("cross-layer CKA, baseA vs baseB", fontsize=10)
+    fig.colorbar(im, ax=right)
+    return _save(fig, out, f"figure_cka_{split}")
+
+
+def diagonal(values: xr.DataArray) -> xr.DataArray:
+    """Layer k of the network cut at n = k: (..., n, layer) -> (..., n)."""
+    names = list(values["layer"].values)
+    return xr.concat([values.sel(n=n, layer=names[int(n) - 1], drop=True) for n in values["n"].values], dim="n",
+                     coords="minimal", compat="override")

@@ -8,6 +8,7 @@ Files: ``report.md`` and a self-contained ``report.html`` (figures embedded), ``
 from __future__ import annotations
 
 import base64
+import warnings
 import csv
 import html
 import io
@@ -16,16 +17,20 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import xarray as xr
 
 from analysis.accuracies import COLUMNS, accuracy_dataset, format_table, rows
 from analysis.claims import MARGIN, check_claims
-from analysis.decomposition import QUANTITIES, SIMILAR_SPLIT, split_contrast, summary_rows, variant_means
-from analysis.figures import figure2, figure3
+from analysis.decomposition import QUANTITIES, SIMILAR_SPLIT, replicates, split_contrast, summary_rows, variant_means
+from analysis.representations import representation_dataset, score_correlations
+from analysis.stores import open_store
+from analysis.transferability import DESCRIPTIONS
+from analysis.figures import diagonal, figure2, figure3, figure_cka
 from analysis.reference import CITATION
 from analysis.stats import Estimate
 from probe.atomic import write_atomic, write_json
-from probe.extract import consolidate
+from probe.extract import STORE, consolidate
 
 ANALYSIS = "analysis"
 
@@ -46,19 +51,27 @@ def _write_text(path: Path, text: str) -> None:
     write_atomic(path, write)
 
 
-def analyze_run(run_dir: Path) -> dict:
-    """Write everything into ``run_dir/analysis`` and return a summary (table text, missing ids, claims, paths)."""
+def _write_zarr(ds: xr.Dataset, path: Path) -> None:
+    """Write a Dataset as a zarr store beside ``path`` and move it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.to_zarr(tmp, mode="w", consolidated=False)
+    consolidate(tmp)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 2000) -> dict:
+    """Write everything into ``run_dir/analysis`` and return a summary (table text, missing ids, claims, paths).
+
+    When the run has an activation store (``store``, default ``RUN/activations.zarr``), the representation views
+    (CKA, linear probes, transferability estimators; :mod:`analysis.representations`) are added, on at most
+    ``max_samples`` images per comparison."""
     run_dir = Path(run_dir)
     out = run_dir / ANALYSIS
     out.mkdir(parents=True, exist_ok=True)
     ds, missing = accuracy_dataset(run_dir)
-    store = out / "accuracies.zarr"
-    tmp = out / ".accuracies.zarr.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(tmp, mode="w", consolidated=False)
-    consolidate(tmp)
-    shutil.rmtree(store, ignore_errors=True)
-    tmp.rename(store)
+    _write_zarr(ds, out / "accuracies.zarr")
     _write_text(out / "accuracies.csv", _csv_text(rows(ds)))
     summary = summary_rows(ds)
     _write_text(out / "decomposition.csv", _csv_text(summary))
@@ -70,15 +83,63 @@ def analyze_run(run_dir: Path) -> dict:
     for split in splits:
         figures.append(figure2(ds, out / "figures", split)[0])
     figures.append(figure3(ds, out / "figures")[0])
-    blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out)
+    store = Path(store) if store else run_dir / STORE
+    rep = None
+    if store.exists():
+        rep = representation_dataset(run_dir, open_store(store), max_samples=max_samples)
+        _write_zarr(rep, out / "representations.zarr")
+        figures += [figure_cka(rep, out / "figures", str(split))[0] for split in rep["split"].values]
+    extra = _representation_blocks(rep, ds, store) if rep is not None else []
+    blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out, extra)
     _write_text(out / "report.md", _markdown(blocks))
     _write_text(out / "report.html", _html(blocks, out))
     return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out, "figures": figures,
-            "dataset": ds}
+            "dataset": ds, "representations": rep}
+
+
+def _mean_over_replicates(values: xr.DataArray) -> np.ndarray:
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
+        return np.nanmean(replicates(values).transpose(..., "rep").values, axis=-1)
+
+
+def _representation_blocks(rep: xr.Dataset, acc: xr.Dataset, store: Path) -> list[tuple]:
+    b: list[tuple] = [("h2", "Representations")]
+    b.append(("p", f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the "
+                   "target task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy "
+                   "and transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, "
+                   "layer by layer, beside the measured AnB accuracy at n = k. Means over replicates and both "
+                   "directions; empty cells need a store extracted with `--probe-set both`."))
+    views = {"CKA(AnB_k, baseB_k)": diagonal(rep["cka_target"].sel(variant="AnB")),
+             "CKA(AnB+_k, baseA_k)": diagonal(rep["cka_source"].sel(variant="AnB+")),
+             "CKA(BnB+_k, baseB_k)": diagonal(rep["cka_source"].sel(variant="BnB+")),
+             "AnB accuracy": acc["acc"].sel(variant="AnB")}
+    layer_names = list(rep["layer"].values)
+    for split in rep["split"].values:
+        cells = {name: _mean_over_replicates(v.sel(split=split)) for name, v in views.items()}
+        probe = {k: _mean_over_replicates(rep[k].sel(split=split)) for k in DESCRIPTIONS}
+        header = ["k", "layer", *views, *DESCRIPTIONS]
+        rows = []
+        for j, n in enumerate(rep["n"].values):
+            li = layer_names.index(layer_names[int(n) - 1])
+            rows.append([int(n), layer_names[int(n) - 1], *[_num(cells[v][j]) for v in views],
+                         *[_num(probe[k][li]) for k in DESCRIPTIONS]])
+        b.append(("h3", f"{split} split, per layer"))
+        b.append(("table", header, rows))
+        corr = score_correlations(rep.sel(split=[split]), acc.sel(split=[split]))
+        if corr:
+            b.append(("p", "Spearman rank correlation with the AnB accuracy at n = k, pooled over replicates, "
+                           "directions and n: " + "; ".join(f"{k} rho = {_num(r)} (p = {_num(p, 3)}, {c} pairs)"
+                                                            for k, (r, p, c) in corr.items()) + "."))
+    return b
+
+
+def _num(x: float, digits: int = 4) -> str:
+    return "" if not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], claims, claim_split: str,
-                   figures: list[Path], out: Path) -> list[tuple]:
+                   figures: list[Path], out: Path, extra: list[tuple]) -> list[tuple]:
     study = json.loads(ds.attrs.get("study", "{}"))
     b: list[tuple] = [("h1", "Transferability report")]
     b.append(("p", f"Dataset `{study.get('data', {}).get('name')}`, architecture `{study.get('arch', {}).get('name')}` "
@@ -126,6 +187,7 @@ def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], clai
         b.append(("h3", f"Dissimilar minus similar ({SIMILAR_SPLIT}) split: relative total drop (Welch)"))
         b.append(("table", ["split", "n", "difference [95% interval] (replicates)", "p"],
                   [[s, n, str(e), f"{e.p:.3g}"] for (s, n), e in contrast.items()]))
+    b += extra
     b.append(("h2", "Figures"))
     for f in figures:
         b.append(("img", f.relative_to(out), f.stem))

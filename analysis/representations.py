@@ -1,0 +1,147 @@
+"""What happens inside each layer when a network is cut, transferred and fine-tuned, from a run's activation store.
+
+Per replicate and target task T (source O, the other task), on T's test images:
+
+- ``cka_target``: debiased linear CKA between layer k of every cut network (BnB, BnB+, AnB, AnB+, RnB at each n) and
+  layer k of baseT — e.g. CKA(AnB_k, baseB_k);
+- ``cka_source``: the same against the base network the layers were copied from (baseT for BnB/BnB+, baseO for
+  AnB/AnB+) — e.g. CKA(AnB+_k, baseA_k), how far fine-tuning moved each copied layer; this needs the source base's
+  activations on T's images, so a store extracted with ``--probe-set both``;
+- ``cka_bases``: the cross-layer CKA of baseO against baseT (the heatmap);
+- per layer of baseO scored for T: a linear probe's accuracy and the transferability estimators LogME, H-score, LEEP
+  and NCE (:func:`analysis.transferability.layer_scores`), set beside the measured AnB accuracy at n = k, with their
+  Spearman rank correlation over n.
+
+CKA is the debiased estimator (Nguyen, Raghu & Kornblith 2021) on at most ``max_samples`` seeded images, in memory
+and exact; :func:`analysis.similarity.streaming_cka` serves stores too large for that.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from analysis.accuracies import VARIANTS, accuracy_dataset, replicate_label, variant_label
+from analysis.similarity import linear_cka
+from analysis.stores import list_networks
+from analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
+from probe.errors import ProbeError
+from probe.plan import read_plan
+
+
+def layer_matrix(da: xr.DataArray) -> np.ndarray:
+    """``(rows, features)`` of one layer: sampled positions (``<layer>_position``) become rows, every other
+    non-sample dim is flattened into features."""
+    pos = [d for d in da.dims if d.endswith("_position")]
+    if pos:
+        da = da.transpose("sample", pos[0], ...)
+        return np.asarray(da.values).reshape(da.sizes["sample"] * da.sizes[pos[0]], -1)
+    return np.asarray(da.values).reshape(da.sizes["sample"], -1)
+
+
+def _common_samples(a: xr.Dataset, b: xr.Dataset, task: str, max_samples: int, seed: int) -> np.ndarray:
+    """Test-set indices both groups hold for ``task``, at most ``max_samples`` of them (seeded), sorted."""
+    def of_task(ds):
+        return ds["sample"].values[ds["task"].values == task]
+
+    common = np.intersect1d(of_task(a), of_task(b))
+    if len(common) > max_samples:
+        common = np.sort(np.random.default_rng(seed).choice(common, max_samples, replace=False))
+    return common
+
+
+def _cka(a: xr.Dataset, b: xr.Dataset, layers_a: list[str], layers_b: list[str], task: str, max_samples: int,
+         seed: int) -> np.ndarray:
+    """CKA of every pair (layers_a[i], layers_b[i]) on the shared images of ``task`` (NaN when under 4 shared)."""
+    samples = _common_samples(a, b, task, max_samples, seed)
+    if len(samples) < 4:
+        return np.full(len(layers_a), np.nan)
+    a, b = a.sel(sample=samples), b.sel(sample=samples)
+    return np.array([linear_cka(layer_matrix(a[la]), layer_matrix(b[lb]), debiased=True)
+                     for la, lb in zip(layers_a, layers_b)])
+
+
+def representation_dataset(run_dir, tree: xr.DataTree, max_samples: int = 2000, seed: int = 0) -> xr.Dataset:
+    """All the views above for every replicate of the run that the store holds."""
+    _, plan = read_plan(run_dir)
+    acc, _ = accuracy_dataset(run_dir)
+    complete = set(list_networks(tree))
+    specs = [p.spec for p in plan if p.spec.id in complete]
+    bases = {(s.split, replicate_label(s), s.target): s for s in specs if s.variant == "base"}
+    if not bases:
+        raise ProbeError("the activation store holds no base network of this run; run 'probe extract RUN' first")
+    first = tree[next(iter(bases.values())).id].to_dataset()
+    layers = [name for name in first.data_vars if name != "logits"]
+    splits, reps = list(acc["split"].values), list(acc["replicate"].values)
+    cuts = [int(n) for n in acc["n"].values]
+    shape = (len(splits), len(reps), 2)
+    cka_target = np.full(shape + (len(VARIANTS), len(cuts), len(layers)), np.nan)
+    cka_source = np.full_like(cka_target, np.nan)
+    cka_bases = np.full(shape + (len(layers), len(layers)), np.nan)
+    scores = {k: np.full(shape + (len(layers),), np.nan) for k in DESCRIPTIONS}
+    groups = {}
+
+    def group(spec):
+        if spec.id not in groups:
+            groups[spec.id] = tree[spec.id].to_dataset()
+        return groups[spec.id]
+
+    for s in specs:
+        if s.variant == "base":
+            continue
+        i, r, t = splits.index(s.split), reps.index(replicate_label(s)), "AB".index(s.target)
+        v, j = VARIANTS.index(variant_label(s)), cuts.index(s.cut)
+        own = bases.get((s.split, replicate_label(s), s.target))
+        if own is not None:
+            cka_target[i, r, t, v, j] = _cka(group(s), group(own), layers, layers, s.target, max_samples, seed)
+        donor = bases.get((s.split, replicate_label(s), s.source)) if s.source else None
+        if donor is not None:
+            cka_source[i, r, t, v, j] = _cka(group(s), group(donor), layers, layers, s.target, max_samples, seed)
+    for (split, rep, target), own in bases.items():
+        i, r, t = splits.index(split), reps.index(rep), "AB".index(target)
+        other = bases.get((split, rep, "B" if target == "A" else "A"))
+        if other is None:
+            continue
+        grid_a, grid_b = np.meshgrid(layers, layers, indexing="ij")
+        cka_bases[i, r, t] = _cka(group(other), group(own), list(grid_a.ravel()), list(grid_b.ravel()), target,
+                                  max_samples, seed).reshape(len(layers), len(layers))
+        if (group(other)["task"].values == target).sum() >= 10:
+            sc = layer_scores(tree, other.id, target, layers=layers, max_samples=max_samples, seed=seed)
+            for k in DESCRIPTIONS:
+                scores[k][i, r, t] = sc[k].values
+    dims = ("split", "replicate", "target")
+    out = xr.Dataset(
+        {"cka_target": (dims + ("variant", "n", "layer"), cka_target),
+         "cka_source": (dims + ("variant", "n", "layer"), cka_source),
+         "cka_bases": (dims + ("source_layer", "layer"), cka_bases),
+         **{k: (dims + ("layer",), scores[k]) for k in DESCRIPTIONS}},
+        coords={"split": acc["split"].values, "replicate": acc["replicate"].values, "target": acc["target"].values,
+                "variant": acc["variant"].values, "n": cuts, "layer": np.array(layers, dtype=object),
+                "source_layer": np.array(layers, dtype=object)})
+    out["cka_target"].attrs["description"] = "debiased linear CKA of each cut network's layer with the same layer of " \
+                                             "the base network of its target task, on target-task images"
+    out["cka_source"].attrs["description"] = "debiased linear CKA of each cut network's layer with the same layer of " \
+                                             "the base network it copied layers from, on target-task images"
+    out["cka_bases"].attrs["description"] = "cross-layer debiased linear CKA: the other task's base (source_layer) " \
+                                            "against the target task's base (layer), on target-task images"
+    for k, text in DESCRIPTIONS.items():
+        out[k].attrs["description"] = f"{text}, for layer k of the other task's base network scored on the target task"
+    return out
+
+
+def score_correlations(rep: xr.Dataset, acc: xr.Dataset) -> dict[str, tuple[float, float, int]]:
+    """Spearman rank correlation over (replicate, target, n) between each per-layer score of the source base and
+    the measured AnB accuracy at n = that layer: score name -> (rho, p, pairs)."""
+    anb = acc["acc"].sel(variant="AnB")
+    layer_names = list(acc["layer"].values) if "layer" in acc.coords else []
+    out = {}
+    for k in DESCRIPTIONS:
+        xs, ys = [], []
+        for n, name in zip(acc["n"].values, layer_names):
+            if name in list(rep["layer"].values):
+                xs.append(rep[k].sel(layer=name).values.ravel())
+                ys.append(anb.sel(n=n).values.ravel())
+        if xs:
+            c = rank_correlation(np.concatenate(xs), np.concatenate(ys))
+            out[k] = (c.rho, c.p, c.count)
+    return out
