@@ -163,4 +163,4 @@ def diagonal(values: xr.DataArray) -> xr.DataArray:
     """Layer k of the network cut at n = k: (..., n, layer) -> (..., n)."""
     names = list(values["layer"].values)
     return xr.concat([values.sel(n=n, layer=names[int(n) - 1], drop=True) for n in values["n"].values], dim="n",
-                     coords="minimal", compat="override")
+                     coords="minimal", compat="override").assign_coords(n=values["n"].values)
