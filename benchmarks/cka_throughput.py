@@ -20,12 +20,8 @@ Prints a table and writes JSON to benchmarks/results/cpu-<date>-cka.json.
 from __future__ import annotations
 
 import datetime
-import json
-import platform
 import sys
 import tempfile
-import time
-import tracemalloc
 from pathlib import Path
 
 import click
@@ -34,6 +30,8 @@ import scipy
 import xarray as xr
 import zarr
 from threadpoolctl import threadpool_info
+
+from bench import best_of, cpu_name, peak_bytes, save
 
 from analysis.similarity import linear_cka, minibatch_cka, streaming_cka
 
@@ -46,35 +44,6 @@ def layers(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     a = z @ rng.normal(size=(64, d)).astype(np.float32) + rng.normal(scale=4.0, size=(n, d)).astype(np.float32)
     b = z @ rng.normal(size=(64, d)).astype(np.float32) + rng.normal(scale=4.0, size=(n, d)).astype(np.float32)
     return a, b
-
-
-def best_of(fn, repeats: int) -> tuple[float, float]:
-    """(best time, value) of ``repeats`` calls."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - t)
-    return min(times), value
-
-
-def peak_bytes(fn) -> int:
-    tracemalloc.start()
-    try:
-        fn()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 @click.command()
@@ -118,10 +87,7 @@ def main(samples, features, batch_size, repeats, full, seed, out) -> None:
     for r in rows:
         click.echo(f"{r['case']:<8}{r['samples']:>8}{r['features']:>7}{r['batch_size']:>7}{r['seconds']:>9.2f}"
                    f"{r['throughput'] / 1e9:>11.1f}{r['peak_mib']:>10.1f}{r['input_mib']:>11.1f}{r['cka']:>9.4f}")
-    out = out or Path(__file__).parent / "results" / f"cpu-{result['date']}-cka.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    click.echo(f"wrote {out}")
+    save(result, out, f"cpu-{result['date']}-cka")
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ Prints a table and writes JSON to benchmarks/results/<device>-<date>-extract.jso
 from __future__ import annotations
 
 import datetime
-import json
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
 import numpy as np
 import torch
+
+from bench import best_of, cpu_name, save
 
 from data.datasets import load_dataset
 from data.splits import resolve_split
@@ -39,15 +38,6 @@ def forward_only(model, arrays, samples, normalize, input_size, device, batch_si
             model(normalize(center_crop(x, input_size)))
     if device.type == "cuda":
         torch.cuda.synchronize()
-
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 @click.command()
@@ -78,18 +68,18 @@ def main(dataset, arch, widths, reductions, batch_size, repeats, device, out) ->
         probe_set = ProbeSet("both")
         samples = probe_set.indices(arrays, probe_set.classes(spec))
         forward_only(model, arrays, samples[:batch_size], normalize, spec.input_size, dev, batch_size)  # warm-up
-        t_fwd = best_of(lambda: forward_only(model, arrays, samples, normalize, spec.input_size, dev, batch_size),
+        t_fwd, _ = best_of(lambda: forward_only(model, arrays, samples, normalize, spec.input_size, dev, batch_size),
                         repeats)
         for spatial in reductions:
             with tempfile.TemporaryDirectory() as tmp:
                 counter = iter(range(10**6))
-                t_ext = best_of(lambda: extract_network(Path(tmp) / f"s{next(counter)}.zarr", spec, model, arrays,
+                t_ext, _ = best_of(lambda: extract_network(Path(tmp) / f"s{next(counter)}.zarr", spec, model, arrays,
                                                         normalize, probe_set, Reduction(spatial), dev, batch_size,
                                                         progress=False), repeats)
             rows.append({"arch": arch, "width": width, "spatial": spatial, "images": len(samples),
                          "forward_img_s": len(samples) / t_fwd, "extract_img_s": len(samples) / t_ext,
                          "ratio": t_fwd / t_ext})
-    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine()
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     result = {"benchmark": "extract_throughput", "date": datetime.date.today().isoformat(), "device": str(dev),
               "device_name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "python": sys.version.split()[0], "dataset": dataset, "batch_size": batch_size, "repeats": repeats,
@@ -99,10 +89,7 @@ def main(dataset, arch, widths, reductions, batch_size, repeats, device, out) ->
     for r in rows:
         click.echo(f"{r['arch']:<16}{r['width']:>6}{r['spatial']:>10}{r['images']:>8}{r['forward_img_s']:>15.0f}"
                    f"{r['extract_img_s']:>15.0f}{r['ratio']:>7.2f}")
-    out = out or Path(__file__).parent / "results" / f"{dev.type}-{result['date']}-extract.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    click.echo(f"wrote {out}")
+    save(result, out, f"{dev.type}-{result['date']}-extract")
 
 
 if __name__ == "__main__":
