@@ -62,7 +62,7 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
                         edgecolor="black", linewidth=0.4, zorder=3, label=v if n == d["n"].values[0] else None)
     top.set_ylabel("top-1 accuracy (target task)")
     top.set_title(f"{split} split: every network")
-    top.legend(ncol=5, fontsize=8, loc="lower left")
+    top.legend(ncol=5, fontsize=8, loc="best")
 
     base_mean = float(np.mean(base)) if len(base) else np.nan
     n, bnb = _per_n(d["acc"].sel(variant="BnB"))
