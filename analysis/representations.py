@@ -57,8 +57,15 @@ def _cka(a: xr.Dataset, b: xr.Dataset, layers_a: list[str], layers_b: list[str],
     if len(samples) < 4:
         return np.full(len(layers_a), np.nan)
     a, b = a.sel(sample=samples), b.sel(sample=samples)
-    return np.array([linear_cka(layer_matrix(a[la]), layer_matrix(b[lb]), debiased=True)
-                     for la, lb in zip(layers_a, layers_b)])
+    return np.array([_defined_cka(layer_matrix(a[la]), layer_matrix(b[lb])) for la, lb in zip(layers_a, layers_b)])
+
+
+def _defined_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased CKA, or NaN where a layer does not vary over the images (a dead layer, say, in a network whose
+    frozen random layers silenced it): CKA is undefined there, and one such layer must not stop the analysis."""
+    if not np.ptp(x, axis=0).any() or not np.ptp(y, axis=0).any():
+        return np.nan
+    return linear_cka(x, y, debiased=True)
 
 
 def representation_dataset(run_dir, tree: xr.DataTree, max_samples: int = 2000, seed: int = 0) -> xr.Dataset:

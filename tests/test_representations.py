@@ -71,3 +71,12 @@ def test_analyze_adds_the_representation_section(run, cli):
     assert (run / "analysis" / "representations.zarr").exists()
     result = cli("analyze", run, "--store", run / "missing.zarr")
     assert result.exit_code != 0 and "no activation store" in result.output
+
+
+def test_a_dead_layer_gives_nan_not_an_error():
+    from analysis.representations import _defined_cka
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 8))
+    assert np.isnan(_defined_cka(np.zeros((50, 8)), x)) and np.isnan(_defined_cka(x, np.ones((50, 3))))
+    assert _defined_cka(x, x) == pytest.approx(1.0)
