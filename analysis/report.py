@@ -121,7 +121,7 @@ def _representation_blocks(rep: xr.Dataset, acc: xr.Dataset, store: Path) -> lis
         header = ["k", "layer", *views, *DESCRIPTIONS]
         rows = []
         for j, n in enumerate(rep["n"].values):
-            li = layer_names.index(layer_names[int(n) - 1])
+            li = int(n) - 1
             rows.append([int(n), layer_names[int(n) - 1], *[_num(cells[v][j]) for v in views],
                          *[_num(probe[k][li]) for k in DESCRIPTIONS]])
         b.append(("h3", f"{split} split, per layer"))
@@ -155,7 +155,7 @@ def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], clai
     b.append(("h2", "Claims of the paper, checked"))
     b.append(("p", f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (for the "
                    f"no-difference claims 1 and 3: within +-{MARGIN} accuracy); *does not hold*: an interval lies on "
-                   "the other side (excludes zero, for claims 1 and 3); *undecided*: neither, or too few replicates. A claim resting "
+                   "the other side (wholly beyond the margin, for claims 1 and 3); *undecided*: neither, or too few replicates. A claim resting "
                    "on m intervals uses Bonferroni-corrected 1 - 0.05/m intervals."))
     b.append(("table", ["#", "claim", "verdict", "evidence"],
               [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in claims]))

@@ -9,9 +9,18 @@ import torch.nn.functional as F
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of ``(N, H, W, C)`` uint8 images, on the 0..1 scale."""
-    x = np.asarray(images, dtype=np.float64) / 255.0
-    return x.mean(axis=(0, 1, 2)).tolist(), np.maximum(x.std(axis=(0, 1, 2)), 1e-3).tolist()
+    """Per-channel mean and standard deviation of ``(N, H, W, C)`` uint8 images, on the 0..1 scale (accumulated in
+    float64 over chunks, so a large dataset is never copied whole as floats)."""
+    total = np.zeros(images.shape[-1])
+    squares = np.zeros(images.shape[-1])
+    for i in range(0, len(images), 4096):
+        x = np.asarray(images[i: i + 4096], dtype=np.float64) / 255.0
+        total += x.sum(axis=(0, 1, 2))
+        squares += (x * x).sum(axis=(0, 1, 2))
+    count = len(images) * images.shape[1] * images.shape[2]
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
+    return mean.tolist(), np.maximum(std, 1e-3).tolist()
 
 
 def to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -134,15 +134,24 @@ def _positions(reduction: Reduction, height: int, width: int, samples: np.ndarra
                              np.ascontiguousarray(samples, dtype=np.int64).tobytes())
 
 
-def _group_attrs(spec: NetworkSpec, probe_set: ProbeSet, reduction: Reduction, weights: Path) -> dict:
+def _group_attrs(spec: NetworkSpec, probe_set: ProbeSet, reduction: Reduction, weights: Path,
+                 fingerprint: str) -> dict:
     return {"spec": json.dumps(spec.to_dict(), sort_keys=True), "network": spec.id, "name": spec.name,
             "probe_set": json.dumps(asdict(probe_set)), "reduction": json.dumps(asdict(reduction)),
-            "weights": str(weights), "complete": False}
+            "weights": str(weights), "weights_fingerprint": fingerprint, "complete": False}
+
+
+def weights_fingerprint(path: Path) -> str:
+    """Size and modification time of a weights file: a group extracted from other weights (the network was trained
+    again since) is written anew."""
+    st = Path(path).stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: ImageArrays, normalize: Normalize,
                     probe_set: ProbeSet, reduction: Reduction, device: torch.device, batch_size: int = 256,
-                    weights: Path = Path(), progress: bool = True, chunk_size: int | None = None) -> None:
+                    weights: Path = Path(), progress: bool = True, chunk_size: int | None = None,
+                    fingerprint: str = "") -> None:
     """Write one network's activations as the group ``spec.id`` of ``store``: forward passes of ``batch_size``
     images, appended in zarr chunks of ``chunk_size`` samples (default four batches)."""
     chunk_size = chunk_size or 4 * batch_size
@@ -153,7 +162,7 @@ def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: I
     dtype = np.dtype(reduction.dtype)
     class_names = np.array(arrays.classes, dtype=object)
     task_of = {c: "A" for c in spec.classes_a} | {c: "B" for c in spec.classes_b}
-    attrs = _group_attrs(spec, probe_set, reduction, weights)
+    attrs = _group_attrs(spec, probe_set, reduction, weights, fingerprint)
     positions: dict[str, np.ndarray] = {}  # layer -> (samples, K) flat positions, for sample:K
     widths: dict[str, int] = {}  # layer -> map width, to turn flat positions into (y, x)
     dims: dict[str, tuple] = {}
@@ -263,6 +272,8 @@ def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | 
             raise ProbeError(f"no planned network is called {unknown[0]!r}")
         specs = [s for s in specs if s.id in networks or s.name in networks]
     arrays = load_dataset(study.data, cache_dir)
+    if not (run_dir / DATA).exists():
+        raise ProbeError(f"{run_dir} has no {DATA} yet: no network of it has trained ('probe train {run_dir}')")
     stats = read_json(run_dir / DATA)
     normalize = Normalize(stats["mean"], stats["std"], device)
     result = {"written": [], "skipped": [], "untrained": []}
@@ -271,21 +282,23 @@ def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | 
         if network_state(run_dir, spec)[0] != "done":
             result["untrained"].append(spec.id)
             continue
+        weights = network_dir(run_dir, spec) / WEIGHTS
         done = group_is_complete(store, spec.id)
+        if done is not None and done.get("weights_fingerprint") != weights_fingerprint(weights):
+            done = None  # extracted from weights that have since been replaced: write it anew
         if done is not None:
             if (json.loads(done["probe_set"]), json.loads(done["reduction"])) != (asdict(probe_set), asdict(reduction)):
                 raise ProbeError(f"{store} already holds {spec.id} with probe set {done['probe_set']} and reduction "
                                  f"{done['reduction']}; write other settings to another store (--out)")
             result["skipped"].append(spec.id)
             continue
-        weights = network_dir(run_dir, spec) / WEIGHTS
         state, _ = load_weights(weights, spec)
         model = build_model(spec)
         model.load_state_dict(state)
         if (store / spec.id).exists():
             shutil.rmtree(store / spec.id)  # left incomplete by an interrupted run
         extract_network(store, spec, model, arrays, normalize, probe_set, reduction, device, batch_size,
-                        weights.relative_to(run_dir), progress, chunk_size)
+                        weights.relative_to(run_dir), progress, chunk_size, weights_fingerprint(weights))
         result["written"].append(spec.id)
     bar.close()
     if store.exists():

@@ -96,6 +96,14 @@ class Recipe:
                 raise ProbeError(f"{name} {getattr(self, name)} must be a positive integer")
         if self.lr <= 0:
             raise ProbeError(f"lr {self.lr} must be positive")
+        if not 0 <= self.momentum < 1:
+            raise ProbeError(f"momentum {self.momentum} must lie in [0, 1)")
+        for name in ("weight_decay", "finetune_lr_scale"):
+            if getattr(self, name) < 0:
+                raise ProbeError(f"{name} {getattr(self, name)} must be >= 0")
+        for name in ("lr_gamma", "bias_lr_scale", "diverge_loss"):
+            if getattr(self, name) <= 0:
+                raise ProbeError(f"{name} {getattr(self, name)} must be positive")
         if not 0 <= self.warmup < 1:
             raise ProbeError(f"warmup {self.warmup} must be a fraction of training in [0, 1)")
         if not 0 < self.lr_step_every <= 1:

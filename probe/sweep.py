@@ -78,8 +78,12 @@ def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path
     bar = tqdm(selected, desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
     for planned in bar:
         spec = planned.spec
-        if network_state(run_dir, spec)[0] == "done":
+        state = network_state(run_dir, spec)[0]
+        if state == "done":
             result.skipped.append(spec.id)
+            continue
+        if state == "running":  # another process on this machine is training it
+            result.blocked[spec.id] = "itself: running in another process"
             continue
         missing = [d for d in planned.depends_on if d in result.failed or d in result.blocked
                    or network_state(run_dir, _by_id(plan, d))[0] != "done"]

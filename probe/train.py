@@ -70,11 +70,6 @@ def network_dir(run_dir: Path, spec: NetworkSpec) -> Path:
     return Path(run_dir) / "networks" / spec.id
 
 
-def is_done(run_dir: Path, spec: NetworkSpec) -> bool:
-    path = network_dir(run_dir, spec) / METRICS
-    return path.exists() and read_json(path).get("status") == "done"
-
-
 def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
     """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
     base network (selffer, transfer) and frozen unless fine-tuned (random: frozen at their random values)."""
@@ -95,10 +90,11 @@ def make_optimizer(model: LayeredNet, spec: NetworkSpec) -> torch.optim.SGD:
     """SGD over the trainable parameters, with Caffe's per-parameter multipliers and the fine-tuning scale."""
     r = spec.recipe
     copied, upper = model.parameter_groups(spec.cut)
+    biases = {id(p) for name, p in model.named_parameters() if name.endswith(".bias")}
     groups = []
     for params, scale in ((copied, r.finetune_lr_scale), (upper, 1.0)):
         for is_bias in (False, True):
-            ps = [p for p in params if p.requires_grad and (p.ndim == 1) == is_bias]
+            ps = [p for p in params if p.requires_grad and (id(p) in biases) == is_bias]
             if ps:
                 lr_scale = scale * (r.bias_lr_scale if is_bias else 1.0)
                 decay = 0.0 if is_bias and not r.bias_weight_decay else r.weight_decay
@@ -195,7 +191,7 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
                 if not math.isfinite(value) or value > r.diverge_loss:
                     raise TrainingDiverged(
                         f"{spec.id} diverged at epoch {epoch + 1}, step {i + 1}: loss {value:.4g} "
-                        f"(lr {r.lr}; try a smaller --lr or another --init)")
+                        f"(lr {r.lr}; train a new run directory with a smaller --lr, a --warmup or another --init)")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

@@ -185,3 +185,20 @@ def test_analyze_writes_the_report_on_a_partial_run(tmp_path, cli):
 
     stored = xr.open_zarr(out / "accuracies.zarr").load()
     xr.testing.assert_allclose(stored[["acc", "base"]], ds[["acc", "base"]])
+
+
+def test_a_negligible_real_difference_does_not_fail_a_no_difference_claim():
+    rng = np.random.default_rng(5)
+
+    def slightly_better(s):
+        v = paper_like(s, noise=0.0005, rng=rng)
+        return v + 0.004 if variant_label(s) == "BnB+" else v  # real, tight, but within the 0.02 margin
+
+    claim3 = {c.number: c for c in check_claims(_dataset(_specs(), slightly_better))}[3]
+    assert claim3.verdict == HOLDS, claim3.evidence
+
+
+def test_bases_only_run_leaves_claims_undecided():
+    specs = [s for s in _specs(seeds=(0, 1)) if s.variant == "base"]
+    claims = check_claims(_dataset(specs, paper_like))
+    assert {c.verdict for c in claims} == {UNDECIDED}

@@ -221,3 +221,18 @@ def test_extract_network_writes_only_its_group(run, tmp_path):
     extract_network(store, spec, model, arrays, Normalize(stats["mean"], stats["std"], torch.device("cpu")),
                     ProbeSet(), Reduction(), torch.device("cpu"), progress=False)
     assert [p.name for p in (store / "random-s0/init0").iterdir() if p.is_dir()] == ["baseA"]
+
+
+def test_a_retrained_network_is_extracted_again(run, tmp_path):
+    import os
+
+    store = tmp_path / "acts.zarr"
+    extract_run(run, store, networks=["baseA"], progress=False)
+    weights = network_dir(run, _specs(run)["random-s0/init0/baseA"]) / WEIGHTS
+    assert extract_run(run, store, networks=["baseA"], progress=False)["skipped"] == ["random-s0/init0/baseA"]
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if trained again
+    try:
+        assert extract_run(run, store, networks=["baseA"], progress=False)["written"] == ["random-s0/init0/baseA"]
+    finally:
+        os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -334,3 +334,13 @@ def test_make_plan_on_other_shapes():
     assert {p.spec.in_channels for p in networks} == {1} and {p.spec.input_size for p in networks} == {28}
     with pytest.raises(ProbeError, match="cut 10"):
         make_plan(dataclasses.replace(study, cuts=(10,)), [f"c{i}" for i in range(6)], 1, 28)
+
+
+@pytest.mark.parametrize("field, value", [("momentum", 1.5), ("momentum", -0.1), ("weight_decay", -1e-4),
+                                          ("lr_gamma", 0.0), ("bias_lr_scale", -2.0), ("finetune_lr_scale", -1.0)])
+def test_recipe_rejects_out_of_range_numbers(field, value):
+    from probe.errors import ProbeError
+    from probe.spec import Recipe
+
+    with pytest.raises(ProbeError, match=field):
+        Recipe(**{field: value})
