@@ -1,0 +1,120 @@
+"""Training images/s of probe's trainer against a plain loop, for the same network, data, recipe and device.
+
+The plain loop is what one writes first: a torchvision-style Dataset with per-sample transforms (RandomCrop with
+padding, RandomHorizontalFlip, ToDtype, Normalize) behind a DataLoader, one network at a time. probe's trainer
+(``train_network``) keeps the task's images on the device as uint8 and crops, flips and normalizes whole batches.
+Both run the same epochs of the same recipe from the same initial network, and report test accuracy too.
+
+    python benchmarks/train_throughput.py [--dataset fashion-mnist] [--width 0.25] [--epochs 1] [--device auto]
+
+Prints a table and writes JSON to benchmarks/results/<device>-<date>-train.json.
+"""
+
+from __future__ import annotations
+
+import datetime
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.v2 as T
+from bench import best_of, cpu_name, save
+
+from data.datasets import load_dataset
+from data.tasks import task_data
+from probe.batches import channel_stats
+from probe.plan import Study, make_plan
+from probe.spec import ArchSpec, DataSpec, Recipe
+from probe.train import TaskTensors, evaluate, lr_factor, make_optimizer, prepare_model, resolve_device, train_network
+
+
+class PerSampleImages(torch.utils.data.Dataset):
+    """uint8 ``(N, H, W, C)`` images with a per-sample transform, as torchvision datasets serve them."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        return self.transform(torch.from_numpy(np.ascontiguousarray(self.images[i])).permute(2, 0, 1)), self.labels[i]
+
+
+def plain_loop(spec, task, mean, std, device, workers: int) -> float:
+    """Train ``spec`` with a DataLoader of per-sample transforms; returns its test accuracy."""
+    r = spec.recipe
+    transform = T.Compose([T.RandomCrop(spec.input_size, padding=r.crop_padding), T.RandomHorizontalFlip(),
+                           T.ToDtype(torch.float32, scale=True), T.Normalize(mean, std)])
+    loader = torch.utils.data.DataLoader(PerSampleImages(task.train_x, task.train_y, transform),
+                                         batch_size=r.batch_size, shuffle=True, num_workers=workers,
+                                         generator=torch.Generator().manual_seed(0))
+    model = prepare_model(spec, Path()).to(device)
+    optimizer = make_optimizer(model, spec)
+    total = r.epochs * math.ceil(len(task.train_y) / r.batch_size)
+    step = 0
+    for _ in range(r.epochs):
+        model.train()
+        for x, y in loader:
+            for g in optimizer.param_groups:
+                g["lr"] = r.lr * g["lr_scale"] * lr_factor(r, step, total)
+            loss = F.cross_entropy(model(x.to(device)), torch.as_tensor(y).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+    tensors = TaskTensors.from_task(task, mean, std, device)
+    return evaluate(model, tensors.test_x, tensors.test_y, tensors.normalize, spec.input_size)
+
+
+@click.command()
+@click.option("--dataset", default="fashion-mnist", show_default=True, help="Dataset (its random split's task B).")
+@click.option("--arch", default="caffenet-small", show_default=True, help="Architecture.")
+@click.option("--width", type=float, default=0.25, show_default=True, help="Width multiplier.")
+@click.option("--epochs", type=int, default=1, show_default=True, help="Epochs per timed run.")
+@click.option("--batch-size", type=int, default=64, show_default=True, help="Images per step.")
+@click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers of the plain loop.")
+@click.option("--repeats", type=int, default=1, show_default=True, help="Timed repeats; the best is reported.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON path. Default: benchmarks/results/.")
+def main(dataset, arch, width, epochs, batch_size, workers, repeats, device, out) -> None:
+    dev = resolve_device(device)
+    arrays = load_dataset(DataSpec(dataset))
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, crop_padding=2, schedule="cosine")
+    study = Study(DataSpec(dataset), ArchSpec(arch, "kaiming", {"width": width}), recipe, cuts=(1,),
+                  variants=("RnB",))
+    spec = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1])[1].spec  # baseB
+    task = task_data(arrays, list(spec.target_classes), spec.data)
+    mean, std = channel_stats(arrays.train_x)
+    images = len(task.train_y) * epochs
+
+    def fast() -> float:
+        with tempfile.TemporaryDirectory() as tmp:
+            tensors = TaskTensors.from_task(task, mean, std, dev)
+            return train_network(spec, tensors, Path(tmp), dev, progress=False)["test_acc"]
+
+    t_fast, acc_fast = best_of(fast, repeats)
+    t_plain, acc_plain = best_of(lambda: plain_loop(spec, task, mean, std, dev, workers), repeats)
+    rows = [{"loop": "probe", "seconds": t_fast, "img_s": images / t_fast, "test_acc": acc_fast},
+            {"loop": f"plain (DataLoader, {workers} workers)", "seconds": t_plain, "img_s": images / t_plain,
+             "test_acc": acc_plain}]
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
+    result = {"benchmark": "train_throughput", "date": datetime.date.today().isoformat(), "device": str(dev),
+              "device_name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "python": sys.version.split()[0], "dataset": dataset, "arch": arch, "width": width, "epochs": epochs,
+              "batch_size": batch_size, "train_images": len(task.train_y), "repeats": repeats, "rows": rows,
+              "speedup": t_plain / t_fast}
+    click.echo(f"{'loop':<32}{'seconds':>9}{'img/s':>9}{'test acc':>10}")
+    for r in rows:
+        click.echo(f"{r['loop']:<32}{r['seconds']:>9.1f}{r['img_s']:>9.0f}{r['test_acc']:>10.4f}")
+    click.echo(f"speed-up of probe's loop: {result['speedup']:.2f}x")
+    save(result, out, f"{dev.type}-{result['date']}-train")
+
+
+if __name__ == "__main__":
+    main()
