@@ -43,6 +43,14 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> None:
+    """Print ``rows`` as a table; each column is (header, key, format spec such as ">9.2f")."""
+    widths = [max([len(header)] + [len(format(r[key], spec)) for r in rows]) + 2 for header, key, spec in columns]
+    click.echo("".join(f"{header:>{w}}" for (header, _, _), w in zip(columns, widths)))
+    for r in rows:
+        click.echo("".join(f"{format(r[key], spec):>{w}}" for (_, key, spec), w in zip(columns, widths)))
+
+
 def save(result: dict, out: Path | None, stem: str) -> Path:
     """Write ``result`` as JSON to ``out`` (default ``results/<stem>.json``) and say where."""
     out = out or RESULTS / f"{stem}.json"

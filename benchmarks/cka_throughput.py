@@ -31,7 +31,7 @@ import xarray as xr
 import zarr
 from threadpoolctl import threadpool_info
 
-from bench import best_of, cpu_name, peak_bytes, save
+from bench import best_of, cpu_name, peak_bytes, print_table, save
 
 from analysis.similarity import linear_cka, minibatch_cka, streaming_cka
 
@@ -82,11 +82,10 @@ def main(samples, features, batch_size, repeats, full, seed, out) -> None:
               "scipy": scipy.__version__, "xarray": xr.__version__, "zarr": zarr.__version__,
               "store_chunk": STORE_CHUNK, "repeats": repeats, "seed": seed,
               "throughput_unit": "samples x features^2 per second", "rows": rows}
-    click.echo(f"{'case':<8}{'samples':>8}{'units':>7}{'batch':>7}{'seconds':>9}{'G n*d^2/s':>11}{'peak MiB':>10}"
-               f"{'input MiB':>11}{'CKA':>9}")
-    for r in rows:
-        click.echo(f"{r['case']:<8}{r['samples']:>8}{r['features']:>7}{r['batch_size']:>7}{r['seconds']:>9.2f}"
-                   f"{r['throughput'] / 1e9:>11.1f}{r['peak_mib']:>10.1f}{r['input_mib']:>11.1f}{r['cka']:>9.4f}")
+    print_table([{**r, "g_throughput": r["throughput"] / 1e9} for r in rows],
+                [("case", "case", ""), ("samples", "samples", "d"), ("units", "features", "d"),
+                 ("batch", "batch_size", "d"), ("seconds", "seconds", ".2f"), ("G n*d^2/s", "g_throughput", ".1f"),
+                 ("peak MiB", "peak_mib", ".1f"), ("input MiB", "input_mib", ".1f"), ("CKA", "cka", ".4f")])
     save(result, out, f"cpu-{result['date']}-cka")
 
 

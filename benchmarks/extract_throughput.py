@@ -20,7 +20,7 @@ import click
 import numpy as np
 import torch
 
-from bench import best_of, cpu_name, save
+from bench import best_of, cpu_name, print_table, save
 
 from data.datasets import load_dataset
 from data.splits import resolve_split
@@ -84,11 +84,9 @@ def main(dataset, arch, widths, reductions, batch_size, repeats, device, out) ->
               "device_name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
               "python": sys.version.split()[0], "dataset": dataset, "batch_size": batch_size, "repeats": repeats,
               "rows": rows}
-    click.echo(f"{'arch':<16}{'width':>6}{'spatial':>10}{'images':>8}{'forward img/s':>15}{'extract img/s':>15}"
-               f"{'ratio':>7}")
-    for r in rows:
-        click.echo(f"{r['arch']:<16}{r['width']:>6}{r['spatial']:>10}{r['images']:>8}{r['forward_img_s']:>15.0f}"
-                   f"{r['extract_img_s']:>15.0f}{r['ratio']:>7.2f}")
+    print_table(rows, [("arch", "arch", ""), ("width", "width", ""), ("spatial", "spatial", ""),
+                       ("images", "images", "d"), ("forward img/s", "forward_img_s", ".0f"),
+                       ("extract img/s", "extract_img_s", ".0f"), ("ratio", "ratio", ".2f")])
     save(result, out, f"{dev.type}-{result['date']}-extract")
 
 

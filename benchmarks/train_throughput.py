@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as T
-from bench import best_of, cpu_name, save
+from bench import best_of, cpu_name, print_table, save
 
 from data.datasets import load_dataset
 from data.tasks import task_data
@@ -109,9 +109,8 @@ def main(dataset, arch, width, epochs, batch_size, workers, repeats, device, out
               "python": sys.version.split()[0], "dataset": dataset, "arch": arch, "width": width, "epochs": epochs,
               "batch_size": batch_size, "train_images": len(task.train_y), "repeats": repeats, "rows": rows,
               "speedup": t_plain / t_fast}
-    click.echo(f"{'loop':<32}{'seconds':>9}{'img/s':>9}{'test acc':>10}")
-    for r in rows:
-        click.echo(f"{r['loop']:<32}{r['seconds']:>9.1f}{r['img_s']:>9.0f}{r['test_acc']:>10.4f}")
+    print_table(rows, [("loop", "loop", ""), ("seconds", "seconds", ".1f"), ("img/s", "img_s", ".0f"),
+                       ("test acc", "test_acc", ".4f")])
     click.echo(f"speed-up of probe's loop: {result['speedup']:.2f}x")
     save(result, out, f"{dev.type}-{result['date']}-train")
 
