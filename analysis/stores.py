@@ -37,10 +37,11 @@ def layer_arrays(tree: xr.DataTree, layer: str, networks: list[str] | None = Non
     ``join="exact"`` insists that all networks saw the same probe images (a ProbeError says which differ);
     ``join="inner"`` keeps the images they share. With ``stack`` the arrays are concatenated along a new
     ``network`` dim."""
-    ids = networks or list_networks(tree)
-    missing = [i for i in ids if i not in list_networks(tree)]
+    complete = list_networks(tree)
+    ids = networks or complete
+    missing = [i for i in ids if i not in complete]
     if missing:
-        raise ProbeError(f"the store has no complete network {missing[0]!r}; it has {', '.join(list_networks(tree))}")
+        raise ProbeError(f"the store has no complete network {missing[0]!r}; it has {', '.join(complete)}")
     arrays = []
     for i in ids:
         ds = tree[i].to_dataset()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import safe_open, save_file
 
 from probe.atomic import write_atomic
 from probe.errors import ProbeError
@@ -30,24 +30,26 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: NetworkSpec
     write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
-def read_metadata(path: Path) -> dict:
-    """A checkpoint's metadata other than the spec, without reading its tensors."""
+def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    """A checkpoint's raw metadata and (when asked) its tensors, in one opening of the file."""
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = dict(f.metadata() or {})
+            tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except (SafetensorError, OSError) as e:
         raise ProbeError(f"cannot read checkpoint {str(path)!r}: {e}") from None
+    return metadata, tensors
+
+
+def read_metadata(path: Path) -> dict:
+    """A checkpoint's metadata other than the spec, without reading its tensors."""
+    metadata, _ = _read(path, with_tensors=False)
     return {k: json.loads(v) for k, v in metadata.items() if k != "spec"}
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], NetworkSpec, dict]:
     """Load a file written by :func:`save_tensors`: ``(tensors, spec, other metadata)``."""
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = dict(f.metadata() or {})
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError) as e:
-        raise ProbeError(f"cannot read checkpoint {str(path)!r}: {e}") from None
+    metadata, tensors = _read(path, with_tensors=True)
     if "spec" not in metadata:
         raise ProbeError(f"checkpoint {str(path)!r} carries no network spec in its metadata")
     spec = NetworkSpec.from_dict(json.loads(metadata.pop("spec")))

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from data.tasks import TaskData
 from probe.architectures import LayeredNet, build_model
-from probe.atomic import read_json, write_json
+from probe.atomic import write_json
 from probe.batches import Normalize, center_crop, random_crop_flip, to_device
 from probe.checkpoint import METRICS, RESUME, SPEC, WEIGHTS, load_tensors, load_weights, save_tensors
 from probe.errors import ProbeError
