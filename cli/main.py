@@ -125,7 +125,7 @@ def _study_given(ctx: click.Context) -> bool:
                for p in ctx.command.params if p.name not in NON_STUDY)
 
 
-NON_STUDY = {"run_dir", "device", "cache_dir", "download", "networks", "quiet", "as_json"}
+NON_STUDY = {"run_dir", "device", "cache_dir", "download", "networks", "extend", "quiet", "as_json"}
 
 
 def errors_as_messages(f):
@@ -154,11 +154,13 @@ def main() -> None:
 @click.option("--download/--no-download", default=False, show_default=True,
               help="Let torchvision download a missing dataset (needs network access).")
 @click.option("--networks", default="", help="Train only these networks (ids or names, comma-separated).")
+@click.option("--extend", is_flag=True, default=False,
+              help="Let an existing RUN_DIR's plan grow by the given seeds, splits, cuts or variants.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @click.pass_context
 @errors_as_messages
 def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None, download: bool, networks: str,
-          quiet: bool, **kw) -> None:
+          extend: bool, quiet: bool, **kw) -> None:
     """Train every network of a study into RUN_DIR; rerun to resume.
 
     With no study options, an existing RUN_DIR's own plan is resumed."""
@@ -172,7 +174,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
         study = _study(kw)
     dev = resolve_device(device)
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
-    result = run_study(run_dir, study, dev, cache_dir, download, progress=not quiet, only=only)
+    result = run_study(run_dir, study, dev, cache_dir, download, progress=not quiet, only=only, extend=extend)
     click.echo(f"trained {len(result.trained)}, already done {len(result.skipped)}, failed {len(result.failed)}, "
                f"blocked {len(result.blocked)} (device {dev})")
     for nid, err in result.failed.items():

@@ -29,21 +29,32 @@ from probe.train import RUNNING, TaskTensors, TrainingDiverged, network_dir, rec
 DATA = "data.json"
 
 
-def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None,
-               download: bool = False) -> tuple[list[PlannedNetwork], ImageArrays]:
-    """Resolve ``study`` against its dataset; with a ``run_dir``, write (or check) the run's plan.json."""
+def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None, download: bool = False,
+               extend: bool = False) -> tuple[list[PlannedNetwork], ImageArrays]:
+    """Resolve ``study`` against its dataset; with a ``run_dir``, write (or check) the run's plan.json.
+
+    With ``extend``, a run may grow into ``study`` (more seeds, splits, cuts or variants) as long as every network
+    it already plans stays planned with the same spec, so nothing finished is invalidated."""
     arrays = load_dataset(study.data, cache_dir, download)
     plan = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1])
     if run_dir is not None:
         path = Path(run_dir) / PLAN
         if path.exists():
             stored, now = read_json(path), json.loads(json.dumps(plan_to_dict(study, plan)))
-            if stored != now:
-                where = _first_difference(stored["study"], now["study"]) or "the resolved networks"
+            if stored == now:
+                return plan, arrays
+            where = _first_difference(stored["study"], now["study"]) or "the resolved networks"
+            if not extend:
                 raise ProbeError(f"{str(run_dir)!r} already holds a different plan ({where}); run 'probe train "
-                                 f"{run_dir}' with the same options (or none) to resume it, or use a new directory")
-        else:
-            write_plan(run_dir, study, plan)
+                                 f"{run_dir}' with the same options (or none) to resume it, add --extend to grow "
+                                 "it by seeds, splits, cuts or variants, or use a new directory")
+            specs = {n["id"]: n["spec"] for n in now["networks"]}
+            changed = next((n["id"] for n in stored["networks"] if specs.get(n["id"]) != n["spec"]), None)
+            if changed is not None:
+                raise ProbeError(f"cannot extend {str(run_dir)!r}: its network {changed} would be "
+                                 f"{'changed' if changed in specs else 'dropped'} ({where}); extending may only "
+                                 "add seeds, splits, cuts or variants")
+        write_plan(run_dir, study, plan)
     return plan, arrays
 
 
@@ -67,10 +78,12 @@ class SweepResult:
 
 
 def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path | None = None,
-              download: bool = False, progress: bool = True, only: list[str] | None = None) -> SweepResult:
-    """Train every network of ``study`` (or those whose id or name is in ``only``) into ``run_dir``."""
+              download: bool = False, progress: bool = True, only: list[str] | None = None,
+              extend: bool = False) -> SweepResult:
+    """Train every network of ``study`` (or those whose id or name is in ``only``) into ``run_dir``; ``extend``
+    lets the run's plan grow into ``study`` (see :func:`plan_study`)."""
     run_dir = Path(run_dir)
-    plan, arrays = plan_study(run_dir, study, cache_dir, download)
+    plan, arrays = plan_study(run_dir, study, cache_dir, download, extend)
     mean, std = _normalization(run_dir, arrays)
     selected = _select(plan, only)
     result = SweepResult([], [], {}, {})

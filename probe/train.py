@@ -121,7 +121,8 @@ def evaluate(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normalize: Nor
     model.eval()
     correct = 0
     for i in range(0, len(y), EVAL_BATCH):
-        logits = model(normalize(center_crop(x[i: i + EVAL_BATCH], input_size)))
+        batch = normalize(center_crop(x[i: i + EVAL_BATCH], input_size))
+        logits = model(batch.contiguous(memory_format=torch.channels_last))
         correct += (logits.argmax(1) == y[i: i + EVAL_BATCH]).sum().item()
     model.train(was_training)
     return correct / len(y)
@@ -140,6 +141,7 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
 
     # Dropout draws from torch's global generators: fork them, seed them from the spec, and save them with every
     # epoch, so a network's weights depend on its spec alone, resumed or not.
+    started = time.perf_counter()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(spec.init_seed * 1_000_003 + 29)
         model, history = _train_epochs(spec, data, folder, run_dir, device, progress)
@@ -148,7 +150,8 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
     save_tensors(folder / WEIGHTS, model.state_dict(), spec)
     metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
                "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
-               "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y), "device": str(device)}
+               "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y), "device": str(device),
+               "seconds": time.perf_counter() - started}  # this session's share when resumed
     write_json(folder / METRICS, metrics)
     (folder / RESUME).unlink(missing_ok=True)
     return metrics
@@ -158,7 +161,8 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
                   progress: bool) -> tuple[LayeredNet, list[dict]]:
     """The epochs still to run (all, or those after the last saved one), saving resume state after each."""
     r = spec.recipe
-    model = prepare_model(spec, run_dir).to(device)
+    # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
+    model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, spec)
     generator = torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
     history: list[dict] = []
@@ -183,9 +187,10 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
                     g["lr"] = r.lr * g["lr_scale"] * lr_factor(r, step, total)
                 idx = order[i * r.batch_size: (i + 1) * r.batch_size]
                 x = random_crop_flip(data.train_x[idx], spec.input_size, r.crop_padding, r.flip, generator)
+                x = data.normalize(x).contiguous(memory_format=torch.channels_last)
                 y = data.train_y[idx]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(data.normalize(x))
+                    logits = model(x)
                     loss = F.cross_entropy(logits.float(), y)
                 value = loss.item()
                 if not math.isfinite(value) or value > r.diverge_loss:

@@ -210,3 +210,18 @@ def test_bad_arch_option_values_are_probe_errors(options, culprit):
     with pytest.raises(ProbeError) as err:
         build_network(ArchSpec("caffenet-small", options=options), 3, 2, 16, 0)
     assert culprit in str(err.value)
+
+
+@pytest.mark.parametrize("size", [5, 4, 1])
+def test_local_response_norm_agrees_with_torch(size):
+    """Two formulations: probe's channel-window LRN with its written-out gradient, and torch's own."""
+    from probe.architectures.caffenet import LocalResponseNorm
+
+    ours, theirs = LocalResponseNorm(size, 0.3, 0.75, 2.0), torch.nn.LocalResponseNorm(size, 0.3, 0.75, 2.0)
+    x = torch.randn(3, 7, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ours, (x,))
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x_ = x.detach().contiguous(memory_format=layout).requires_grad_()
+        g = torch.randn_like(x_)
+        torch.testing.assert_close(ours(x_), theirs(x_))
+        torch.testing.assert_close(torch.autograd.grad(ours(x_), x_, g)[0], torch.autograd.grad(theirs(x_), x_, g)[0])

@@ -566,6 +566,23 @@ def test_cli_error_for_a_different_plan_in_a_run_dir(tmp_path, cli):
         assert (run / "plan.json").read_text() == plan_text
 
 
+def test_cli_extend_grows_a_run_without_retraining(tmp_path, cli):
+    run = tmp_path / "run"
+    assert cli("train", run, *SMALL_STUDY, "--quiet").exit_code == 0
+    weights = {p: p.stat().st_mtime_ns for p in run.rglob("weights.safetensors")}
+    assert len(weights) == 6
+    grown = _with(SMALL_STUDY, ["--seeds", "0,1", "--variants", "BnB,RnB,AnB"])
+    assert_one_line_error(cli("train", run, *grown), "different plan", "--extend")
+    result = cli("train", run, *grown, "--extend", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "already done 6" in result.output  # seed 0's two bases and four cut-1 networks
+    assert {p: p.stat().st_mtime_ns for p in weights} == weights
+    assert len(list(run.rglob("weights.safetensors"))) == 2 * (2 + 2 * 3)
+    # extending may only add: a changed recipe or a dropped seed is refused, naming the network
+    for change in (["--epochs", "2"], ["--seeds", "1"]):
+        assert_one_line_error(cli("train", run, *_with(grown, change), "--extend"), "cannot extend")
+
+
 def test_cli_status_of_a_non_run_dir(tmp_path, cli):
     assert_one_line_error(cli("status", tmp_path), "not a run directory")
 
