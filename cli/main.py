@@ -125,7 +125,24 @@ def _study_given(ctx: click.Context) -> bool:
                for p in ctx.command.params if p.name not in NON_STUDY)
 
 
-NON_STUDY = {"run_dir", "device", "cache_dir", "download", "networks", "extend", "quiet", "as_json"}
+NON_STUDY = {"run_dir", "device", "cache_dir", "download", "networks", "extend", "quiet", "as_json", "executor",
+             "scheduler", "workers"}
+
+
+def executor_options(f):
+    """--executor, --scheduler and --workers: where the networks' tasks run."""
+    opts = [
+        click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                     help="local: one network after another in this process; dask: one dask task per network."),
+        click.option("--scheduler", default=None,
+                     help="dask: scheduler address (tcp://host:8786) or scheduler file. Default: a LocalCluster "
+                          "on this machine."),
+        click.option("--workers", type=int, default=2, show_default=True,
+                     help="dask without --scheduler: worker processes of the LocalCluster."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
 
 
 def errors_as_messages(f):
@@ -157,10 +174,11 @@ def main() -> None:
 @click.option("--extend", is_flag=True, default=False,
               help="Let an existing RUN_DIR's plan grow by the given seeds, splits, cuts or variants.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
+@executor_options
 @click.pass_context
 @errors_as_messages
 def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None, download: bool, networks: str,
-          extend: bool, quiet: bool, **kw) -> None:
+          extend: bool, quiet: bool, executor: str, scheduler: str | None, workers: int, **kw) -> None:
     """Train every network of a study into RUN_DIR; rerun to resume.
 
     With no study options, an existing RUN_DIR's own plan is resumed."""
@@ -172,11 +190,19 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
         study, _ = read_plan(run_dir)
     else:
         study = _study(kw)
-    dev = resolve_device(device)
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
-    result = run_study(run_dir, study, dev, cache_dir, download, progress=not quiet, only=only, extend=extend)
+    if executor == "dask":
+        from probe.distributed import dask_client, run_study_dask
+
+        with dask_client(scheduler, workers) as client:
+            result = run_study_dask(client, run_dir, study, device, cache_dir, not quiet, only, extend)
+        where = f"dask: {scheduler or f'LocalCluster of {workers} workers'}"
+    else:
+        dev = resolve_device(device)
+        result = run_study(run_dir, study, dev, cache_dir, download, progress=not quiet, only=only, extend=extend)
+        where = f"device {dev}"
     click.echo(f"trained {len(result.trained)}, already done {len(result.skipped)}, failed {len(result.failed)}, "
-               f"blocked {len(result.blocked)} (device {dev})")
+               f"blocked {len(result.blocked)} ({where})")
     for nid, err in result.failed.items():
         click.echo(f"failed  {nid}: {err}", err=True)
     for nid, dep in result.blocked.items():
@@ -245,17 +271,26 @@ def status(run_dir: Path) -> None:
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
+@executor_options
 @errors_as_messages
 def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_class: int | None, spatial: str,
             seed: int, dtype: str, batch_size: int, chunk_size: int | None, device: str, cache_dir: Path | None,
-            quiet: bool) -> None:
+            quiet: bool, executor: str, scheduler: str | None, workers: int) -> None:
     """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
     from probe.extract import ProbeSet, Reduction, extract_run
     from probe.train import resolve_device
 
-    result = extract_run(run_dir, out, [n.strip() for n in networks.split(",") if n.strip()] or None,
-                         ProbeSet(probe_set, per_class, seed), Reduction(spatial, seed, dtype), resolve_device(device),
-                         batch_size, cache_dir, progress=not quiet, chunk_size=chunk_size)
+    only = [n.strip() for n in networks.split(",") if n.strip()] or None
+    settings = (ProbeSet(probe_set, per_class, seed), Reduction(spatial, seed, dtype))
+    if executor == "dask":
+        from probe.distributed import dask_client, extract_run_dask
+
+        with dask_client(scheduler, workers) as client:
+            result = extract_run_dask(client, run_dir, out, only, *settings, device, batch_size, cache_dir,
+                                      not quiet, chunk_size)
+    else:
+        result = extract_run(run_dir, out, only, *settings, resolve_device(device), batch_size, cache_dir,
+                             progress=not quiet, chunk_size=chunk_size)
     click.echo(f"wrote {len(result['written'])}, already complete {len(result['skipped'])}, "
                f"not trained yet {len(result['untrained'])} -> {out or run_dir / 'activations.zarr'}")
 
@@ -295,3 +330,7 @@ def archs() -> None:
         opts = ", ".join(f"{k}={v}" for k, v in a.options.items()) or "none"
         click.echo(f"{name}: {a.description}\n  cut points: {', '.join(net.cut_points)}\n"
                    f"  default init: {a.default_init}; options: {opts}")
+
+
+if __name__ == "__main__":
+    main()

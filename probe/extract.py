@@ -30,7 +30,7 @@ from probe.atomic import read_json
 from probe.batches import Normalize, center_crop, to_device
 from probe.checkpoint import WEIGHTS, load_weights
 from probe.errors import ProbeError
-from probe.plan import read_plan
+from probe.plan import Study, read_plan
 from probe.spec import NetworkSpec
 from probe.sweep import DATA, network_state
 from probe.train import network_dir
@@ -249,17 +249,9 @@ def consolidate(store: Path) -> None:
         zarr.consolidate_metadata(str(store))
 
 
-def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | None = None,
-                probe_set: ProbeSet = ProbeSet(), reduction: Reduction = Reduction(), device: torch.device | None = None,
-                batch_size: int = 256, cache_dir: Path | None = None, progress: bool = True,
-                chunk_size: int | None = None) -> dict[str, list[str]]:
-    """Extract every finished network of ``run_dir`` (or those named in ``networks``) into ``store``.
-
-    Complete groups with the same probe set and reduction are skipped; incomplete ones are rewritten. Returns the
-    ids written, skipped and not yet trained."""
-    run_dir = Path(run_dir)
-    store = Path(store or run_dir / STORE)
-    device = device or torch.device("cpu")
+def extraction_specs(run_dir: Path, networks: list[str] | None, batch_size: int,
+                     chunk_size: int | None) -> tuple[Study, list[NetworkSpec], dict]:
+    """Check an extraction's settings against ``run_dir``: its study, the networks to extract, and data.json."""
     if batch_size < 1:
         raise ProbeError(f"batch size {batch_size} must be a positive integer")
     if chunk_size is not None and chunk_size < 1:
@@ -271,36 +263,57 @@ def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | 
         if unknown:
             raise ProbeError(f"no planned network is called {unknown[0]!r}")
         specs = [s for s in specs if s.id in networks or s.name in networks]
-    arrays = load_dataset(study.data, cache_dir)
     if not (run_dir / DATA).exists():
         raise ProbeError(f"{run_dir} has no {DATA} yet: no network of it has trained ('probe train {run_dir}')")
-    stats = read_json(run_dir / DATA)
+    return study, specs, read_json(run_dir / DATA)
+
+
+def extract_one(run_dir: Path, spec: NetworkSpec, store: Path, arrays: ImageArrays, normalize: Normalize,
+                probe_set: ProbeSet, reduction: Reduction, device: torch.device, batch_size: int,
+                progress: bool, chunk_size: int | None) -> str:
+    """Extract one network into its group of ``store`` unless that group is complete and current: returns
+    ``"written"``, ``"skipped"`` or ``"untrained"``. Writes touch only the network's own group, so several
+    processes may extract different networks into one store at once."""
+    if network_state(run_dir, spec)[0] != "done":
+        return "untrained"
+    weights = network_dir(run_dir, spec) / WEIGHTS
+    done = group_is_complete(store, spec.id)
+    if done is not None and done.get("weights_fingerprint") != weights_fingerprint(weights):
+        done = None  # extracted from weights that have since been replaced: write it anew
+    if done is not None:
+        if (json.loads(done["probe_set"]), json.loads(done["reduction"])) != (asdict(probe_set), asdict(reduction)):
+            raise ProbeError(f"{store} already holds {spec.id} with probe set {done['probe_set']} and reduction "
+                             f"{done['reduction']}; write other settings to another store (--out)")
+        return "skipped"
+    state, _ = load_weights(weights, spec)
+    model = build_model(spec)
+    model.load_state_dict(state)
+    if (store / spec.id).exists():
+        shutil.rmtree(store / spec.id)  # left incomplete by an interrupted run
+    extract_network(store, spec, model, arrays, normalize, probe_set, reduction, device, batch_size,
+                    weights.relative_to(run_dir), progress, chunk_size, weights_fingerprint(weights))
+    return "written"
+
+
+def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | None = None,
+                probe_set: ProbeSet = ProbeSet(), reduction: Reduction = Reduction(), device: torch.device | None = None,
+                batch_size: int = 256, cache_dir: Path | None = None, progress: bool = True,
+                chunk_size: int | None = None) -> dict[str, list[str]]:
+    """Extract every finished network of ``run_dir`` (or those named in ``networks``) into ``store``.
+
+    Complete groups with the same probe set and reduction are skipped; incomplete ones are rewritten. Returns the
+    ids written, skipped and not yet trained."""
+    run_dir = Path(run_dir)
+    store = Path(store or run_dir / STORE)
+    device = device or torch.device("cpu")
+    study, specs, stats = extraction_specs(run_dir, networks, batch_size, chunk_size)
+    arrays = load_dataset(study.data, cache_dir)
     normalize = Normalize(stats["mean"], stats["std"], device)
     result = {"written": [], "skipped": [], "untrained": []}
-    bar = tqdm(specs, desc="extract", unit="net", disable=not progress, dynamic_ncols=True)
-    for spec in bar:
-        if network_state(run_dir, spec)[0] != "done":
-            result["untrained"].append(spec.id)
-            continue
-        weights = network_dir(run_dir, spec) / WEIGHTS
-        done = group_is_complete(store, spec.id)
-        if done is not None and done.get("weights_fingerprint") != weights_fingerprint(weights):
-            done = None  # extracted from weights that have since been replaced: write it anew
-        if done is not None:
-            if (json.loads(done["probe_set"]), json.loads(done["reduction"])) != (asdict(probe_set), asdict(reduction)):
-                raise ProbeError(f"{store} already holds {spec.id} with probe set {done['probe_set']} and reduction "
-                                 f"{done['reduction']}; write other settings to another store (--out)")
-            result["skipped"].append(spec.id)
-            continue
-        state, _ = load_weights(weights, spec)
-        model = build_model(spec)
-        model.load_state_dict(state)
-        if (store / spec.id).exists():
-            shutil.rmtree(store / spec.id)  # left incomplete by an interrupted run
-        extract_network(store, spec, model, arrays, normalize, probe_set, reduction, device, batch_size,
-                        weights.relative_to(run_dir), progress, chunk_size, weights_fingerprint(weights))
-        result["written"].append(spec.id)
-    bar.close()
+    for spec in tqdm(specs, desc="extract", unit="net", disable=not progress, dynamic_ncols=True):
+        outcome = extract_one(run_dir, spec, store, arrays, normalize, probe_set, reduction, device, batch_size,
+                              progress, chunk_size)
+        result[outcome].append(spec.id)
     if store.exists():
         consolidate(store)
     return result

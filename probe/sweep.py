@@ -84,8 +84,8 @@ def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path
     lets the run's plan grow into ``study`` (see :func:`plan_study`)."""
     run_dir = Path(run_dir)
     plan, arrays = plan_study(run_dir, study, cache_dir, download, extend)
-    mean, std = _normalization(run_dir, arrays)
-    selected = _select(plan, only)
+    mean, std = prepare_run_data(run_dir, arrays)
+    selected = select_networks(plan, only)
     result = SweepResult([], [], {}, {})
     tasks: dict[tuple[str, ...], TaskTensors] = {}
     bar = tqdm(selected, desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
@@ -121,7 +121,7 @@ def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path
     return result
 
 
-def _normalization(run_dir: Path, arrays: ImageArrays) -> tuple[list[float], list[float]]:
+def prepare_run_data(run_dir: Path, arrays: ImageArrays) -> tuple[list[float], list[float]]:
     """The per-channel input statistics of the dataset's training split, fixed for the run in data.json."""
     path = run_dir / DATA
     if path.exists():
@@ -133,7 +133,7 @@ def _normalization(run_dir: Path, arrays: ImageArrays) -> tuple[list[float], lis
     return d["mean"], d["std"]
 
 
-def _select(plan: list[PlannedNetwork], only: list[str] | None) -> list[PlannedNetwork]:
+def select_networks(plan: list[PlannedNetwork], only: list[str] | None) -> list[PlannedNetwork]:
     if not only:
         return plan
     chosen = [p for p in plan if p.spec.id in only or p.spec.name in only]

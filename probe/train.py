@@ -141,25 +141,28 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
 
     # Dropout draws from torch's global generators: fork them, seed them from the spec, and save them with every
     # epoch, so a network's weights depend on its spec alone, resumed or not.
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(spec.init_seed * 1_000_003 + 29)
-        model, history = _train_epochs(spec, data, folder, run_dir, device, progress)
+        model, history, resumed_at = _train_epochs(spec, data, folder, run_dir, device, progress)
 
     test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
     save_tensors(folder / WEIGHTS, model.state_dict(), spec)
     metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
                "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
                "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y), "device": str(device),
-               "seconds": time.perf_counter() - started}  # this session's share when resumed
+               # this session's share of the training: from its start (or resume after ``resumed_at_epoch``) to the end
+               "seconds": time.perf_counter() - started, "started_at": started_at, "finished_at": time.time(),
+               "resumed_at_epoch": resumed_at}
     write_json(folder / METRICS, metrics)
     (folder / RESUME).unlink(missing_ok=True)
     return metrics
 
 
 def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
-                  progress: bool) -> tuple[LayeredNet, list[dict]]:
-    """The epochs still to run (all, or those after the last saved one), saving resume state after each."""
+                  progress: bool) -> tuple[LayeredNet, list[dict], int]:
+    """The epochs still to run (all, or those after the last saved one), saving resume state after each; returns
+    the model, the history of every epoch, and the epoch it resumed after (0 when it started fresh)."""
     r = spec.recipe
     # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
     model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
@@ -212,7 +215,7 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
         bar.close()
         (folder / RUNNING).unlink(missing_ok=True)
 
-    return model, history
+    return model, history, start_epoch
 
 
 def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:

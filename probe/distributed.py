@@ -1,0 +1,206 @@
+"""Sweeps and extraction on dask.distributed: every network is one task, on any cluster dask can reach.
+
+The plan is the same as the local executor's (``probe.sweep``); only where networks run changes. A network that
+copies layers from a base network takes that base network's future as an argument, so dask starts it only after
+the base finished. Tasks are idempotent: a network already finished is read back, never retrained, which makes
+dask's recomputation after a lost worker harmless; a network interrupted with its worker resumes from its last
+epoch checkpoint on whichever worker runs it next. When any worker declares a ``GPU`` resource, every training task
+asks for one, so each network gets a GPU of its own.
+
+Run directories and stores must be on storage that every worker sees under the same path (a local disk for a
+LocalCluster, NFS or another shared file system on a cluster).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import uuid
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from data.datasets import ImageArrays, load_dataset
+from data.tasks import task_data
+from probe.atomic import read_json
+from probe.batches import Normalize
+from probe.checkpoint import METRICS
+from probe.errors import ProbeError
+from probe.extract import STORE, ProbeSet, Reduction, consolidate, extract_one, extraction_specs
+from probe.plan import Study
+from probe.spec import DataSpec, NetworkSpec
+from probe.sweep import SweepResult, network_state, plan_study, prepare_run_data, select_networks
+from probe.train import TaskTensors, TrainingDiverged, network_dir, record_failure, resolve_device, train_network
+
+GPU = "GPU"  # the dask worker resource a training task asks for (workers declare it: --resources GPU=1)
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = None):
+    """A dask client: to ``scheduler`` (an address such as tcp://host:8786, or a scheduler file written by
+    ``dask scheduler --scheduler-file``), or to a LocalCluster of ``workers`` processes on this machine, closed on
+    exit. Each local worker runs one task at a time with torch on ``threads`` cores (default: its share)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            if Path(scheduler).is_file():
+                client = Client(scheduler_file=scheduler, timeout="30s")
+            else:
+                client = Client(scheduler, timeout="30s")
+        except (OSError, TimeoutError, ValueError) as e:
+            raise ProbeError(f"cannot reach the dask scheduler {scheduler!r}: {e}") from None
+        with client:
+            yield client
+        return
+    if workers < 1:
+        raise ProbeError(f"workers {workers} must be a positive integer")
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                      env={"OMP_NUM_THREADS": str(threads)}) as cluster, Client(cluster) as client:
+        yield client
+
+
+def _torch_threads() -> None:
+    if os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+@functools.lru_cache(maxsize=2)
+def _arrays(data: DataSpec, cache_dir: str | None) -> ImageArrays:
+    return load_dataset(data, Path(cache_dir) if cache_dir else None)
+
+
+@functools.lru_cache(maxsize=2)
+def _task(run_dir: str, data: DataSpec, classes: tuple[str, ...], cache_dir: str | None, device: str) -> TaskTensors:
+    """A task's tensors on this worker's device, kept for the next network of the same replicate."""
+    stats = read_json(Path(run_dir) / "data.json")
+    task = task_data(_arrays(data, cache_dir), list(classes), data)
+    return TaskTensors.from_task(task, stats["mean"], stats["std"], resolve_device(device))
+
+
+def train_task(run_dir: str, spec_dict: dict, device: str, cache_dir: str | None, *parents: dict) -> dict:
+    """Train one network on a worker (the body of every training task). ``parents`` are the results of the tasks
+    it depends on; when one of them did not finish, this network is reported blocked."""
+    spec = NetworkSpec.from_dict(spec_dict)
+    stopped = next((p for p in parents if p["status"] != "done"), None)
+    if stopped is not None:
+        return {"id": spec.id, "status": "blocked", "needs": stopped["id"]}
+    if network_state(Path(run_dir), spec)[0] == "done":  # finished earlier, or recomputed after a lost worker
+        return {"id": spec.id, "status": "done", "trained": False}
+    _torch_threads()
+    data = _task(run_dir, spec.data, spec.target_classes, cache_dir, device)
+    try:
+        metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=False)
+    except TrainingDiverged as e:
+        record_failure(Path(run_dir), spec, str(e))
+        return {"id": spec.id, "status": "failed", "error": str(e)}
+    return {"id": spec.id, "status": "done", "trained": True, "test_acc": metrics["test_acc"]}
+
+
+def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", cache_dir: Path | None = None,
+                   progress: bool = True, only: list[str] | None = None, extend: bool = False,
+                   retries: int = 2) -> SweepResult:
+    """Train ``study`` into ``run_dir`` with one dask task per network (see the module's docstring).
+
+    ``retries`` re-runs a task whose code raised (a worker that dies is handled by dask's own
+    ``distributed.scheduler.allowed-failures``); a network that still fails is recorded failed and its dependents
+    blocked, and the rest of the sweep finishes."""
+    from distributed import as_completed
+
+    run_dir = Path(run_dir).resolve()
+    plan, arrays = plan_study(run_dir, study, cache_dir, extend=extend)
+    prepare_run_data(run_dir, arrays)
+    resources = {GPU: 1} if any(GPU in w.get("resources", {}) for w in
+                                client.scheduler_info()["workers"].values()) else None
+    result = SweepResult([], [], {}, {})
+    futures, specs = {}, {}
+    token = uuid.uuid4().hex[:8]
+    cache = str(cache_dir) if cache_dir else None
+    for planned in select_networks(plan, only):
+        spec = planned.spec
+        state = network_state(run_dir, spec)[0]
+        if state == "done":
+            result.skipped.append(spec.id)
+            continue
+        if state == "running":
+            result.blocked[spec.id] = "itself: running in another process"
+            continue
+        missing = [d for d in planned.depends_on if d not in futures and
+                   network_state(run_dir, next(p.spec for p in plan if p.spec.id == d))[0] != "done"]
+        if missing:
+            result.blocked[spec.id] = missing[0]
+            continue
+        parents = [futures[d] for d in planned.depends_on if d in futures]
+        futures[spec.id] = client.submit(train_task, str(run_dir), spec.to_dict(), device, cache, *parents,
+                                         key=f"train-{spec.id.replace('/', '-')}-{token}", resources=resources,
+                                         retries=retries, pure=False)
+        specs[spec.id] = spec
+    ids = {f.key: nid for nid, f in futures.items()}
+    bar = tqdm(total=len(futures), desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
+    for future in as_completed(list(futures.values())):
+        nid = ids[future.key]
+        if future.status == "error":
+            _record_error(run_dir, specs[nid], plan, futures, future, result)
+        else:
+            out = future.result()
+            if out["status"] == "done":
+                (result.trained if out["trained"] else result.skipped).append(nid)
+            elif out["status"] == "failed":
+                result.failed[nid] = out["error"]
+            else:
+                result.blocked[nid] = out["needs"]
+        bar.update()
+    bar.close()
+    return result
+
+
+def _record_error(run_dir: Path, spec: NetworkSpec, plan, futures: dict, future, result: SweepResult) -> None:
+    """A task that ended in an exception: its own failure, or one it inherited from a network it depends on."""
+    depends_on = next(p.depends_on for p in plan if p.spec.id == spec.id)
+    failed_parent = next((d for d in depends_on if d in futures and futures[d].status == "error"), None)
+    if failed_parent is not None:
+        result.blocked[spec.id] = failed_parent
+        return
+    error = f"{type(future.exception()).__name__}: {future.exception()}"
+    if not (network_dir(run_dir, spec) / METRICS).exists():
+        record_failure(run_dir, spec, error)
+    result.failed[spec.id] = error
+
+
+def extract_task(run_dir: str, spec_dict: dict, store: str, probe_set: ProbeSet, reduction: Reduction, device: str,
+                 batch_size: int, cache_dir: str | None, chunk_size: int | None) -> str:
+    """Extract one network on a worker into its own group of the shared store."""
+    _torch_threads()
+    spec = NetworkSpec.from_dict(spec_dict)
+    stats = read_json(Path(run_dir) / "data.json")
+    dev = resolve_device(device)
+    return extract_one(Path(run_dir), spec, Path(store), _arrays(spec.data, cache_dir),
+                       Normalize(stats["mean"], stats["std"], dev), probe_set, reduction, dev, batch_size, False,
+                       chunk_size)
+
+
+def extract_run_dask(client, run_dir: Path, store: Path | None = None, networks: list[str] | None = None,
+                     probe_set: ProbeSet = ProbeSet(), reduction: Reduction = Reduction(), device: str = "auto",
+                     batch_size: int = 256, cache_dir: Path | None = None, progress: bool = True,
+                     chunk_size: int | None = None) -> dict[str, list[str]]:
+    """``extract_run`` with one dask task per network; the store's metadata is consolidated once all are done."""
+    from distributed import as_completed
+
+    run_dir = Path(run_dir).resolve()
+    store = Path(store or run_dir / STORE).resolve()
+    _, specs, _ = extraction_specs(run_dir, networks, batch_size, chunk_size)
+    token = uuid.uuid4().hex[:8]
+    cache = str(cache_dir) if cache_dir else None
+    futures = {client.submit(extract_task, str(run_dir), s.to_dict(), str(store), probe_set, reduction, device,
+                             batch_size, cache, chunk_size, key=f"extract-{s.id.replace('/', '-')}-{token}",
+                             pure=False): s.id for s in specs}
+    result = {"written": [], "skipped": [], "untrained": []}
+    for future in tqdm(as_completed(futures), total=len(futures), desc="extract", unit="net", disable=not progress,
+                       dynamic_ncols=True):
+        result[future.result()].append(futures[future])
+    if store.exists():
+        consolidate(store)
+    return result

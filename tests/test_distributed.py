@@ -1,0 +1,162 @@
+"""Sweeps and extraction on a real dask.distributed LocalCluster of two worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import xarray as xr
+
+from probe.atomic import read_json
+from probe.checkpoint import load_weights
+from probe.distributed import dask_client, extract_run_dask, run_study_dask
+from probe.extract import extract_run
+from probe.plan import Study
+from probe.spec import ArchSpec, DataSpec, Recipe
+from probe.sweep import run_study
+from tests.conftest import assert_one_line_error
+
+DATA = DataSpec("synthetic", train_per_class=30)
+ARCH = ArchSpec("caffenet-small", "kaiming", {"width": 0.125})
+STUDY = Study(DATA, ARCH, Recipe(epochs=2, batch_size=32), cuts=(1, 3), variants=("BnB", "AnB+", "RnB"))
+
+
+@pytest.fixture(scope="module")
+def client():
+    with dask_client(None, workers=2, threads=1) as c:
+        yield c
+
+
+def _metrics(run: Path) -> dict[str, dict]:
+    return {m["id"]: m for m in (json.loads(p.read_text()) for p in run.rglob("metrics.json"))}
+
+
+def test_dask_sweep_matches_the_local_executor_in_dependency_order(tmp_path, cache_dir, client):
+    local = run_study(tmp_path / "local", STUDY, torch.device("cpu"), cache_dir, progress=False)
+    result = run_study_dask(client, tmp_path / "dask", STUDY, "cpu", cache_dir, progress=False)
+    assert not result.failed and not result.blocked and not result.skipped
+    assert sorted(result.trained) == sorted(local.trained) and len(local.trained) == 2 + 2 * 3 * 2
+
+    ran, expected = _metrics(tmp_path / "dask"), _metrics(tmp_path / "local")
+    plan = json.loads((tmp_path / "dask" / "plan.json").read_text())["networks"]
+    for network in plan:
+        nid = network["id"]
+        assert ran[nid]["test_acc"] == expected[nid]["test_acc"], nid
+        for parent in network["depends_on"]:  # started only once the network it copies from had finished
+            assert ran[nid]["started_at"] >= ran[parent]["finished_at"], (nid, parent)
+        ours, _ = load_weights(tmp_path / "dask" / "networks" / nid / "weights.safetensors")
+        theirs, _ = load_weights(tmp_path / "local" / "networks" / nid / "weights.safetensors")
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs), nid
+
+    # a second run finds everything done and trains nothing
+    again = run_study_dask(client, tmp_path / "dask", STUDY, "cpu", cache_dir, progress=False)
+    assert again.trained == [] and len(again.skipped) == len(local.trained)
+
+
+def test_a_killed_worker_costs_only_its_unfinished_epochs(tmp_path, cache_dir, client):
+    """Kill the worker process training a network after its first epoch: dask runs the task again, the network
+    resumes from its checkpoint, and every network is written exactly once."""
+    study = Study(DataSpec("synthetic", train_per_class=120), ARCH, Recipe(epochs=3, batch_size=16), cuts=(2,),
+                  variants=("BnB", "AnB"))
+    run = tmp_path / "run"
+    writes: dict[Path, set] = {}
+    outcome: dict = {}
+    stop = threading.Event()
+
+    def sweep():
+        outcome["result"] = run_study_dask(client, run, study, "cpu", cache_dir, progress=False)
+        stop.set()
+
+    def watch_weights():
+        while not stop.is_set():
+            for p in run.rglob("weights.safetensors"):
+                try:
+                    st = p.stat()
+                except FileNotFoundError:
+                    continue
+                writes.setdefault(p, set()).add((st.st_ino, st.st_mtime_ns))
+            time.sleep(0.02)
+
+    threads = [threading.Thread(target=sweep), threading.Thread(target=watch_weights)]
+    for t in threads:
+        t.start()
+    victim = None
+    deadline = time.time() + 120
+    while victim is None and time.time() < deadline and not stop.is_set():
+        for resume in run.rglob("resume.safetensors"):
+            running = resume.parent / "running.json"
+            try:
+                victim = (resume.parent, read_json(running)["pid"])
+            except (FileNotFoundError, json.JSONDecodeError):
+                continue
+            break
+        time.sleep(0.01)
+    assert victim is not None, "no network reached its first epoch checkpoint"
+    os.kill(victim[1], signal.SIGKILL)
+    for t in threads:
+        t.join(300)
+
+    result = outcome["result"]
+    assert not result.failed and not result.blocked, (result.failed, result.blocked)
+    metrics = _metrics(run)
+    assert len(metrics) == 2 + 2 * 2 and all(m["status"] == "done" for m in metrics.values())
+    killed = next(m for m in metrics.values() if run / "networks" / m["id"] == victim[0])
+    assert killed["resumed_at_epoch"] >= 1 and [e["epoch"] for e in killed["epochs"]] == [1, 2, 3]
+    assert set(result.trained) | set(result.skipped) == set(metrics)
+    assert all(len(seen) == 1 for seen in writes.values()), writes  # nothing finished was trained again
+
+
+def test_a_network_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path, cache_dir, client):
+    run = tmp_path / "run"
+    bases = run_study(run, STUDY, torch.device("cpu"), cache_dir, progress=False, only=["baseA", "baseB"])
+    assert len(bases.trained) == 2
+    broken = next(run.rglob("baseA/weights.safetensors"))
+    broken.write_bytes(b"not a checkpoint")
+    result = run_study_dask(client, run, STUDY, "cpu", cache_dir, progress=False, retries=1)
+    # every network copying from the broken baseA fails with the reason; baseB's and the random ones finish
+    copies_a = {nid for nid in result.failed}
+    assert copies_a and all("cannot read checkpoint" in e for e in result.failed.values())
+    assert all(read_json(run / "networks" / nid / "metrics.json")["status"] == "failed" for nid in copies_a)
+    assert len(result.trained) == 2 + 2 * 3 * 2 - 2 - len(copies_a) and not result.blocked
+
+
+def test_dask_extraction_writes_the_same_store_as_the_local_one(tmp_path, cache_dir, client):
+    run = tmp_path / "run"
+    run_study(run, Study(DATA, ARCH, Recipe(epochs=1, batch_size=32), cuts=(1,), variants=("BnB",)),
+              torch.device("cpu"), cache_dir, progress=False)
+    local = extract_run(run, tmp_path / "local.zarr", cache_dir=cache_dir, progress=False)
+    ours = extract_run_dask(client, run, tmp_path / "dask.zarr", device="cpu", cache_dir=cache_dir, progress=False)
+    assert sorted(ours["written"]) == sorted(local["written"]) and len(local["written"]) == 4
+    a = xr.open_datatree(tmp_path / "local.zarr", engine="zarr")
+    b = xr.open_datatree(tmp_path / "dask.zarr", engine="zarr")
+    for nid in local["written"]:
+        xr.testing.assert_identical(a[nid].to_dataset().drop_attrs(deep=False),
+                                    b[nid].to_dataset().drop_attrs(deep=False))
+    again = extract_run_dask(client, run, tmp_path / "dask.zarr", device="cpu", cache_dir=cache_dir, progress=False)
+    assert again["written"] == [] and len(again["skipped"]) == 4
+
+
+def test_cli_train_and_extract_with_the_dask_executor(tmp_path, cli, cache_dir):
+    from tests.conftest import TINY_STUDY
+
+    run = tmp_path / "run"
+    result = cli("train", run, *TINY_STUDY, "--cuts", "1", "--variants", "AnB", "--executor", "dask",
+                 "--workers", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "trained 4" in result.output and "LocalCluster of 2 workers" in result.output
+    result = cli("extract", run, "--executor", "dask", "--workers", "2", "--quiet", "--cache-dir", cache_dir)
+    assert result.exit_code == 0, result.output
+    assert "wrote 4" in result.output
+
+
+def test_cli_unreachable_scheduler_is_one_line(tmp_path, cli):
+    from tests.conftest import TINY_STUDY
+
+    result = cli("train", tmp_path / "run", *TINY_STUDY, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
+    assert_one_line_error(result, "tcp://127.0.0.1:9")
