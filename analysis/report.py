@@ -61,12 +61,12 @@ def _write_zarr(ds: xr.Dataset, path: Path) -> None:
     tmp.rename(path)
 
 
-def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 2000) -> dict:
+def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 2000, client=None) -> dict:
     """Write everything into ``run_dir/analysis`` and return a summary (table text, missing ids, claims, paths).
 
     When the run has an activation store (``store``, default ``RUN/activations.zarr``), the representation views
     (CKA, linear probes, transferability estimators; :mod:`analysis.representations`) are added, on at most
-    ``max_samples`` images per comparison."""
+    ``max_samples`` images per comparison; with a dask ``client`` they are computed on its workers."""
     run_dir = Path(run_dir)
     out = run_dir / ANALYSIS
     out.mkdir(parents=True, exist_ok=True)
@@ -86,7 +86,8 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     store = Path(store) if store else run_dir / STORE
     rep = None
     if store.exists():
-        rep = representation_dataset(run_dir, open_store(store), max_samples=max_samples)
+        rep = representation_dataset(run_dir, store.resolve() if client else open_store(store),
+                                     max_samples=max_samples, client=client)
         _write_zarr(rep, out / "representations.zarr")
         figures += [figure_cka(rep, out / "figures", str(split))[0] for split in rep["split"].values]
     extra = _representation_blocks(rep, ds, store) if rep is not None else []

@@ -18,12 +18,14 @@ and exact; :func:`analysis.similarity.streaming_cka` serves stores too large for
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import xarray as xr
 
 from analysis.accuracies import VARIANTS, accuracy_dataset, replicate_label, variant_label
 from analysis.similarity import linear_cka
-from analysis.stores import list_networks
+from analysis.stores import list_networks, open_store
 from analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
 from probe.errors import ProbeError
 from probe.plan import read_plan
@@ -68,8 +70,28 @@ def _defined_cka(x: np.ndarray, y: np.ndarray) -> float:
     return linear_cka(x, y, debiased=True)
 
 
-def representation_dataset(run_dir, tree: xr.DataTree, max_samples: int = 2000, seed: int = 0) -> xr.Dataset:
-    """All the views above for every replicate of the run that the store holds."""
+def _store_cka(store: str, a_id: str, b_id: str, layers_a: list[str], layers_b: list[str], task: str,
+               max_samples: int, seed: int) -> np.ndarray:
+    """:func:`_cka` of two networks of the store at ``store``, opened here: the body of a dask task, so workers
+    share storage rather than memory."""
+    tree = open_store(store)
+    return _cka(tree[a_id].to_dataset(), tree[b_id].to_dataset(), layers_a, layers_b, task, max_samples, seed)
+
+
+def _store_scores(store: str, network_id: str, task: str, layers: list[str], max_samples: int,
+                  seed: int) -> xr.Dataset:
+    return layer_scores(open_store(store), network_id, task, layers=layers, max_samples=max_samples, seed=seed).load()
+
+
+def representation_dataset(run_dir, store: str | Path | xr.DataTree, max_samples: int = 2000, seed: int = 0,
+                           client=None) -> xr.Dataset:
+    """All the views above for every replicate of the run that the store holds.
+
+    ``store``: a path (or an opened tree). With a dask ``client`` (``store`` then a path that every worker can
+    open), each network's comparisons and each base network's scores run as a task of their own."""
+    if client is not None and isinstance(store, xr.DataTree):
+        raise ProbeError("with a dask client, pass the store's path so that each worker can open it")
+    tree = store if isinstance(store, xr.DataTree) else open_store(store)
     _, plan = read_plan(run_dir)
     acc, _ = accuracy_dataset(run_dir)
     complete = set(list_networks(tree))
@@ -86,36 +108,52 @@ def representation_dataset(run_dir, tree: xr.DataTree, max_samples: int = 2000, 
     cka_source = np.full_like(cka_target, np.nan)
     cka_bases = np.full(shape + (len(layers), len(layers)), np.nan)
     scores = {k: np.full(shape + (len(layers),), np.nan) for k in DESCRIPTIONS}
-    groups = {}
 
-    def group(spec):
-        if spec.id not in groups:
-            groups[spec.id] = tree[spec.id].to_dataset()
-        return groups[spec.id]
-
+    # Every comparison as (where its result goes, its arguments), computed below locally or on the cluster.
+    ckas, scored = [], []
     for s in specs:
         if s.variant == "base":
             continue
-        i, r, t = splits.index(s.split), reps.index(replicate_label(s)), "AB".index(s.target)
-        v, j = VARIANTS.index(variant_label(s)), cuts.index(s.cut)
+        where = (splits.index(s.split), reps.index(replicate_label(s)), "AB".index(s.target),
+                 VARIANTS.index(variant_label(s)), cuts.index(s.cut))
         own = bases.get((s.split, replicate_label(s), s.target))
         if own is not None:
-            cka_target[i, r, t, v, j] = _cka(group(s), group(own), layers, layers, s.target, max_samples, seed)
+            ckas.append(((cka_target, where, None), (s.id, own.id, layers, layers, s.target)))
         donor = bases.get((s.split, replicate_label(s), s.source)) if s.source else None
         if donor is not None:
-            cka_source[i, r, t, v, j] = _cka(group(s), group(donor), layers, layers, s.target, max_samples, seed)
+            ckas.append(((cka_source, where, None), (s.id, donor.id, layers, layers, s.target)))
+    grid_a, grid_b = (list(g.ravel()) for g in np.meshgrid(layers, layers, indexing="ij"))
     for (split, rep, target), own in bases.items():
-        i, r, t = splits.index(split), reps.index(rep), "AB".index(target)
+        where = (splits.index(split), reps.index(rep), "AB".index(target))
         other = bases.get((split, rep, "B" if target == "A" else "A"))
         if other is None:
             continue
-        grid_a, grid_b = np.meshgrid(layers, layers, indexing="ij")
-        cka_bases[i, r, t] = _cka(group(other), group(own), list(grid_a.ravel()), list(grid_b.ravel()), target,
-                                  max_samples, seed).reshape(len(layers), len(layers))
-        if (group(other)["task"].values == target).sum() >= 10:
-            sc = layer_scores(tree, other.id, target, layers=layers, max_samples=max_samples, seed=seed)
-            for k in DESCRIPTIONS:
-                scores[k][i, r, t] = sc[k].values
+        ckas.append(((cka_bases, where, (len(layers), len(layers))), (other.id, own.id, grid_a, grid_b, target)))
+        if (tree[other.id]["task"].values == target).sum() >= 10:
+            scored.append((where, (other.id, target, layers)))
+
+    if client is None:
+        groups = {}
+
+        def group(network_id):
+            if network_id not in groups:
+                groups[network_id] = tree[network_id].to_dataset()
+            return groups[network_id]
+
+        cka_values = [_cka(group(a), group(b), la, lb, t, max_samples, seed) for _, (a, b, la, lb, t) in ckas]
+        score_values = [layer_scores(tree, n, t, layers=ls, max_samples=max_samples, seed=seed)
+                        for _, (n, t, ls) in scored]
+    else:
+        path = str(store)
+        cka_values = client.gather([client.submit(_store_cka, path, *args, max_samples, seed, pure=False)
+                                    for _, args in ckas])
+        score_values = client.gather([client.submit(_store_scores, path, *args, max_samples, seed, pure=False)
+                                      for _, args in scored])
+    for ((target_array, where, reshape), _), value in zip(ckas, cka_values):
+        target_array[where] = value.reshape(reshape) if reshape else value
+    for (where, _), sc in zip(scored, score_values):
+        for k in DESCRIPTIONS:
+            scores[k][where] = sc[k].values
     dims = ("split", "replicate", "target")
     out = xr.Dataset(
         {"cka_target": (dims + ("variant", "n", "layer"), cka_target),

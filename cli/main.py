@@ -301,8 +301,10 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
               help="Activation store for the representation views. Default: RUN_DIR/activations.zarr when present.")
 @click.option("--max-samples", type=int, default=2000, show_default=True,
               help="Images per CKA comparison and per task for the probes and estimators (seeded subsample).")
+@executor_options
 @errors_as_messages
-def analyze(run_dir: Path, store: Path | None, max_samples: int) -> None:
+def analyze(run_dir: Path, store: Path | None, max_samples: int, executor: str, scheduler: str | None,
+            workers: int) -> None:
     """Decompose RUN_DIR's accuracies into co-adaptation and specialization, check the paper's claims, and write
     the report, figures and tables into RUN_DIR/analysis (works on a partial run). With an activation store
     ('probe extract'), the report adds CKA views, per-layer probes and transferability estimators."""
@@ -310,7 +312,13 @@ def analyze(run_dir: Path, store: Path | None, max_samples: int) -> None:
 
     if store is not None and not store.exists():
         raise click.ClickException(f"no activation store at {store}")
-    result = analyze_run(run_dir, store, max_samples)
+    if executor == "dask":
+        from probe.distributed import dask_client
+
+        with dask_client(scheduler, workers) as client:
+            result = analyze_run(run_dir, store, max_samples, client)
+    else:
+        result = analyze_run(run_dir, store, max_samples)
     click.echo(result["table"])
     if result["missing"]:
         click.echo(f"partial run: {len(result['missing'])} planned networks not finished "

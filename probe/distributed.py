@@ -58,7 +58,7 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
     if workers < 1:
         raise ProbeError(f"workers {workers} must be a positive integer")
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       env={"OMP_NUM_THREADS": str(threads)}) as cluster, Client(cluster) as client:
         yield client
 

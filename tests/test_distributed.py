@@ -9,10 +9,12 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import xarray as xr
 
+from analysis.representations import representation_dataset
 from probe.atomic import read_json
 from probe.checkpoint import load_weights
 from probe.distributed import dask_client, extract_run_dask, run_study_dask
@@ -141,6 +143,12 @@ def test_dask_extraction_writes_the_same_store_as_the_local_one(tmp_path, cache_
     again = extract_run_dask(client, run, tmp_path / "dask.zarr", device="cpu", cache_dir=cache_dir, progress=False)
     assert again["written"] == [] and len(again["skipped"]) == 4
 
+    # the representation views computed as dask tasks are the local ones
+    local_views = representation_dataset(run, tmp_path / "local.zarr", max_samples=100)
+    xr.testing.assert_identical(representation_dataset(run, tmp_path / "dask.zarr", max_samples=100, client=client),
+                                local_views)
+    assert np.isfinite(local_views["cka_target"]).any()
+
 
 def test_cli_train_and_extract_with_the_dask_executor(tmp_path, cli, cache_dir):
     from tests.conftest import TINY_STUDY
@@ -153,6 +161,9 @@ def test_cli_train_and_extract_with_the_dask_executor(tmp_path, cli, cache_dir):
     result = cli("extract", run, "--executor", "dask", "--workers", "2", "--quiet", "--cache-dir", cache_dir)
     assert result.exit_code == 0, result.output
     assert "wrote 4" in result.output
+    result = cli("analyze", run, "--executor", "dask", "--workers", "2", "--max-samples", "100")
+    assert result.exit_code == 0, result.output
+    assert (run / "analysis" / "representations.zarr").exists()
 
 
 def test_cli_unreachable_scheduler_is_one_line(tmp_path, cli):
