@@ -12,7 +12,14 @@ DEMO_OPTS ?= --dataset fashion-mnist --split random --seeds 0 --arch caffenet-sm
 	--cuts 1,3,5,7 --train-per-class 500 --epochs 3 --batch-size 64 --crop-padding 2 --schedule cosine \
 	--lr 0.02 --warmup 0.2
 
-.PHONY: setup demo test fashion-mnist clean
+# The reproduction report (docs/reproduction.md): the full protocol, every cut, three seeds, both Fashion-MNIST splits,
+# on a LocalCluster of two dask workers. Resumable: rerun it after an interruption. CIFAR-10 is added the same way.
+REPRO_FASHION_OPTS ?= --dataset fashion-mnist --split random --split clothing-accessories --seeds 0,1,2 \
+	--arch caffenet-small --arch-option width=0.25 --train-per-class 500 --epochs 6 --batch-size 64 \
+	--crop-padding 2 --schedule cosine --lr 0.02 --warmup 0.2
+DASK ?= --executor dask --workers 2
+
+.PHONY: setup demo test fashion-mnist reproduction clean
 
 setup: $(STAMP)
 
@@ -38,6 +45,15 @@ fashion-mnist:
 demo: $(STAMP) fashion-mnist
 	$(BIN)/probe train $(RUN) $(DEMO_OPTS)
 	$(BIN)/probe analyze $(RUN)
+
+reproduction: $(STAMP) fashion-mnist
+	$(BIN)/probe train runs/repro-fashion-mnist $(REPRO_FASHION_OPTS) $(DASK)
+	$(BIN)/probe extract runs/repro-fashion-mnist --probe-set both --per-class 100 $(DASK)
+	$(BIN)/python -m analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
+		--command "probe train runs/repro-fashion-mnist $(REPRO_FASHION_OPTS) $(DASK)" \
+		--command "probe extract runs/repro-fashion-mnist --probe-set both --per-class 100 $(DASK)" \
+		--command "python -m analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST"
+	$(BIN)/python -m analysis.reproduction render
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -69,6 +69,17 @@ def summary_rows(ds: xr.Dataset) -> list[dict]:
     return out
 
 
+def relative_rows(ds: xr.Dataset) -> list[dict]:
+    """Per split, variant and n: accuracy relative to the same replicate's base (Figure 3's scale), with its mean,
+    95% interval and replicate count."""
+    rel = relative(ds)
+    out = []
+    for variant in rel["variant"].values:
+        for (split, n), e in summarize(rel.sel(variant=variant, drop=True)).items():
+            out.append({"split": split, "variant": str(variant), "n": n, **e.to_dict()})
+    return out
+
+
 def split_contrast_values(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, int], tuple]:
     """(dissimilar split, n) -> (its per-replicate relative drops, the similar split's): the drop of ``quantity``
     divided by the replicate's base accuracy."""

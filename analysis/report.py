@@ -2,7 +2,9 @@
 
 Files: ``report.md`` and a self-contained ``report.html`` (figures embedded), ``figures/`` (PNG and SVG),
 ``accuracies.zarr`` (the accuracy Dataset), ``accuracies.csv`` (one row per network), ``decomposition.csv`` (mean,
-95% interval, replicate count and p-value per split, quantity and n) and ``claims.json``.
+95% interval, replicate count and p-value per split, quantity and n), ``relative.csv`` (each variant's accuracy
+relative to its base, per split and n) and ``claims.json``; with an activation store also ``representations.zarr``,
+``representations.csv`` (per layer) and ``correlations.csv`` (scores against AnB accuracy).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import xarray as xr
 
 from analysis.accuracies import COLUMNS, accuracy_dataset, format_table, rows
 from analysis.claims import MARGIN, check_claims
-from analysis.decomposition import QUANTITIES, SIMILAR_SPLIT, replicates, split_contrast, summary_rows, variant_means
+from analysis.decomposition import (QUANTITIES, SIMILAR_SPLIT, relative_rows, replicates, split_contrast, summary_rows,
+                                    variant_means)
 from analysis.representations import representation_dataset, score_correlations
 from analysis.stores import open_store
 from analysis.transferability import DESCRIPTIONS
@@ -75,6 +78,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     _write_text(out / "accuracies.csv", _csv_text(rows(ds)))
     summary = summary_rows(ds)
     _write_text(out / "decomposition.csv", _csv_text(summary))
+    _write_text(out / "relative.csv", _csv_text(relative_rows(ds)))
     splits = [str(s) for s in ds["split"].values]
     claim_split = SIMILAR_SPLIT if SIMILAR_SPLIT in splits else splits[0]
     claims = check_claims(ds, claim_split)
@@ -89,6 +93,8 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         rep = representation_dataset(run_dir, store.resolve() if client else open_store(store),
                                      max_samples=max_samples, client=client)
         _write_zarr(rep, out / "representations.zarr")
+        _write_text(out / "representations.csv", _csv_text(representation_rows(rep, ds)))
+        _write_text(out / "correlations.csv", _csv_text(correlation_rows(rep, ds)))
         figures += [figure_cka(rep, out / "figures", str(split))[0] for split in rep["split"].values]
     extra = _representation_blocks(rep, ds, store) if rep is not None else []
     blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out, extra)
@@ -104,6 +110,38 @@ def _mean_over_replicates(values: xr.DataArray) -> np.ndarray:
         return np.nanmean(replicates(values).transpose(..., "rep").values, axis=-1)
 
 
+def representation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
+    """Per split and layer k: the CKA views of the networks cut at n = k, the AnB accuracy there, and the probe and
+    estimator scores of the other task's base at layer k; means over replicates and both directions."""
+    views = {"cka_anb_baseb": diagonal(rep["cka_target"].sel(variant="AnB")),
+             "cka_anbplus_basea": diagonal(rep["cka_source"].sel(variant="AnB+")),
+             "cka_bnbplus_baseb": diagonal(rep["cka_source"].sel(variant="BnB+")),
+             "anb_acc": acc["acc"].sel(variant="AnB")}
+    layer_names = list(rep["layer"].values)
+    out = []
+    for split in rep["split"].values:
+        cells = {name: _mean_over_replicates(v.sel(split=split)) for name, v in views.items()}
+        probe = {k: _mean_over_replicates(rep[k].sel(split=split)) for k in DESCRIPTIONS}
+        for j, n in enumerate(rep["n"].values):
+            out.append({"split": str(split), "k": int(n), "layer": layer_names[int(n) - 1],
+                        **{v: float(cells[v][j]) for v in views},
+                        **{k: float(probe[k][int(n) - 1]) for k in DESCRIPTIONS}})
+    return out
+
+
+def correlation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
+    """Per split and score: Spearman's rho with the AnB accuracy at n = k, its p-value and the pairs behind it."""
+    out = []
+    for split in rep["split"].values:
+        for k, (r, p, c) in score_correlations(rep.sel(split=[split]), acc.sel(split=[split])).items():
+            out.append({"split": str(split), "score": k, "rho": r, "p": p, "pairs": c})
+    return out
+
+
+VIEW_TITLES = {"cka_anb_baseb": "CKA(AnB_k, baseB_k)", "cka_anbplus_basea": "CKA(AnB+_k, baseA_k)",
+               "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)", "anb_acc": "AnB accuracy"}
+
+
 def _representation_blocks(rep: xr.Dataset, acc: xr.Dataset, store: Path) -> list[tuple]:
     b: list[tuple] = [("h2", "Representations")]
     b.append(("p", f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the "
@@ -111,27 +149,19 @@ def _representation_blocks(rep: xr.Dataset, acc: xr.Dataset, store: Path) -> lis
                    "and transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, "
                    "layer by layer, beside the measured AnB accuracy at n = k. Means over replicates and both "
                    "directions; empty cells need a store extracted with `--probe-set both`."))
-    views = {"CKA(AnB_k, baseB_k)": diagonal(rep["cka_target"].sel(variant="AnB")),
-             "CKA(AnB+_k, baseA_k)": diagonal(rep["cka_source"].sel(variant="AnB+")),
-             "CKA(BnB+_k, baseB_k)": diagonal(rep["cka_source"].sel(variant="BnB+")),
-             "AnB accuracy": acc["acc"].sel(variant="AnB")}
-    layer_names = list(rep["layer"].values)
+    table = representation_rows(rep, acc)
+    correlations = correlation_rows(rep, acc)
     for split in rep["split"].values:
-        cells = {name: _mean_over_replicates(v.sel(split=split)) for name, v in views.items()}
-        probe = {k: _mean_over_replicates(rep[k].sel(split=split)) for k in DESCRIPTIONS}
-        header = ["k", "layer", *views, *DESCRIPTIONS]
-        rows = []
-        for j, n in enumerate(rep["n"].values):
-            li = int(n) - 1
-            rows.append([int(n), layer_names[int(n) - 1], *[_num(cells[v][j]) for v in views],
-                         *[_num(probe[k][li]) for k in DESCRIPTIONS]])
         b.append(("h3", f"{split} split, per layer"))
-        b.append(("table", header, rows))
-        corr = score_correlations(rep.sel(split=[split]), acc.sel(split=[split]))
+        b.append(("table", ["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
+                  [[r["k"], r["layer"], *[_num(r[v]) for v in VIEW_TITLES], *[_num(r[k]) for k in DESCRIPTIONS]]
+                   for r in table if r["split"] == split]))
+        corr = [c for c in correlations if c["split"] == split]
         if corr:
             b.append(("p", "Spearman rank correlation with the AnB accuracy at n = k, pooled over replicates, "
-                           "directions and n: " + "; ".join(f"{k} rho = {_num(r)} (p = {_num(p, 3)}, {c} pairs)"
-                                                            for k, (r, p, c) in corr.items()) + "."))
+                           "directions and n: " + "; ".join(f"{c['score']} rho = {_num(c['rho'])} "
+                                                            f"(p = {_num(c['p'], 3)}, {c['pairs']} pairs)"
+                                                            for c in corr) + "."))
     return b
 
 

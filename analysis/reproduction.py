@@ -1,0 +1,294 @@
+"""The committed reproduction report: small result tables copied out of analysed runs, and ``docs/reproduction.md``
+rendered from them, so that every number the report shows comes from a table (``tests/test_reproduction.py``
+renders it again and compares).
+
+    python -m analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
+        --command "probe train runs/repro-fashion-mnist ..."
+    python -m analysis.reproduction render
+
+``collect`` runs the analysis of a run (``probe analyze``) and copies its tables and figures, never checkpoints or
+activation stores, into ``docs/reproduction/NAME/`` with ``run.json`` (the study, the commands, network counts,
+training time and the base networks' validation curves). ``render`` fills the template
+``docs/reproduction.in.md``: ``{{section:NAME}}`` becomes a dataset's generated section, and ``{{value:NAME:TABLE:
+KEY...}}`` one number of a table (``relative:SPLIT:VARIANT:N``, ``decomposition:SPLIT:QUANTITY:N``,
+``claim:NUMBER``, ``epochs:SPLIT``), so the discussion quotes tables rather than typing numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import click
+import numpy as np
+
+from analysis.claims import MARGIN
+from analysis.reference import CITATION
+from analysis.report import VIEW_TITLES, analyze_run
+from analysis.transferability import DESCRIPTIONS
+from probe.atomic import read_json, write_atomic, write_json
+from probe.errors import ProbeError
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+TABLES = ("decomposition.csv", "relative.csv", "accuracies.csv", "claims.json", "representations.csv",
+          "correlations.csv")
+VARIANTS = ("BnB", "AnB", "BnB+", "AnB+", "RnB")
+PLATEAU = 0.005  # a mean validation gain below this per epoch counts as "stopped improving"
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((run_dir / "networks").rglob("metrics.json"))]
+
+
+def convergence(metrics: list[dict], specs: dict[str, dict]) -> dict[str, dict]:
+    """Per split: the base networks' mean validation accuracy per epoch, and the first epoch from which on it gains
+    less than PLATEAU per epoch (None: it still gained that much in the last epoch)."""
+    out = {}
+    for split in sorted({s["split"] for s in specs.values()}):
+        curves = [[e["val_acc"] for e in m["epochs"]] for m in metrics if m.get("status") == "done"
+                  and specs[m["id"]]["split"] == split and specs[m["id"]]["variant"] == "base"]
+        if not curves:
+            continue
+        mean = np.mean(np.array(curves), axis=0)
+        gains = np.diff(mean)
+        flat = next((i + 1 for i in range(len(gains)) if np.all(gains[i:] < PLATEAU)), None)
+        out[split] = {"bases": len(curves), "mean_val_acc": [round(float(v), 4) for v in mean], "plateau": flat}
+    return out
+
+
+def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Path = DOCS,
+            store: Path | None = None) -> Path:
+    """Analyse ``run_dir`` and copy its result tables and figures into ``docs/reproduction/<name>/``."""
+    run_dir = Path(run_dir)
+    result = analyze_run(run_dir, store)
+    dest = docs / "reproduction" / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "figures").mkdir(parents=True)
+    for table in TABLES:
+        if (result["out"] / table).exists():
+            shutil.copy2(result["out"] / table, dest / table)
+    for figure in result["figures"]:
+        shutil.copy2(figure, dest / "figures" / figure.name)
+    plan = read_json(run_dir / "plan.json")
+    specs = {n["id"]: n["spec"] for n in plan["networks"]}
+    metrics = [m for m in _metrics(run_dir) if m["id"] in specs]
+    done = [m for m in metrics if m.get("status") == "done"]
+    spans = [(m["started_at"], m["finished_at"]) for m in done if "started_at" in m]
+    write_json(dest / "run.json", {
+        "name": name, "title": title, "commands": commands, "study": plan["study"],
+        "networks_planned": len(specs), "networks_done": len(done),
+        "devices": sorted({m["device"] for m in done}),
+        "train_hours": round(sum(m.get("seconds", 0.0) for m in done) / 3600, 2),
+        "figures": [f.name for f in result["figures"]],
+        "convergence": convergence(done, specs),
+        "wall_hours_first_start_to_last_finish": round((max(b for _, b in spans) - min(a for a, _ in spans)) / 3600,
+                                                       2) if spans else None})
+    return dest
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+
+
+def _read_csv(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _f(x: str | float, digits: int = 3) -> str:
+    v = float(x)
+    return "" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _estimate(row: dict | None, digits: int = 3) -> str:
+    """``mean [low, high] (n)`` from a table row; the interval is left out where one replicate gives none."""
+    if row is None:
+        return "-"
+    text = _f(row["mean"], digits)
+    if np.isfinite(float(row["low"])):
+        text += f" [{_f(row['low'], digits)}, {_f(row['high'], digits)}]"
+    return f"{text} ({row['replicates']})"
+
+
+def _table(header: list[str], rows: list[list]) -> list[str]:
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], ""]
+
+
+class Results:
+    """One dataset's committed tables, as ``render`` reads them."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.run = read_json(folder / "run.json")
+        self.relative = _read_csv(folder / "relative.csv")
+        self.decomposition = _read_csv(folder / "decomposition.csv")
+        self.representations = _read_csv(folder / "representations.csv")
+        self.correlations = _read_csv(folder / "correlations.csv")
+        self.claims = read_json(folder / "claims.json")
+
+    @property
+    def splits(self) -> list[str]:
+        return list(dict.fromkeys(r["split"] for r in self.relative))
+
+    def cuts(self) -> list[int]:
+        return sorted({int(r["n"]) for r in self.relative if int(r["n"]) > 0})
+
+    def find(self, table: list[dict], **keys) -> dict | None:
+        return next((r for r in table if all(str(r[k]) == str(v) for k, v in keys.items())), None)
+
+    def value(self, kind: str, *keys: str) -> str:
+        if kind == "relative":
+            split, variant, n = keys
+            return _estimate(self.find(self.relative, split=split, variant=variant, n=n))
+        if kind == "decomposition":
+            split, quantity, n = keys
+            return _estimate(self.find(self.decomposition, split=split, quantity=quantity, n=n))
+        if kind == "claim":
+            (number,) = keys
+            return next(c["verdict"] for c in self.claims["claims"] if str(c["number"]) == number)
+        if kind == "epochs":
+            (split,) = keys
+            c = self.run["convergence"][split]
+            return f"{c['plateau'] or 'none'} of {len(c['mean_val_acc'])}"
+        raise ProbeError(f"unknown table {kind!r} in a {{{{value:...}}}} placeholder")
+
+    def section(self) -> str:
+        r, study = self.run, self.run["study"]
+        recipe, data, arch = study["recipe"], study["data"], study["arch"]
+        out = [f"## {r['title']}", ""]
+        out.append(f"`{arch['name']}` (options {json.dumps(arch['options'])}, init {arch['init']}); "
+                   f"{data['train_per_class'] or 'all'} training images per class ({data['val_fraction']:.0%} of "
+                   f"them held out for validation), the whole test set; {recipe['epochs']} epochs of SGD "
+                   f"(batch {recipe['batch_size']}, lr {recipe['lr']}, {recipe['schedule']} schedule, warm-up "
+                   f"{recipe['warmup']}, momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), "
+                   f"random crops (padding {recipe['crop_padding']}) and mirroring. Splits: "
+                   f"{', '.join(study['splits'])}; seeds {', '.join(str(s) for s in study['seeds'])}, each in both "
+                   f"directions. Networks finished: {r['networks_done']} of {r['networks_planned']} planned, on "
+                   f"{', '.join(r['devices'])}, {r['train_hours']} hours of training in all.")
+        out.append("")
+        out.append("Commands:")
+        out.append("")
+        out += [f"    {c}" for c in r["commands"]]
+        out.append("")
+        for split, c in r["convergence"].items():
+            curve = c["mean_val_acc"]
+            verdict = (f"it gained less than {PLATEAU} per epoch from epoch {c['plateau']} on" if c["plateau"] else
+                       f"it was still gaining {_f(curve[-1] - curve[-2])} in the last epoch: not converged")
+            out.append(f"- Convergence, {split} split: the base networks' mean validation accuracy per epoch was "
+                       f"{', '.join(_f(v) for v in curve)} ({c['bases']} networks); {verdict}.")
+        out.append("")
+        out.append("### Accuracy relative to the base network (Figure 3's scale)")
+        out.append("")
+        out.append("Mean over replicates and both directions, 95% t interval, (replicates).")
+        out.append("")
+        for split in self.splits:
+            out.append(f"**{split} split**")
+            out.append("")
+            out += _table(["n", *VARIANTS], [[n, *[self.value("relative", split, v, str(n)) for v in VARIANTS]]
+                                             for n in self.cuts()])
+        out.append("### Decomposition")
+        out.append("")
+        out.append("Co-adaptation drop = base - BnB, specialization drop = BnB - AnB, lingering boost = AnB+ - base "
+                   "(absolute test accuracy).")
+        out.append("")
+        for split in self.splits:
+            out.append(f"**{split} split**")
+            out.append("")
+            out += _table(["n", "co-adaptation", "specialization", "lingering"],
+                          [[n, *[self.value("decomposition", split, q, str(n)) for q in
+                                 ("coadaptation", "specialization", "lingering")]] for n in self.cuts()])
+        out.append(f"### The paper's claims, checked on the {self.claims['split']} split")
+        out.append("")
+        out += _table(["#", "claim", "verdict", "evidence"],
+                      [[c["number"], c["claim"], f"**{c['verdict']}**", "; ".join(c["evidence"])]
+                       for c in self.claims["claims"]])
+        if self.representations:
+            out.append("### Representations")
+            out.append("")
+            out.append("Debiased linear CKA at layer k of the networks cut at n = k, the AnB accuracy there, and "
+                       "the other task's base network scored layer by layer on the target task.")
+            out.append("")
+            for split in self.splits:
+                rows = [r for r in self.representations if r["split"] == split]
+                if not rows:
+                    continue
+                out.append(f"**{split} split**")
+                out.append("")
+                out += _table(["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
+                              [[r["k"], r["layer"], *[_f(r[v]) for v in VIEW_TITLES],
+                                *[_f(r[k]) for k in DESCRIPTIONS]] for r in rows])
+                corr = [c for c in self.correlations if c["split"] == split]
+                if corr:
+                    out.append("Spearman correlation with AnB accuracy: " + "; ".join(
+                        f"{c['score']} rho = {_f(c['rho'])} (p = {_f(c['p'])}, {c['pairs']} pairs)" for c in corr)
+                               + ".")
+                    out.append("")
+        out.append("### Figures")
+        out.append("")
+        for figure in r["figures"]:
+            if figure.endswith(".png"):
+                out.append(f"![{figure}](reproduction/{r['name']}/figures/{figure})")
+                out.append("")
+        return "\n".join(out)
+
+
+def render(docs: Path = DOCS) -> str:
+    """``docs/reproduction.in.md`` with its placeholders filled from ``docs/reproduction/*/``."""
+    template = (docs / "reproduction.in.md").read_text()
+    results = {p.name: Results(p) for p in sorted((docs / "reproduction").iterdir()) if (p / "run.json").exists()}
+
+    def fill(match: re.Match) -> str:
+        kind = match.group(1)
+        name, *keys = match.group(2).split(":")
+        if name not in results:
+            raise ProbeError(f"the template names results {name!r}, but docs/reproduction holds "
+                             f"{', '.join(results) or 'none'}")
+        if kind == "section":
+            return results[name].section()
+        return results[name].value(*keys)
+
+    text = re.sub(r"\{\{(section|value):([^}]*)\}\}", fill, template)
+    return text.replace("{{margin}}", str(MARGIN)).replace("{{citation}}", CITATION)
+
+
+@click.group()
+def main() -> None:
+    """Collect analysed runs into docs/reproduction/ and render docs/reproduction.md from them."""
+
+
+@main.command("collect")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("name")
+@click.option("--title", default=None, help="Section title. Default: NAME.")
+@click.option("--command", "commands", multiple=True, help="A command that regenerates the run (repeatable).")
+@click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Activation store for the representation views. Default: RUN_DIR/activations.zarr if present.")
+def collect_command(run_dir: Path, name: str, title: str | None, commands: tuple[str, ...],
+                    store: Path | None) -> None:
+    """Analyse RUN_DIR and copy its tables and figures into docs/reproduction/NAME/."""
+    try:
+        dest = collect(run_dir, name, title or name, list(commands), store=store)
+    except ProbeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {dest}")
+
+
+@main.command("render")
+def render_command() -> None:
+    """Write docs/reproduction.md from its template and the collected tables."""
+    try:
+        text = render()
+    except ProbeError as e:
+        raise click.ClickException(str(e)) from None
+    write_atomic(DOCS / "reproduction.md", lambda tmp: Path(tmp).write_text(text))
+    click.echo(f"wrote {DOCS / 'reproduction.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""The reproduction report: its numbers come from the committed result tables."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import pytest
+import torch
+
+from analysis.reproduction import DOCS, collect, render
+from probe.plan import Study
+from probe.spec import ArchSpec, DataSpec, Recipe
+from probe.sweep import run_study
+
+
+def test_the_committed_report_is_rendered_from_the_committed_tables():
+    """docs/reproduction.md is exactly what the template and the tables under docs/reproduction/ render to."""
+    assert (DOCS / "reproduction.md").read_text() == render(DOCS)
+
+
+def test_the_template_types_no_numbers_of_its_own():
+    """Every result the discussion quotes is a placeholder filled from a table, never a typed number."""
+    prose = re.sub(r"\{\{[^}]*\}\}", "", (DOCS / "reproduction.in.md").read_text())
+    prose = re.sub(r"`[^`]*`|    .*", "", prose)  # code and commands (widths, learning rates) are settings
+    assert re.findall(r"\d\.\d", prose) == []
+
+
+def test_the_readme_links_the_report():
+    assert "docs/reproduction.md" in (DOCS.parent / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory, cache_dir):
+    run = tmp_path_factory.mktemp("run") / "run"
+    study = Study(DataSpec("synthetic", train_per_class=30), ArchSpec("caffenet-small", "kaiming", {"width": 0.125}),
+                  Recipe(epochs=2, batch_size=32), seeds=(0, 1), cuts=(1, 3))
+    run_study(run, study, torch.device("cpu"), cache_dir, progress=False)
+    docs = tmp_path_factory.mktemp("docs")
+    collect(run, "tiny", "Tiny", ["probe train RUN --dataset synthetic"], docs)
+    return docs
+
+
+def test_collect_copies_tables_and_figures_but_no_weights(docs):
+    folder = docs / "reproduction" / "tiny"
+    names = {p.name for p in folder.rglob("*") if p.is_file()}
+    assert {"decomposition.csv", "relative.csv", "accuracies.csv", "claims.json", "run.json",
+            "figure3.png"} <= names
+    assert not [n for n in names if n.endswith((".safetensors", ".zarr", ".json")) and n not in
+                ("claims.json", "run.json")]
+
+
+def test_rendered_numbers_are_the_table_numbers(docs):
+    (docs / "reproduction.in.md").write_text("# Report\n\nAnB at n=3: {{value:tiny:relative:random:AnB:3}}.\n"
+                                             "Claim 5 {{value:tiny:claim:5}}.\n\n{{section:tiny}}\n")
+    text = render(docs)
+    with (docs / "reproduction" / "tiny" / "relative.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if (r["split"], r["variant"], r["n"]) == ("random", "AnB", "3"))
+    quoted = f"{float(row['mean']):.3f} [{float(row['low']):.3f}, {float(row['high']):.3f}] ({row['replicates']})"
+    assert f"AnB at n=3: {quoted}." in text
+    assert re.search(r"Claim 5 (holds|does not hold|undecided)\.", text)
+    assert "## Tiny" in text and "| 3 |" in text and "probe train RUN --dataset synthetic" in text
+    assert "{{" not in text
+
+
+def test_a_placeholder_for_unknown_results_is_named(docs):
+    from probe.errors import ProbeError
+
+    (docs / "reproduction.in.md").write_text("{{section:cifar}}\n")
+    with pytest.raises(ProbeError, match="'cifar'"):
+        render(docs)
