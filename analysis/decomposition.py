@@ -71,12 +71,14 @@ def summary_rows(ds: xr.Dataset) -> list[dict]:
 
 def relative_rows(ds: xr.Dataset) -> list[dict]:
     """Per split, variant and n: accuracy relative to the same replicate's base (Figure 3's scale), with its mean,
-    95% interval and replicate count."""
+    95% interval and replicate count (no p-value: a ratio near 1 is not tested against 0)."""
     rel = relative(ds)
     out = []
     for variant in rel["variant"].values:
         for (split, n), e in summarize(rel.sel(variant=variant, drop=True)).items():
-            out.append({"split": split, "variant": str(variant), "n": n, **e.to_dict()})
+            row = {"split": split, "variant": str(variant), "n": n, **e.to_dict()}
+            row.pop("p")
+            out.append(row)
     return out
 
 

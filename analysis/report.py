@@ -96,6 +96,10 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         _write_text(out / "representations.csv", _csv_text(representation_rows(rep, ds)))
         _write_text(out / "correlations.csv", _csv_text(correlation_rows(rep, ds)))
         figures += [figure_cka(rep, out / "figures", str(split))[0] for split in rep["split"].values]
+    else:  # no store: tables of an earlier analysis with one would describe other activations
+        for stale in ("representations.csv", "correlations.csv"):
+            (out / stale).unlink(missing_ok=True)
+        shutil.rmtree(out / "representations.zarr", ignore_errors=True)
     extra = _representation_blocks(rep, ds, store) if rep is not None else []
     blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out, extra)
     _write_text(out / "report.md", _markdown(blocks))

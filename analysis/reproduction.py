@@ -83,6 +83,7 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
         "networks_planned": len(specs), "networks_done": len(done),
         "devices": sorted({m["device"] for m in done}),
         "train_hours": round(sum(m.get("seconds", 0.0) for m in done) / 3600, 2),
+        "networks_without_timing": sum("seconds" not in m for m in done),
         "figures": [f.name for f in result["figures"]],
         "convergence": convergence(done, specs),
         "wall_hours_first_start_to_last_finish": round((max(b for _, b in spans) - min(a for a, _ in spans)) / 3600,
@@ -143,12 +144,21 @@ class Results:
         return next((r for r in table if all(str(r[k]) == str(v) for k, v in keys.items())), None)
 
     def value(self, kind: str, *keys: str) -> str:
+        """One quoted result: ``kind`` and ``keys`` as in the module's docstring."""
+        try:
+            return self._value(kind, *keys)
+        except (StopIteration, KeyError, ValueError, TypeError):
+            raise ProbeError(f"no result {':'.join((self.run['name'], kind, *keys))!r} in the tables of "
+                             f"{self.folder} (placeholders: relative:SPLIT:VARIANT:N, "
+                             "decomposition:SPLIT:QUANTITY:N, claim:NUMBER, epochs:SPLIT)") from None
+
+    def _value(self, kind: str, *keys: str) -> str:
         if kind == "relative":
             split, variant, n = keys
-            return _estimate(self.find(self.relative, split=split, variant=variant, n=n))
+            return _estimate(self.find(self.relative, split=split, variant=variant, n=n) or {}[None])
         if kind == "decomposition":
             split, quantity, n = keys
-            return _estimate(self.find(self.decomposition, split=split, quantity=quantity, n=n))
+            return _estimate(self.find(self.decomposition, split=split, quantity=quantity, n=n) or {}[None])
         if kind == "claim":
             (number,) = keys
             return next(c["verdict"] for c in self.claims["claims"] if str(c["number"]) == number)
@@ -156,7 +166,7 @@ class Results:
             (split,) = keys
             c = self.run["convergence"][split]
             return f"{c['plateau'] or 'none'} of {len(c['mean_val_acc'])}"
-        raise ProbeError(f"unknown table {kind!r} in a {{{{value:...}}}} placeholder")
+        raise KeyError(kind)
 
     def section(self) -> str:
         r, study = self.run, self.run["study"]
@@ -178,8 +188,12 @@ class Results:
         out.append("")
         for split, c in r["convergence"].items():
             curve = c["mean_val_acc"]
-            verdict = (f"it gained less than {PLATEAU} per epoch from epoch {c['plateau']} on" if c["plateau"] else
-                       f"it was still gaining {_f(curve[-1] - curve[-2])} in the last epoch: not converged")
+            if c["plateau"]:
+                verdict = f"it gained less than {PLATEAU} per epoch from epoch {c['plateau']} on"
+            elif len(curve) > 1:
+                verdict = f"it was still gaining {_f(curve[-1] - curve[-2])} in the last epoch: not converged"
+            else:
+                verdict = "one epoch shows no convergence"
             out.append(f"- Convergence, {split} split: the base networks' mean validation accuracy per epoch was "
                        f"{', '.join(_f(v) for v in curve)} ({c['bases']} networks); {verdict}.")
         out.append("")
@@ -190,8 +204,8 @@ class Results:
         for split in self.splits:
             out.append(f"**{split} split**")
             out.append("")
-            out += _table(["n", *VARIANTS], [[n, *[self.value("relative", split, v, str(n)) for v in VARIANTS]]
-                                             for n in self.cuts()])
+            out += _table(["n", *VARIANTS], [[n, *[_estimate(self.find(self.relative, split=split, variant=v, n=n))
+                                                   for v in VARIANTS]] for n in self.cuts()])
         out.append("### Decomposition")
         out.append("")
         out.append("Co-adaptation drop = base - BnB, specialization drop = BnB - AnB, lingering boost = AnB+ - base "
@@ -201,7 +215,7 @@ class Results:
             out.append(f"**{split} split**")
             out.append("")
             out += _table(["n", "co-adaptation", "specialization", "lingering"],
-                          [[n, *[self.value("decomposition", split, q, str(n)) for q in
+                          [[n, *[_estimate(self.find(self.decomposition, split=split, quantity=q, n=n)) for q in
                                  ("coadaptation", "specialization", "lingering")]] for n in self.cuts()])
         out.append(f"### The paper's claims, checked on the {self.claims['split']} split")
         out.append("")

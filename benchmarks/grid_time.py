@@ -34,17 +34,20 @@ KINDS = {"base": lambda s: s["variant"] == "base", "frozen (BnB, AnB)": lambda s
 @click.option("--tag", default="grid", show_default=True, help="Name of this grid in the result file.")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON path. Default: benchmarks/results/.")
 def main(run_dir: Path, train_options: tuple[str, ...], tag: str, out: Path | None) -> None:
+    run_dir = run_dir.resolve()
     before = {p.parent for p in run_dir.rglob("weights.safetensors")} if run_dir.exists() else set()
     command = [sys.executable, "-m", "cli.main", "train", str(run_dir), "--quiet", *train_options]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
+                                                                       os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=Path(__file__).resolve().parents[1])
+    done = subprocess.run(command, env=env)
     wall = time.perf_counter() - start
-    if done.returncode not in (0, 1):  # 1: some networks failed or were blocked, reported by probe itself
-        sys.exit(done.returncode)
 
     metrics = [json.loads(p.read_text()) for p in run_dir.rglob("metrics.json")]
     specs = {m["id"]: json.loads((run_dir / "networks" / m["id"] / "spec.json").read_text()) for m in metrics}
     trained = [m for m in metrics if m.get("status") == "done" and run_dir / "networks" / m["id"] not in before]
+    if done.returncode != 0 and not trained:  # probe refused the options, or nothing could train: no timing
+        sys.exit(done.returncode)
     rows = []
     for kind, match in KINDS.items():
         ms = [m for m in trained if match(specs[m["id"]])]

@@ -194,8 +194,11 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     if executor == "dask":
         from probe.distributed import dask_client, run_study_dask
 
+        if not scheduler:
+            resolve_device(device)  # the LocalCluster's workers are this machine: check the device here
         with dask_client(scheduler, workers) as client:
-            result = run_study_dask(client, run_dir, study, device, cache_dir, not quiet, only, extend)
+            result = run_study_dask(client, run_dir, study, device, cache_dir, not quiet, only, extend,
+                                    download=download)
         where = f"dask: {scheduler or f'LocalCluster of {workers} workers'}"
     else:
         dev = resolve_device(device)
@@ -285,6 +288,8 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
     if executor == "dask":
         from probe.distributed import dask_client, extract_run_dask
 
+        if not scheduler:
+            resolve_device(device)
         with dask_client(scheduler, workers) as client:
             result = extract_run_dask(client, run_dir, out, only, *settings, device, batch_size, cache_dir,
                                       not quiet, chunk_size)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -26,15 +27,20 @@ from data.datasets import ImageArrays, load_dataset
 from data.tasks import task_data
 from probe.atomic import read_json
 from probe.batches import Normalize
-from probe.checkpoint import METRICS
 from probe.errors import ProbeError
 from probe.extract import STORE, ProbeSet, Reduction, consolidate, extract_one, extraction_specs
 from probe.plan import Study
 from probe.spec import DataSpec, NetworkSpec
 from probe.sweep import SweepResult, network_state, plan_study, prepare_run_data, select_networks
-from probe.train import TaskTensors, TrainingDiverged, network_dir, record_failure, resolve_device, train_network
+from probe.train import (TaskTensors, TrainingDiverged, check_device_name, record_failure, resolve_device,
+                         train_network)
 
 GPU = "GPU"  # the dask worker resource a training task asks for (workers declare it: --resources GPU=1)
+THREADS = "PROBE_TORCH_THREADS"  # torch threads per task on a worker (dask's nanny sets OMP_NUM_THREADS=1)
+
+# Training seeds and saves torch's process-wide RNG, so a worker process trains one network at a time, however
+# many threads it runs tasks on.
+_TRAINING = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -59,13 +65,15 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
         raise ProbeError(f"workers {workers} must be a positive integer")
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      env={"OMP_NUM_THREADS": str(threads)}) as cluster, Client(cluster) as client:
+                      env={THREADS: str(threads)}) as cluster, Client(cluster) as client:
         yield client
 
 
 def _torch_threads() -> None:
-    if os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    """Give torch the worker's share of the cores, from PROBE_TORCH_THREADS in the worker's environment (set by
+    ``dask_client`` for a LocalCluster; set it yourself on the workers of other clusters)."""
+    if os.environ.get(THREADS):
+        torch.set_num_threads(int(os.environ[THREADS]))
 
 
 @functools.lru_cache(maxsize=2)
@@ -90,19 +98,20 @@ def train_task(run_dir: str, spec_dict: dict, device: str, cache_dir: str | None
         return {"id": spec.id, "status": "blocked", "needs": stopped["id"]}
     if network_state(Path(run_dir), spec)[0] == "done":  # finished earlier, or recomputed after a lost worker
         return {"id": spec.id, "status": "done", "trained": False}
-    _torch_threads()
-    data = _task(run_dir, spec.data, spec.target_classes, cache_dir, device)
-    try:
-        metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=False)
-    except TrainingDiverged as e:
-        record_failure(Path(run_dir), spec, str(e))
-        return {"id": spec.id, "status": "failed", "error": str(e)}
+    with _TRAINING:
+        _torch_threads()
+        data = _task(run_dir, spec.data, spec.target_classes, cache_dir, device)
+        try:
+            metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=False)
+        except TrainingDiverged as e:
+            record_failure(Path(run_dir), spec, str(e))
+            return {"id": spec.id, "status": "failed", "error": str(e)}
     return {"id": spec.id, "status": "done", "trained": True, "test_acc": metrics["test_acc"]}
 
 
 def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", cache_dir: Path | None = None,
                    progress: bool = True, only: list[str] | None = None, extend: bool = False,
-                   retries: int = 2) -> SweepResult:
+                   retries: int = 2, download: bool = False) -> SweepResult:
     """Train ``study`` into ``run_dir`` with one dask task per network (see the module's docstring).
 
     ``retries`` re-runs a task whose code raised (a worker that dies is handled by dask's own
@@ -110,8 +119,9 @@ def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", ca
     blocked, and the rest of the sweep finishes."""
     from distributed import as_completed
 
+    check_device_name(device)
     run_dir = Path(run_dir).resolve()
-    plan, arrays = plan_study(run_dir, study, cache_dir, extend=extend)
+    plan, arrays = plan_study(run_dir, study, cache_dir, download, extend)
     prepare_run_data(run_dir, arrays)
     resources = {GPU: 1} if any(GPU in w.get("resources", {}) for w in
                                 client.scheduler_info()["workers"].values()) else None
@@ -165,7 +175,7 @@ def _record_error(run_dir: Path, spec: NetworkSpec, plan, futures: dict, future,
         result.blocked[spec.id] = failed_parent
         return
     error = f"{type(future.exception()).__name__}: {future.exception()}"
-    if not (network_dir(run_dir, spec) / METRICS).exists():
+    if network_state(run_dir, spec)[0] != "done":
         record_failure(run_dir, spec, error)
     result.failed[spec.id] = error
 
@@ -189,6 +199,7 @@ def extract_run_dask(client, run_dir: Path, store: Path | None = None, networks:
     """``extract_run`` with one dask task per network; the store's metadata is consolidated once all are done."""
     from distributed import as_completed
 
+    check_device_name(device)
     run_dir = Path(run_dir).resolve()
     store = Path(store or run_dir / STORE).resolve()
     _, specs, _ = extraction_specs(run_dir, networks, batch_size, chunk_size)

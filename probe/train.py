@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -55,12 +56,17 @@ class TaskTensors:
                    to_device(task.test_x, device), y(task.test_y), Normalize(mean, std, device))
 
 
+def check_device_name(name: str) -> None:
+    """A device name's spelling (whether the device exists is up to the machine that runs the network)."""
+    if name not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", name):
+        raise ProbeError(f"device {name!r} is not one of auto, cpu, cuda (or cuda:N)")
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` picks CUDA when present, else the CPU."""
+    check_device_name(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ProbeError(f"device {name!r} is not one of auto, cpu, cuda (or cuda:N)")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ProbeError(f"device {name!r} was asked for but torch sees no CUDA device here; use --device cpu")
     return torch.device(name)
@@ -138,40 +144,45 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / SPEC, spec.to_dict())
     write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    try:
+        # Dropout draws from torch's global generators: fork them, seed them from the spec, and save them with every
+        # epoch, so a network's weights depend on its spec alone, resumed or not.
+        started, started_at = time.perf_counter(), time.time()
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(spec.init_seed * 1_000_003 + 29)
+            model, history, resumed_at, earlier = _train_epochs(spec, data, folder, run_dir, device, progress, started)
 
-    # Dropout draws from torch's global generators: fork them, seed them from the spec, and save them with every
-    # epoch, so a network's weights depend on its spec alone, resumed or not.
-    started, started_at = time.perf_counter(), time.time()
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(spec.init_seed * 1_000_003 + 29)
-        model, history, resumed_at = _train_epochs(spec, data, folder, run_dir, device, progress)
-
-    test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
-    save_tensors(folder / WEIGHTS, model.state_dict(), spec)
-    metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
-               "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
-               "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y), "device": str(device),
-               # this session's share of the training: from its start (or resume after ``resumed_at_epoch``) to the end
-               "seconds": time.perf_counter() - started, "started_at": started_at, "finished_at": time.time(),
-               "resumed_at_epoch": resumed_at}
-    write_json(folder / METRICS, metrics)
-    (folder / RESUME).unlink(missing_ok=True)
+        test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
+        save_tensors(folder / WEIGHTS, model.state_dict(), spec)
+        metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
+                   "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
+                   "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y),
+                   "device": str(device),
+                   # seconds: training time over every session; started_at: this session's start, which resumed
+                   # after epoch ``resumed_at_epoch`` (0: it started fresh)
+                   "seconds": earlier + time.perf_counter() - started, "started_at": started_at,
+                   "finished_at": time.time(), "resumed_at_epoch": resumed_at}
+        write_json(folder / METRICS, metrics)
+        (folder / RESUME).unlink(missing_ok=True)
+    finally:
+        (folder / RUNNING).unlink(missing_ok=True)
     return metrics
 
 
 def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
-                  progress: bool) -> tuple[LayeredNet, list[dict], int]:
+                  progress: bool, started: float) -> tuple[LayeredNet, list[dict], int, float]:
     """The epochs still to run (all, or those after the last saved one), saving resume state after each; returns
-    the model, the history of every epoch, and the epoch it resumed after (0 when it started fresh)."""
+    the model, the history of every epoch, the epoch it resumed after (0 when it started fresh) and the seconds
+    earlier sessions spent on it."""
     r = spec.recipe
     # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
     model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, spec)
     generator = torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, earlier = 0, 0.0
     if (folder / RESUME).exists():
-        start_epoch, history = _resume(folder / RESUME, spec, model, optimizer, generator)
+        start_epoch, history, earlier = _resume(folder / RESUME, spec, model, optimizer, generator)
 
     n = len(data.train_y)
     steps_per_epoch = max(1, math.ceil(n / r.batch_size))
@@ -210,12 +221,11 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
                             "val_acc": evaluate(model, data.val_x, data.val_y, data.normalize, spec.input_size),
                             "lr": optimizer.param_groups[-1]["lr"]})
             bar.set_postfix(val=f"{history[-1]['val_acc']:.3f}")
-            _save_resume(folder / RESUME, spec, model, optimizer, generator, epoch + 1, history)
+            _save_resume(folder / RESUME, spec, model, optimizer, generator, epoch + 1, history,
+                         earlier + time.perf_counter() - started)
     finally:
         bar.close()
-        (folder / RUNNING).unlink(missing_ok=True)
-
-    return model, history, start_epoch
+    return model, history, start_epoch, earlier
 
 
 def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
@@ -231,7 +241,7 @@ def model_device(model: LayeredNet) -> torch.device:
 
 
 def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
-                 generator: torch.Generator, epoch: int, history: list[dict]) -> None:
+                 generator: torch.Generator, epoch: int, history: list[dict], seconds: float) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): k for k, p in model.named_parameters()}
     for group in optimizer.param_groups:
@@ -243,11 +253,11 @@ def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: to
     tensors["torch_rng"] = torch.get_rng_state()
     if model_device(model).type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state(model_device(model))
-    save_tensors(path, tensors, spec, epoch=epoch, history=history)
+    save_tensors(path, tensors, spec, epoch=epoch, history=history, seconds=seconds)
 
 
 def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
-            generator: torch.Generator) -> tuple[int, list[dict]]:
+            generator: torch.Generator) -> tuple[int, list[dict], float]:
     tensors, saved, meta = load_tensors(path)
     if saved != spec:
         raise ProbeError(f"{path} was saved for other settings than the planned {spec.id}; delete it to retrain")
@@ -260,4 +270,4 @@ def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.o
     torch.set_rng_state(tensors["torch_rng"])
     if "cuda_rng" in tensors and model_device(model).type == "cuda":
         torch.cuda.set_rng_state(tensors["cuda_rng"], model_device(model))
-    return int(meta["epoch"]), list(meta["history"])
+    return int(meta["epoch"]), list(meta["history"]), float(meta.get("seconds", 0.0))

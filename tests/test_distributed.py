@@ -125,6 +125,7 @@ def test_a_network_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path, 
     copies_a = {nid for nid in result.failed}
     assert copies_a and all("cannot read checkpoint" in e for e in result.failed.values())
     assert all(read_json(run / "networks" / nid / "metrics.json")["status"] == "failed" for nid in copies_a)
+    assert not list(run.rglob("running.json"))  # a failure leaves no network looking as if it were still running
     assert len(result.trained) == 2 + 2 * 3 * 2 - 2 - len(copies_a) and not result.blocked
 
 
@@ -166,8 +167,10 @@ def test_cli_train_and_extract_with_the_dask_executor(tmp_path, cli, cache_dir):
     assert (run / "analysis" / "representations.zarr").exists()
 
 
-def test_cli_unreachable_scheduler_is_one_line(tmp_path, cli):
+def test_cli_unreachable_scheduler_and_bad_device_are_one_line(tmp_path, cli):
     from tests.conftest import TINY_STUDY
 
     result = cli("train", tmp_path / "run", *TINY_STUDY, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert_one_line_error(result, "tcp://127.0.0.1:9")
+    result = cli("train", tmp_path / "run", *TINY_STUDY, "--executor", "dask", "--device", "gpu0")
+    assert_one_line_error(result, "'gpu0'")

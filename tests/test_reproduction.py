@@ -69,3 +69,13 @@ def test_a_placeholder_for_unknown_results_is_named(docs):
     (docs / "reproduction.in.md").write_text("{{section:cifar}}\n")
     with pytest.raises(ProbeError, match="'cifar'"):
         render(docs)
+
+
+@pytest.mark.parametrize("placeholder", ["{{value:tiny:relative:random:AnB:9}}", "{{value:tiny:claim:12}}",
+                                         "{{value:tiny:epochs:nowhere}}", "{{value:tiny:relative:random}}"])
+def test_a_placeholder_for_a_missing_number_is_named(docs, placeholder):
+    from probe.errors import ProbeError
+
+    (docs / "reproduction.in.md").write_text(f"x {placeholder}\n")
+    with pytest.raises(ProbeError, match="no result 'tiny:"):
+        render(docs)

@@ -378,8 +378,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, synthetic_arra
 
     real_save = train._save_resume
 
-    def crash_after_two(path, spec_, model, optimizer, generator, epoch, history):
-        real_save(path, spec_, model, optimizer, generator, epoch, history)
+    def crash_after_two(path, spec_, model, optimizer, generator, epoch, history, seconds):
+        real_save(path, spec_, model, optimizer, generator, epoch, history, seconds)
         if epoch == 2:
             raise KeyboardInterrupt
 
@@ -390,6 +390,9 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, synthetic_arra
     monkeypatch.setattr(train, "_save_resume", real_save)
     resumed = train_network(spec, data, tmp_path / "resumed", torch.device("cpu"), progress=False)
     assert resumed["epochs"] == straight["epochs"] and resumed["test_acc"] == straight["test_acc"]
+    assert resumed["resumed_at_epoch"] == 2 and straight["resumed_at_epoch"] == 0
+    assert resumed["seconds"] > resumed["finished_at"] - resumed["started_at"]  # both sessions' training counted
+    assert not (network_dir(tmp_path / "resumed", spec) / "running.json").exists()
     a = load_weights(_weights(tmp_path / "straight", spec))[0]
     b = load_weights(_weights(tmp_path / "resumed", spec))[0]
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -46,6 +46,7 @@ class _LRNFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
+    @torch.autograd.function.once_differentiable  # the gradient above is not itself differentiable
     def backward(ctx, g):
         x, r, s = ctx.saved_tensors
         alpha, beta, size, pad = ctx.hyper
