@@ -15,14 +15,17 @@ from probe.errors import ProbeError
 from probe.extract import STORE
 
 
-def open_store(path: str | Path) -> xr.DataTree:
-    """Open an activation store (or the one inside a run directory) lazily, as a DataTree."""
+def open_store(path: str | Path, chunks: dict | None = None) -> xr.DataTree:
+    """Open an activation store (or the one inside a run directory) lazily, as a DataTree.
+
+    ``chunks={}`` backs every array with dask on the store's own chunks, so that reductions over it (the streaming
+    metrics, say) run chunk by chunk on dask's scheduler: a ``distributed.Client``'s workers when one is active."""
     path = Path(path)
     if (path / STORE).exists():
         path = path / STORE
     if not path.exists():
         raise ProbeError(f"no activation store at {str(path)!r} (write one with 'probe extract RUN')")
-    return xr.open_datatree(path, engine="zarr")
+    return xr.open_datatree(path, engine="zarr", chunks=chunks)
 
 
 def list_networks(tree: xr.DataTree) -> list[str]:

@@ -9,12 +9,15 @@ import threading
 import time
 from pathlib import Path
 
+import dask.array
 import numpy as np
 import pytest
 import torch
 import xarray as xr
 
 from analysis.representations import representation_dataset
+from analysis.similarity import streaming_cka
+from analysis.stores import open_store
 from probe.atomic import read_json
 from probe.checkpoint import load_weights
 from probe.distributed import dask_client, extract_run_dask, run_study_dask
@@ -143,6 +146,14 @@ def test_dask_extraction_writes_the_same_store_as_the_local_one(tmp_path, cache_
                                     b[nid].to_dataset().drop_attrs(deep=False))
     again = extract_run_dask(client, run, tmp_path / "dask.zarr", device="cpu", cache_dir=cache_dir, progress=False)
     assert again["written"] == [] and len(again["skipped"]) == 4
+
+    # a store opened on dask chunks computes on the cluster, and streaming CKA over it is the in-memory value
+    lazy = open_store(tmp_path / "dask.zarr", chunks={})
+    base, selffer = sorted(n for n in local["written"] if n.endswith(("/baseB", "/B1B")))[::-1]
+    x, y = lazy[base].to_dataset()["fc7"], lazy[selffer].to_dataset()["fc7"]  # both probed on task B's images
+    assert isinstance(x.data, dask.array.Array)
+    assert streaming_cka(x, y, batch_size=40) == pytest.approx(
+        streaming_cka(x.compute(), y.compute(), batch_size=40), abs=1e-12)
 
     # the representation views computed as dask tasks are the local ones
     local_views = representation_dataset(run, tmp_path / "local.zarr", max_samples=100)
