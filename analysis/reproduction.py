@@ -11,7 +11,8 @@ activation stores, into ``docs/reproduction/NAME/`` with ``run.json`` (the study
 training time and the base networks' validation curves). ``render`` fills the template
 ``docs/reproduction.in.md``: ``{{section:NAME}}`` becomes a dataset's generated section, and ``{{value:NAME:TABLE:
 KEY...}}`` one number of a table (``relative:SPLIT:VARIANT:N``, ``decomposition:SPLIT:QUANTITY:N``,
-``claim:NUMBER``, ``epochs:SPLIT``), so the discussion quotes tables rather than typing numbers.
+``claim:NUMBER``, ``epochs:SPLIT``, ``representations:SPLIT:K:COLUMN``, ``correlation:SPLIT:SCORE``,
+``done:FIELD`` of run.json), so the discussion quotes tables rather than typing numbers.
 """
 
 from __future__ import annotations
@@ -147,10 +148,11 @@ class Results:
         """One quoted result: ``kind`` and ``keys`` as in the module's docstring."""
         try:
             return self._value(kind, *keys)
-        except (StopIteration, KeyError, ValueError, TypeError):
+        except (StopIteration, KeyError, ValueError, TypeError, IndexError):
             raise ProbeError(f"no result {':'.join((self.run['name'], kind, *keys))!r} in the tables of "
                              f"{self.folder} (placeholders: relative:SPLIT:VARIANT:N, "
-                             "decomposition:SPLIT:QUANTITY:N, claim:NUMBER, epochs:SPLIT)") from None
+                             "decomposition:SPLIT:QUANTITY:N, claim:NUMBER, epochs:SPLIT, "
+                             "representations:SPLIT:K:COLUMN, correlation:SPLIT:SCORE, done:FIELD)") from None
 
     def _value(self, kind: str, *keys: str) -> str:
         if kind == "relative":
@@ -162,6 +164,16 @@ class Results:
         if kind == "claim":
             (number,) = keys
             return next(c["verdict"] for c in self.claims["claims"] if str(c["number"]) == number)
+        if kind == "representations":
+            split, k, column = keys
+            return _f(self.find(self.representations, split=split, k=k)[column])
+        if kind == "correlation":
+            split, score = keys
+            row = self.find(self.correlations, split=split, score=score)
+            return f"{_f(row['rho'])} (p = {_f(row['p'])}, {row['pairs']} pairs)"
+        if kind == "done":
+            (field,) = keys
+            return str(self.run[field])
         if kind == "epochs":
             (split,) = keys
             c = self.run["convergence"][split]
