@@ -88,19 +88,20 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         figures.append(figure2(ds, out / "figures", split)[0])
     figures.append(figure3(ds, out / "figures")[0])
     store = Path(store) if store else run_dir / STORE
-    rep = None
+    rep, extra = None, []
     if store.exists():
         rep = representation_dataset(run_dir, store.resolve() if client else open_store(store),
                                      max_samples=max_samples, client=client)
         _write_zarr(rep, out / "representations.zarr")
-        _write_text(out / "representations.csv", _csv_text(representation_rows(rep, ds)))
-        _write_text(out / "correlations.csv", _csv_text(correlation_rows(rep, ds)))
+        table, correlations = representation_rows(rep, ds), correlation_rows(rep, ds)
+        _write_text(out / "representations.csv", _csv_text(table))
+        _write_text(out / "correlations.csv", _csv_text(correlations))
         figures += [figure_cka(rep, out / "figures", str(split))[0] for split in rep["split"].values]
+        extra = _representation_blocks(rep["split"].values, table, correlations, store)
     else:  # no store: tables of an earlier analysis with one would describe other activations
         for stale in ("representations.csv", "correlations.csv"):
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "representations.zarr", ignore_errors=True)
-    extra = _representation_blocks(rep, ds, store) if rep is not None else []
     blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out, extra)
     _write_text(out / "report.md", _markdown(blocks))
     _write_text(out / "report.html", _html(blocks, out))
@@ -146,16 +147,15 @@ VIEW_TITLES = {"cka_anb_baseb": "CKA(AnB_k, baseB_k)", "cka_anbplus_basea": "CKA
                "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)", "anb_acc": "AnB accuracy"}
 
 
-def _representation_blocks(rep: xr.Dataset, acc: xr.Dataset, store: Path) -> list[tuple]:
+def _representation_blocks(splits, table: list[dict], correlations: list[dict], store: Path) -> list[tuple]:
+    """The report's representation section from the rows of representations.csv and correlations.csv."""
     b: list[tuple] = [("h2", "Representations")]
     b.append(("p", f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the "
                    "target task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy "
                    "and transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, "
                    "layer by layer, beside the measured AnB accuracy at n = k. Means over replicates and both "
                    "directions; empty cells need a store extracted with `--probe-set both`."))
-    table = representation_rows(rep, acc)
-    correlations = correlation_rows(rep, acc)
-    for split in rep["split"].values:
+    for split in splits:
         b.append(("h3", f"{split} split, per layer"))
         b.append(("table", ["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
                   [[r["k"], r["layer"], *[_num(r[v]) for v in VIEW_TITLES], *[_num(r[k]) for k in DESCRIPTIONS]]

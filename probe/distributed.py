@@ -25,13 +25,12 @@ from tqdm import tqdm
 
 from data.datasets import ImageArrays, load_dataset
 from data.tasks import task_data
-from probe.atomic import read_json
 from probe.batches import Normalize
 from probe.errors import ProbeError
 from probe.extract import STORE, ProbeSet, Reduction, consolidate, extract_one, extraction_specs
-from probe.plan import Study
+from probe.plan import PlannedNetwork, Study
 from probe.spec import DataSpec, NetworkSpec
-from probe.sweep import SweepResult, network_state, plan_study, prepare_run_data, select_networks
+from probe.sweep import SweepResult, can_start, network_state, plan_study, prepare_run_data, select_networks
 from probe.train import (TaskTensors, TrainingDiverged, check_device_name, record_failure, resolve_device,
                          train_network)
 
@@ -82,16 +81,18 @@ def _arrays(data: DataSpec, cache_dir: str | None) -> ImageArrays:
 
 
 @functools.lru_cache(maxsize=2)
-def _task(run_dir: str, data: DataSpec, classes: tuple[str, ...], cache_dir: str | None, device: str) -> TaskTensors:
+def _task(data: DataSpec, classes: tuple[str, ...], mean: tuple[float, ...], std: tuple[float, ...],
+          cache_dir: str | None, device: str) -> TaskTensors:
     """A task's tensors on this worker's device, kept for the next network of the same replicate."""
-    stats = read_json(Path(run_dir) / "data.json")
     task = task_data(_arrays(data, cache_dir), list(classes), data)
-    return TaskTensors.from_task(task, stats["mean"], stats["std"], resolve_device(device))
+    return TaskTensors.from_task(task, list(mean), list(std), resolve_device(device))
 
 
-def train_task(run_dir: str, spec_dict: dict, device: str, cache_dir: str | None, *parents: dict) -> dict:
-    """Train one network on a worker (the body of every training task). ``parents`` are the results of the tasks
-    it depends on; when one of them did not finish, this network is reported blocked."""
+def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[float]], device: str,
+               cache_dir: str | None, *parents: dict) -> dict:
+    """Train one network on a worker (the body of every training task), its inputs normalized by the run's
+    ``stats`` (mean, std). ``parents`` are the results of the tasks it depends on; when one of them did not
+    finish, this network is reported blocked."""
     spec = NetworkSpec.from_dict(spec_dict)
     stopped = next((p for p in parents if p["status"] != "done"), None)
     if stopped is not None:
@@ -100,7 +101,7 @@ def train_task(run_dir: str, spec_dict: dict, device: str, cache_dir: str | None
         return {"id": spec.id, "status": "done", "trained": False}
     with _TRAINING:
         _torch_threads()
-        data = _task(run_dir, spec.data, spec.target_classes, cache_dir, device)
+        data = _task(spec.data, spec.target_classes, *(tuple(v) for v in stats), cache_dir, device)
         try:
             metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=False)
         except TrainingDiverged as e:
@@ -122,38 +123,28 @@ def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", ca
     check_device_name(device)
     run_dir = Path(run_dir).resolve()
     plan, arrays = plan_study(run_dir, study, cache_dir, download, extend)
-    prepare_run_data(run_dir, arrays)
+    stats = prepare_run_data(run_dir, arrays)
     resources = {GPU: 1} if any(GPU in w.get("resources", {}) for w in
                                 client.scheduler_info()["workers"].values()) else None
     result = SweepResult([], [], {}, {})
-    futures, specs = {}, {}
+    futures, submitted = {}, {}
     token = uuid.uuid4().hex[:8]
     cache = str(cache_dir) if cache_dir else None
     for planned in select_networks(plan, only):
         spec = planned.spec
-        state = network_state(run_dir, spec)[0]
-        if state == "done":
-            result.skipped.append(spec.id)
-            continue
-        if state == "running":
-            result.blocked[spec.id] = "itself: running in another process"
-            continue
-        missing = [d for d in planned.depends_on if d not in futures and
-                   network_state(run_dir, next(p.spec for p in plan if p.spec.id == d))[0] != "done"]
-        if missing:
-            result.blocked[spec.id] = missing[0]
+        if not can_start(run_dir, plan, planned, result, underway=futures):
             continue
         parents = [futures[d] for d in planned.depends_on if d in futures]
-        futures[spec.id] = client.submit(train_task, str(run_dir), spec.to_dict(), device, cache, *parents,
+        futures[spec.id] = client.submit(train_task, str(run_dir), spec.to_dict(), stats, device, cache, *parents,
                                          key=f"train-{spec.id.replace('/', '-')}-{token}", resources=resources,
                                          retries=retries, pure=False)
-        specs[spec.id] = spec
+        submitted[spec.id] = planned
     ids = {f.key: nid for nid, f in futures.items()}
     bar = tqdm(total=len(futures), desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
     for future in as_completed(list(futures.values())):
         nid = ids[future.key]
         if future.status == "error":
-            _record_error(run_dir, specs[nid], plan, futures, future, result)
+            _record_error(run_dir, submitted[nid], futures, future, result)
         else:
             out = future.result()
             if out["status"] == "done":
@@ -167,10 +158,10 @@ def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", ca
     return result
 
 
-def _record_error(run_dir: Path, spec: NetworkSpec, plan, futures: dict, future, result: SweepResult) -> None:
+def _record_error(run_dir: Path, planned: PlannedNetwork, futures: dict, future, result: SweepResult) -> None:
     """A task that ended in an exception: its own failure, or one it inherited from a network it depends on."""
-    depends_on = next(p.depends_on for p in plan if p.spec.id == spec.id)
-    failed_parent = next((d for d in depends_on if d in futures and futures[d].status == "error"), None)
+    spec = planned.spec
+    failed_parent = next((d for d in planned.depends_on if d in futures and futures[d].status == "error"), None)
     if failed_parent is not None:
         result.blocked[spec.id] = failed_parent
         return
@@ -180,12 +171,11 @@ def _record_error(run_dir: Path, spec: NetworkSpec, plan, futures: dict, future,
     result.failed[spec.id] = error
 
 
-def extract_task(run_dir: str, spec_dict: dict, store: str, probe_set: ProbeSet, reduction: Reduction, device: str,
-                 batch_size: int, cache_dir: str | None, chunk_size: int | None) -> str:
-    """Extract one network on a worker into its own group of the shared store."""
+def extract_task(run_dir: str, spec_dict: dict, store: str, stats: dict, probe_set: ProbeSet, reduction: Reduction,
+                 device: str, batch_size: int, cache_dir: str | None, chunk_size: int | None) -> str:
+    """Extract one network on a worker into its own group of the shared store (``stats``: the run's data.json)."""
     _torch_threads()
     spec = NetworkSpec.from_dict(spec_dict)
-    stats = read_json(Path(run_dir) / "data.json")
     dev = resolve_device(device)
     return extract_one(Path(run_dir), spec, Path(store), _arrays(spec.data, cache_dir),
                        Normalize(stats["mean"], stats["std"], dev), probe_set, reduction, dev, batch_size, False,
@@ -202,10 +192,10 @@ def extract_run_dask(client, run_dir: Path, store: Path | None = None, networks:
     check_device_name(device)
     run_dir = Path(run_dir).resolve()
     store = Path(store or run_dir / STORE).resolve()
-    _, specs, _ = extraction_specs(run_dir, networks, batch_size, chunk_size)
+    _, specs, stats = extraction_specs(run_dir, networks, batch_size, chunk_size)
     token = uuid.uuid4().hex[:8]
     cache = str(cache_dir) if cache_dir else None
-    futures = {client.submit(extract_task, str(run_dir), s.to_dict(), str(store), probe_set, reduction, device,
+    futures = {client.submit(extract_task, str(run_dir), s.to_dict(), str(store), stats, probe_set, reduction, device,
                              batch_size, cache, chunk_size, key=f"extract-{s.id.replace('/', '-')}-{token}",
                              pure=False): s.id for s in specs}
     result = {"written": [], "skipped": [], "untrained": []}

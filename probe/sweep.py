@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,17 +92,7 @@ def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path
     bar = tqdm(selected, desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
     for planned in bar:
         spec = planned.spec
-        state = network_state(run_dir, spec)[0]
-        if state == "done":
-            result.skipped.append(spec.id)
-            continue
-        if state == "running":  # another process on this machine is training it
-            result.blocked[spec.id] = "itself: running in another process"
-            continue
-        missing = [d for d in planned.depends_on if d in result.failed or d in result.blocked
-                   or network_state(run_dir, _by_id(plan, d))[0] != "done"]
-        if missing:
-            result.blocked[spec.id] = missing[0]
+        if not can_start(run_dir, plan, planned, result):
             continue
         key = spec.target_classes
         if key not in tasks:
@@ -119,6 +110,27 @@ def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path
         bar.set_postfix(last=f"{spec.id} {metrics['test_acc']:.3f}")
     bar.close()
     return result
+
+
+def can_start(run_dir: Path, plan: list[PlannedNetwork], planned: PlannedNetwork, result: SweepResult,
+              underway: Container[str] = ()) -> bool:
+    """Whether ``planned`` is to be trained now. If not, it is recorded in ``result``: skipped when it finished
+    earlier; blocked when another process is training it, or when a network it copies from is neither finished nor
+    ``underway`` (submitted in this sweep, so that it will be finished first)."""
+    spec = planned.spec
+    state = network_state(run_dir, spec)[0]
+    if state == "done":
+        result.skipped.append(spec.id)
+        return False
+    if state == "running":  # another process on this machine is training it
+        result.blocked[spec.id] = "itself: running in another process"
+        return False
+    missing = [d for d in planned.depends_on if d not in underway
+               and network_state(run_dir, _by_id(plan, d))[0] != "done"]
+    if missing:
+        result.blocked[spec.id] = missing[0]
+        return False
+    return True
 
 
 def prepare_run_data(run_dir: Path, arrays: ImageArrays) -> tuple[list[float], list[float]]:
