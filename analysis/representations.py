@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 
 from analysis.accuracies import VARIANTS, accuracy_dataset, replicate_label, variant_label
-from analysis.similarity import linear_cka
+from analysis.similarity import UndefinedCKA, linear_cka
 from analysis.stores import list_networks, open_store
 from analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
 from probe.errors import ProbeError
@@ -64,10 +64,12 @@ def _cka(a: xr.Dataset, b: xr.Dataset, layers_a: list[str], layers_b: list[str],
 
 def _defined_cka(x: np.ndarray, y: np.ndarray) -> float:
     """Debiased CKA, or NaN where a layer does not vary over the images (a dead layer, say, in a network whose
-    frozen random layers silenced it): CKA is undefined there, and one such layer must not stop the analysis."""
-    if not np.ptp(x, axis=0).any() or not np.ptp(y, axis=0).any():
+    frozen random layers silenced it, or one with a few nearly constant units, whose debiased HSIC with itself is not
+    positive): CKA is undefined there, and one such layer must not stop the analysis."""
+    try:
+        return linear_cka(x, y, debiased=True)
+    except UndefinedCKA:
         return np.nan
-    return linear_cka(x, y, debiased=True)
 
 
 def _store_cka(store: str, a_id: str, b_id: str, layers_a: list[str], layers_b: list[str], task: str,

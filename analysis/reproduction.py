@@ -8,7 +8,7 @@ renders it again and compares).
 
 ``collect`` runs the analysis of a run (``probe analyze``) and copies its tables and figures, never checkpoints or
 activation stores, into ``docs/reproduction/NAME/`` with ``run.json`` (the study, the commands, network counts,
-training time and the base networks' validation curves). ``render`` fills the template
+training and wall time and the base networks' validation curves). ``render`` fills the template
 ``docs/reproduction.in.md``: ``{{section:NAME}}`` becomes a dataset's generated section, and ``{{value:NAME:TABLE:
 KEY...}}`` one number of a table (``relative:SPLIT:VARIANT:N``, ``decomposition:SPLIT:QUANTITY:N``,
 ``claim:NUMBER``, ``epochs:SPLIT``, ``representations:SPLIT:K:COLUMN``, ``correlation:SPLIT:SCORE``,
@@ -60,6 +60,17 @@ def convergence(metrics: list[dict], specs: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def busy_seconds(spans: list[tuple[float, float]]) -> float:
+    """The wall time covered by at least one of the ``(start, end)`` spans: a sweep's running time, without the
+    pauses between the sessions it was resumed in."""
+    total, reach = 0.0, -np.inf
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Path = DOCS,
             store: Path | None = None) -> Path:
     """Analyse ``run_dir`` and copy its result tables and figures into ``docs/reproduction/<name>/``."""
@@ -87,8 +98,7 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
         "networks_without_timing": sum("seconds" not in m for m in done),
         "figures": [f.name for f in result["figures"]],
         "convergence": convergence(done, specs),
-        "wall_hours_first_start_to_last_finish": round((max(b for _, b in spans) - min(a for a, _ in spans)) / 3600,
-                                                       2) if spans else None})
+        "wall_hours": round(busy_seconds(spans) / 3600, 2)})
     return dest
 
 
@@ -192,7 +202,8 @@ class Results:
                    f"random crops (padding {recipe['crop_padding']}) and mirroring. Splits: "
                    f"{', '.join(study['splits'])}; seeds {', '.join(str(s) for s in study['seeds'])}, each in both "
                    f"directions. Networks finished: {r['networks_done']} of {r['networks_planned']} planned, on "
-                   f"{', '.join(r['devices'])}, {r['train_hours']} hours of training in all.")
+                   f"{', '.join(r['devices'])}: {r['train_hours']} hours of training summed over networks, "
+                   f"{r['wall_hours']} hours of wall time while the sweep ran.")
         out.append("")
         out.append("Commands:")
         out.append("")

@@ -87,11 +87,16 @@ def _grams(k, l, min_samples: int) -> tuple[np.ndarray, np.ndarray]:
     return k, l
 
 
+class UndefinedCKA(ProbeError):
+    """A representation does not vary over the samples, so its HSIC with itself is not positive and CKA is
+    undefined."""
+
+
 def _ratio(hsic_xy: float, hsic_xx: float, hsic_yy: float) -> float:
     """CKA = HSIC(K, L) / sqrt(HSIC(K, K) HSIC(L, L)), refusing a representation that does not vary."""
     for name, h in (("x", hsic_xx), ("y", hsic_yy)):
         if not h > 0:
-            raise ProbeError(f"{name} has no usable variation across the samples (HSIC({name}, {name}) = {h:.3g}, "
+            raise UndefinedCKA(f"{name} has no usable variation across the samples (HSIC({name}, {name}) = {h:.3g}, "
                              "expected > 0); CKA is undefined")
     return float(hsic_xy / np.sqrt(hsic_xx * hsic_yy))
 

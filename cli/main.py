@@ -146,13 +146,17 @@ def executor_options(f):
 
 
 def errors_as_messages(f):
-    """Bad input prints one line, not a traceback."""
+    """Bad input prints one line, not a traceback; so does Ctrl-C (exit status 130)."""
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         try:
             return f(*args, **kwargs)
         except ProbeError as e:
             raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; what finished is saved (train and extract resume from there when run "
+                       "again)", err=True)
+            sys.exit(130)
     return wrapper
 
 

@@ -61,8 +61,10 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PROBE_CACHE", Path.home() / ".cache" / "probe"))
 
 
-def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, download: bool = False) -> ImageArrays:
-    """Load the dataset ``spec`` names, from the cache when the same source was decoded before."""
+def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, download: bool = False,
+                 progress: bool = True) -> ImageArrays:
+    """Load the dataset ``spec`` names, from the cache when the same source was decoded before (a first decode of an
+    image-folder tree shows a progress bar unless ``progress`` is false)."""
     name, root = parse_dataset(spec.name, spec.root)
     if name == "synthetic":
         from data.synthetic import synthetic_arrays
@@ -72,7 +74,7 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
     key = _fingerprint(reader, source, files, spec.image_size)
     folder = Path(cache_dir or default_cache_dir()) / f"{name}-{key}"
     if not (folder / "meta.json").exists():
-        arrays = _READERS[reader](source, spec.image_size, download)
+        arrays = _READERS[reader](source, spec.image_size, download, progress)
         _write_cache(folder, arrays, {"reader": reader, "source": str(source), "image_size": spec.image_size})
     return _read_cache(folder)
 
@@ -134,7 +136,7 @@ def _fingerprint(reader: str, source: Path, files: list[Path], image_size: int |
     return h.hexdigest()[:16]
 
 
-def _read_idx_gz(source: Path, image_size: int | None, download: bool) -> ImageArrays:
+def _read_idx_gz(source: Path, image_size: int | None, download: bool, progress: bool) -> ImageArrays:
     """Debian's gzipped IDX files, read with torchvision's FashionMNIST after unpacking to a scratch root."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "FashionMNIST" / "raw"
@@ -175,7 +177,7 @@ def _resized(arrays: ImageArrays, image_size: int | None) -> ImageArrays:
     return ImageArrays(resize(arrays.train_x), arrays.train_y, resize(arrays.test_x), arrays.test_y, arrays.classes)
 
 
-def _read_imagefolder(source: Path, image_size: int | None, download: bool) -> ImageArrays:
+def _read_imagefolder(source: Path, image_size: int | None, download: bool, progress: bool) -> ImageArrays:
     """Decode an image-folder tree with torchvision's ImageFolder, in worker processes, into uint8 arrays."""
     import torch
     import torchvision.transforms.v2 as T
@@ -196,7 +198,8 @@ def _read_imagefolder(source: Path, image_size: int | None, download: bool) -> I
         loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(4, os.cpu_count() or 1),
                                              collate_fn=_as_list)
         xs, ys, shape = [], [], None
-        for i, batch in enumerate(tqdm(loader, desc=f"decoding {folder.name}/", unit="batch", leave=False)):
+        for i, batch in enumerate(tqdm(loader, desc=f"decoding {folder.name}/", unit="batch", leave=False,
+                                          disable=not progress)):
             for j, (x, _) in enumerate(batch):
                 shape = shape or x.shape
                 if x.shape != shape:
@@ -218,9 +221,9 @@ def _as_list(batch: list) -> list:
 _READERS = {
     "idx-gz": _read_idx_gz,
     "imagefolder": _read_imagefolder,
-    "torchvision-fashion-mnist": lambda s, i, d: _read_torchvision("fashion-mnist", s, i, d),
-    "torchvision-cifar10": lambda s, i, d: _read_torchvision("cifar10", s, i, d),
-    "torchvision-cifar100": lambda s, i, d: _read_torchvision("cifar100", s, i, d),
+    "torchvision-fashion-mnist": lambda s, i, d, p: _read_torchvision("fashion-mnist", s, i, d),
+    "torchvision-cifar10": lambda s, i, d, p: _read_torchvision("cifar10", s, i, d),
+    "torchvision-cifar100": lambda s, i, d, p: _read_torchvision("cifar100", s, i, d),
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import threading
 import uuid
@@ -64,8 +65,14 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
         raise ProbeError(f"workers {workers} must be a positive integer")
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      env={THREADS: str(threads)}) as cluster, Client(cluster) as client:
-        yield client
+                      env={THREADS: str(threads)}, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
+        try:
+            yield client
+        except KeyboardInterrupt:
+            # Ctrl-C stops the workers mid-task; what the nannies log about stopping them is expected, not news
+            # (finished networks and epochs are on disk, and the same command resumes).
+            logging.getLogger("distributed").setLevel(logging.CRITICAL)
+            raise
 
 
 def _torch_threads() -> None:
@@ -77,7 +84,7 @@ def _torch_threads() -> None:
 
 @functools.lru_cache(maxsize=2)
 def _arrays(data: DataSpec, cache_dir: str | None) -> ImageArrays:
-    return load_dataset(data, Path(cache_dir) if cache_dir else None)
+    return load_dataset(data, Path(cache_dir) if cache_dir else None, progress=False)
 
 
 @functools.lru_cache(maxsize=2)
@@ -122,7 +129,7 @@ def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", ca
 
     check_device_name(device)
     run_dir = Path(run_dir).resolve()
-    plan, arrays = plan_study(run_dir, study, cache_dir, download, extend)
+    plan, arrays = plan_study(run_dir, study, cache_dir, download, extend, progress)
     stats = prepare_run_data(run_dir, arrays)
     resources = {GPU: 1} if any(GPU in w.get("resources", {}) for w in
                                 client.scheduler_info()["workers"].values()) else None

@@ -307,7 +307,7 @@ def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | 
     store = Path(store or run_dir / STORE)
     device = device or torch.device("cpu")
     study, specs, stats = extraction_specs(run_dir, networks, batch_size, chunk_size)
-    arrays = load_dataset(study.data, cache_dir)
+    arrays = load_dataset(study.data, cache_dir, progress=progress)
     normalize = Normalize(stats["mean"], stats["std"], device)
     result = {"written": [], "skipped": [], "untrained": []}
     for spec in tqdm(specs, desc="extract", unit="net", disable=not progress, dynamic_ncols=True):

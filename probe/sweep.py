@@ -31,12 +31,12 @@ DATA = "data.json"
 
 
 def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None, download: bool = False,
-               extend: bool = False) -> tuple[list[PlannedNetwork], ImageArrays]:
+               extend: bool = False, progress: bool = True) -> tuple[list[PlannedNetwork], ImageArrays]:
     """Resolve ``study`` against its dataset; with a ``run_dir``, write (or check) the run's plan.json.
 
     With ``extend``, a run may grow into ``study`` (more seeds, splits, cuts or variants) as long as every network
     it already plans stays planned with the same spec, so nothing finished is invalidated."""
-    arrays = load_dataset(study.data, cache_dir, download)
+    arrays = load_dataset(study.data, cache_dir, download, progress)
     plan = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1])
     if run_dir is not None:
         path = Path(run_dir) / PLAN
@@ -84,7 +84,7 @@ def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path
     """Train every network of ``study`` (or those whose id or name is in ``only``) into ``run_dir``; ``extend``
     lets the run's plan grow into ``study`` (see :func:`plan_study`)."""
     run_dir = Path(run_dir)
-    plan, arrays = plan_study(run_dir, study, cache_dir, download, extend)
+    plan, arrays = plan_study(run_dir, study, cache_dir, download, extend, progress)
     mean, std = prepare_run_data(run_dir, arrays)
     selected = select_networks(plan, only)
     result = SweepResult([], [], {}, {})

@@ -160,6 +160,14 @@ def test_imagefolder_tree_decodes(tmp_path):
     assert np.array_equal(arrays.train_x[4], np.asarray(Image.open(tree / "train/dogs/1.png")))
 
 
+def test_decoding_progress_is_shown_unless_turned_off(tmp_path, capfd):
+    tree = make_tree(tmp_path / "tree")
+    load_dataset(DataSpec("imagefolder", root=str(tree)), cache_dir=tmp_path / "shown")
+    assert "decoding train/" in capfd.readouterr().err
+    load_dataset(DataSpec("imagefolder", root=str(tree)), cache_dir=tmp_path / "quiet", progress=False)
+    assert "decoding" not in capfd.readouterr().err
+
+
 def test_imagefolder_with_val_folder(tmp_path):
     tree = make_tree(tmp_path / "tree", test_name="val")
     arrays = load_dataset(DataSpec("imagefolder", root=str(tree)), cache_dir=tmp_path / "cache")

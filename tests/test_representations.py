@@ -80,3 +80,7 @@ def test_a_dead_layer_gives_nan_not_an_error():
     x = rng.normal(size=(50, 8))
     assert np.isnan(_defined_cka(np.zeros((50, 8)), x)) and np.isnan(_defined_cka(x, np.ones((50, 3))))
     assert _defined_cka(x, x) == pytest.approx(1.0)
+    # nearly dead: one unit fires on one image; it varies, but its debiased HSIC with itself is negative
+    almost = np.zeros((50, 8))
+    almost[0, 0] = 1.0
+    assert np.ptp(almost, axis=0).any() and np.isnan(_defined_cka(almost, x))

@@ -8,7 +8,7 @@ import re
 import pytest
 import torch
 
-from analysis.reproduction import DOCS, collect, render
+from analysis.reproduction import DOCS, busy_seconds, collect, render
 from probe.plan import Study
 from probe.spec import ArchSpec, DataSpec, Recipe
 from probe.sweep import run_study
@@ -79,3 +79,14 @@ def test_a_placeholder_for_a_missing_number_is_named(docs, placeholder):
     (docs / "reproduction.in.md").write_text(f"x {placeholder}\n")
     with pytest.raises(ProbeError, match="no result 'tiny:"):
         render(docs)
+
+
+@pytest.mark.parametrize("spans, expected", [
+    ([], 0.0),
+    ([(0.0, 10.0)], 10.0),
+    ([(0.0, 10.0), (5.0, 12.0)], 12.0),  # two workers overlapping
+    ([(0.0, 10.0), (2.0, 4.0)], 10.0),  # one span inside another
+    ([(100.0, 110.0), (0.0, 10.0), (8.0, 20.0)], 30.0),  # a pause between sessions is not counted, order is free
+])
+def test_busy_seconds_counts_wall_time_covered_by_some_network(spans, expected):
+    assert busy_seconds(spans) == expected
