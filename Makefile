@@ -25,6 +25,9 @@ REPRO_CIFAR_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --split vehicles
 REPRO_EXTRACT_OPTS ?= --probe-set both --per-class 100
 DASK ?= --executor dask --workers 2
 
+# One target at a time: the reproduction's sweeps each fill the machine (and make -j would run them together).
+.NOTPARALLEL:
+
 .PHONY: setup demo test fashion-mnist reproduction repro-fashion-mnist repro-cifar10 clean
 
 setup: $(STAMP)

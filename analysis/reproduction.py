@@ -65,7 +65,7 @@ def busy_seconds(spans: list[tuple[float, float]]) -> float:
     pauses between the sessions it was resumed in."""
     total, reach = 0.0, -np.inf
     for start, end in sorted(spans):
-        if end > reach:
+        if end > reach and end > start:
             total += end - max(start, reach)
             reach = end
     return total
@@ -89,7 +89,9 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
     specs = {n["id"]: n["spec"] for n in plan["networks"]}
     metrics = [m for m in _metrics(run_dir) if m["id"] in specs]
     done = [m for m in metrics if m.get("status") == "done"]
-    spans = [(m["started_at"], m["finished_at"]) for m in done if "started_at" in m]
+    # every session that trained a network (a resumed one has several; older runs record only the last)
+    spans = [span for m in done for span in m.get("sessions") or
+             ([(m["started_at"], m["finished_at"])] if "started_at" in m else [])]
     write_json(dest / "run.json", {
         "name": name, "title": title, "commands": commands, "study": plan["study"],
         "networks_planned": len(specs), "networks_done": len(done),
@@ -98,7 +100,7 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
         "networks_without_timing": sum("seconds" not in m for m in done),
         "figures": [f.name for f in result["figures"]],
         "convergence": convergence(done, specs),
-        "wall_hours": round(busy_seconds(spans) / 3600, 2)})
+        "wall_hours": round(busy_seconds(spans) / 3600, 2) if spans else None})
     return dest
 
 
@@ -203,7 +205,7 @@ class Results:
                    f"{', '.join(study['splits'])}; seeds {', '.join(str(s) for s in study['seeds'])}, each in both "
                    f"directions. Networks finished: {r['networks_done']} of {r['networks_planned']} planned, on "
                    f"{', '.join(r['devices'])}: {r['train_hours']} hours of training summed over networks, "
-                   f"{r['wall_hours']} hours of wall time while the sweep ran.")
+                   f"{r.get('wall_hours') or 'unknown'} hours of wall time while the sweep ran.")
         out.append("")
         out.append("Commands:")
         out.append("")

@@ -145,6 +145,9 @@ def executor_options(f):
     return f
 
 
+RESUMABLE = ("train", "extract")  # commands that keep finished work and resume it when run again
+
+
 def errors_as_messages(f):
     """Bad input prints one line, not a traceback; so does Ctrl-C (exit status 130)."""
     @functools.wraps(f)
@@ -154,8 +157,8 @@ def errors_as_messages(f):
         except ProbeError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
-            click.echo("interrupted; what finished is saved (train and extract resume from there when run "
-                       "again)", err=True)
+            click.echo("interrupted" + ("; what finished is saved, and the same command resumes from there"
+                                        if f.__name__ in RESUMABLE else ""), err=True)
             sys.exit(130)
     return wrapper
 

@@ -64,15 +64,20 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
     if workers < 1:
         raise ProbeError(f"workers {workers} must be a positive integer")
     threads = threads or max(1, (os.cpu_count() or 1) // workers)
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      env={THREADS: str(threads)}, silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
-        try:
-            yield client
-        except KeyboardInterrupt:
-            # Ctrl-C stops the workers mid-task; what the nannies log about stopping them is expected, not news
-            # (finished networks and epochs are on disk, and the same command resumes).
-            logging.getLogger("distributed").setLevel(logging.CRITICAL)
-            raise
+    log = logging.getLogger("distributed")
+    level = log.level
+    try:
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                          env={THREADS: str(threads)}) as cluster, Client(cluster) as client:
+            try:
+                yield client
+            except KeyboardInterrupt:
+                # Ctrl-C stops the workers mid-task; what the nannies log while the cluster closes on them is
+                # expected, not news (finished networks and epochs are on disk, and the same command resumes).
+                log.setLevel(logging.CRITICAL)
+                raise
+    finally:
+        log.setLevel(level)
 
 
 def _torch_threads() -> None:

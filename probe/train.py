@@ -150,7 +150,8 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
         started, started_at = time.perf_counter(), time.time()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(spec.init_seed * 1_000_003 + 29)
-            model, history, resumed_at, earlier = _train_epochs(spec, data, folder, run_dir, device, progress, started)
+            model, history, resumed_at, earlier, spans = _train_epochs(spec, data, folder, run_dir, device, progress,
+                                                                       started, started_at)
 
         test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
         save_tensors(folder / WEIGHTS, model.state_dict(), spec)
@@ -158,10 +159,11 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
                    "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
                    "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y),
                    "device": str(device),
-                   # seconds: training time over every session; started_at: this session's start, which resumed
-                   # after epoch ``resumed_at_epoch`` (0: it started fresh)
+                   # seconds: training time over every session, and sessions: their wall-clock [start, end] spans;
+                   # started_at: this session's start, which resumed after epoch ``resumed_at_epoch`` (0: fresh)
                    "seconds": earlier + time.perf_counter() - started, "started_at": started_at,
                    "finished_at": time.time(), "resumed_at_epoch": resumed_at}
+        metrics["sessions"] = [*spans, [started_at, metrics["finished_at"]]]
         write_json(folder / METRICS, metrics)
         (folder / RESUME).unlink(missing_ok=True)
     finally:
@@ -170,19 +172,20 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
 
 
 def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
-                  progress: bool, started: float) -> tuple[LayeredNet, list[dict], int, float]:
+                  progress: bool, started: float,
+                  started_at: float) -> tuple[LayeredNet, list[dict], int, float, list[list[float]]]:
     """The epochs still to run (all, or those after the last saved one), saving resume state after each; returns
-    the model, the history of every epoch, the epoch it resumed after (0 when it started fresh) and the seconds
-    earlier sessions spent on it."""
+    the model, the history of every epoch, the epoch it resumed after (0 when it started fresh), and the seconds
+    and wall-clock spans of the earlier sessions that trained it."""
     r = spec.recipe
     # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
     model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
     optimizer = make_optimizer(model, spec)
     generator = torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
     history: list[dict] = []
-    start_epoch, earlier = 0, 0.0
+    start_epoch, earlier, spans = 0, 0.0, []
     if (folder / RESUME).exists():
-        start_epoch, history, earlier = _resume(folder / RESUME, spec, model, optimizer, generator)
+        start_epoch, history, earlier, spans = _resume(folder / RESUME, spec, model, optimizer, generator)
 
     n = len(data.train_y)
     steps_per_epoch = max(1, math.ceil(n / r.batch_size))
@@ -222,10 +225,10 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
                             "lr": optimizer.param_groups[-1]["lr"]})
             bar.set_postfix(val=f"{history[-1]['val_acc']:.3f}")
             _save_resume(folder / RESUME, spec, model, optimizer, generator, epoch + 1, history,
-                         earlier + time.perf_counter() - started)
+                         earlier + time.perf_counter() - started, [*spans, [started_at, time.time()]])
     finally:
         bar.close()
-    return model, history, start_epoch, earlier
+    return model, history, start_epoch, earlier, spans
 
 
 def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
@@ -241,7 +244,8 @@ def model_device(model: LayeredNet) -> torch.device:
 
 
 def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
-                 generator: torch.Generator, epoch: int, history: list[dict], seconds: float) -> None:
+                 generator: torch.Generator, epoch: int, history: list[dict], seconds: float,
+                 sessions: list[list[float]]) -> None:
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     names = {id(p): k for k, p in model.named_parameters()}
     for group in optimizer.param_groups:
@@ -253,11 +257,11 @@ def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: to
     tensors["torch_rng"] = torch.get_rng_state()
     if model_device(model).type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state(model_device(model))
-    save_tensors(path, tensors, spec, epoch=epoch, history=history, seconds=seconds)
+    save_tensors(path, tensors, spec, epoch=epoch, history=history, seconds=seconds, sessions=sessions)
 
 
 def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
-            generator: torch.Generator) -> tuple[int, list[dict], float]:
+            generator: torch.Generator) -> tuple[int, list[dict], float, list[list[float]]]:
     tensors, saved, meta = load_tensors(path)
     if saved != spec:
         raise ProbeError(f"{path} was saved for other settings than the planned {spec.id}; delete it to retrain")
@@ -270,4 +274,5 @@ def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.o
     torch.set_rng_state(tensors["torch_rng"])
     if "cuda_rng" in tensors and model_device(model).type == "cuda":
         torch.cuda.set_rng_state(tensors["cuda_rng"], model_device(model))
-    return int(meta["epoch"]), list(meta["history"]), float(meta.get("seconds", 0.0))
+    return (int(meta["epoch"]), list(meta["history"]), float(meta.get("seconds", 0.0)),
+            [list(span) for span in meta.get("sessions", [])])

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -205,21 +207,21 @@ def test_ctrl_c_stops_a_dask_sweep_cleanly_and_the_same_command_resumes(tmp_path
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while not list(run.glob("networks/*/*/*/resume.safetensors")):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "no epoch finished within the time limit"
             time.sleep(0.1)
         os.killpg(proc.pid, signal.SIGINT)
         out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
+    finally:  # nothing of the group outlives the test, whatever happened
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
     err = err.decode()
     assert proc.returncode == 130, err
     assert "interrupted; what finished is saved" in err and "Traceback" not in err, err
-    assert "interrupted" in cli("status", run).output
+    assert re.search(r"\b[1-9]\d* interrupted", cli("status", run).output)
 
     result = cli("train", run, "--quiet", "--executor", "dask", "--workers", "2")
     assert result.exit_code == 0, result.output

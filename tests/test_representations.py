@@ -79,6 +79,8 @@ def test_a_dead_layer_gives_nan_not_an_error():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 8))
     assert np.isnan(_defined_cka(np.zeros((50, 8)), x)) and np.isnan(_defined_cka(x, np.ones((50, 3))))
+    # constant but not a round number (ReLU of biases above a dead layer): centering leaves rounding residue only
+    assert np.isnan(_defined_cka(np.full((50, 3), 0.1), x)) and np.isnan(_defined_cka(x, np.full((1000, 3), 0.3)[:50]))
     assert _defined_cka(x, x) == pytest.approx(1.0)
     # nearly dead: one unit fires on one image; it varies, but its debiased HSIC with itself is negative
     almost = np.zeros((50, 8))

@@ -87,6 +87,7 @@ def test_a_placeholder_for_a_missing_number_is_named(docs, placeholder):
     ([(0.0, 10.0), (5.0, 12.0)], 12.0),  # two workers overlapping
     ([(0.0, 10.0), (2.0, 4.0)], 10.0),  # one span inside another
     ([(100.0, 110.0), (0.0, 10.0), (8.0, 20.0)], 30.0),  # a pause between sessions is not counted, order is free
+    ([(0.0, 10.0), (12.0, 11.0)], 10.0),  # a span that ends before it starts (the clock was set back) counts nothing
 ])
 def test_busy_seconds_counts_wall_time_covered_by_some_network(spans, expected):
     assert busy_seconds(spans) == expected

@@ -378,8 +378,8 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, synthetic_arra
 
     real_save = train._save_resume
 
-    def crash_after_two(path, spec_, model, optimizer, generator, epoch, history, seconds):
-        real_save(path, spec_, model, optimizer, generator, epoch, history, seconds)
+    def crash_after_two(path, spec_, model, optimizer, generator, epoch, history, seconds, sessions):
+        real_save(path, spec_, model, optimizer, generator, epoch, history, seconds, sessions)
         if epoch == 2:
             raise KeyboardInterrupt
 
@@ -392,6 +392,9 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, synthetic_arra
     assert resumed["epochs"] == straight["epochs"] and resumed["test_acc"] == straight["test_acc"]
     assert resumed["resumed_at_epoch"] == 2 and straight["resumed_at_epoch"] == 0
     assert resumed["seconds"] > resumed["finished_at"] - resumed["started_at"]  # both sessions' training counted
+    (first_start, first_end), (second_start, second_end) = resumed["sessions"]  # and both sessions' wall-clock spans
+    assert first_start < first_end <= second_start == resumed["started_at"] < second_end == resumed["finished_at"]
+    assert len(straight["sessions"]) == 1
     assert not (network_dir(tmp_path / "resumed", spec) / "running.json").exists()
     a = load_weights(_weights(tmp_path / "straight", spec))[0]
     b = load_weights(_weights(tmp_path / "resumed", spec))[0]
