@@ -100,7 +100,9 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
         "networks_without_timing": sum("seconds" not in m for m in done),
         "figures": [f.name for f in result["figures"]],
         "convergence": convergence(done, specs),
-        "wall_hours": round(busy_seconds(spans) / 3600, 2) if spans else None})
+        "wall_hours": round(busy_seconds(spans) / 3600, 2) if spans else None,
+        # networks resumed before sessions were recorded: their earlier sessions are missing from the wall time
+        "wall_hours_is_lower_bound": any(m.get("resumed_at_epoch") and "sessions" not in m for m in done)})
     return dest
 
 
@@ -205,6 +207,7 @@ class Results:
                    f"{', '.join(study['splits'])}; seeds {', '.join(str(s) for s in study['seeds'])}, each in both "
                    f"directions. Networks finished: {r['networks_done']} of {r['networks_planned']} planned, on "
                    f"{', '.join(r['devices'])}: {r['train_hours']} hours of training summed over networks, "
+                   f"{'at least ' if r.get('wall_hours_is_lower_bound') else ''}"
                    f"{r.get('wall_hours') or 'unknown'} hours of wall time while the sweep ran.")
         out.append("")
         out.append("Commands:")
