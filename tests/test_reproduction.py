@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import re
+import shutil
 
 import pytest
 import torch
@@ -31,11 +33,17 @@ def test_the_readme_links_the_report():
 
 
 @pytest.fixture(scope="module")
-def docs(tmp_path_factory, cache_dir):
+def tiny_run(tmp_path_factory, cache_dir):
     run = tmp_path_factory.mktemp("run") / "run"
     study = Study(DataSpec("synthetic", train_per_class=30), ArchSpec("caffenet-small", "kaiming", {"width": 0.125}),
                   Recipe(epochs=2, batch_size=32), seeds=(0, 1), cuts=(1, 3))
     run_study(run, study, torch.device("cpu"), cache_dir, progress=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def docs(tmp_path_factory, tiny_run):
+    run = tiny_run
     docs = tmp_path_factory.mktemp("docs")
     collect(run, "tiny", "Tiny", ["probe train RUN --dataset synthetic"], docs)
     return docs
@@ -91,3 +99,22 @@ def test_a_placeholder_for_a_missing_number_is_named(docs, placeholder):
 ])
 def test_busy_seconds_counts_wall_time_covered_by_some_network(spans, expected):
     assert busy_seconds(spans) == expected
+
+
+def test_wall_time_counts_every_session_and_says_when_it_cannot(docs, tiny_run, tmp_path):
+    run_json = json.loads((docs / "reproduction" / "tiny" / "run.json").read_text())
+    assert run_json["wall_hours"] is not None and run_json["wall_hours_is_lower_bound"] is False
+    assert all(len(json.loads(p.read_text())["sessions"]) == 1 for p in tiny_run.rglob("metrics.json"))
+
+    # a network resumed by a version that did not record its sessions: its earlier ones are unknown
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    path = next(run.rglob("metrics.json"))
+    metrics = json.loads(path.read_text())
+    del metrics["sessions"]
+    path.write_text(json.dumps({**metrics, "resumed_at_epoch": 1}))
+    collect(run, "tiny", "Tiny", ["probe train RUN --dataset synthetic"], tmp_path / "docs")
+    assert json.loads((tmp_path / "docs" / "reproduction" / "tiny" / "run.json").read_text())[
+        "wall_hours_is_lower_bound"] is True
+    (tmp_path / "docs" / "reproduction.in.md").write_text("{{section:tiny}}\n")
+    assert "at least " in render(tmp_path / "docs")
