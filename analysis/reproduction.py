@@ -64,7 +64,7 @@ def busy_seconds(spans: list[tuple[float, float]]) -> float:
     """The wall time covered by at least one of the ``(start, end)`` spans: a sweep's running time, without the
     pauses between the sessions it was resumed in."""
     total, reach = 0.0, -np.inf
-    for start, end in sorted(spans):
+    for start, end in sorted(tuple(span) for span in spans):
         if end > reach and end > start:
             total += end - max(start, reach)
             reach = end
