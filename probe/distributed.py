@@ -17,6 +17,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import threading
 import uuid
 from pathlib import Path
@@ -67,17 +68,41 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
     log = logging.getLogger("distributed")
     level = log.level
     try:
-        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                          env={THREADS: str(threads)}) as cluster, Client(cluster) as client:
+        with _workers_ignore_ctrl_c():
+            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                                   env={THREADS: str(threads)})
+        with cluster, Client(cluster) as client:
             try:
                 yield client
             except KeyboardInterrupt:
-                # Ctrl-C stops the workers mid-task; what the nannies log while the cluster closes on them is
-                # expected, not news (finished networks and epochs are on disk, and the same command resumes).
+                # Ctrl-C stops the workers mid-task; what the nannies and workers log while the cluster closes on
+                # them is expected, not news (finished networks and epochs are on disk, and the same command
+                # resumes). The workers ignore SIGINT, so they still answer.
                 log.setLevel(logging.CRITICAL)
+                with contextlib.suppress(Exception):
+                    client.run(_quiet_logs)
                 raise
     finally:
         log.setLevel(level)
+
+
+@contextlib.contextmanager
+def _workers_ignore_ctrl_c():
+    """Start worker processes with SIGINT ignored (a started process inherits that, and Python then installs no
+    KeyboardInterrupt handler): Ctrl-C in a terminal reaches the whole process group, and the workers should be
+    stopped by this process closing the cluster, not each die in a traceback of their own."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _quiet_logs() -> None:
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _torch_threads() -> None:

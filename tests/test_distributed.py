@@ -197,7 +197,7 @@ def test_ctrl_c_stops_a_dask_sweep_cleanly_and_the_same_command_resumes(tmp_path
     from tests.conftest import REPO_ROOT
 
     run = tmp_path / "run"
-    study = ["--dataset", "synthetic", "--arch-option", "width=0.125", "--epochs", "30", "--batch-size", "32",
+    study = ["--dataset", "synthetic", "--arch-option", "width=0.125", "--epochs", "60", "--batch-size", "32",
              "--train-per-class", "30", "--cuts", "1", "--variants", "AnB", "--seeds", "0"]
     # Python's own SIGINT handler even where this test runs with SIGINT ignored (a background job), so that the
     # processes it starts get the default too; a process group of its own, as a shell gives a foreground job
@@ -221,10 +221,12 @@ def test_ctrl_c_stops_a_dask_sweep_cleanly_and_the_same_command_resumes(tmp_path
     err = err.decode()
     assert proc.returncode == 130, err
     assert "interrupted; what finished is saved" in err and "Traceback" not in err, err
-    assert re.search(r"\b[1-9]\d* interrupted", cli("status", run).output)
+    # stopped before the end (the workers may still finish the epochs they were in while the cluster closes)
+    done = int(re.search(r"(\d+) done", cli("status", run).output).group(1))
+    assert done < 4
 
     result = cli("train", run, "--quiet", "--executor", "dask", "--workers", "2")
     assert result.exit_code == 0, result.output
-    assert "failed 0, blocked 0" in result.output
+    assert f"trained {4 - done}, already done {done}, failed 0, blocked 0" in result.output  # what finished is kept
     assert all(read_json(m)["status"] == "done" for m in run.glob("networks/*/*/*/metrics.json"))
     assert len(list(run.glob("networks/*/*/*/metrics.json"))) == 4
