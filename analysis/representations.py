@@ -67,18 +67,10 @@ def _defined_cka(x: np.ndarray, y: np.ndarray) -> float:
     must not stop the analysis. A layer is constant when a frozen random layer below silenced it (zeros, or ReLU of
     its biases above that), or nearly so when a unit or two fire on one image, so that its debiased HSIC with itself
     is not positive."""
-    if not (_varies(x) and _varies(y)):
-        return np.nan
     try:
         return linear_cka(x, y, debiased=True)
     except UndefinedCKA:
         return np.nan
-
-
-def _varies(x: np.ndarray) -> bool:
-    """Whether some unit's spread over the samples is above float rounding of the layer's magnitude (centering a
-    constant 0.1 leaves residues near 1e-17, which would otherwise pass for variation)."""
-    return bool(np.ptp(x, axis=0).max(initial=0.0) > 1e-6 * np.abs(x).max(initial=0.0))
 
 
 def _store_cka(store: str, a_id: str, b_id: str, layers_a: list[str], layers_b: list[str], task: str,

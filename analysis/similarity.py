@@ -73,8 +73,12 @@ def _paired(x, y, min_samples: int, names: tuple[str, str] = ("x", "y")) -> tupl
     """``x`` and ``y`` checked as a pair of representations of the same samples, centered in float64."""
     x, y = _matrix(x, names[0]), _matrix(y, names[1])
     _same_samples(len(x), len(y), min_samples, names)
-    x -= x.mean(axis=0)  # in place: _matrix's astype made a copy
-    y -= y.mean(axis=0)
+    for a in (x, y):  # in place: _matrix's astype made a copy
+        constant = np.ptp(a, axis=0) == 0
+        a -= a.mean(axis=0)
+        # exactly zero: centering a constant such as 0.1 leaves rounding residue, which no measure may read as
+        # variation (a layer of constant units is refused, not given a similarity)
+        a[:, constant] = 0.0
     return x, y
 
 
