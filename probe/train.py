@@ -155,6 +155,7 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
 
         test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
         save_tensors(folder / WEIGHTS, model.state_dict(), spec)
+        finished = time.time()
         metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
                    "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
                    "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y),
@@ -162,8 +163,8 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
                    # seconds: training time over every session, and sessions: their wall-clock [start, end] spans;
                    # started_at: this session's start, which resumed after epoch ``resumed_at_epoch`` (0: fresh)
                    "seconds": earlier + time.perf_counter() - started, "started_at": started_at,
-                   "finished_at": time.time(), "resumed_at_epoch": resumed_at}
-        metrics["sessions"] = [*spans, [started_at, metrics["finished_at"]]]
+                   "finished_at": finished, "resumed_at_epoch": resumed_at,
+                   "sessions": [*spans, [started_at, finished]]}
         write_json(folder / METRICS, metrics)
         (folder / RESUME).unlink(missing_ok=True)
     finally:
