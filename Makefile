@@ -20,7 +20,7 @@ REPRO_FASHION_OPTS ?= --dataset fashion-mnist --split random --split clothing-ac
 	--arch caffenet-small --arch-option width=0.25 --train-per-class 500 --epochs 6 --batch-size 64 \
 	--crop-padding 2 --schedule cosine --lr 0.02 --warmup 0.2
 REPRO_CIFAR_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --split vehicles-animals --seeds 0,1,2 \
-	--arch caffenet-small --arch-option width=0.125 --arch-option dropout=0 --train-per-class 1000 --epochs 8 \
+	--arch caffenet-small --arch-option width=0.125 --arch-option dropout=0 --train-per-class 500 --epochs 10 \
 	--batch-size 64 --crop-padding 4 --schedule cosine --lr 0.02 --warmup 0.2
 REPRO_EXTRACT_OPTS ?= --probe-set both --per-class 100
 DASK ?= --executor dask --workers 2
