@@ -296,7 +296,7 @@ def render(docs: Path = DOCS) -> str:
         return results[name].value(*keys)
 
     text = re.sub(r"\{\{(section|value):([^}]*)\}\}", fill, template)
-    return text.replace("{{margin}}", str(MARGIN)).replace("{{citation}}", CITATION)
+    return text.replace("{{margin}}", str(MARGIN)).replace("{{plateau}}", str(PLATEAU)).replace("{{citation}}", CITATION)
 
 
 @click.group()
