@@ -1,8 +1,7 @@
 """Wall time of one sweep on a dask LocalCluster of 1 worker and of N workers, in the same run on this machine.
 
 Each worker runs one network at a time with torch on its share of the cores (1 worker: all of them), so the
-comparison is between parallelism inside a network (torch's threads) and across networks (dask's workers). A third
-run repeats the N-worker sweep with dask's own allocator settings for its workers instead of probe's.
+comparison is between parallelism inside a network (torch's threads) and across networks (dask's workers).
 
     python benchmarks/dask_sweep.py [--dataset fashion-mnist] [--workers 2] [--cuts 1,5]
 
@@ -11,20 +10,18 @@ Prints a table and writes JSON to benchmarks/results/<device>-<date>-dask.json.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import click
 import torch
 from bench import cpu_name, print_table, save
 
-from probe.distributed import ALLOCATOR, dask_client, run_study_dask
+from probe.distributed import dask_client, run_study_dask
 from probe.plan import Study
 from probe.spec import ArchSpec, DataSpec, Recipe
 
@@ -43,32 +40,23 @@ def main(dataset, width, train_per_class, epochs, cuts, workers, out) -> None:
                   lr=0.02, warmup=0.2), cuts=tuple(int(c) for c in cuts.split(",")))
     cores = os.cpu_count() or 1
     rows = []
-    # The last row starts the workers with dask's own allocator settings (the nanny's 64 KiB trim threshold) in
-    # place of probe's, to measure what keeping freed memory is worth.
-    for n, allocator in ((1, "probe"), (workers, "probe"), (workers, "dask")):
-        with contextlib.ExitStack() as stack:
-            if allocator == "dask":
-                stack.enter_context(mock.patch.dict(ALLOCATOR, clear=True))
-            tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            client = stack.enter_context(dask_client(None, workers=n, threads=max(1, cores // n)))
+    for n in (1, workers):
+        with tempfile.TemporaryDirectory() as tmp, dask_client(None, workers=n, threads=max(1, cores // n)) as client:
             start = time.perf_counter()
             result = run_study_dask(client, Path(tmp) / "run", study, "cpu", progress=False)
             wall = time.perf_counter() - start
         if result.failed or result.blocked:
             raise click.ClickException(f"the sweep did not finish: {result.failed or result.blocked}")
-        rows.append({"workers": n, "threads_per_worker": max(1, cores // n), "allocator": allocator,
-                     "networks": len(result.trained), "seconds": wall,
-                     "networks_per_min": 60 * len(result.trained) / wall})
+        rows.append({"workers": n, "threads_per_worker": max(1, cores // n), "networks": len(result.trained),
+                     "seconds": wall, "networks_per_min": 60 * len(result.trained) / wall})
     speedup = rows[0]["seconds"] / rows[1]["seconds"]
-    allocator_gain = rows[2]["seconds"] / rows[1]["seconds"]
     result = {"benchmark": "dask_sweep", "date": datetime.date.today().isoformat(), "device": "cpu",
               "device_name": cpu_name(), "cores": cores, "torch": torch.__version__,
-              "python": sys.version.split()[0], "study": study.to_dict(), "rows": rows, "speedup": speedup,
-              "allocator_gain": allocator_gain}
+              "python": sys.version.split()[0], "study": study.to_dict(), "rows": rows, "speedup": speedup}
     print_table(rows, [("workers", "workers", "d"), ("threads each", "threads_per_worker", "d"),
-                       ("allocator", "allocator", "s"), ("networks", "networks", "d"), ("seconds", "seconds", ".1f"),
+                       ("networks", "networks", "d"), ("seconds", "seconds", ".1f"),
                        ("networks/min", "networks_per_min", ".1f")])
-    click.echo(f"{workers} workers vs 1: {speedup:.2f}x; probe's allocator settings vs dask's: {allocator_gain:.2f}x")
+    click.echo(f"{workers} workers vs 1: {speedup:.2f}x")
     save(result, out, f"cpu-{result['date']}-dask")
 
 

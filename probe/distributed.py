@@ -39,14 +39,6 @@ from probe.train import (TaskTensors, TrainingDiverged, check_device_name, recor
 GPU = "GPU"  # the dask worker resource a training task asks for (workers declare it: --resources GPU=1)
 THREADS = "PROBE_TORCH_THREADS"  # torch threads per task on a worker (dask's nanny sets OMP_NUM_THREADS=1)
 
-# glibc's allocator in worker processes. dask's nanny sets MALLOC_TRIM_THRESHOLD_ to 64 KiB so that workers give
-# freed memory back to the OS, but a training step frees its activation buffers and allocates them again every step:
-# with that setting three epochs of a small CIFAR-10 network took twice as long (2.1 M minor page faults against
-# 0.3 M). Keep freed memory instead, serve buffers up to 32 MiB from the heap rather than fresh mmaps, and grow the
-# heap in 64 MiB steps (a worker holds one network and one task's images, so the memory kept is small).
-ALLOCATOR = {"MALLOC_TRIM_THRESHOLD_": str(2**31 - 1), "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
-             "MALLOC_TOP_PAD_": str(64 * 2**20)}
-
 # Training seeds and saves torch's process-wide RNG, so a worker process trains one network at a time, however
 # many threads it runs tasks on.
 _TRAINING = threading.Lock()
@@ -57,7 +49,6 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
     """A dask client: to ``scheduler`` (an address such as tcp://host:8786, or a scheduler file written by
     ``dask scheduler --scheduler-file``), or to a LocalCluster of ``workers`` processes on this machine, closed on
     exit. Each local worker runs one task at a time with torch on ``threads`` cores (default: its share)."""
-    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -77,11 +68,7 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
     log = logging.getLogger("distributed")
     level = log.level
     try:
-        # dask's statistical profiler samples every worker thread's stack every 10 ms, taking the GIL from the
-        # training thread each time; the profile only feeds the dashboard, which a sweep does not need.
-        environ = {**dask.config.get("distributed.nanny.pre-spawn-environ"), **ALLOCATOR}
-        settings = {"distributed.worker.profile.enabled": False, "distributed.nanny.pre-spawn-environ": environ}
-        with _workers_ignore_ctrl_c(), dask.config.set(settings):
+        with _workers_ignore_ctrl_c():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                    env={THREADS: str(threads)})
         with cluster, Client(cluster) as client:

@@ -24,7 +24,7 @@ from analysis.similarity import streaming_cka
 from analysis.stores import open_store
 from probe.atomic import read_json
 from probe.checkpoint import load_weights
-from probe.distributed import ALLOCATOR, dask_client, extract_run_dask, run_study_dask
+from probe.distributed import dask_client, extract_run_dask, run_study_dask
 from probe.extract import extract_run
 from probe.plan import Study
 from probe.spec import ArchSpec, DataSpec, Recipe
@@ -40,21 +40,6 @@ STUDY = Study(DATA, ARCH, Recipe(epochs=2, batch_size=32), cuts=(1, 3), variants
 def client():
     with dask_client(None, workers=2, threads=1) as c:
         yield c
-
-
-def test_local_workers_run_one_torch_thread_each_keeping_freed_memory_and_without_the_dask_profiler(client):
-    def worker_settings():
-        import dask
-        import torch
-
-        from probe.distributed import _torch_threads
-
-        _torch_threads()
-        allocator = {k: os.environ.get(k) for k in ALLOCATOR}
-        return torch.get_num_threads(), dask.config.get("distributed.worker.profile.enabled"), allocator
-
-    for threads, profiling, allocator in client.run(worker_settings).values():
-        assert (threads, profiling, allocator) == (1, False, ALLOCATOR)
 
 
 def _metrics(run: Path) -> dict[str, dict]:
