@@ -296,7 +296,9 @@ def render(docs: Path = DOCS) -> str:
         return results[name].value(*keys)
 
     text = re.sub(r"\{\{(section|value):([^}]*)\}\}", fill, template)
-    return text.replace("{{margin}}", str(MARGIN)).replace("{{plateau}}", str(PLATEAU)).replace("{{citation}}", CITATION)
+    for name, value in {"margin": str(MARGIN), "plateau": str(PLATEAU), "citation": CITATION}.items():
+        text = text.replace(f"{{{{{name}}}}}", value)
+    return text
 
 
 @click.group()
