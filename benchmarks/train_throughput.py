@@ -5,7 +5,13 @@ padding, RandomHorizontalFlip, ToDtype, Normalize) behind a DataLoader, one netw
 (``train_network``) keeps the task's images on the device as uint8 and crops, flips and normalizes whole batches.
 Both run the same epochs of the same recipe from the same initial network, and report test accuracy too.
 
+A third row runs probe's trainer again in a child process with glibc's allocator tuned through the environment
+(mmap threshold 32 MiB, no trimming, a 64 MiB heap-top pad): freed activation buffers then stay in the heap instead
+of going back to the OS and faulting in again on the next step. The row measures whether that pays in probe's loop.
+
     python benchmarks/train_throughput.py [--dataset fashion-mnist] [--width 0.25] [--epochs 1] [--device auto]
+    python benchmarks/train_throughput.py --dataset cifar10:../shared/data/cifar10 --width 0.125 \
+        --arch-option dropout=0 --crop-padding 4 --train-per-class 500 --epochs 3
 
 Prints a table and writes JSON to benchmarks/results/<device>-<date>-train.json.
 """
@@ -13,7 +19,11 @@ Prints a table and writes JSON to benchmarks/results/<device>-<date>-train.json.
 from __future__ import annotations
 
 import datetime
+import json
 import math
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,6 +35,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from bench import best_of, cpu_name, print_table, save
 
+from cli.main import parse_arch_options
 from data.datasets import load_dataset
 from data.tasks import task_data
 from probe.batches import channel_stats
@@ -72,22 +83,53 @@ def plain_loop(spec, task, mean, std, device, workers: int) -> float:
     return evaluate(model, tensors.test_x, tensors.test_y, tensors.normalize, spec.input_size)
 
 
+# glibc's allocator kept from returning freed memory to the OS (see the module docstring); read at process start
+TUNED_MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
+                "MALLOC_TOP_PAD_": str(64 << 20)}
+
+
+def tuned_malloc_row(argv: list[str]) -> dict:
+    """probe's row, measured again by this script in a child process started with :data:`TUNED_MALLOC`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "row.json"
+        subprocess.run([sys.executable, __file__, *argv, "--probe-only", "--out", str(out)], check=True,
+                       env={**os.environ, **TUNED_MALLOC}, stdout=subprocess.DEVNULL)
+        row = json.loads(out.read_text())["rows"][0]
+    return {**row, "loop": "probe, glibc malloc tuned"}
+
+
+def timed(fn, repeats: int) -> tuple[float, object, int]:
+    """(best seconds, value, minor page faults per repeat) of ``repeats`` calls of ``fn``."""
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    seconds, value = best_of(fn, repeats)
+    return seconds, value, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) // repeats
+
+
 @click.command()
 @click.option("--dataset", default="fashion-mnist", show_default=True, help="Dataset (its random split's task B).")
 @click.option("--arch", default="caffenet-small", show_default=True, help="Architecture.")
 @click.option("--width", type=float, default=0.25, show_default=True, help="Width multiplier.")
+@click.option("--arch-option", "arch_option", multiple=True, default=(),
+              help="Further architecture option KEY=VALUE (repeatable), e.g. dropout=0.")
+@click.option("--train-per-class", type=int, default=None, help="Training images per class. Default: all.")
+@click.option("--crop-padding", type=int, default=2, show_default=True, help="Random-crop padding in pixels.")
 @click.option("--epochs", type=int, default=1, show_default=True, help="Epochs per timed run.")
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Images per step.")
 @click.option("--workers", type=int, default=0, show_default=True, help="DataLoader workers of the plain loop.")
 @click.option("--repeats", type=int, default=1, show_default=True, help="Timed repeats; the best is reported.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--malloc-row/--no-malloc-row", default=True, show_default=True,
+              help="Also time probe's loop in a child process with glibc's allocator tuned (CPU only).")
+@click.option("--probe-only", is_flag=True, hidden=True, help="Time probe's loop alone (the tuned-malloc child).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON path. Default: benchmarks/results/.")
-def main(dataset, arch, width, epochs, batch_size, workers, repeats, device, out) -> None:
+def main(dataset, arch, width, arch_option, train_per_class, crop_padding, epochs, batch_size, workers, repeats,
+         device, malloc_row, probe_only, out) -> None:
     dev = resolve_device(device)
-    arrays = load_dataset(DataSpec(dataset))
-    recipe = Recipe(epochs=epochs, batch_size=batch_size, crop_padding=2, schedule="cosine")
-    study = Study(DataSpec(dataset), ArchSpec(arch, "kaiming", {"width": width}), recipe, cuts=(1,),
-                  variants=("RnB",))
+    data = DataSpec(dataset, train_per_class=train_per_class)
+    arrays = load_dataset(data)
+    recipe = Recipe(epochs=epochs, batch_size=batch_size, crop_padding=crop_padding, schedule="cosine")
+    options = {"width": width, **parse_arch_options(arch_option)}
+    study = Study(data, ArchSpec(arch, "kaiming", options), recipe, cuts=(1,), variants=("RnB",))
     spec = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1])[1].spec  # baseB
     task = task_data(arrays, list(spec.target_classes), spec.data)
     mean, std = channel_stats(arrays.train_x)
@@ -98,20 +140,29 @@ def main(dataset, arch, width, epochs, batch_size, workers, repeats, device, out
             tensors = TaskTensors.from_task(task, mean, std, dev)
             return train_network(spec, tensors, Path(tmp), dev, progress=False)["test_acc"]
 
-    t_fast, acc_fast = best_of(fast, repeats)
-    t_plain, acc_plain = best_of(lambda: plain_loop(spec, task, mean, std, dev, workers), repeats)
-    rows = [{"loop": "probe", "seconds": t_fast, "img_s": images / t_fast, "test_acc": acc_fast},
-            {"loop": f"plain (DataLoader, {workers} workers)", "seconds": t_plain, "img_s": images / t_plain,
-             "test_acc": acc_plain}]
+    t_fast, acc_fast, faults_fast = timed(fast, repeats)
+    rows = [{"loop": "probe", "seconds": t_fast, "img_s": images / t_fast, "test_acc": acc_fast,
+             "minor_faults": faults_fast}]
+    if not probe_only:
+        t_plain, acc_plain, faults_plain = timed(lambda: plain_loop(spec, task, mean, std, dev, workers), repeats)
+        rows.append({"loop": f"plain (DataLoader, {workers} workers)", "seconds": t_plain, "img_s": images / t_plain,
+                     "test_acc": acc_plain, "minor_faults": faults_plain})
+        if malloc_row and dev.type == "cpu":
+            rows.append(tuned_malloc_row(sys.argv[1:]))
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     result = {"benchmark": "train_throughput", "date": datetime.date.today().isoformat(), "device": str(dev),
               "device_name": name, "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "python": sys.version.split()[0], "dataset": dataset, "arch": arch, "width": width, "epochs": epochs,
-              "batch_size": batch_size, "train_images": len(task.train_y), "repeats": repeats, "rows": rows,
-              "speedup": t_plain / t_fast}
+              "python": sys.version.split()[0], "dataset": dataset, "arch": arch, "arch_options": options,
+              "crop_padding": crop_padding, "epochs": epochs, "batch_size": batch_size,
+              "train_images": len(task.train_y), "repeats": repeats, "malloc_env": TUNED_MALLOC, "rows": rows}
     print_table(rows, [("loop", "loop", ""), ("seconds", "seconds", ".1f"), ("img/s", "img_s", ".0f"),
-                       ("test acc", "test_acc", ".4f")])
-    click.echo(f"speed-up of probe's loop: {result['speedup']:.2f}x")
+                       ("test acc", "test_acc", ".4f"), ("minor faults", "minor_faults", "d")])
+    if not probe_only:
+        result["speedup"] = t_plain / t_fast
+        click.echo(f"speed-up of probe's loop: {result['speedup']:.2f}x")
+        if len(rows) > 2:
+            result["malloc_speedup"] = t_fast / rows[2]["seconds"]
+            click.echo(f"tuned malloc against probe's loop with glibc's defaults: {result['malloc_speedup']:.2f}x")
     save(result, out, f"{dev.type}-{result['date']}-train")
 
 

@@ -59,7 +59,8 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
         raise click.BadParameter(f"{what} {text!r} must be comma-separated integers, e.g. 0,1,2") from None
 
 
-def _arch_options(pairs: tuple[str, ...]) -> dict:
+def parse_arch_options(pairs: tuple[str, ...]) -> dict:
+    """``--arch-option KEY=VALUE`` pairs as a dict, each value read as JSON when it parses (``width=0.5``)."""
     out = {}
     for pair in pairs:
         key, eq, value = pair.partition("=")
@@ -112,7 +113,7 @@ def _study(kw: dict) -> Study:
     arch = get_architecture(kw["arch"])
     return Study(
         data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], kw["train_per_class"], kw["val_fraction"]),
-        arch=ArchSpec(kw["arch"], kw["init"] or arch.default_init, _arch_options(kw["arch_option"])),
+        arch=ArchSpec(kw["arch"], kw["init"] or arch.default_init, parse_arch_options(kw["arch_option"])),
         recipe=recipe, splits=kw["splits"], seeds=_int_list(kw["seeds"], "seeds"),
         init_seeds=_int_list(kw["init_seeds"], "init seeds") or None,
         cuts=None if kw["cuts"] == "all" else _int_list(kw["cuts"], "cuts"),
