@@ -225,3 +225,31 @@ def test_local_response_norm_agrees_with_torch(size):
         g = torch.randn_like(x_)
         torch.testing.assert_close(ours(x_), theirs(x_))
         torch.testing.assert_close(torch.autograd.grad(ours(x_), x_, g)[0], torch.autograd.grad(theirs(x_), x_, g)[0])
+
+
+@pytest.mark.parametrize("name", ["caffenet", "caffenet-small"])
+def test_pooled_stages_match_caffes_rectify_then_pool_order(name):
+    """Rectifying after max-pooling gives exactly what Caffe's conv -> ReLU -> pool -> LRN gives, values and
+    gradients, from padded pooling windows too."""
+    net = _net(name, 3, width=0.25)
+    x = _input(name, 3)
+    pooled = 0
+    for stage_name, stage in net.stages.items():
+        modules = list(stage)
+        if not any(isinstance(m, nn.MaxPool2d) for m in modules):
+            x = stage(x).detach()
+            continue
+        pooled += 1
+        conv, pool, relu, *rest = modules
+        assert isinstance(pool, nn.MaxPool2d) and isinstance(relu, nn.ReLU), stage_name
+        caffe = nn.Sequential(conv, nn.ReLU(), pool, *rest)
+        ours_in, caffe_in = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ours_out, caffe_out = stage(ours_in), caffe(caffe_in)
+        assert torch.equal(ours_out, caffe_out), stage_name
+        g = torch.randn_like(ours_out)
+        ours_grads = torch.autograd.grad(ours_out, [ours_in, conv.weight], g)
+        caffe_grads = torch.autograd.grad(caffe_out, [caffe_in, conv.weight], g)
+        for a, b in zip(ours_grads, caffe_grads):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        x = ours_out.detach()
+    assert pooled == 3  # conv1, conv2 and conv5

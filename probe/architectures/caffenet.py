@@ -23,8 +23,8 @@ def _channels(n: int, width: float, groups: int) -> int:
 
 def _channel_window_mean(x: torch.Tensor, size: int, pad: tuple[int, int]) -> torch.Tensor:
     """The mean of ``x`` over a window of ``size`` neighbouring channels (zero padded by ``pad``): the sum of
-    ``size`` shifted slices of a ``(pixels, channels)`` view, contiguous for channels-last activations. On the CPU
-    this runs 4-14x faster than ``avg_pool1d`` over a ``(pixels, 1, channels)`` view, which pools row by row."""
+    ``size`` shifted slices of a ``(pixels, channels)`` view, contiguous for channels-last activations: whole-tensor
+    adds, where ``avg_pool1d`` over a ``(pixels, 1, channels)`` view pools one short row at a time."""
     b, c, h, w = x.shape
     pixels = F.pad(x.permute(0, 2, 3, 1).reshape(-1, c), pad)
     total = pixels[:, :c].clone()
@@ -62,9 +62,9 @@ class LocalResponseNorm(nn.Module):
     """Caffe's across-channel LRN, ``x / (k + alpha/size * sum of x^2 over size neighbouring channels)^beta``.
 
     The same arithmetic as ``torch.nn.LocalResponseNorm`` (zero padding, the window's mean), but the channel window
-    is pooled over a ``(pixels, 1, channels)`` view, contiguous for channels-last activations, and the gradient is
-    written out; forward and backward together run about 2x faster than torch's on the CPU for caffenet-small's
-    shapes (``benchmarks/train_throughput.py`` gives the whole-loop effect)."""
+    is summed over a ``(pixels, channels)`` view, contiguous for channels-last activations, and the gradient is
+    written out, where torch's pools a 3-d window and lets autograd differentiate it (the whole-loop effect is in
+    ``benchmarks/train_throughput.py``)."""
 
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
         super().__init__()
@@ -93,9 +93,12 @@ def _build(name: str, convs: list[dict], fc: int, in_channels: int, num_classes:
     for i, conv in enumerate(convs, start=1):
         c_out = _channels(conv["out"], width, g)
         layers = [nn.Conv2d(c_in, c_out, conv["k"], stride=conv.get("stride", 1), padding=conv.get("pad", 0),
-                            groups=g if conv.get("grouped") else 1), nn.ReLU(inplace=True)]
+                            groups=g if conv.get("grouped") else 1)]
+        # Caffe rectifies, then pools. ReLU is monotone, so it commutes with max-pooling: rectifying the pooled map
+        # gives the same values and gradients while touching a quarter of the elements.
         if conv.get("pool"):
             layers.append(nn.MaxPool2d(3, stride=2, padding=conv.get("pool_pad", 0)))
+        layers.append(nn.ReLU(inplace=True))
         if conv.get("lrn"):
             layers += _norm(lrn)
         stages.append((f"conv{i}", nn.Sequential(*layers)))
