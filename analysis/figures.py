@@ -147,8 +147,9 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
     left.set_ylim(-0.05, 1.05)
     left.legend(fontsize=8)
     left.set_title(f"{split} split: copied layers against the base networks", fontsize=10)
-    with np.errstate(all="ignore"):
-        heat = np.nanmean(d["cka_bases"].values.reshape(-1, d.sizes["source_layer"], d.sizes["layer"]), axis=0)
+    bases = d["cka_bases"]  # xarray's NaN-skipping mean leaves an all-NaN cell NaN (blank) without a warning
+    heat = bases.mean([dim for dim in bases.dims if dim not in ("source_layer", "layer")]).transpose(
+        "source_layer", "layer").values
     im = right.imshow(heat, vmin=0, vmax=1, cmap="viridis", origin="lower")
     right.set_xticks(range(d.sizes["layer"]), d["layer"].values, rotation=45, fontsize=8)
     right.set_yticks(range(d.sizes["source_layer"]), d["source_layer"].values, fontsize=8)
