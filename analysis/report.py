@@ -10,7 +10,6 @@ relative to its base, per split and n) and ``claims.json``; with an activation s
 from __future__ import annotations
 
 import base64
-import warnings
 import csv
 import html
 import io
@@ -110,9 +109,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
 
 
 def _mean_over_replicates(values: xr.DataArray) -> np.ndarray:
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells stay NaN
-        return np.nanmean(replicates(values).transpose(..., "rep").values, axis=-1)
+    return replicates(values).mean("rep").values  # xarray's NaN-skipping mean: all-NaN cells stay NaN, unwarned
 
 
 def representation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
