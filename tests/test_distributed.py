@@ -42,6 +42,22 @@ def client():
         yield c
 
 
+def test_local_workers_give_torch_their_share_of_the_cores(client, monkeypatch):
+    """dask_client tells each local worker its torch threads (here 1), and a task sets torch to that number."""
+    import torch
+
+    from probe.distributed import THREADS, _torch_threads
+
+    assert set(client.run(lambda: os.environ.get(THREADS)).values()) == {"1"}
+    before = torch.get_num_threads()
+    monkeypatch.setenv(THREADS, "2")
+    try:
+        _torch_threads()
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def _metrics(run: Path) -> dict[str, dict]:
     return {m["id"]: m for m in (json.loads(p.read_text()) for p in run.rglob("metrics.json"))}
 
