@@ -104,3 +104,22 @@ def assert_one_line_error(result, *culprits):
     assert len(errors) == 1, result.output
     for culprit in culprits:
         assert str(culprit) in errors[0], f"{culprit!r} not named in {errors[0]!r}"
+
+
+def assert_same_up_to_rounding(a, b, rtol: float = 1e-4, atol: float = 1e-5):
+    """Two xarray objects with the same structure (dims, coords, names, attrs: exactly) and the same values up to
+    floating-point rounding.
+
+    Activations and the similarities computed from them are float sums whose kernels oneDNN and MKL choose by CPU,
+    batch size, thread count and process, so the same network on the same images differs in the last bits between
+    batch sizes or between a dask worker and this process (AVX-512 machines against AVX2 ones). The tolerances are
+    orders of magnitude above that rounding and far below what a wrong network, image or order gives (O(1))."""
+    import xarray as xr
+
+    xr.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    assert a.attrs == b.attrs
+    if isinstance(a, xr.Dataset):
+        for name in a.variables:
+            assert a[name].attrs == b[name].attrs, name
+            assert a[name].dtype == b[name].dtype, name
+    xr.testing.assert_identical(a.coords.to_dataset(), b.coords.to_dataset())

@@ -10,7 +10,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
-from conftest import TINY_STUDY, assert_one_line_error
+from conftest import TINY_STUDY, assert_one_line_error, assert_same_up_to_rounding
 
 from analysis.stores import layer_arrays, list_networks, open_store
 from data.datasets import load_dataset
@@ -121,7 +121,7 @@ def test_chunked_writes_equal_one_batch_and_memory_stays_bounded(run, tmp_path):
     a = xr.open_zarr(tmp_path / "small.zarr", group=spec.id).load()
     b = xr.open_zarr(tmp_path / "big.zarr", group=spec.id).load()
     assert a.sizes["sample"] > 3 * 32  # many more samples than one 32-sample chunk holds
-    xr.testing.assert_identical(a, b)
+    assert_same_up_to_rounding(a, b)  # batches of 8 and of 10,000 images may run different kernels
     assert zarr.open_array(str(tmp_path / "small.zarr"), path=f"{spec.id}/conv1", mode="r").chunks[0] == 32
     total = sum(v.nbytes for v in a.data_vars.values())
     # 15x more samples cost about the same peak: the writer holds a batch or two, never the whole group
