@@ -8,6 +8,10 @@ A name may carry its root after a colon: ``imagefolder:/data/imagenet``, ``cifar
 Reading goes through torchvision's own readers. The decoded arrays are cached under a key made of the reader, the
 source path and a fingerprint of the source files (relative path, size and modification time of each), so a sweep
 of dozens of networks decodes its JPEGs once and a changed dataset is decoded again.
+
+Image-folder trees decode every image to RGB, as torchvision's ImageFolder does (grayscale and RGBA images, and whole
+grayscale trees, give three channels). A file that cannot be decoded stops the decode with its name, or with
+``DataSpec.unreadable == "skip"`` is left out and counted on stderr; a class folder without images is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,11 +76,12 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
 
         return ImageArrays(*synthetic_arrays())
     reader, source, files = _locate(name, root, download)
-    key = _fingerprint(reader, source, files, spec.image_size)
+    key = _fingerprint(reader, source, files, spec.image_size, spec.unreadable)
     folder = Path(cache_dir or default_cache_dir()) / f"{name}-{key}"
     if not (folder / "meta.json").exists():
-        arrays = _READERS[reader](source, spec.image_size, download, progress)
-        _write_cache(folder, arrays, {"reader": reader, "source": str(source), "image_size": spec.image_size})
+        arrays = _READERS[reader](source, spec, download, progress)
+        _write_cache(folder, arrays, {"reader": reader, "source": str(source), "image_size": spec.image_size,
+                                      "unreadable": spec.unreadable})
     return _read_cache(folder)
 
 
@@ -128,15 +134,18 @@ def _files_under(path: Path, required: bool = True) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
-def _fingerprint(reader: str, source: Path, files: list[Path], image_size: int | None) -> str:
+def _fingerprint(reader: str, source: Path, files: list[Path], image_size: int | None, unreadable: str) -> str:
     h = hashlib.sha256(f"{reader}\0{source.resolve()}\0{image_size}".encode())
+    if unreadable != "error":
+        # a skipping decode differs from a refusing one; the default adds nothing, so older caches stay valid
+        h.update(f"\0unreadable={unreadable}".encode())
     for p in files:
         st = p.stat()
         h.update(f"\0{p.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
-def _read_idx_gz(source: Path, image_size: int | None, download: bool, progress: bool) -> ImageArrays:
+def _read_idx_gz(source: Path, spec: DataSpec, download: bool, progress: bool) -> ImageArrays:
     """Debian's gzipped IDX files, read with torchvision's FashionMNIST after unpacking to a scratch root."""
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "FashionMNIST" / "raw"
@@ -144,7 +153,7 @@ def _read_idx_gz(source: Path, image_size: int | None, download: bool, progress:
         for f in _FASHION_FILES:
             with gzip.open(source / f"{f}.gz") as src, open(raw / f, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        return _read_torchvision("fashion-mnist", Path(tmp), image_size, False)
+        return _read_torchvision("fashion-mnist", Path(tmp), spec.image_size, False)
 
 
 def _read_torchvision(name: str, root: Path, image_size: int | None, download: bool) -> ImageArrays:
@@ -177,40 +186,114 @@ def _resized(arrays: ImageArrays, image_size: int | None) -> ImageArrays:
     return ImageArrays(resize(arrays.train_x), arrays.train_y, resize(arrays.test_x), arrays.test_y, arrays.classes)
 
 
-def _read_imagefolder(source: Path, image_size: int | None, download: bool, progress: bool) -> ImageArrays:
-    """Decode an image-folder tree with torchvision's ImageFolder, in worker processes, into uint8 arrays."""
+def _read_imagefolder(source: Path, spec: DataSpec, download: bool, progress: bool) -> ImageArrays:
+    """Decode an image-folder tree, the way torchvision's ImageFolder reads it, in worker processes, into uint8
+    arrays."""
+    out, classes = [], None
+    for folder in (source / "train", _test_folder(source)):
+        names, samples = _folder_samples(folder)
+        if classes is not None and names != classes:
+            raise ProbeError(f"{str(folder)!r} has classes {names[:5]}... unlike train/ {classes[:5]}...")
+        classes = names
+        out += _decode(folder, samples, classes, spec, progress)
+    return ImageArrays(*out, classes)
+
+
+def _folder_samples(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """The class folders of ``folder`` and its ``(path, label)`` image files, in ImageFolder's order; a class
+    without image files is refused by name (ImageFolder's own error names no folder)."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
+
+    classes = sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+    if not classes:
+        raise ProbeError(f"{str(folder)!r} holds no class folders; expected one folder of images per class")
+    samples = make_dataset(str(folder), {c: i for i, c in enumerate(classes)}, IMG_EXTENSIONS, allow_empty=True)
+    found = {label for _, label in samples}
+    empty = [c for i, c in enumerate(classes) if i not in found]
+    if empty:
+        raise ProbeError(f"class {empty[0]!r} of {str(folder)!r} holds no image files ({', '.join(IMG_EXTENSIONS)}); "
+                         "add images or remove the folder")
+    return classes, samples
+
+
+def _decode(folder: Path, samples: list[tuple[str, int]], classes: list[str], spec: DataSpec, progress: bool
+            ) -> list[np.ndarray]:
+    """Decode ``samples`` into images ``(N, H, W, C)`` and labels, refusing or skipping unreadable files."""
     import torch
-    import torchvision.transforms.v2 as T
-    from torchvision.datasets import ImageFolder
     from tqdm import tqdm
 
-    steps = [T.PILToTensor()]
-    if image_size is not None:
-        steps += [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
-    transform = T.Compose(steps)
-    out = []
-    classes = None
-    for folder in (source / "train", _test_folder(source)):
-        ds = ImageFolder(str(folder), transform=transform)
-        if classes is not None and ds.classes != classes:
-            raise ProbeError(f"{str(folder)!r} has classes {ds.classes[:5]}... unlike train/ {classes[:5]}...")
-        classes = ds.classes
-        loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(4, os.cpu_count() or 1),
-                                             collate_fn=_as_list)
-        xs, ys, shape = [], [], None
-        for i, batch in enumerate(tqdm(loader, desc=f"decoding {folder.name}/", unit="batch", leave=False,
-                                          disable=not progress)):
-            for j, (x, _) in enumerate(batch):
+    loader = torch.utils.data.DataLoader(_Decoder(samples, spec.image_size), batch_size=256,
+                                         num_workers=min(4, os.cpu_count() or 1), collate_fn=_as_list)
+    xs, ys, skipped, shape = [], [], [], None
+    # closed on the way out, so an error below is printed after the bar is cleared, not appended to it
+    with tqdm(loader, desc=f"decoding {folder.name}/", unit="batch", leave=False, disable=not progress) as batches:
+        for batch in batches:
+            kept = []
+            for path, label, x in batch:
+                if isinstance(x, str):
+                    if spec.unreadable == "error":
+                        raise ProbeError(f"unreadable image {path!r} ({x}); remove or replace it, or leave "
+                                         "unreadable files out with --unreadable skip (DataSpec unreadable='skip')")
+                    skipped.append((path, x))
+                    continue
                 shape = shape or x.shape
                 if x.shape != shape:
-                    path = ds.samples[i * loader.batch_size + j][0]
                     raise ProbeError(f"image {path!r} is {tuple(x.shape)} (channels, height, width), unlike the "
                                      f"{tuple(shape)} before it; give an image size (--image-size) to resize and "
                                      "center-crop every image to")
-            xs.append(torch.stack([x for x, _ in batch]).permute(0, 2, 3, 1).numpy())
-            ys.append(np.array([y for _, y in batch]))
-        out += [np.concatenate(xs), np.concatenate(ys).astype(np.int64)]
-    return ImageArrays(*out, classes)
+                kept.append((x, label))
+            if kept:
+                xs.append(torch.stack([x for x, _ in kept]).permute(0, 2, 3, 1).numpy())
+                ys.append(np.array([y for _, y in kept]))
+    if skipped:
+        _check_every_class_kept(folder, classes, ys)
+        print(f"skipped {len(skipped)} unreadable image{'s' if len(skipped) > 1 else ''} in {folder} (first: "
+              f"{skipped[0][0]!r}, {skipped[0][1]})", file=sys.stderr)
+    return [np.concatenate(xs), np.concatenate(ys).astype(np.int64)]
+
+
+def _check_every_class_kept(folder: Path, classes: list[str], labels: list[np.ndarray]) -> None:
+    """Skipping may leave a class with no images, which no task could train or test on."""
+    kept = {int(y) for part in labels for y in part}
+    gone = [c for i, c in enumerate(classes) if i not in kept]
+    if gone:
+        raise ProbeError(f"class {gone[0]!r} of {str(folder)!r} has no readable images left after skipping the "
+                         "unreadable ones")
+
+
+class _Decoder:
+    """``(path, label)`` samples as a map-style dataset of ``(path, label, image (C, H, W) uint8 tensor)``, or with
+    the reason in place of the image when the file cannot be decoded: an exception raised in a worker would reach the
+    main process without the file's name."""
+
+    def __init__(self, samples: list[tuple[str, int]], image_size: int | None) -> None:
+        import torchvision.transforms.v2 as T
+
+        steps = [T.PILToTensor()]
+        if image_size is not None:
+            steps += [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
+        self.samples, self.transform = samples, T.Compose(steps)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[str, int, object]:
+        path, label = self.samples[index]
+        image = _open_rgb(path)
+        return path, label, image if isinstance(image, str) else self.transform(image)
+
+
+def _open_rgb(path: str):
+    """The image at ``path`` converted to RGB (as ImageFolder's loader does), or why it cannot be decoded."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decodes the whole file, so truncation shows here
+    except UnidentifiedImageError:
+        return "an empty file" if os.path.getsize(path) == 0 else "not an image format PIL knows"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return f"{type(e).__name__}: {e}"
 
 
 def _as_list(batch: list) -> list:
@@ -221,9 +304,9 @@ def _as_list(batch: list) -> list:
 _READERS = {
     "idx-gz": _read_idx_gz,
     "imagefolder": _read_imagefolder,
-    "torchvision-fashion-mnist": lambda s, i, d, p: _read_torchvision("fashion-mnist", s, i, d),
-    "torchvision-cifar10": lambda s, i, d, p: _read_torchvision("cifar10", s, i, d),
-    "torchvision-cifar100": lambda s, i, d, p: _read_torchvision("cifar100", s, i, d),
+    "torchvision-fashion-mnist": lambda s, spec, d, p: _read_torchvision("fashion-mnist", s, spec.image_size, d),
+    "torchvision-cifar10": lambda s, spec, d, p: _read_torchvision("cifar10", s, spec.image_size, d),
+    "torchvision-cifar100": lambda s, spec, d, p: _read_torchvision("cifar100", s, spec.image_size, d),
 }
 
 

@@ -97,6 +97,14 @@ def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str
             obj = json.load(f)
     except FileNotFoundError:
         raise ProbeError(f"split file {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise ProbeError(f"split file {path!r} is a directory; expected a JSON file "
+                         '{"A": [...], "B": [...]}') from None
+    except OSError as e:
+        raise ProbeError(f"split file {path!r} cannot be read: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ProbeError(f"split file {path!r} is not text; expected a JSON file "
+                         '{"A": [...], "B": [...]}') from None
     except json.JSONDecodeError as e:
         raise ProbeError(f"split file {path!r} is not JSON: {e}") from None
     if not isinstance(obj, dict) or set(obj) != {"A", "B"}:

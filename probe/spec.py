@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +24,26 @@ VARIANTS = ("base", "selffer", "transfer", "random")
 TASKS = ("A", "B")
 INITS = ("gaussian", "kaiming")
 SCHEDULES = ("step", "cosine", "constant")
+UNREADABLE = ("error", "skip")
+# Seeds go into numpy (non-negative) and torch (below 2**64) generators, some scaled on the way (``init_seed *
+# 1_000_003 + 29`` in training): below 2**32, every seed derived that way is still below 2**63.
+SEED_LIMIT = 2**32
 
 
 def _check_choice(what: str, value: Any, choices: tuple) -> None:
     if value not in choices:
         raise ProbeError(f"{what} {value!r} is not one of {', '.join(map(str, choices))}")
+
+
+def check_seed(what: str, value: Any) -> None:
+    """Refuse a seed that is not an integer in [0, SEED_LIMIT)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value < SEED_LIMIT:
+        raise ProbeError(f"{what} {value!r} must be an integer in [0, 2**32)")
+
+
+def _non_finite(value: Any) -> bool:
+    """NaN or an infinity: a comparison-based range check lets NaN through, and json.loads reads both."""
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -38,8 +55,10 @@ class DataSpec:
     image_size: int | None = None  # resize + center-crop side for image-folder trees of mixed sizes
     train_per_class: int | None = None  # keep only this many training images per class (smoke runs)
     val_fraction: float = 0.1  # held out of train, stratified, for model selection; test is only reported
+    unreadable: str = "error"  # image-folder files that cannot be decoded: "error" names the first, "skip" drops them
 
     def __post_init__(self) -> None:
+        _check_choice("unreadable", self.unreadable, UNREADABLE)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ProbeError(f"val_fraction {self.val_fraction} must lie in [0, 1)")
         if self.train_per_class is not None and self.train_per_class < 1:
@@ -60,6 +79,9 @@ class ArchSpec:
         _check_choice("init", self.init, INITS)
         opts = self.options.items() if isinstance(self.options, dict) else self.options
         object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
+        for key, value in self.options:
+            if _non_finite(value):
+                raise ProbeError(f"architecture option {key}={value} must be a finite number")
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -90,6 +112,9 @@ class Recipe:
     diverge_loss: float = 1e3  # a batch loss above this (or not finite) stops the network as diverged
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if _non_finite(getattr(self, f.name)):
+                raise ProbeError(f"{f.name} {getattr(self, f.name)} must be a finite number")
         _check_choice("schedule", self.schedule, SCHEDULES)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
@@ -141,6 +166,9 @@ class NetworkSpec:
         object.__setattr__(self, "classes_b", tuple(self.classes_b))
         _check_choice("variant", self.variant, VARIANTS)
         _check_choice("target task", self.target, TASKS)
+        check_seed("init seed", self.init_seed)
+        if self.split_seed is not None:
+            check_seed("split seed", self.split_seed)
         if self.variant == "base":
             if self.cut != 0 or self.source is not None or self.fine_tune:
                 raise ProbeError("a base network has cut 0, no source task and nothing to fine-tune")
