@@ -8,15 +8,15 @@ target; ``acc`` holds the cut networks. Missing networks are NaN.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from probe.atomic import read_json
-from probe.checkpoint import METRICS
+from probe.checkpoint import METRICS, read_metrics
+from probe.errors import ProbeError
 from probe.plan import VARIANT_NAMES, read_plan
 from probe.spec import NetworkSpec
 from probe.train import network_dir
@@ -44,8 +44,11 @@ def accuracy_dataset(run_dir: Path) -> tuple[xr.Dataset, list[str]]:
     found: dict[str, float] = {}
     missing = []
     for p in plan:
-        path = network_dir(run_dir, p.spec) / METRICS
-        m = read_json(path) if path.exists() else {}
+        try:
+            m = read_metrics(network_dir(run_dir, p.spec) / METRICS) or {}
+        except ProbeError as e:  # one damaged file leaves its network out, not the whole analysis
+            print(f"warning: {e}; left out as unfinished", file=sys.stderr)
+            m = {}
         if m.get("status") == "done":
             found[p.spec.id] = m["test_acc"]
         else:

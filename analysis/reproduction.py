@@ -31,7 +31,9 @@ from analysis.reference import CITATION
 from analysis.report import VIEW_TITLES, analyze_run
 from analysis.transferability import DESCRIPTIONS
 from probe.atomic import read_json, write_atomic, write_json
+from probe.checkpoint import METRICS, read_metrics
 from probe.errors import ProbeError
+from probe.plan import PLAN, read_plan_file
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = ("decomposition.csv", "relative.csv", "accuracies.csv", "claims.json", "representations.csv",
@@ -41,7 +43,7 @@ PLATEAU = 0.005  # a mean validation gain below this per epoch counts as "stoppe
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((run_dir / "networks").rglob("metrics.json"))]
+    return [read_metrics(p) for p in sorted((run_dir / "networks").rglob(METRICS))]
 
 
 def convergence(metrics: list[dict], specs: dict[str, dict]) -> dict[str, dict]:
@@ -85,7 +87,7 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
             shutil.copy2(result["out"] / table, dest / table)
     for figure in result["figures"]:
         shutil.copy2(figure, dest / "figures" / figure.name)
-    plan = read_json(run_dir / "plan.json")
+    plan = read_plan_file(run_dir / PLAN)[0]
     specs = {n["id"]: n["spec"] for n in plan["networks"]}
     metrics = [m for m in _metrics(run_dir) if m["id"] in specs]
     done = [m for m in metrics if m.get("status") == "done"]

@@ -23,6 +23,8 @@ import click
 import torch
 from bench import cpu_name, print_table, save
 
+from probe.checkpoint import METRICS, read_metrics
+
 KINDS = {"base": lambda s: s["variant"] == "base", "frozen (BnB, AnB)": lambda s: s["variant"] != "base" and
          s["variant"] != "random" and not s["fine_tune"], "fine-tuned (BnB+, AnB+)": lambda s: s["fine_tune"],
          "random (RnB)": lambda s: s["variant"] == "random"}
@@ -43,7 +45,7 @@ def main(run_dir: Path, train_options: tuple[str, ...], tag: str, out: Path | No
     done = subprocess.run(command, env=env)
     wall = time.perf_counter() - start
 
-    metrics = [json.loads(p.read_text()) for p in run_dir.rglob("metrics.json")]
+    metrics = [read_metrics(p) for p in run_dir.rglob(METRICS)]
     specs = {m["id"]: json.loads((run_dir / "networks" / m["id"] / "spec.json").read_text()) for m in metrics}
     trained = [m for m in metrics if m.get("status") == "done" and run_dir / "networks" / m["id"] not in before]
     if done.returncode != 0 and not trained:  # probe refused the options, or nothing could train: no timing

@@ -5,23 +5,68 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from safetensors import SafetensorError
+
+from probe.errors import ProbeError
+
+_UMASK_LOCK = threading.Lock()
+
+
+class WriteError(ProbeError):
+    """A file could not be written (disk full, no permission): a fault of the machine, not of the data written."""
+
+
+def write_error(path: str | os.PathLike, error: Exception) -> WriteError:
+    return WriteError(f"cannot write {str(path)!r} ({error}); nothing was half-written: free space or fix the "
+                      "permissions, then rerun the command, which resumes where it stopped")
+
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary path in the target's folder, then rename it onto ``path``."""
+    """Call ``write(tmp_path)`` on a temporary path in the target's folder, then rename it onto ``path``.
+
+    The file gets the mode any new file would (0o666 less the umask), not mkstemp's private 0o600. A write that
+    fails on the file system (disk full, no permission) is a :class:`WriteError` naming ``path``; the target keeps
+    its previous content and no temporary file is left."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # after writing: a writer may replace the file (safetensors does)
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        _discard(tmp)
+        raise write_error(path, e) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process's umask. os.umask can only read it by setting it, which races with threads creating files, so
+    it is read from /proc where there is one (Linux), and otherwise set to the strictest mask for that instant."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -38,3 +83,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def read_json_file(path: str | os.PathLike, fix: str) -> Any:
+    """:func:`read_json`, except that a file that cannot be read or parsed is a one-line ProbeError naming it and
+    ending in ``fix`` (what to do about it)."""
+    try:
+        return read_json(path)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProbeError(f"cannot read {str(path)!r} ({e}); {fix}") from None

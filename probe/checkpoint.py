@@ -1,12 +1,14 @@
 """Network files: weights in safetensors with the spec in their metadata, metrics and resume state beside them.
 
 Nothing here unpickles: weights and optimizer state are safetensors, everything else is JSON. Every file is
-written atomically, so a killed run leaves either the previous file or the new one.
+written atomically, so a killed run leaves either the previous file or the new one. A file that cannot be used
+anyway (damaged, truncated, edited, of other shapes) is a one-line ProbeError naming it and saying what to do.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -21,6 +23,17 @@ WEIGHTS = "weights.safetensors"
 RESUME = "resume.safetensors"
 METRICS = "metrics.json"
 SPEC = "spec.json"
+
+RETRAIN = "rerun 'probe train' to retrain that network"
+
+
+def checkpoint_error(path: Path, fact: str, kind: type[ProbeError] = ProbeError) -> ProbeError:
+    """The error (of type ``kind``) for the checkpoint at ``path`` that cannot be used: ``fact``, then what to do.
+    A resume file is replaced by training from scratch; a network's weights, by training it again once its folder
+    is gone."""
+    fix = ("'probe train' restarts that network from scratch" if path.name == RESUME
+           else f"delete the folder {str(path.parent)!r} and {RETRAIN}")
+    return kind(f"{fact}; {fix}")
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: NetworkSpec, **meta) -> None:
@@ -37,29 +50,93 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, tor
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except (SafetensorError, OSError) as e:
-        raise ProbeError(f"cannot read checkpoint {str(path)!r}: {e}") from None
+        raise checkpoint_error(path, f"cannot read checkpoint {str(path)!r}: {e}") from None
     return metadata, tensors
+
+
+def _decode(path: Path, metadata: dict[str, str]) -> dict:
+    """The JSON values of a checkpoint's metadata."""
+    try:
+        return {k: json.loads(v) for k, v in metadata.items()}
+    except json.JSONDecodeError as e:
+        raise checkpoint_error(path, f"checkpoint {str(path)!r} has metadata that is not JSON ({e})") from None
 
 
 def read_metadata(path: Path) -> dict:
     """A checkpoint's metadata other than the spec, without reading its tensors."""
     metadata, _ = _read(path, with_tensors=False)
-    return {k: json.loads(v) for k, v in metadata.items() if k != "spec"}
+    metadata.pop("spec", None)
+    return _decode(path, metadata)
 
 
 def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], NetworkSpec, dict]:
     """Load a file written by :func:`save_tensors`: ``(tensors, spec, other metadata)``."""
     metadata, tensors = _read(path, with_tensors=True)
-    if "spec" not in metadata:
-        raise ProbeError(f"checkpoint {str(path)!r} carries no network spec in its metadata")
-    spec = NetworkSpec.from_dict(json.loads(metadata.pop("spec")))
-    return tensors, spec, {k: json.loads(v) for k, v in metadata.items()}
+    meta = _decode(path, metadata)
+    if "spec" not in meta:
+        raise checkpoint_error(path, f"checkpoint {str(path)!r} carries no network spec in its metadata")
+    try:
+        spec = NetworkSpec.from_dict(meta.pop("spec"))
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # ProbeError is a ValueError
+        raise checkpoint_error(path, f"checkpoint {str(path)!r} carries an unreadable network spec ({e})") from None
+    return tensors, spec, meta
 
 
 def load_weights(path: Path, expected: NetworkSpec | None = None) -> tuple[dict[str, torch.Tensor], NetworkSpec]:
     """Load a network's weights, checking (when given) that the file holds the network ``expected``."""
     tensors, spec, _ = load_tensors(path)
     if expected is not None and spec != expected:
-        raise ProbeError(f"checkpoint {str(path)!r} holds network {spec.id}, not the planned {expected.id} "
-                         "(or the same network with other settings)")
+        raise checkpoint_error(path, f"checkpoint {str(path)!r} holds network {spec.id}, not the planned "
+                                     f"{expected.id} (or the same network with other settings)")
     return tensors, spec
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
+               keys: list[str] | None = None) -> None:
+    """Copy the tensors ``keys`` (default: every one of the model's, and no others) of the checkpoint at ``path``
+    into ``model``, checking first that the file holds each in the model's shape: load_state_dict's own error is
+    many lines, and it may have copied part of the file before it raises."""
+    expected = model.state_dict()
+    wanted = list(expected) if keys is None else keys
+    extra = sorted(set(state) - set(expected)) if keys is None else []
+    missing = [k for k in wanted if k not in state]
+    if extra or missing:
+        what = f"lacks {missing[0]}" if missing else f"holds {extra[0]}, which the network has not"
+        raise checkpoint_error(path, f"checkpoint {str(path)!r} {what}")
+    for k in wanted:
+        if state[k].shape != expected[k].shape:
+            raise checkpoint_error(path, f"checkpoint {str(path)!r} holds {k} of shape {list(state[k].shape)}, "
+                                         f"where the network has {list(expected[k].shape)}")
+    model.load_state_dict({k: state[k] for k in wanted}, strict=keys is None)
+
+
+def read_metrics(path: Path) -> dict | None:
+    """A network's metrics.json: None when there is none, else a dict whose ``status`` is ``done`` (with a
+    numeric ``test_acc``) or ``failed``. A file that cannot be read, or is no such dict, is a one-line ProbeError
+    naming it (the network is retrained by the next 'probe train')."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ProbeError(f"cannot read {str(path)!r} ({e}); {RETRAIN}") from None
+    try:
+        m = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ProbeError(f"{str(path)!r} is not JSON ({e}); {RETRAIN}") from None
+    problem = _metrics_problem(m)
+    if problem:
+        raise ProbeError(f"{str(path)!r} is not a network's metrics ({problem}); {RETRAIN}")
+    return m
+
+
+def _metrics_problem(m) -> str | None:
+    if not isinstance(m, dict):
+        return f"a JSON {type(m).__name__}, not an object"
+    if m.get("status") not in ("done", "failed"):
+        return f"status {m.get('status')!r}, not 'done' or 'failed'"
+    acc = m.get("test_acc")  # NaN when the test split is empty (see train.evaluate)
+    if m["status"] == "done" and (isinstance(acc, bool) or not isinstance(acc, (int, float)) or
+                                  not (math.isnan(acc) or 0 <= acc <= 1)):
+        return f"test_acc {acc!r} is not an accuracy"
+    return None

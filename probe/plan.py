@@ -13,7 +13,7 @@ from pathlib import Path
 from data.splits import check_split_name, resolve_split, split_is_seeded
 from probe.architectures import build_network
 from probe.architectures.registry import check_arch_spec
-from probe.atomic import read_json, write_json
+from probe.atomic import read_json_file, write_json
 from probe.errors import ProbeError
 from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
 
@@ -147,8 +147,23 @@ def read_plan(run_dir: Path) -> tuple[Study, list[PlannedNetwork]]:
     path = Path(run_dir) / PLAN
     if not path.exists():
         raise ProbeError(f"{str(run_dir)!r} holds no {PLAN}: not a run directory (start one with 'probe train')")
-    d = read_json(path)
-    if d.get("version") != PLAN_VERSION:
-        raise ProbeError(f"{path} has plan version {d.get('version')}, this probe reads version {PLAN_VERSION}")
-    plan = [PlannedNetwork(NetworkSpec.from_dict(n["spec"]), tuple(n["depends_on"])) for n in d["networks"]]
-    return study_from_dict(d["study"]), plan
+    _, study, plan = read_plan_file(path)
+    return study, plan
+
+
+def read_plan_file(path: Path) -> tuple[dict, Study, list[PlannedNetwork]]:
+    """A plan.json as stored, and as the study and networks it describes. A file that cannot be read, or does not
+    describe a plan, is a one-line ProbeError naming it."""
+    fix = (f"restore it, or delete it and rerun 'probe train {path.parent}' with the run's study options to write it "
+           "again (finished networks are kept)")
+    d = read_json_file(path, fix)
+    if not isinstance(d, dict) or "version" not in d:
+        raise ProbeError(f"{path} does not describe a plan (it has no version); {fix}")
+    if d["version"] != PLAN_VERSION:
+        raise ProbeError(f"{path} has plan version {d['version']}, this probe reads version {PLAN_VERSION}; read it "
+                         "with the probe that wrote it")
+    try:
+        plan = [PlannedNetwork(NetworkSpec.from_dict(n["spec"]), tuple(n["depends_on"])) for n in d["networks"]]
+        return d, study_from_dict(d["study"]), plan
+    except (ValueError, KeyError, TypeError, AttributeError) as e:  # ProbeError is a ValueError
+        raise ProbeError(f"{path} does not describe a plan ({type(e).__name__}: {e}); {fix}") from None

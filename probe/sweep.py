@@ -1,15 +1,16 @@
 """Running a whole plan in a run directory: skip what is finished, resume what was interrupted, train the rest.
 
 A run directory holds ``plan.json`` (written before anything trains), ``data.json`` (the input normalization every
-network shares) and ``networks/<replicate>/<name>/`` per network. A network whose training fails is recorded as
-failed and the sweep goes on; networks that copy from it are skipped until it succeeds.
+network shares) and ``networks/<replicate>/<name>/`` per network. A network whose training fails, or cannot start
+(an unusable parent checkpoint, a resume file of other settings), is recorded as failed and the sweep goes on;
+networks that copy from it are skipped until it succeeds. A damaged file of one network makes that network
+"corrupt", and it is trained again. Only a file that cannot be written (a full disk) stops the sweep, and the
+same command resumes it.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,13 +20,14 @@ from tqdm import tqdm
 
 from data.datasets import ImageArrays, load_dataset
 from data.tasks import task_data
-from probe.atomic import read_json, write_json
+from probe.atomic import WriteError, read_json_file, write_json
 from probe.batches import channel_stats
-from probe.checkpoint import METRICS, RESUME, read_metadata
+from probe.checkpoint import METRICS, RESUME, read_metrics
 from probe.errors import ProbeError
-from probe.plan import PLAN, PlannedNetwork, Study, make_plan, plan_to_dict, read_plan, write_plan
+from probe.plan import PLAN, PlannedNetwork, Study, make_plan, plan_to_dict, read_plan, read_plan_file, write_plan
 from probe.spec import NetworkSpec
-from probe.train import RUNNING, TaskTensors, TrainingDiverged, network_dir, record_failure, train_network
+from probe.train import (RUNNING, FinishedElsewhere, NetworkBusy, TaskTensors, lock_holder, lock_is_held,
+                         network_dir, record_failure, resume_epoch, train_network)
 
 DATA = "data.json"
 
@@ -41,7 +43,9 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
     if run_dir is not None:
         path = Path(run_dir) / PLAN
         if path.exists():
-            stored, now = read_json(path), json.loads(json.dumps(plan_to_dict(study, plan)))
+            # the stored plan as this probe writes it, so fields added since it was written compare at their defaults
+            stored = json.loads(json.dumps(plan_to_dict(*read_plan_file(path)[1:])))
+            now = json.loads(json.dumps(plan_to_dict(study, plan)))
             if stored == now:
                 return plan, arrays
             where = _first_difference(stored["study"], now["study"]) or "the resolved networks"
@@ -99,17 +103,41 @@ def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path
             if len(tasks) == 2:  # keep a replicate's two tasks on the device; plans run replicate by replicate
                 del tasks[next(iter(tasks))]
             tasks[key] = TaskTensors.from_task(task_data(arrays, list(key), spec.data), mean, std, device)
-        try:
-            metrics = train_network(spec, tasks[key], run_dir, device, progress=progress)
-        except TrainingDiverged as e:
-            record_failure(run_dir, spec, str(e))
-            result.failed[spec.id] = str(e)
-            tqdm.write(f"failed: {e}")
-            continue
-        result.trained.append(spec.id)
-        bar.set_postfix(last=f"{spec.id} {metrics['test_acc']:.3f}")
+        outcome, detail = attempt(spec, tasks[key], run_dir, device, progress)
+        if outcome == "trained":
+            result.trained.append(spec.id)
+            bar.set_postfix(last=f"{spec.id} {detail['test_acc']:.3f}")
+        elif outcome == "skipped":
+            result.skipped.append(spec.id)
+        elif outcome == "blocked":
+            result.blocked[spec.id] = detail
+        else:
+            result.failed[spec.id] = detail
+            tqdm.write(f"failed: {detail}")
     bar.close()
     return result
+
+
+BUSY = "itself: running in another process"  # what a network being trained elsewhere is blocked by
+
+
+def attempt(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: torch.device,
+            progress: bool) -> tuple[str, dict | str | None]:
+    """Train one network for either executor: ``("trained", metrics)``; ``("skipped", None)`` when another process
+    finished it meanwhile; ``("blocked", BUSY)`` while another process trains it; ``("failed", error)`` once it is
+    recorded failed, for a reason that concerns this network only (it diverged, or cannot start). A file that
+    cannot be written concerns every network, and raises."""
+    try:
+        return "trained", train_network(spec, data, run_dir, device, progress=progress)
+    except FinishedElsewhere:
+        return "skipped", None
+    except NetworkBusy:
+        return "blocked", BUSY
+    except WriteError:
+        raise
+    except ProbeError as e:
+        record_failure(run_dir, spec, str(e))
+        return "failed", str(e)
 
 
 def can_start(run_dir: Path, plan: list[PlannedNetwork], planned: PlannedNetwork, result: SweepResult,
@@ -120,10 +148,11 @@ def can_start(run_dir: Path, plan: list[PlannedNetwork], planned: PlannedNetwork
     spec = planned.spec
     state = network_state(run_dir, spec)[0]
     if state == "done":
+        _remove_leftovers(network_dir(run_dir, spec))
         result.skipped.append(spec.id)
         return False
-    if state == "running":  # another process on this machine is training it
-        result.blocked[spec.id] = "itself: running in another process"
+    if state == "running":
+        result.blocked[spec.id] = BUSY
         return False
     missing = [d for d in planned.depends_on if d not in underway
                and network_state(run_dir, _by_id(plan, d))[0] != "done"]
@@ -133,16 +162,32 @@ def can_start(run_dir: Path, plan: list[PlannedNetwork], planned: PlannedNetwork
     return True
 
 
+def _remove_leftovers(folder: Path) -> None:
+    """Remove the resume and running files of a finished network, left by a process killed between writing its
+    metrics and cleaning up (while another process is cleaning up after finishing it, this is harmless too)."""
+    for name in (RESUME, RUNNING):
+        (folder / name).unlink(missing_ok=True)
+
+
 def prepare_run_data(run_dir: Path, arrays: ImageArrays) -> tuple[list[float], list[float]]:
     """The per-channel input statistics of the dataset's training split, fixed for the run in data.json."""
-    path = run_dir / DATA
-    if path.exists():
-        d = read_json(path)
+    if (run_dir / DATA).exists():
+        d = read_run_data(run_dir)
     else:
         mean, std = channel_stats(arrays.train_x)
         d = {"mean": mean, "std": std, "classes": list(arrays.classes)}
-        write_json(path, d)
+        write_json(run_dir / DATA, d)
     return d["mean"], d["std"]
+
+
+def read_run_data(run_dir: Path) -> dict:
+    """The run's data.json; one that cannot be read or lacks its mean, std or classes is a one-line ProbeError."""
+    path = Path(run_dir) / DATA
+    fix = "delete it and rerun 'probe train', which computes it again from the dataset"
+    d = read_json_file(path, fix)
+    if not (isinstance(d, dict) and all(isinstance(d.get(k), list) for k in ("mean", "std", "classes"))):
+        raise ProbeError(f"{path} does not hold a run's input statistics (mean, std, classes); {fix}")
+    return d
 
 
 def select_networks(plan: list[PlannedNetwork], only: list[str] | None) -> list[PlannedNetwork]:
@@ -161,35 +206,38 @@ def _by_id(plan: list[PlannedNetwork], network_id: str) -> NetworkSpec:
 
 
 def network_state(run_dir: Path, spec: NetworkSpec) -> tuple[str, str]:
-    """``(state, detail)``: done, running, interrupted (resumable), failed or missing."""
+    """``(state, detail)``: done, running (a live process holds its lock), interrupted (resumable), failed,
+    missing, or corrupt (a file of it cannot be used: the detail says which and why; 'probe train' trains it
+    again)."""
     folder = network_dir(run_dir, spec)
-    if (folder / METRICS).exists():
-        m = read_json(folder / METRICS)
-        if m.get("status") == "done":
-            return "done", f"test acc {m['test_acc']:.4f}"
-        if not (folder / RUNNING).exists():
-            return "failed", m.get("error", "")
-    epoch = ""
+    try:
+        metrics, damage = read_metrics(folder / METRICS), ""
+    except ProbeError as e:
+        metrics, damage = None, str(e)
+    if metrics is not None and metrics["status"] == "done":
+        return "done", f"test acc {metrics['test_acc']:.4f}"
+    if lock_is_held(folder):
+        return "running", _progress(folder, spec)
+    if damage:
+        return "corrupt", damage
+    if metrics is not None:
+        return "failed", metrics.get("error", "")
     if (folder / RESUME).exists():
-        meta = read_metadata(folder / RESUME)
-        epoch = f"epoch {meta['epoch']}/{spec.recipe.epochs}"
-    if (folder / RUNNING).exists():
-        owner = read_json(folder / RUNNING)
-        if owner.get("host") == socket.gethostname() and _alive(owner.get("pid", -1)):
-            return "running", f"pid {owner['pid']}" + (f", {epoch} done" if epoch else "")
-    if epoch:
-        return "interrupted", f"resumes after {epoch}"
+        try:
+            return "interrupted", f"resumes after epoch {resume_epoch(folder / RESUME)}/{spec.recipe.epochs}"
+        except ProbeError as e:
+            return "corrupt", str(e)
     return "missing", ""
 
 
-def _alive(pid: int) -> bool:
+def _progress(folder: Path, spec: NetworkSpec) -> str:
+    """Who is training the network and how far it got, as far as its files tell (they describe; the lock decides)."""
+    parts = [lock_holder(folder)]
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        parts.append(f"epoch {resume_epoch(folder / RESUME)}/{spec.recipe.epochs} done")
+    except ProbeError:  # no epoch finished yet
+        pass
+    return ", ".join(p for p in parts if p)
 
 
 def run_status(run_dir: Path) -> list[tuple[NetworkSpec, str, str]]:

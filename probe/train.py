@@ -7,10 +7,13 @@ rate as the new layers. The random-weights baseline (RnB) keeps layers 1..n at t
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import math
 import os
 import re
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +24,36 @@ from tqdm import tqdm
 
 from data.tasks import TaskData
 from probe.architectures import LayeredNet, build_model
-from probe.atomic import write_json
+from probe.atomic import read_json, write_error, write_json
 from probe.batches import Normalize, center_crop, random_crop_flip, to_device
-from probe.checkpoint import METRICS, RESUME, SPEC, WEIGHTS, load_tensors, load_weights, save_tensors
+from probe.checkpoint import (METRICS, RESUME, SPEC, WEIGHTS, checkpoint_error, load_state, load_tensors, load_weights,
+                              read_metadata, read_metrics, save_tensors)
 from probe.errors import ProbeError
 from probe.spec import NetworkSpec, Recipe
 
-RUNNING = "running.json"
+RUNNING = "running.json"  # who trains the network (pid, host, start): for people; the lock file is what counts
+LOCK = "training.lock"
 EVAL_BATCH = 1024
+# A process probing a lock (network_state) holds it for an instant; a trainer that meets such a probe retries this
+# many times this many seconds apart before it concludes that another trainer holds the lock.
+LOCK_TRIES, LOCK_WAIT = 10, 0.05
 
 
 class TrainingDiverged(ProbeError):
     """The loss became NaN/infinite or exceeded the recipe's divergence threshold."""
+
+
+class NetworkBusy(ProbeError):
+    """Another live process holds the network's lock: it is training the network now."""
+
+
+class FinishedElsewhere(ProbeError):
+    """The network turned out finished once its lock was taken: another process trained it since the caller
+    looked."""
+
+
+class UnusableResume(ProbeError):
+    """A resume file that cannot be used (damaged, without its epoch, of other shapes): training restarts."""
 
 
 @dataclass
@@ -76,6 +97,69 @@ def network_dir(run_dir: Path, spec: NetworkSpec) -> Path:
     return Path(run_dir) / "networks" / spec.id
 
 
+@contextlib.contextmanager
+def training_lock(folder: Path, spec: NetworkSpec):
+    """Hold the lock file of the network in ``folder`` (created, with the folder, if need be) for the duration, or
+    raise NetworkBusy.
+
+    An flock lock belongs to the open file, so the kernel releases it when its process dies however it dies; a
+    recorded pid, by contrast, may be alive again in another process (PID 1 in a container, reuse after a
+    reboot). The lock file is never deleted: a process waiting on a deleted file would lock a file nobody else
+    sees."""
+    path = folder / LOCK
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        if not _flock(fd, path, fcntl.LOCK_EX, LOCK_TRIES):
+            holder = lock_holder(folder)
+            raise NetworkBusy(f"{spec.id} is being trained by another process" + (f" ({holder})" if holder else ""))
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def lock_is_held(folder: Path) -> bool:
+    """Whether a live process holds the lock of the network in ``folder`` (is training it)."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY)  # a shared lock needs only reading (flock over NFS too)
+    except FileNotFoundError:
+        return False
+    try:
+        return not _flock(fd, folder / LOCK, fcntl.LOCK_SH, 1)
+    finally:
+        os.close(fd)
+
+
+def _flock(fd: int, path: Path, mode: int, tries: int) -> bool:
+    """Take the lock ``mode`` on ``fd`` without blocking, trying ``tries`` times: whether it was taken."""
+    for attempt in range(tries):
+        if attempt:
+            time.sleep(LOCK_WAIT)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            continue
+        except OSError as e:  # ENOLCK, EOPNOTSUPP...: the file system cannot lock files
+            raise ProbeError(f"cannot lock {str(path)!r} ({e}): the run directory must be on a file system with "
+                             "flock locks (NFS mounted without 'nolock', Lustre with '-o flock'), or a local "
+                             "disk") from None
+    return False
+
+
+def lock_holder(folder: Path) -> str:
+    """``pid N on HOST`` from the network's running.json, or nothing when it cannot be read (it only describes
+    the lock's holder)."""
+    try:
+        owner = read_json(folder / RUNNING)
+        return f"pid {owner['pid']} on {owner['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
 def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
     """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
     base network (selffer, transfer) and frozen unless fine-tuned (random: frozen at their random values)."""
@@ -84,9 +168,10 @@ def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
     if parent is not None:
         path = network_dir(run_dir, parent) / WEIGHTS
         if not path.exists():
-            raise ProbeError(f"{spec.id} needs the trained weights of {parent.id}, which are missing ({path})")
+            raise checkpoint_error(path, f"{spec.id} needs the trained weights of {parent.id}, which are missing "
+                                         f"({path})")
         state, _ = load_weights(path, parent)
-        model.load_state_dict({k: state[k] for k in model.prefix_state(spec.cut)}, strict=False)
+        load_state(model, state, path, list(model.prefix_state(spec.cut)))
     if spec.variant == "random" or (spec.cut and not spec.fine_tune):
         model.freeze(spec.cut)
     return model
@@ -139,17 +224,36 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
     """Train ``spec`` on ``data`` (its target task), resuming from its last finished epoch if one was saved.
 
     Writes ``weights.safetensors``, ``spec.json`` and ``metrics.json`` into the network's folder and returns the
-    metrics. Raises :class:`TrainingDiverged` when the loss blows up."""
+    metrics. Holds the network's lock file throughout, so that no two processes ever train one network: raises
+    :class:`NetworkBusy` when another process holds it, and :class:`FinishedElsewhere` when, once it is taken, the
+    network is found finished. Raises :class:`TrainingDiverged` when the loss blows up."""
     folder = network_dir(run_dir, spec)
-    folder.mkdir(parents=True, exist_ok=True)
+    with training_lock(folder, spec):
+        # Whoever checked the network's state before calling did so without the lock; its holder may have
+        # finished the network since.
+        if _finished(folder):
+            raise FinishedElsewhere(f"{spec.id} was finished by another process meanwhile")
+        return _train_locked(spec, data, folder, run_dir, device, progress)
+
+
+def _finished(folder: Path) -> bool:
+    """Whether the network in ``folder`` finished (an unreadable metrics file says not: it is trained again)."""
+    try:
+        metrics = read_metrics(folder / METRICS)
+    except ProbeError:
+        return False
+    return metrics is not None and metrics["status"] == "done"
+
+
+def _train_locked(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
+                  progress: bool) -> dict:
+    """The body of :func:`train_network`, once it holds the network's lock."""
     write_json(folder / SPEC, spec.to_dict())
     write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
     try:
-        # Dropout draws from torch's global generators: fork them, seed them from the spec, and save them with every
-        # epoch, so a network's weights depend on its spec alone, resumed or not.
         started, started_at = time.perf_counter(), time.time()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-            torch.manual_seed(spec.init_seed * 1_000_003 + 29)
+            _seed_global_rng(spec)
             model, history, resumed_at, earlier, spans = _train_epochs(spec, data, folder, run_dir, device, progress,
                                                                        started, started_at)
 
@@ -172,6 +276,20 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
     return metrics
 
 
+def _seed_global_rng(spec: NetworkSpec) -> None:
+    """Dropout draws from torch's global generators: train_network forks them, seeds them from the spec, and saves
+    them with every epoch, so a network's weights depend on its spec alone, resumed or not."""
+    torch.manual_seed(spec.init_seed * 1_000_003 + 29)
+
+
+def _fresh_start(spec: NetworkSpec, run_dir: Path,
+                 device: torch.device) -> tuple[LayeredNet, torch.optim.SGD, torch.Generator]:
+    """The model, optimizer and data-order generator before the first epoch."""
+    # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
+    model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
+    return model, make_optimizer(model, spec), torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
+
+
 def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
                   progress: bool, started: float,
                   started_at: float) -> tuple[LayeredNet, list[dict], int, float, list[list[float]]]:
@@ -179,14 +297,19 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
     the model, the history of every epoch, the epoch it resumed after (0 when it started fresh), and the seconds
     and wall-clock spans of the earlier sessions that trained it."""
     r = spec.recipe
-    # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
-    model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, spec)
-    generator = torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
+    model, optimizer, generator = _fresh_start(spec, run_dir, device)
     history: list[dict] = []
     start_epoch, earlier, spans = 0, 0.0, []
     if (folder / RESUME).exists():
-        start_epoch, history, earlier, spans = _resume(folder / RESUME, spec, model, optimizer, generator)
+        try:
+            start_epoch, history, earlier, spans = _resume(folder / RESUME, spec, model, optimizer, generator)
+        except UnusableResume as e:
+            # Such a file holds nothing that could be kept; a refusal would only leave the user to delete it. Start
+            # over from fresh objects and seeds: _resume may have loaded part of the file before it failed.
+            tqdm.write(str(e), file=sys.stderr)
+            (folder / RESUME).unlink()
+            _seed_global_rng(spec)
+            model, optimizer, generator = _fresh_start(spec, run_dir, device)
 
     n = len(data.train_y)
     steps_per_epoch = max(1, math.ceil(n / r.batch_size))
@@ -261,19 +384,50 @@ def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: to
     save_tensors(path, tensors, spec, epoch=epoch, history=history, seconds=seconds, sessions=sessions)
 
 
+def resume_epoch(path: Path, meta: dict | None = None) -> int:
+    """The last finished epoch saved in the resume file at ``path`` (``meta``: its metadata, if already read)."""
+    meta = read_metadata(path) if meta is None else meta
+    epoch = meta.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise checkpoint_error(path, f"resume file {str(path)!r} cannot be used (its epoch is {epoch!r})",
+                               UnusableResume)
+    return epoch
+
+
 def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,
             generator: torch.Generator) -> tuple[int, list[dict], float, list[list[float]]]:
-    tensors, saved, meta = load_tensors(path)
+    """Load the resume file into the model, the optimizer and the generators: returns the epoch, the history, and
+    the seconds and sessions so far. Raises UnusableResume for a file that cannot be used, and ProbeError for one
+    saved for other settings (kept: the plan changed, not the file, and a fitting plan may resume it)."""
+    try:
+        tensors, saved, meta = load_tensors(path)
+    except ProbeError as e:
+        raise UnusableResume(str(e)) from None
     if saved != spec:
         raise ProbeError(f"{path} was saved for other settings than the planned {spec.id}; delete it to retrain")
-    model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+    try:
+        epoch = resume_epoch(path, meta)
+        history = list(meta["history"])
+        seconds, sessions = float(meta.get("seconds", 0.0)), [list(span) for span in meta.get("sessions", [])]
+        load_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+        _load_momentum(optimizer, model, tensors)
+        generator.set_state(tensors["generator"])
+        torch.set_rng_state(tensors["torch_rng"])
+        if "cuda_rng" in tensors and model_device(model).type == "cuda":
+            torch.cuda.set_rng_state(tensors["cuda_rng"], model_device(model))
+    except ProbeError as e:  # says what is wrong with the file and what happens
+        raise UnusableResume(str(e)) from None
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:  # an entry missing, or of the wrong kind
+        why = f"it has no {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {str(e).splitlines()[0]}"
+        raise checkpoint_error(path, f"resume file {str(path)!r} cannot be used ({why})", UnusableResume) from None
+    return epoch, history, seconds, sessions
+
+
+def _load_momentum(optimizer: torch.optim.SGD, model: LayeredNet, tensors: dict[str, torch.Tensor]) -> None:
     params = dict(model.named_parameters())
     for k, v in tensors.items():
         if k.startswith("momentum."):
-            optimizer.state[params[k[len("momentum."):]]]["momentum_buffer"] = v.to(params[k[len("momentum."):]].device)
-    generator.set_state(tensors["generator"])
-    torch.set_rng_state(tensors["torch_rng"])
-    if "cuda_rng" in tensors and model_device(model).type == "cuda":
-        torch.cuda.set_rng_state(tensors["cuda_rng"], model_device(model))
-    return (int(meta["epoch"]), list(meta["history"]), float(meta.get("seconds", 0.0)),
-            [list(span) for span in meta.get("sessions", [])])
+            param = params[k[len("momentum."):]]
+            if v.shape != param.shape:
+                raise ValueError(f"{k} has shape {list(v.shape)}, its parameter {list(param.shape)}")
+            optimizer.state[param]["momentum_buffer"] = v.to(param.device)
