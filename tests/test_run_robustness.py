@@ -391,3 +391,16 @@ def test_a_finished_network_loses_its_leftover_resume_and_running_files(run, spe
     assert "trained 0, already done 6" in result.output
     assert not (folder / RESUME).exists() and not (folder / RUNNING).exists()
     assert (folder / WEIGHTS).stat().st_mtime_ns == weights
+
+
+def test_a_plan_written_before_a_spec_field_existed_still_resumes(run, cli):
+    """plan.json of an earlier probe lacks fields added since (here DataSpec.unreadable): they take their defaults,
+    so the same command resumes the run instead of calling its plan different."""
+    plan = read_json(run / "plan.json")
+    for d in [plan["study"]["data"], *(n["spec"]["data"] for n in plan["networks"])]:
+        del d["unreadable"]
+    write_json(run / "plan.json", plan)
+    for args in ([], SMALL):  # the run's own plan, and the options that made it
+        result = cli("train", run, *args)
+        assert result.exit_code == 0, result.output
+        assert "trained 0, already done 6" in result.output
