@@ -26,13 +26,13 @@ from analysis.claims import MARGIN, check_claims
 from analysis.decomposition import (QUANTITIES, SIMILAR_SPLIT, relative_rows, replicates, split_contrast, summary_rows,
                                     variant_means)
 from analysis.representations import representation_dataset, score_correlations
-from analysis.stores import open_store
 from analysis.transferability import DESCRIPTIONS
 from analysis.figures import diagonal, figure2, figure3, figure_cka
 from analysis.reference import CITATION
 from analysis.stats import Estimate
 from probe.atomic import write_atomic, write_json
 from probe.extract import STORE, consolidate
+from probe.plan import read_plan
 
 ANALYSIS = "analysis"
 
@@ -70,6 +70,12 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     (CKA, linear probes, transferability estimators; :mod:`analysis.representations`) are added, on at most
     ``max_samples`` images per comparison; with a dask ``client`` they are computed on its workers."""
     run_dir = Path(run_dir)
+    read_plan(run_dir)  # not a run directory (a typo): refused before anything is written there
+    store = Path(store) if store else run_dir / STORE
+    rep, extra = None, []
+    if store.exists():  # first, so that a damaged store is refused before anything is written
+        rep = representation_dataset(run_dir, store.resolve() if client else store, max_samples=max_samples,
+                                     client=client)
     out = run_dir / ANALYSIS
     out.mkdir(parents=True, exist_ok=True)
     ds, missing = accuracy_dataset(run_dir)
@@ -86,11 +92,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     for split in splits:
         figures.append(figure2(ds, out / "figures", split)[0])
     figures.append(figure3(ds, out / "figures")[0])
-    store = Path(store) if store else run_dir / STORE
-    rep, extra = None, []
-    if store.exists():
-        rep = representation_dataset(run_dir, store.resolve() if client else open_store(store),
-                                     max_samples=max_samples, client=client)
+    if rep is not None:
         _write_zarr(rep, out / "representations.zarr")
         table, correlations = representation_rows(rep, ds), correlation_rows(rep, ds)
         _write_text(out / "representations.csv", _csv_text(table))

@@ -25,9 +25,10 @@ import xarray as xr
 
 from analysis.accuracies import VARIANTS, accuracy_dataset, replicate_label, variant_label
 from analysis.similarity import UndefinedCKA, linear_cka
-from analysis.stores import list_networks, open_store
+from analysis.stores import list_networks, open_checked, open_networks, repair_command
 from analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
 from probe.errors import ProbeError
+from probe.extract import extracted_layers
 from probe.plan import read_plan
 
 
@@ -75,35 +76,40 @@ def _defined_cka(x: np.ndarray, y: np.ndarray) -> float:
 
 def _store_cka(store: str, a_id: str, b_id: str, layers_a: list[str], layers_b: list[str], task: str,
                max_samples: int, seed: int) -> np.ndarray:
-    """:func:`_cka` of two networks of the store at ``store``, opened here: the body of a dask task, so workers
-    share storage rather than memory."""
-    tree = open_store(store)
+    """:func:`_cka` of two networks of the store at ``store`` (checked by the client), opened here: the body of a
+    dask task, so workers share storage rather than memory."""
+    tree = open_networks(Path(store), [a_id, b_id])
     return _cka(tree[a_id].to_dataset(), tree[b_id].to_dataset(), layers_a, layers_b, task, max_samples, seed)
 
 
 def _store_scores(store: str, network_id: str, task: str, layers: list[str], max_samples: int,
                   seed: int) -> xr.Dataset:
-    return layer_scores(open_store(store), network_id, task, layers=layers, max_samples=max_samples, seed=seed).load()
+    tree = open_networks(Path(store), [network_id])
+    return layer_scores(tree, network_id, task, layers=layers, max_samples=max_samples, seed=seed).load()
 
 
 def representation_dataset(run_dir, store: str | Path | xr.DataTree, max_samples: int = 2000, seed: int = 0,
                            client=None) -> xr.Dataset:
     """All the views above for every replicate of the run that the store holds.
 
-    ``store``: a path (or an opened tree). With a dask ``client`` (``store`` then a path that every worker can
-    open), each network's comparisons and each base network's scores run as a task of their own."""
+    ``store``: a path, whose planned networks are checked first (a ProbeError names a damaged one), or an opened
+    tree. With a dask ``client`` (``store`` then a path that every worker can open), each network's comparisons and
+    each base network's scores run as a task of their own. The layers are the plan's, never those the store holds."""
     if client is not None and isinstance(store, xr.DataTree):
         raise ProbeError("with a dask client, pass the store's path so that each worker can open it")
-    tree = store if isinstance(store, xr.DataTree) else open_store(store)
     _, plan = read_plan(run_dir)
+    if isinstance(store, xr.DataTree):
+        tree = store
+    else:
+        store, tree = open_checked(store, run_dir, [p.spec for p in plan])
     acc, _ = accuracy_dataset(run_dir)
     complete = set(list_networks(tree))
     specs = [p.spec for p in plan if p.spec.id in complete]
     bases = {(s.split, replicate_label(s), s.target): s for s in specs if s.variant == "base"}
     if not bases:
         raise ProbeError("the activation store holds no base network of this run; run 'probe extract RUN' first")
-    first = tree[next(iter(bases.values())).id].to_dataset()
-    layers = [name for name in first.data_vars if name != "logits"]
+    layers = extracted_layers(next(iter(bases.values())))
+    _check_layers(tree, specs, run_dir)
     splits, reps = list(acc["split"].values), list(acc["replicate"].values)
     cuts = [int(n) for n in acc["n"].values]
     shape = (len(splits), len(reps), 2)
@@ -175,6 +181,16 @@ def representation_dataset(run_dir, store: str | Path | xr.DataTree, max_samples
     for k, text in DESCRIPTIONS.items():
         out[k].attrs["description"] = f"{text}, for layer k of the other task's base network scored on the target task"
     return out
+
+
+def _check_layers(tree: xr.DataTree, specs: list, run_dir) -> None:
+    """Refuse a tree (one opened without the store's checks) where a network lacks a layer of its spec: every view
+    is indexed by the plan's layers, and another layer in its place would be reported under the wrong name."""
+    for s in specs:
+        lost = [name for name in extracted_layers(s) if name not in tree[s.id].data_vars]
+        if lost:
+            raise ProbeError(f"network {s.id} of the activation store has no layer {lost[0]}; "
+                             f"{repair_command(None, run_dir, s.id)} rewrites it")
 
 
 def score_correlations(rep: xr.Dataset, acc: xr.Dataset) -> dict[str, tuple[float, float, int]]:

@@ -3,29 +3,124 @@
     from analysis.stores import open_store, layer_arrays
     tree = open_store("runs/demo")
     fc7 = layer_arrays(tree, "fc7", ["random-s0/init0/baseB", "random-s0/init0/A3B"])
+
+The tree holds the groups that verify (:func:`probe.extract.verify_group`), found from each group's own metadata
+rather than the root's consolidated copy, so that one damaged or half-written group leaves the others readable.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from pathlib import Path
 
 import xarray as xr
 
 from probe.errors import ProbeError
-from probe.extract import STORE
+from probe.extract import META, STORE, extracted_layers, verify_group
+from probe.spec import NetworkSpec
 
 
-def open_store(path: str | Path, chunks: dict | None = None) -> xr.DataTree:
-    """Open an activation store (or the one inside a run directory) lazily, as a DataTree.
-
-    ``chunks={}`` backs every array with dask on the store's own chunks, so that reductions over it (the streaming
-    metrics, say) run chunk by chunk on dask's scheduler: a ``distributed.Client``'s workers when one is active."""
+def store_path(path: str | Path) -> Path:
+    """The activation store at ``path``, or the one inside the run directory ``path``, checked to be a directory."""
     path = Path(path)
     if (path / STORE).exists():
         path = path / STORE
     if not path.exists():
         raise ProbeError(f"no activation store at {str(path)!r} (write one with 'probe extract RUN')")
-    return xr.open_datatree(path, engine="zarr", chunks=chunks)
+    if not path.is_dir():
+        raise ProbeError(f"{str(path)!r} is a file, not an activation store (a directory written by 'probe extract')")
+    return path
+
+
+def repair_command(store: Path | None, run_dir: str | Path | None = None, network_id: str | None = None) -> str:
+    """The ``probe extract`` command that rewrites what is damaged in ``store`` (one network of it, when given;
+    no ``--out`` when the store is unknown or the run's own)."""
+    own = store is None or (run_dir is not None and store.resolve() == (Path(run_dir) / STORE).resolve())
+    out = "" if own else f" --out {store}"
+    return f"'probe extract {run_dir or 'RUN'}{out}" + (f" --networks {network_id}'" if network_id else "'")
+
+
+def scan_store(path: str | Path, run_dir: str | Path | None = None,
+               specs: list[NetworkSpec] | None = None) -> tuple[Path, dict[str, str | None]]:
+    """The store at ``path`` and each of its network groups with what is wrong with it (None: it verifies), the
+    layers of a network of ``specs`` checked against its spec, those of any other against the spec it records.
+
+    Raises a ProbeError when the metadata of the root or of a group above the networks is missing or unreadable:
+    without it xarray cannot open the store at all (``run_dir`` goes into the command that repairs it)."""
+    store = store_path(path)
+    layers = {s.id: extracted_layers(s) for s in specs or []}
+    found: dict[str, str | None] = {}
+    for node in _network_groups(store, run_dir):
+        found[node] = verify_group(store, node, layers.get(node))
+    return store, found
+
+
+def _network_groups(store: Path, run_dir, node: str = "") -> list[str]:
+    """The paths of the network groups at and below ``node``: groups that record a network, and folders of arrays
+    whose own metadata is lost (reported by verify_group). Folders starting with a dot are not zarr's."""
+    meta = _metadata(store / node)
+    if meta is None or meta.get("node_type") != "group":
+        if node and any((_metadata(child) or {}).get("node_type") == "array" for child in _folders(store / node)):
+            return [node]  # a network group whose zarr.json is lost or damaged: its arrays are below it
+        where = "root" if not node else f"group {node!r}"
+        raise ProbeError(f"the {where} metadata {str(store / node / META)!r} of the activation store is missing or "
+                         f"unreadable; {repair_command(store, run_dir)} writes it anew")
+    if "network" in (meta.get("attributes") or {}):
+        return [node]
+    children = [f"{node}/{child.name}" if node else child.name for child in _folders(store / node)]
+    return [found for child in children if _is_node(store / child) for found in _network_groups(store, run_dir, child)]
+
+
+def _folders(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _is_node(path: Path) -> bool:
+    """Whether ``path`` is (or, its metadata lost, was) part of the hierarchy: it or a folder below has a zarr.json."""
+    return (path / META).exists() or any((child / META).exists() for child in _folders(path))
+
+
+def _metadata(path: Path) -> dict | None:
+    try:
+        meta = json.loads((path / META).read_bytes())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def open_networks(store: Path, network_ids: list[str], chunks: dict | None = None) -> xr.DataTree:
+    """The groups ``network_ids`` of ``store`` (verified by the caller) as one lazily opened DataTree."""
+    return xr.DataTree.from_dict({nid: xr.open_dataset(store, group=nid, engine="zarr", consolidated=False,
+                                                       chunks=chunks) for nid in network_ids})
+
+
+def open_store(path: str | Path, chunks: dict | None = None) -> xr.DataTree:
+    """Open an activation store (or the one inside a run directory) lazily, as a DataTree of the networks that
+    verify; each other one is left out with a warning that says what is wrong with it.
+
+    ``chunks={}`` backs every array with dask on the store's own chunks, so that reductions over it (the streaming
+    metrics, say) run chunk by chunk on dask's scheduler: a ``distributed.Client``'s workers when one is active."""
+    store, found = scan_store(path)
+    for nid, problem in found.items():
+        if problem:
+            warnings.warn(f"activation store {store}: left out network {nid}: {problem}; "
+                          f"{repair_command(store, network_id=nid)} rewrites it", stacklevel=2)
+    return open_networks(store, [nid for nid, problem in found.items() if problem is None], chunks)
+
+
+def open_checked(path: str | Path, run_dir: str | Path, specs: list[NetworkSpec],
+                 chunks: dict | None = None) -> tuple[Path, xr.DataTree]:
+    """The store at ``path`` and a tree of its networks of ``specs``, each checked against its spec; a ProbeError
+    names the first that is damaged or incomplete, and the command that repairs it. Networks that are not in the
+    store are not in the tree."""
+    store, found = scan_store(path, run_dir, specs)
+    planned = [s.id for s in specs if s.id in found]
+    for nid in planned:
+        if found[nid]:
+            raise ProbeError(f"activation store {store}: network {nid}: {found[nid]}; "
+                             f"{repair_command(store, run_dir, nid)} rewrites it")
+    return store, open_networks(store, planned, chunks)
 
 
 def list_networks(tree: xr.DataTree) -> list[str]:

@@ -12,7 +12,7 @@ import click
 
 from probe.errors import ProbeError
 from probe.plan import VARIANT_NAMES, Study, read_plan
-from probe.spec import INITS, SCHEDULES, ArchSpec, DataSpec, Recipe
+from probe.spec import INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
 
 RECIPE_HELP = {
     "epochs": "Training epochs per network.",
@@ -59,6 +59,24 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
         raise click.BadParameter(f"{what} {text!r} must be comma-separated integers, e.g. 0,1,2") from None
 
 
+def _seed_list(text: str, what: str) -> tuple[int, ...]:
+    """Seeds checked here as well as in the specs: the seeds of a fixed split with --init-seeds go into no spec."""
+    seeds = _int_list(text, f"{what}s")
+    for seed in seeds:
+        check_seed(what, seed)
+    return seeds
+
+
+def _cut_list(text: str) -> tuple[int, ...] | None:
+    """``all`` (None: every cut point) or cut layers; an empty list would plan only the base networks."""
+    if text == "all":
+        return None
+    cuts = _int_list(text, "cuts")
+    if not cuts:
+        raise click.BadParameter(f"cuts {text!r} must be comma-separated integers, e.g. 1,3,5, or all")
+    return cuts
+
+
 def parse_arch_options(pairs: tuple[str, ...]) -> dict:
     """``--arch-option KEY=VALUE`` pairs as a dict, each value read as JSON when it parses (``width=0.5``)."""
     out = {}
@@ -86,6 +104,9 @@ def study_options(f):
                                                                        "class (smoke runs). Default: all."),
         click.option("--val-fraction", type=float, default=0.1, show_default=True,
                      help="Fraction of train held out for validation."),
+        click.option("--unreadable", type=click.Choice(UNREADABLE), default="error", show_default=True,
+                     help="Image files of an image-folder tree that cannot be decoded: error stops at the first "
+                          "and names it; skip leaves them out and says how many."),
         click.option("--split", "splits", multiple=True, default=("random",), show_default=True,
                      help="Class split (repeatable): random, vehicles-animals, clothing-accessories, "
                           "man-made-natural, natural-man-made or file:PATH."),
@@ -112,11 +133,11 @@ def _study(kw: dict) -> Study:
     recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
     arch = get_architecture(kw["arch"])
     return Study(
-        data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], kw["train_per_class"], kw["val_fraction"]),
+        data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], kw["train_per_class"], kw["val_fraction"],
+                      kw["unreadable"]),
         arch=ArchSpec(kw["arch"], kw["init"] or arch.default_init, parse_arch_options(kw["arch_option"])),
-        recipe=recipe, splits=kw["splits"], seeds=_int_list(kw["seeds"], "seeds"),
-        init_seeds=_int_list(kw["init_seeds"], "init seeds") or None,
-        cuts=None if kw["cuts"] == "all" else _int_list(kw["cuts"], "cuts"),
+        recipe=recipe, splits=kw["splits"], seeds=_seed_list(kw["seeds"], "seed"),
+        init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
         variants=tuple(v.strip() for v in kw["variants"].split(",") if v.strip()))
 
 
@@ -248,7 +269,8 @@ def plan(cache_dir: Path | None, as_json: bool, **kw) -> None:
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @errors_as_messages
 def status(run_dir: Path) -> None:
-    """Say which networks of RUN_DIR are done, running, interrupted, failed or missing."""
+    """Say which networks of RUN_DIR are done, running, interrupted, failed, missing or corrupt (a file of the
+    network cannot be used; 'probe train' trains it again)."""
     from collections import Counter
 
     from probe.sweep import run_status
@@ -257,7 +279,8 @@ def status(run_dir: Path) -> None:
     for spec, state, detail in rows:
         click.echo(f"{spec.id:<40} {state:<12} {detail}")
     counts = Counter(state for _, state, _ in rows)
-    click.echo(", ".join(f"{counts[s]} {s}" for s in ("done", "running", "interrupted", "failed", "missing")))
+    states = ("done", "running", "interrupted", "failed", "missing", "corrupt")
+    click.echo(", ".join(f"{counts[s]} {s}" for s in states))
 
 
 @main.command()
@@ -304,8 +327,15 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
     else:
         result = extract_run(run_dir, out, only, *settings, resolve_device(device), batch_size, cache_dir,
                              progress=not quiet, chunk_size=chunk_size)
+    for name, problem in result["damaged"].items():
+        click.echo(f"rewrote {name}: {problem}", err=True)
+    for nid, why in result["failed"].items():
+        click.echo(f"not extracted {nid}: {why}", err=True)
     click.echo(f"wrote {len(result['written'])}, already complete {len(result['skipped'])}, "
-               f"not trained yet {len(result['untrained'])} -> {out or run_dir / 'activations.zarr'}")
+               f"not trained yet {len(result['untrained'])}, failed {len(result['failed'])} "
+               f"-> {out or run_dir / 'activations.zarr'}")
+    if result["failed"]:
+        sys.exit(1)
 
 
 @main.command()

@@ -29,12 +29,13 @@ from data.datasets import ImageArrays, load_dataset
 from data.tasks import task_data
 from probe.batches import Normalize
 from probe.errors import ProbeError
-from probe.extract import STORE, ProbeSet, Reduction, consolidate, extract_one, extraction_specs
+from probe.extract import (STORE, ProbeSet, Reduction, check_store_path, consolidate, extract_one, extraction_specs,
+                           record, start_result)
 from probe.plan import PlannedNetwork, Study
 from probe.spec import DataSpec, NetworkSpec
-from probe.sweep import SweepResult, can_start, network_state, plan_study, prepare_run_data, select_networks
-from probe.train import (TaskTensors, TrainingDiverged, check_device_name, record_failure, resolve_device,
-                         train_network)
+from probe.sweep import (SweepResult, attempt, can_start, network_state, plan_study, prepare_run_data,
+                         select_networks)
+from probe.train import TaskTensors, check_device_name, record_failure, resolve_device
 
 GPU = "GPU"  # the dask worker resource a training task asks for (workers declare it: --resources GPU=1)
 THREADS = "PROBE_TORCH_THREADS"  # torch threads per task on a worker (dask's nanny sets OMP_NUM_THREADS=1)
@@ -129,7 +130,8 @@ def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[flo
                cache_dir: str | None, *parents: dict) -> dict:
     """Train one network on a worker (the body of every training task), its inputs normalized by the run's
     ``stats`` (mean, std). ``parents`` are the results of the tasks it depends on; when one of them did not
-    finish, this network is reported blocked."""
+    finish, this network is reported blocked. A network that fails for reasons of its own is recorded failed
+    here, as the local sweep does (retrying would fail the same way); other errors raise, for dask to retry."""
     spec = NetworkSpec.from_dict(spec_dict)
     stopped = next((p for p in parents if p["status"] != "done"), None)
     if stopped is not None:
@@ -139,12 +141,14 @@ def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[flo
     with _TRAINING:
         _torch_threads()
         data = _task(spec.data, spec.target_classes, *(tuple(v) for v in stats), cache_dir, device)
-        try:
-            metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=False)
-        except TrainingDiverged as e:
-            record_failure(Path(run_dir), spec, str(e))
-            return {"id": spec.id, "status": "failed", "error": str(e)}
-    return {"id": spec.id, "status": "done", "trained": True, "test_acc": metrics["test_acc"]}
+        outcome, detail = attempt(spec, data, Path(run_dir), resolve_device(device), False)
+    if outcome == "trained":
+        return {"id": spec.id, "status": "done", "trained": True, "test_acc": detail["test_acc"]}
+    if outcome == "skipped":
+        return {"id": spec.id, "status": "done", "trained": False}
+    if outcome == "blocked":
+        return {"id": spec.id, "status": "blocked", "needs": detail}
+    return {"id": spec.id, "status": "failed", "error": detail}
 
 
 def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", cache_dir: Path | None = None,
@@ -209,8 +213,10 @@ def _record_error(run_dir: Path, planned: PlannedNetwork, futures: dict, future,
 
 
 def extract_task(run_dir: str, spec_dict: dict, store: str, stats: dict, probe_set: ProbeSet, reduction: Reduction,
-                 device: str, batch_size: int, cache_dir: str | None, chunk_size: int | None) -> str:
-    """Extract one network on a worker into its own group of the shared store (``stats``: the run's data.json)."""
+                 device: str, batch_size: int, cache_dir: str | None,
+                 chunk_size: int | None) -> tuple[str, str | None]:
+    """Extract one network on a worker into its own group of the shared store (``stats``: the run's data.json);
+    returns :func:`probe.extract.extract_one`'s outcome and note."""
     _torch_threads()
     spec = NetworkSpec.from_dict(spec_dict)
     dev = resolve_device(device)
@@ -222,23 +228,23 @@ def extract_task(run_dir: str, spec_dict: dict, store: str, stats: dict, probe_s
 def extract_run_dask(client, run_dir: Path, store: Path | None = None, networks: list[str] | None = None,
                      probe_set: ProbeSet = ProbeSet(), reduction: Reduction = Reduction(), device: str = "auto",
                      batch_size: int = 256, cache_dir: Path | None = None, progress: bool = True,
-                     chunk_size: int | None = None) -> dict[str, list[str]]:
+                     chunk_size: int | None = None) -> dict:
     """``extract_run`` with one dask task per network; the store's metadata is consolidated once all are done."""
     from distributed import as_completed
 
     check_device_name(device)
     run_dir = Path(run_dir).resolve()
-    store = Path(store or run_dir / STORE).resolve()
+    store = check_store_path(Path(store or run_dir / STORE).resolve())
     _, specs, stats = extraction_specs(run_dir, networks, batch_size, chunk_size)
+    result = start_result(store, [s.id for s in specs])  # before any worker writes into the hierarchy
     token = uuid.uuid4().hex[:8]
     cache = str(cache_dir) if cache_dir else None
     futures = {client.submit(extract_task, str(run_dir), s.to_dict(), str(store), stats, probe_set, reduction, device,
                              batch_size, cache, chunk_size, key=f"extract-{s.id.replace('/', '-')}-{token}",
                              pure=False): s.id for s in specs}
-    result = {"written": [], "skipped": [], "untrained": []}
     for future in tqdm(as_completed(futures), total=len(futures), desc="extract", unit="net", disable=not progress,
                        dynamic_ncols=True):
-        result[future.result()].append(futures[future])
+        record(result, futures[future], *future.result())
     if store.exists():
         consolidate(store)
     return result

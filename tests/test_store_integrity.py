@@ -1,0 +1,217 @@
+"""The activation store can be trusted: what is marked complete is whole, damage is found, and found damage is named
+(by network, layer and the command that repairs it) before anything is computed from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+from conftest import TINY_STUDY, assert_one_line_error
+
+from analysis.representations import representation_dataset
+from analysis.stores import list_networks, open_store
+from probe.architectures import build_model
+from probe.checkpoint import WEIGHTS
+from probe.errors import ProbeError
+from probe.extract import extract_run
+from probe.plan import read_plan
+from probe.train import network_dir
+
+pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning", "ignore::RuntimeWarning")
+
+BASE = "random-s0/init0/baseA"
+BATCH = 16  # 150 probe images a network: three chunks of 64 samples, so a kill can land between two appends
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, cache_dir):
+    """A small trained run: the two bases and AnB at cut 1."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    run_dir = tmp_path_factory.mktemp("run")
+    result = CliRunner().invoke(main, ["train", str(run_dir), *TINY_STUDY, "--cuts", "1", "--variants", "AnB",
+                                       "--quiet", "--device", "cpu", "--cache-dir", str(cache_dir)])
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def pristine(run, tmp_path_factory):
+    """The run's activations, extracted once; tests damage copies of it."""
+    store = tmp_path_factory.mktemp("pristine") / "acts.zarr"
+    assert len(extract_run(run, store, batch_size=BATCH, progress=False)["written"]) == 4
+    return store
+
+
+@pytest.fixture
+def store(pristine, tmp_path):
+    copy = tmp_path / "acts.zarr"
+    shutil.copytree(pristine, copy)
+    return copy
+
+
+def _specs(run_dir):
+    return {p.spec.id: p.spec for p in read_plan(run_dir)[1]}
+
+
+def _cut_points(run_dir):
+    return build_model(_specs(run_dir)[BASE]).cut_points
+
+
+def _refused(run_dir, store, *culprits):
+    """The analysis refuses the store with one line naming every culprit and the command that repairs it."""
+    with pytest.raises(ProbeError) as e:
+        representation_dataset(run_dir, store)
+    message = str(e.value)
+    assert "\n" not in message
+    for culprit in (*culprits, "probe extract"):
+        assert str(culprit) in message, f"{culprit!r} not named in {message!r}"
+    return message
+
+
+def _repair(run_dir, store):
+    return extract_run(run_dir, store, batch_size=BATCH, progress=False)
+
+
+def _assert_same_group(store, pristine, network_id):
+    """A rewritten group holds what the first extraction wrote: the same computation, repeated."""
+    xr.testing.assert_identical(xr.open_zarr(store, group=network_id, consolidated=False).load(),
+                                xr.open_zarr(pristine, group=network_id, consolidated=False).load())
+
+
+def test_a_healthy_store_verifies_and_opens_with_plain_xarray(run, pristine):
+    from probe.extract import verify_group
+
+    for nid in _specs(run):
+        assert verify_group(pristine, nid, _cut_points(run)) is None
+    tree = xr.open_datatree(pristine, engine="zarr")
+    assert sorted(list_networks(tree)) == sorted(list_networks(open_store(pristine))) == sorted(_specs(run))
+    assert verify_group(pristine, BASE, [*_cut_points(run), "conv9"]) is not None  # a layer the spec lacks
+
+
+def test_a_lost_array_is_named_not_replaced_by_the_next_layer(run, store, pristine):
+    (store / BASE / "conv1" / "zarr.json").unlink()
+    _refused(run, store, BASE, "conv1", f"--networks {BASE}")
+    # a tree opened without the checks still gets its layer list from the plan, never from what the store holds
+    with pytest.raises(ProbeError, match="conv1"):
+        representation_dataset(run, xr.open_datatree(store, engine="zarr", consolidated=False))
+    result = _repair(run, store)
+    assert result["written"] == [BASE] and "conv1" in result["damaged"][BASE]
+    _assert_same_group(store, pristine, BASE)
+    assert list(representation_dataset(run, store)["layer"].values) == _cut_points(run)
+
+
+def test_a_killed_rewrite_leaves_no_stale_metadata_and_no_half_group(run, store, pristine, monkeypatch):
+    monkeypatch.setattr("probe.extract.weights_fingerprint", lambda path: "retrained")  # as if trained again
+    original, calls = xr.Dataset.to_zarr, {"n": 0}
+
+    def dying(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", dying)
+    with pytest.raises(KeyboardInterrupt):
+        extract_run(run, store, networks=["baseA"], batch_size=BATCH, progress=False)
+    monkeypatch.undo()
+    consolidated = json.loads((store / "zarr.json").read_text()).get("consolidated_metadata") or {}
+    assert not any(key.startswith(BASE) for key in consolidated.get("metadata", {}))
+    assert not xr.open_datatree(store, engine="zarr")[BASE].data_vars  # no half-written arrays at the real path
+    _refused(run, store, BASE, f"--networks {BASE}")
+    assert _repair(run, store)["written"] == [BASE]
+    _assert_same_group(store, pristine, BASE)
+    assert np.isfinite(representation_dataset(run, store)["cka_target"].sel(variant="AnB")).all()
+
+
+def test_one_half_appended_group_leaves_the_others_readable(run, store, pristine):
+    conv1 = zarr.open_array(str(store / BASE / "conv1"), mode="r+")
+    conv1.append(np.asarray(conv1[:BATCH]), axis=0)  # as a kill between two variables of one append leaves it
+    with pytest.warns(UserWarning, match=f"{BASE}.*conv1"):
+        tree = open_store(store)
+    assert sorted(list_networks(tree)) == sorted(set(_specs(run)) - {BASE})
+    _refused(run, store, BASE, "conv1")
+    assert "conv1" in _repair(run, store)["damaged"][BASE]
+    _assert_same_group(store, pristine, BASE)
+    xr.open_datatree(store, engine="zarr")  # whole again
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_a_damaged_chunk_is_found_and_rewritten(run, store, pristine, cli, damage):
+    chunk = store / BASE / "conv2" / "c" / "0" / "0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(data[: len(data) // 2] if damage == "truncated" else np.random.default_rng(0).bytes(len(data)))
+    _refused(run, store, BASE, "conv2", chunk.relative_to(store / BASE))
+    result = cli("extract", run, "--out", store, "--batch-size", BATCH, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "wrote 1, already complete 3" in result.output
+    assert any(BASE in line and "conv2" in line for line in result.output.splitlines())  # says what it rewrote
+    _assert_same_group(store, pristine, BASE)
+
+
+@pytest.mark.parametrize("node, damage", [("", "garbage"), ("", "missing"), ("random-s0", "garbage"),
+                                          (BASE, "garbage"), (BASE, "missing")])
+def test_broken_metadata_is_named_and_repaired(run, store, pristine, cli, node, damage):
+    meta = store / node / "zarr.json"
+    if damage == "garbage":
+        meta.write_text('{"zarr_format": 3, "node_')
+    else:
+        meta.unlink()
+    assert_one_line_error(cli("analyze", run, "--store", store), meta, "probe extract")
+    result = cli("extract", run, "--out", store, "--batch-size", BATCH, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert sorted(list_networks(xr.open_datatree(store, engine="zarr"))) == sorted(_specs(run))
+    _assert_same_group(store, pristine, BASE)
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_a_bad_weights_file_skips_only_its_network(run, tmp_path, cli, damage):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("analysis", "*.zarr"))  # copy2 keeps mtimes
+    victim = _specs(run)["random-s0/init0/A1B"]
+    weights = network_dir(copy, victim) / WEIGHTS
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(b"not a safetensors file")
+    result = cli("extract", copy, "--quiet", "--device", "cpu", "--batch-size", BATCH)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "wrote 3" in result.output
+    named = [line for line in result.output.splitlines() if str(weights) in line]
+    assert len(named) == 1 and victim.id in named[0] and "probe train" in named[0]
+    assert sorted(list_networks(open_store(copy))) == sorted(set(_specs(run)) - {victim.id})
+
+
+def test_a_deleted_weights_file_of_an_extracted_network_is_named(run, tmp_path, pristine):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("analysis", "*.zarr"))
+    store = tmp_path / "acts.zarr"
+    shutil.copytree(pristine, store)
+    weights = network_dir(copy, _specs(run)[BASE]) / WEIGHTS
+    weights.unlink()
+    result = extract_run(copy, store, batch_size=BATCH, progress=False)
+    assert str(weights) in result["failed"][BASE] and len(result["skipped"]) == 3
+    assert BASE in list_networks(open_store(store))  # its activations are still whole: kept
+
+
+def test_a_store_path_that_is_a_file_is_refused(run, tmp_path, cli):
+    path = tmp_path / "acts.zarr"
+    path.write_text("")
+    for call in (lambda: extract_run(run, path, progress=False), lambda: open_store(path)):
+        with pytest.raises(ProbeError) as e:
+            call()
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+    assert_one_line_error(cli("extract", run, "--out", path, "--quiet"), path)
+    assert_one_line_error(cli("analyze", run, "--store", path), path)
+
+
+def test_analyze_of_a_missing_run_creates_nothing(tmp_path, cli):
+    typo = tmp_path / "a" / "typo"
+    assert_one_line_error(cli("analyze", typo), typo)
+    assert not (tmp_path / "a").exists()
