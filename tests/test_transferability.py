@@ -13,7 +13,6 @@ from scipy import optimize, stats
 from sklearn.covariance import LedoitWolf
 
 from analysis.probes import linear_probe_accuracy, linear_probe_accuracy_torch
-from analysis.stores import open_store
 from analysis.transferability import h_score, layer_scores, leep, logme, nce, rank_correlation, source_probabilities
 from probe.errors import ProbeError
 from probe.extract import consolidate
@@ -300,7 +299,8 @@ def write_store(path, network_id, tasks, target, per_class=40, seed=0):
                "complete": True})
     ds.to_zarr(path, group=network_id, mode="w", consolidated=False)
     consolidate(path)
-    return open_store(path)
+    # opened as a user's script would: a hand-built group has no manifest for open_store to check it against
+    return xr.open_datatree(path, engine="zarr")
 
 
 BASE_A = "random-s0/init0/baseA"
