@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from data.datasets import ImageArrays, load_dataset
 from probe.architectures import LayeredNet, build_model, build_network
-from probe.atomic import read_json, write_json
+from probe.atomic import read_json, write_error, write_json
 from probe.batches import Normalize, center_crop, to_device
-from probe.checkpoint import WEIGHTS, load_weights
+from probe.checkpoint import WEIGHTS, load_state, load_weights
 from probe.errors import ProbeError
 from probe.plan import Study, read_plan
 from probe.spec import NetworkSpec
@@ -226,7 +226,20 @@ def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: I
         else:
             ds.to_zarr(work, append_dim="sample", consolidated=False)
 
-    _make_way(store, spec.id, attrs)
+    try:
+        _make_way(store, spec.id, attrs)
+        _write_batches(model, spec, arrays, samples, normalize, device, batch_size, chunk_size, reduce_batch, write,
+                       progress)
+        _move_into_place(store, spec.id, work)
+    except OSError as e:  # a full disk, or no permission: the group stays marked incomplete, and a rerun rewrites it
+        raise write_error(store / spec.id, e) from None
+
+
+def _write_batches(model: LayeredNet, spec: NetworkSpec, arrays: ImageArrays, samples: np.ndarray,
+                   normalize: Normalize, device: torch.device, batch_size: int, chunk_size: int, reduce_batch,
+                   write, progress: bool) -> None:
+    """Run the probe images through ``model`` and hand each chunk of reduced activations to ``write``."""
+    layers = model.cut_points
     images = arrays.test_x
     bar = tqdm(total=len(samples), desc=spec.id, unit="img", leave=False, disable=not progress, dynamic_ncols=True)
     # One writer thread builds and writes a chunk while the next batches run forward; at most one chunk waits in it
@@ -247,7 +260,6 @@ def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: I
         if pending is not None:
             pending.result()
     bar.close()
-    _move_into_place(store, spec.id, work)
 
 
 def _scratch(store: Path, network_id: str) -> Path:
@@ -518,12 +530,11 @@ def extract_one(run_dir: Path, spec: NetworkSpec, store: Path, arrays: ImageArra
             raise ProbeError(f"{store} already holds {spec.id} with probe set {done['probe_set']} and reduction "
                              f"{done['reduction']}; write other settings to another store (--out)")
         return "skipped", None
+    model = build_model(spec)
     try:
-        state, _ = load_weights(weights, spec)
+        load_state(model, load_weights(weights, spec)[0], weights)
     except ProbeError as e:
         return "failed", str(e)
-    model = build_model(spec)
-    model.load_state_dict(state)
     extract_network(store, spec, model, arrays, normalize, probe_set, reduction, device, batch_size,
                     weights.relative_to(run_dir), progress, chunk_size, weights_fingerprint(weights))
     return "written", damage

@@ -17,7 +17,7 @@ from analysis.stores import list_networks, open_store
 from probe.architectures import build_model
 from probe.checkpoint import WEIGHTS
 from probe.errors import ProbeError
-from probe.extract import extract_run
+from probe.extract import extract_run, verify_group
 from probe.plan import read_plan
 from probe.train import network_dir
 
@@ -86,8 +86,6 @@ def _assert_same_group(store, pristine, network_id):
 
 
 def test_a_healthy_store_verifies_and_opens_with_plain_xarray(run, pristine):
-    from probe.extract import verify_group
-
     for nid in _specs(run):
         assert verify_group(pristine, nid, _cut_points(run)) is None
     tree = xr.open_datatree(pristine, engine="zarr")
@@ -215,3 +213,24 @@ def test_analyze_of_a_missing_run_creates_nothing(tmp_path, cli):
     typo = tmp_path / "a" / "typo"
     assert_one_line_error(cli("analyze", typo), typo)
     assert not (tmp_path / "a").exists()
+
+
+def test_a_full_disk_during_extraction_is_one_line_and_a_rerun_resumes(run, store, pristine, cli, monkeypatch):
+    """Writing a group that the disk cannot hold names the group and says that a rerun resumes; the group stays
+    marked incomplete (the others untouched), and the rerun writes it whole."""
+    import errno
+
+    real = xr.Dataset.to_zarr
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    shutil.rmtree(store / BASE)
+    monkeypatch.setattr(xr.Dataset, "to_zarr", full)
+    result = cli("extract", run, "--out", store, "--batch-size", BATCH, "--quiet", "--device", "cpu")
+    assert_one_line_error(result, BASE, "No space left on device", "rerun")
+    with pytest.warns(UserWarning, match="incomplete"):
+        assert BASE not in list_networks(open_store(store))
+    monkeypatch.setattr(xr.Dataset, "to_zarr", real)
+    assert _repair(run, store)["written"] == [BASE]
+    assert verify_group(store, BASE, _cut_points(run)) is None
