@@ -56,24 +56,24 @@ demo: $(STAMP) fashion-mnist
 	$(BIN)/probe analyze $(RUN)
 
 reproduction: repro-fashion-mnist repro-cifar10
-	$(BIN)/python -m analysis.reproduction render
+	$(BIN)/python -m probe.analysis.reproduction render
 
 repro-fashion-mnist: $(STAMP) fashion-mnist
 	$(BIN)/probe train runs/repro-fashion-mnist $(REPRO_FASHION_OPTS) $(DASK)
 	$(BIN)/probe extract runs/repro-fashion-mnist $(REPRO_EXTRACT_OPTS) $(DASK)
-	$(BIN)/python -m analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
+	$(BIN)/python -m probe.analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
 		--command "probe train runs/repro-fashion-mnist $(REPRO_FASHION_OPTS) $(DASK)" \
 		--command "probe extract runs/repro-fashion-mnist $(REPRO_EXTRACT_OPTS) $(DASK)" \
-		--command "python -m analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST"
+		--command "python -m probe.analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST"
 
 repro-cifar10: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	$(BIN)/probe train runs/repro-cifar10 $(REPRO_CIFAR_OPTS) $(DASK)
 	$(BIN)/probe extract runs/repro-cifar10 $(REPRO_EXTRACT_OPTS) $(DASK)
-	$(BIN)/python -m analysis.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10 \
+	$(BIN)/python -m probe.analysis.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10 \
 		--command "probe train runs/repro-cifar10 $(REPRO_CIFAR_OPTS) $(DASK)" \
 		--command "probe extract runs/repro-cifar10 $(REPRO_EXTRACT_OPTS) $(DASK)" \
-		--command "python -m analysis.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10"
+		--command "python -m probe.analysis.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

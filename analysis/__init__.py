@@ -1,1 +1,2 @@
-"""Reading a run's results: accuracy tables now; the decomposition and representation analyses build on them."""
+"""Reading a run's results (accuracies, decomposition, claims, representations, report), imported as
+``probe.analysis`` (this folder is mapped onto it in pyproject.toml)."""

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, split_contrast_values
-from analysis.stats import LEVEL, Estimate, estimate, welch
+from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, split_contrast_values
+from probe.analysis.stats import LEVEL, Estimate, estimate, welch
 
 HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
 MARGIN = 0.02  # accuracy difference within which a "no difference" claim counts as shown

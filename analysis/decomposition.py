@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from analysis.stats import Estimate, estimate, welch
+from probe.analysis.stats import Estimate, estimate, welch
 
 SIMILAR_SPLIT = "random"
 

@@ -17,8 +17,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 
-from analysis.decomposition import SIMILAR_SPLIT, replicates  # noqa: E402
-from analysis.reference import CITATION, reference_relative  # noqa: E402
+from probe.analysis.decomposition import SIMILAR_SPLIT, replicates  # noqa: E402
+from probe.analysis.reference import CITATION, reference_relative  # noqa: E402
 
 STYLE = {"base": ("white", "o"), "BnB": ("tab:blue", "o"), "BnB+": ("lightskyblue", "P"),
          "AnB": ("tab:red", "D"), "AnB+": ("lightsalmon", "P"), "RnB": ("tab:gray", "s"),

@@ -22,7 +22,7 @@ KINDS = {"BnB": "selffer_frozen", "BnB+": "selffer_ft", "AnB": "transfer_frozen"
 
 def reference_runs() -> list[dict]:
     """Every run of the paper as a dict of the CSV's columns (n and accuracy as numbers)."""
-    text = resources.files("analysis").joinpath("reference_data/yosinski2014_imagenet_runs.csv").read_text()
+    text = resources.files("probe.analysis").joinpath("reference_data/yosinski2014_imagenet_runs.csv").read_text()
     runs = list(csv.DictReader(text.splitlines()))
     for r in runs:
         r["n"] = int(r["n"])

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis.accuracies import COLUMNS, accuracy_dataset, format_table, rows
-from analysis.claims import MARGIN, check_claims
-from analysis.decomposition import (QUANTITIES, SIMILAR_SPLIT, relative_rows, replicates, split_contrast, summary_rows,
+from probe.analysis.accuracies import COLUMNS, accuracy_dataset, format_table, rows
+from probe.analysis.claims import MARGIN, check_claims
+from probe.analysis.decomposition import (QUANTITIES, SIMILAR_SPLIT, relative_rows, replicates, split_contrast, summary_rows,
                                     variant_means)
-from analysis.representations import representation_dataset, score_correlations
-from analysis.transferability import DESCRIPTIONS
-from analysis.figures import diagonal, figure2, figure3, figure_cka
-from analysis.reference import CITATION
-from analysis.stats import Estimate
+from probe.analysis.representations import representation_dataset, score_correlations
+from probe.analysis.transferability import DESCRIPTIONS
+from probe.analysis.figures import diagonal, figure2, figure3, figure_cka
+from probe.analysis.reference import CITATION
+from probe.analysis.stats import Estimate
 from probe.atomic import write_atomic, write_json
 from probe.extract import STORE, consolidate
 from probe.plan import read_plan

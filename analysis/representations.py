@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from analysis.accuracies import VARIANTS, accuracy_dataset, replicate_label, variant_label
-from analysis.similarity import UndefinedCKA, linear_cka
-from analysis.stores import list_networks, open_checked, open_networks, repair_command
-from analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
+from probe.analysis.accuracies import VARIANTS, accuracy_dataset, replicate_label, variant_label
+from probe.analysis.similarity import UndefinedCKA, linear_cka
+from probe.analysis.stores import list_networks, open_checked, open_networks, repair_command
+from probe.analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
 from probe.errors import ProbeError
 from probe.extract import extracted_layers
 from probe.plan import read_plan

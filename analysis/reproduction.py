@@ -2,9 +2,9 @@
 rendered from them, so that every number the report shows comes from a table (``tests/test_reproduction.py``
 renders it again and compares).
 
-    python -m analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
+    python -m probe.analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
         --command "probe train runs/repro-fashion-mnist ..."
-    python -m analysis.reproduction render
+    python -m probe.analysis.reproduction render
 
 ``collect`` runs the analysis of a run (``probe analyze``) and copies its tables and figures, never checkpoints or
 activation stores, into ``docs/reproduction/NAME/`` with ``run.json`` (the study, the commands, network counts,
@@ -26,10 +26,10 @@ from pathlib import Path
 import click
 import numpy as np
 
-from analysis.claims import MARGIN
-from analysis.reference import CITATION
-from analysis.report import VIEW_TITLES, analyze_run
-from analysis.transferability import DESCRIPTIONS
+from probe.analysis.claims import MARGIN
+from probe.analysis.reference import CITATION
+from probe.analysis.report import VIEW_TITLES, analyze_run
+from probe.analysis.transferability import DESCRIPTIONS
 from probe.atomic import read_json, write_atomic, write_json
 from probe.checkpoint import METRICS, read_metrics
 from probe.errors import ProbeError

@@ -1,6 +1,6 @@
 """Opening a run's activation store from a script: the tree, its networks, one layer of several networks aligned.
 
-    from analysis.stores import open_store, layer_arrays
+    from probe.analysis.stores import open_store, layer_arrays
     tree = open_store("runs/demo")
     fc7 = layer_arrays(tree, "fc7", ["random-s0/init0/baseB", "random-s0/init0/A3B"])
 

@@ -29,9 +29,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from analysis.probes import (MAX_ITER, check_C, class_codes, feature_matrix, linear_probe_accuracy,
+from probe.analysis.probes import (MAX_ITER, check_C, class_codes, feature_matrix, linear_probe_accuracy,
                              linear_probe_accuracy_torch)
-from analysis.stores import list_networks
+from probe.analysis.stores import list_networks
 from probe.errors import ProbeError
 
 TASKS = ("A", "B")

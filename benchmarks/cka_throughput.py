@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_info
 
 from bench import best_of, cpu_name, peak_bytes, print_table, save
 
-from analysis.similarity import linear_cka, minibatch_cka, streaming_cka
+from probe.analysis.similarity import linear_cka, minibatch_cka, streaming_cka
 
 STORE_CHUNK = 256  # probe extract's default batch size, hence its chunk along samples
 

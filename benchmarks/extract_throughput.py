@@ -22,8 +22,8 @@ import torch
 
 from bench import best_of, cpu_name, print_table, save
 
-from data.datasets import load_dataset
-from data.splits import resolve_split
+from probe.data.datasets import load_dataset
+from probe.data.splits import resolve_split
 from probe.architectures import build_model
 from probe.batches import Normalize, center_crop, channel_stats, to_device
 from probe.extract import ProbeSet, Reduction, extract_network

@@ -38,7 +38,7 @@ KINDS = {"base": lambda s: s["variant"] == "base", "frozen (BnB, AnB)": lambda s
 def main(run_dir: Path, train_options: tuple[str, ...], tag: str, out: Path | None) -> None:
     run_dir = run_dir.resolve()
     before = {p.parent for p in run_dir.rglob("weights.safetensors")} if run_dir.exists() else set()
-    command = [sys.executable, "-m", "cli.main", "train", str(run_dir), "--quiet", *train_options]
+    command = [sys.executable, "-m", "probe.cli.main", "train", str(run_dir), "--quiet", *train_options]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()

@@ -35,9 +35,9 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from bench import best_of, cpu_name, print_table, save
 
-from cli.main import parse_arch_options
-from data.datasets import load_dataset
-from data.tasks import task_data
+from probe.cli.main import parse_arch_options
+from probe.data.datasets import load_dataset
+from probe.data.tasks import task_data
 from probe.batches import channel_stats
 from probe.plan import Study, make_plan
 from probe.spec import ArchSpec, DataSpec, Recipe

@@ -211,7 +211,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     """Train every network of a study into RUN_DIR; rerun to resume.
 
     With no study options, an existing RUN_DIR's own plan is resumed."""
-    from analysis.accuracies import accuracy_dataset, format_table
+    from probe.analysis.accuracies import accuracy_dataset, format_table
     from probe.sweep import run_study
     from probe.train import resolve_device
 
@@ -351,7 +351,7 @@ def analyze(run_dir: Path, store: Path | None, max_samples: int, executor: str, 
     """Decompose RUN_DIR's accuracies into co-adaptation and specialization, check the paper's claims, and write
     the report, figures and tables into RUN_DIR/analysis (works on a partial run). With an activation store
     ('probe extract'), the report adds CKA views, per-layer probes and transferability estimators."""
-    from analysis.report import analyze_run
+    from probe.analysis.report import analyze_run
 
     if store is not None and not store.exists():
         raise click.ClickException(f"no activation store at {store}")

@@ -72,7 +72,7 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
     image-folder tree shows a progress bar unless ``progress`` is false)."""
     name, root = parse_dataset(spec.name, spec.root)
     if name == "synthetic":
-        from data.synthetic import synthetic_arrays
+        from probe.data.synthetic import synthetic_arrays
 
         return ImageArrays(*synthetic_arrays())
     reader, source, files = _locate(name, root, download)

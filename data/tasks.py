@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from data.datasets import ImageArrays
+from probe.data.datasets import ImageArrays
 from probe.errors import ProbeError
 from probe.spec import DataSpec
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data.datasets import ImageArrays, load_dataset
-from data.tasks import task_data
+from probe.data.datasets import ImageArrays, load_dataset
+from probe.data.tasks import task_data
 from probe.batches import Normalize
 from probe.errors import ProbeError
 from probe.extract import (STORE, ProbeSet, Reduction, check_store_path, consolidate, extract_one, extraction_specs,

@@ -33,7 +33,7 @@ import xarray as xr
 import zarr
 from tqdm import tqdm
 
-from data.datasets import ImageArrays, load_dataset
+from probe.data.datasets import ImageArrays, load_dataset
 from probe.architectures import LayeredNet, build_model, build_network
 from probe.atomic import read_json, write_error, write_json
 from probe.batches import Normalize, center_crop, to_device

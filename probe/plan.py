@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from data.splits import check_split_name, resolve_split, split_is_seeded
+from probe.data.splits import check_split_name, resolve_split, split_is_seeded
 from probe.architectures import build_network
 from probe.architectures.registry import check_arch_spec
 from probe.atomic import read_json_file, write_json

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from data.datasets import ImageArrays, load_dataset
-from data.tasks import task_data
+from probe.data.datasets import ImageArrays, load_dataset
+from probe.data.tasks import task_data
 from probe.atomic import WriteError, read_json_file, write_json
 from probe.batches import channel_stats
 from probe.checkpoint import METRICS, RESUME, read_metrics

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from data.tasks import TaskData
+from probe.data.tasks import TaskData
 from probe.architectures import LayeredNet, build_model
 from probe.atomic import read_json, write_error, write_json
 from probe.batches import Normalize, center_crop, random_crop_flip, to_device

@@ -44,7 +44,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def synthetic_arrays():
     """The synthetic dataset as ImageArrays (generated in code, no cache)."""
-    from data.datasets import load_dataset
+    from probe.data.datasets import load_dataset
     from probe.spec import DataSpec
 
     return load_dataset(DataSpec("synthetic"))
@@ -77,7 +77,7 @@ def invoke(cache_dir, *args):
     ``train`` gets ``--quiet --device cpu --cache-dir CACHE_DIR`` where not given."""
     from click.testing import CliRunner
 
-    from cli.main import main
+    from probe.cli.main import main
 
     args = [str(a) for a in args]
     if args and args[0] == "train":

@@ -7,11 +7,11 @@ import pytest
 from conftest import TINY_STUDY
 from scipy import stats
 
-from analysis.accuracies import accuracy_dataset, build_dataset, variant_label
-from analysis.claims import FAILS, HOLDS, UNDECIDED, check_claims
-from analysis.decomposition import decompose, split_contrast, summarize
-from analysis.reference import reference_relative
-from analysis.stats import estimate, paired, welch
+from probe.analysis.accuracies import accuracy_dataset, build_dataset, variant_label
+from probe.analysis.claims import FAILS, HOLDS, UNDECIDED, check_claims
+from probe.analysis.decomposition import decompose, split_contrast, summarize
+from probe.analysis.reference import reference_relative
+from probe.analysis.stats import estimate, paired, welch
 from probe.plan import Study, make_plan
 from probe.spec import ArchSpec, DataSpec
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import data.datasets as datasets
+import probe.data.datasets as datasets
 from conftest import FASHION_MNIST_DIR, SHARED_DATA
-from data.datasets import load_dataset, parse_dataset
-from data.splits import resolve_split
-from data.synthetic import synthetic_arrays
-from data.tasks import task_data
+from probe.data.datasets import load_dataset, parse_dataset
+from probe.data.splits import resolve_split
+from probe.data.synthetic import synthetic_arrays
+from probe.data.tasks import task_data
 from probe.errors import ProbeError
 from probe.spec import DataSpec
 

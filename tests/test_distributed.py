@@ -19,9 +19,9 @@ import pytest
 import torch
 import xarray as xr
 
-from analysis.representations import representation_dataset
-from analysis.similarity import streaming_cka
-from analysis.stores import open_store
+from probe.analysis.representations import representation_dataset
+from probe.analysis.similarity import streaming_cka
+from probe.analysis.stores import open_store
 from probe.atomic import read_json
 from probe.checkpoint import load_weights
 from probe.distributed import dask_client, extract_run_dask, run_study_dask
@@ -29,7 +29,7 @@ from probe.extract import extract_run
 from probe.plan import Study
 from probe.spec import ArchSpec, DataSpec, Recipe
 from probe.sweep import run_study
-from tests.conftest import assert_one_line_error, assert_same_up_to_rounding
+from conftest import assert_one_line_error, assert_same_up_to_rounding
 
 DATA = DataSpec("synthetic", train_per_class=30)
 ARCH = ArchSpec("caffenet-small", "kaiming", {"width": 0.125})
@@ -186,7 +186,7 @@ def test_dask_extraction_writes_the_same_store_as_the_local_one(tmp_path, cache_
 
 
 def test_cli_train_and_extract_with_the_dask_executor(tmp_path, cli, cache_dir):
-    from tests.conftest import TINY_STUDY
+    from conftest import TINY_STUDY
 
     run = tmp_path / "run"
     result = cli("train", run, *TINY_STUDY, "--cuts", "1", "--variants", "AnB", "--executor", "dask",
@@ -202,7 +202,7 @@ def test_cli_train_and_extract_with_the_dask_executor(tmp_path, cli, cache_dir):
 
 
 def test_cli_unreachable_scheduler_and_bad_device_are_one_line(tmp_path, cli):
-    from tests.conftest import TINY_STUDY
+    from conftest import TINY_STUDY
 
     result = cli("train", tmp_path / "run", *TINY_STUDY, "--executor", "dask", "--scheduler", "tcp://127.0.0.1:9")
     assert_one_line_error(result, "tcp://127.0.0.1:9")
@@ -213,14 +213,14 @@ def test_cli_unreachable_scheduler_and_bad_device_are_one_line(tmp_path, cli):
 def test_ctrl_c_stops_a_dask_sweep_cleanly_and_the_same_command_resumes(tmp_path, cache_dir, cli):
     """Ctrl-C in a terminal sends SIGINT to the whole process group: the CLI, its LocalCluster's nannies and
     workers. The sweep stops within seconds with one line and status 130, and rerunning finishes it."""
-    from tests.conftest import REPO_ROOT
+    from conftest import REPO_ROOT
 
     run = tmp_path / "run"
     study = ["--dataset", "synthetic", "--arch-option", "width=0.125", "--epochs", "60", "--batch-size", "32",
              "--train-per-class", "30", "--cuts", "1", "--variants", "AnB", "--seeds", "0"]
     # Python's own SIGINT handler even where this test runs with SIGINT ignored (a background job), so that the
     # processes it starts get the default too; a process group of its own, as a shell gives a foreground job
-    main = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from cli.main import main; main()"
+    main = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from probe.cli.main import main; main()"
     cmd = [sys.executable, "-c", main, "train", str(run), *study, "--quiet", "--cache-dir", str(cache_dir),
            "--executor", "dask", "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -12,8 +12,8 @@ import xarray as xr
 import zarr
 from conftest import TINY_STUDY, assert_one_line_error, assert_same_up_to_rounding
 
-from analysis.stores import layer_arrays, list_networks, open_store
-from data.datasets import load_dataset
+from probe.analysis.stores import layer_arrays, list_networks, open_store
+from probe.data.datasets import load_dataset
 from probe.architectures import build_model
 from probe.atomic import read_json
 from probe.batches import Normalize, center_crop, to_device
@@ -32,7 +32,7 @@ def run(tmp_path_factory, cache_dir):
     """A small trained run: bases and BnB/AnB at cuts 1 and 3, one seed."""
     from click.testing import CliRunner
 
-    from cli.main import main
+    from probe.cli.main import main
 
     run_dir = tmp_path_factory.mktemp("run")
     result = CliRunner().invoke(main, ["train", str(run_dir), *TINY_STUDY, "--cuts", "1,3", "--variants", "BnB,AnB",

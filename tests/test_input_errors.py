@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error
-from data.datasets import load_dataset
-from data.splits import resolve_split
+from probe.data.datasets import load_dataset
+from probe.data.splits import resolve_split
 from probe.errors import ProbeError
 from probe.plan import read_plan
 from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe

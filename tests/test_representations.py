@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import TINY_STUDY
 
-from analysis.representations import layer_matrix, representation_dataset
-from analysis.stores import open_store
+from probe.analysis.representations import layer_matrix, representation_dataset
+from probe.analysis.stores import open_store
 from probe.extract import ProbeSet, extract_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 def run(tmp_path_factory, cache_dir):
     from click.testing import CliRunner
 
-    from cli.main import main
+    from probe.cli.main import main
 
     run_dir = tmp_path_factory.mktemp("run")
     result = CliRunner().invoke(main, ["train", str(run_dir), *TINY_STUDY, "--cuts", "1,3", "--quiet", "--device",
@@ -74,7 +74,7 @@ def test_analyze_adds_the_representation_section(run, cli):
 
 
 def test_a_dead_layer_gives_nan_not_an_error():
-    from analysis.representations import _defined_cka
+    from probe.analysis.representations import _defined_cka
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(50, 8))

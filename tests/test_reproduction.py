@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from analysis.reproduction import DOCS, busy_seconds, collect, render
+from probe.analysis.reproduction import DOCS, busy_seconds, collect, render
 from probe.plan import Study
 from probe.spec import ArchSpec, DataSpec, Recipe
 from probe.sweep import run_study

@@ -164,7 +164,7 @@ def test_a_network_finished_by_another_process_meanwhile_is_not_trained_again(ru
 
 
 def _task_tensors(run: Path, arrays, spec: NetworkSpec):
-    from data.tasks import task_data
+    from probe.data.tasks import task_data
     from probe.train import TaskTensors
 
     stats = read_json(run / "data.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from data.splits import CIFAR100_MAN_MADE_SUPERCLASSES, check_split_name, resolve_split, split_is_seeded
+from probe.data.splits import CIFAR100_MAN_MADE_SUPERCLASSES, check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -12,8 +12,8 @@ import xarray as xr
 import zarr
 from conftest import TINY_STUDY, assert_one_line_error
 
-from analysis.representations import representation_dataset
-from analysis.stores import list_networks, open_store
+from probe.analysis.representations import representation_dataset
+from probe.analysis.stores import list_networks, open_store
 from probe.architectures import build_model
 from probe.checkpoint import WEIGHTS
 from probe.errors import ProbeError
@@ -32,7 +32,7 @@ def run(tmp_path_factory, cache_dir):
     """A small trained run: the two bases and AnB at cut 1."""
     from click.testing import CliRunner
 
-    from cli.main import main
+    from probe.cli.main import main
 
     run_dir = tmp_path_factory.mktemp("run")
     result = CliRunner().invoke(main, ["train", str(run_dir), *TINY_STUDY, "--cuts", "1", "--variants", "AnB",

@@ -23,7 +23,7 @@ import torch
 import probe.sweep as sweep
 import probe.train as train
 from conftest import REPO_ROOT, TINY_STUDY, assert_one_line_error, invoke
-from data.tasks import task_data
+from probe.data.tasks import task_data
 from probe.architectures import build_model
 from probe.atomic import read_json
 from probe.batches import channel_stats
@@ -110,7 +110,7 @@ def test_status_reports_all_done(full_run, cli):
 
 
 def test_accuracy_table(full_run):
-    from analysis.accuracies import accuracy_dataset, format_table, rows
+    from probe.analysis.accuracies import accuracy_dataset, format_table, rows
 
     ds, missing = accuracy_dataset(full_run.run)
     assert missing == []
@@ -269,7 +269,7 @@ RESUME_STUDY = ["--dataset", "synthetic", "--arch-option", "width=0.125", "--epo
 def test_an_interrupted_network_resumes_from_its_last_epoch(tmp_path, cache_dir, cli, monkeypatch):
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", "from cli.main import main; main()", "train", str(run), *RESUME_STUDY,
+    cmd = [sys.executable, "-c", "from probe.cli.main import main; main()", "train", str(run), *RESUME_STUDY,
            "--quiet", "--device", "cpu", "--cache-dir", str(cache_dir)]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
