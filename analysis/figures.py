@@ -11,14 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+import xarray as xr
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import xarray as xr  # noqa: E402
-
-from probe.analysis.decomposition import SIMILAR_SPLIT, replicates  # noqa: E402
-from probe.analysis.reference import CITATION, reference_relative  # noqa: E402
+from probe.analysis.decomposition import SIMILAR_SPLIT, replicates
+from probe.analysis.reference import CITATION, reference_relative
+from probe.atomic import write_atomic
 
 STYLE = {"base": ("white", "o"), "BnB": ("tab:blue", "o"), "BnB+": ("lightskyblue", "P"),
          "AnB": ("tab:red", "D"), "AnB+": ("lightsalmon", "P"), "RnB": ("tab:gray", "s"),
@@ -33,19 +33,19 @@ def _per_n(values: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
     return values["n"].values, means
 
 
-def _save(fig: plt.Figure, out: Path, stem: str) -> list[Path]:
+def _save(fig: Figure, out: Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    for p in paths:  # a Figure of its own, not pyplot's: drawing sets no backend for the user's process
+        write_atomic(p, lambda tmp, fmt=p.suffix[1:]: fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight"))
     return paths
 
 
 def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
     """Figure 2 for ``split``; returns the PNG and SVG paths."""
     d = ds.sel(split=split)
-    fig, axes = plt.subplots(3, 1, figsize=(7, 11), sharex=True)
+    fig = Figure(figsize=(7, 11))
+    axes = fig.subplots(3, 1, sharex=True)
     top, bottom, rel = axes
     rng = np.random.default_rng(0)
     base = d["base"].values.ravel()
@@ -98,9 +98,10 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
 
 def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
     """Figure 3: every split's AnB and the random-weights RnB relative to base, beside the paper's."""
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     ref = reference_relative()
-    colors = plt.cm.tab10(np.linspace(0, 1, 10))
+    colors = matplotlib.colormaps["tab10"](np.linspace(0, 1, 10))
     for i, split in enumerate(ds["split"].values):
         d = ds.sel(split=split)
         n, m = _per_n(d["acc"].sel(variant="AnB") / d["base"])
@@ -122,7 +123,7 @@ def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
     return _save(fig, out, "figure3")
 
 
-def _label_layers(ax: plt.Axes, d: xr.Dataset) -> None:
+def _label_layers(ax: Axes, d: xr.Dataset) -> None:
     if "layer" in d.coords:
         ticks = [0, *d["n"].values.tolist()]
         ax.set_xticks(ticks)
@@ -134,7 +135,8 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
     """Left: per layer k, the CKA views of the networks cut at n = k, means over replicates; right: the cross-layer
     CKA of the two base networks."""
     d = rep.sel(split=split)
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5))
+    left, right = fig.subplots(1, 2)
     for label, values, color in (("CKA(AnB_k, baseB_k)", diagonal(d["cka_target"].sel(variant="AnB")), "tab:red"),
                                  ("CKA(AnB+_k, baseA_k)", diagonal(d["cka_source"].sel(variant="AnB+")), "lightsalmon"),
                                  ("CKA(BnB+_k, baseB_k)", diagonal(d["cka_source"].sel(variant="BnB+")), "lightskyblue")):

@@ -1,0 +1,139 @@
+"""The package as a user installs and imports it: one import root, a public API, no side effects at import, and a
+layering in which the command line sits on the library and the library on the data, with no import back up."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO_ROOT
+
+PROBE = Path(sys.executable).parent / "probe"  # the console script of this environment's install
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def _sources() -> list[str]:
+    """The project's files as a clean clone has them (tracked, plus new files not ignored)."""
+    out = _run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], REPO_ROOT)
+    if out.returncode != 0:
+        pytest.skip("not a git checkout")
+    return [f for f in out.stdout.splitlines() if (REPO_ROOT / f).is_file()]
+
+
+def test_the_wheel_holds_one_import_root(tmp_path):
+    """The wheel puts exactly one top-level package, probe, into site-packages: cli/, analysis/ and data/ are its
+    subpackages, so no other distribution can overwrite them."""
+    src = tmp_path / "src"
+    for f in _sources():
+        (src / f).parent.mkdir(parents=True, exist_ok=True)
+        (src / f).write_bytes((REPO_ROOT / f).read_bytes())
+    built = _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                  str(tmp_path / "dist"), str(src)], tmp_path, timeout=300)
+    assert built.returncode == 0, built.stderr
+    wheel = next((tmp_path / "dist").glob("*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    roots = {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))}
+    assert roots == {"probe"}, roots
+    for sub in ("probe/cli/main.py", "probe/analysis/report.py", "probe/data/datasets.py",
+                "probe/analysis/reference_data/yosinski2014_imagenet_runs.csv"):
+        assert sub in names, sub
+
+
+@pytest.fixture
+def users_project(tmp_path):
+    """A researcher's own directory, with the module names every project has; importing any of them fails."""
+    boom = "raise ImportError('the user\\'s own {} was imported instead of probe\\'s')\n"
+    (tmp_path / "data.py").write_text(boom.format("data.py"))
+    (tmp_path / "cli.py").write_text(boom.format("cli.py"))
+    (tmp_path / "analysis").mkdir()
+    (tmp_path / "analysis" / "__init__.py").write_text(boom.format("analysis/"))
+    return tmp_path
+
+
+def test_a_users_own_modules_never_shadow_probe(users_project):
+    for args in ([str(PROBE), "--help"], [str(PROBE), "plan", "--dataset", "synthetic", "--cuts", "1"],
+                 [sys.executable, "-c", "from probe import linear_cka, open_store, Study; print(Study)"]):
+        out = _run(args, users_project)
+        assert out.returncode == 0, (args, out.stderr)
+        assert "instead of probe" not in out.stderr
+    assert "networks" in _run([str(PROBE), "plan", "--dataset", "synthetic", "--cuts", "1"], users_project).stdout
+
+
+def test_every_public_name_resolves_and_import_probe_is_cheap():
+    import probe
+
+    for name in probe.__all__:
+        assert getattr(probe, name) is not None, name
+    assert set(probe.__all__) <= set(dir(probe))
+    with pytest.raises(AttributeError, match="no attribute 'nonesuch'"):
+        probe.nonesuch  # noqa: B018
+    code = "import sys, probe; print(sorted(m for m in ('torch', 'xarray', 'matplotlib', 'dask') if m in sys.modules))"
+    assert _run([sys.executable, "-c", code], REPO_ROOT).stdout.strip() == "[]"
+
+
+def test_drawing_the_figures_leaves_the_users_backend_alone(tmp_path):
+    """The report's figures are drawn on Figures of their own: a user's chosen backend stays chosen, and pyplot
+    (with its global state) is never imported."""
+    code = ("import sys, matplotlib; matplotlib.use('pdf'); import numpy as np; "
+            "from matplotlib.figure import Figure; import probe.analysis.report; "
+            "from probe.analysis.figures import _save; fig = Figure(); fig.subplots().plot(np.arange(3)); "
+            f"print(_save(fig, __import__('pathlib').Path({str(tmp_path)!r}), 'f')); "
+            "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = _run([sys.executable, "-c", code], REPO_ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[-1] == "pdf False"
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "f.svg").exists()
+
+
+# The layers, bottom up: what a module may import of probe's own. probe.cli sits on top; the analysis and the
+# training library beside each other on the data; the data on the specs and errors alone.
+FOUNDATION = {"probe.errors", "probe.spec", "probe.variants", "probe.atomic"}
+LAYER_OF = {"probe.cli": 3, "probe.analysis": 2, "probe.data": 1}
+
+
+def _layer(module: str) -> int:
+    if module in FOUNDATION or module == "probe":
+        return 0
+    return next((v for k, v in LAYER_OF.items() if module == k or module.startswith(k + ".")), 2)
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO_ROOT).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] != "probe":
+        parts.insert(0, "probe")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return {m for m in found if m == "probe" or m.startswith("probe.")}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Every module of the package and the modules of probe it imports (at any depth in the file)."""
+    files = [p for d in ("probe", "cli", "analysis", "data") for p in (REPO_ROOT / d).rglob("*.py")]
+    return {_module_name(p): _imports(p) for p in files}
+
+
+def test_imports_only_point_down_the_layers():
+    """probe.cli -> library (training, extraction, analysis) -> probe.data -> specs and errors, never back up; the
+    package's lazy public API (probe/__init__.py) names modules without importing them."""
+    upward = [(m, i) for m, imported in import_graph().items() for i in imported
+              if m != "probe" and _layer(i) > _layer(m)]
+    assert not upward, upward
