@@ -1,0 +1,171 @@
+"""torchvision's classification families as LayeredNets: default cut points by model type, and building one by name.
+
+Default cut points, with the layer names the rest of the code sees (the last layer is always ``head``):
+
+- ResNet: the stem (conv1 .. maxpool) ``stem``, then ``layer1`` .. ``layer4``; the head is avgpool, flatten, fc.
+  With ``blocks``: the stem, then each residual block, ``block1`` .. ``blockN``.
+- VGG and VGG-BN: after each max-pool of ``features``, ``pool1`` .. ``pool5``; the head is avgpool and the three fully
+  connected layers.
+- MobileNet-V3 and EfficientNet: after each ``features.i``, ``features_0`` .. ; the head is avgpool and classifier.
+- ConvNeXt: the stem ``features.0`` as ``stem``, then each stage of blocks (``features.1``, 3, 5, 7) as ``stage1`` ..
+  ``stage4``, a stage taking the downsampling before it; the head is avgpool and classifier.
+- VisionTransformer: the embedding (conv_proj, class token, position embedding and its dropout) ``embedding``, then
+  each encoder layer ``encoder1`` .. ``encoderN``; the head is the final LayerNorm, the class-token read-out and heads.
+
+torchvision is imported on first use, not with this module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from probe.architectures.adapter import HEAD, layer_name, layered_from_module
+from probe.architectures.layered import LayeredNet
+from probe.errors import ProbeError
+
+# Arguments probe sets itself, never a builder option.
+_SET_BY_PROBE = ("num_classes", "weights", "image_size")
+
+
+def torchvision_network(function_path_or_name: str, in_channels: int, num_classes: int, input_size: int,
+                        blocks: bool = False, cut_after: Sequence[str] | None = None, **options) -> LayeredNet:
+    """Build a torchvision classification model (``resnet18``) or any builder by import path
+    (``torchvision.models.vgg11_bn``, ``package.module:function``) and return it as a LayeredNet.
+
+    The builder gets ``num_classes``, ``weights=None`` where it takes weights (nothing is ever downloaded),
+    ``image_size=input_size`` for a vision transformer, and ``options``. A first convolution for 3 channels is
+    replaced by one for ``in_channels``. A ResNet under 64 pixels gets the small-image stem of
+    :mod:`probe.architectures.resnet` (a 3x3 convolution at stride 1 and no max-pooling), so 32-pixel images keep
+    enough resolution for its four stages. The cut points are the family's defaults (``blocks``: after each residual
+    block of a ResNet) unless ``cut_after`` gives dotted module paths.
+    """
+    build = _builder(function_path_or_name)
+    model = _call_builder(build, function_path_or_name, num_classes, input_size, options)
+    _fit_input(model, in_channels, input_size)
+    if cut_after is not None:
+        return layered_from_module(model, cut_after)
+    return layered_torchvision(model, blocks)
+
+
+def layered_torchvision(model: nn.Module, blocks: bool = False) -> LayeredNet:
+    """A built torchvision classification model as a LayeredNet cut at its family's default cut points."""
+    cuts = default_cut_points(model, blocks)
+    return layered_from_module(model, [path for path, _ in cuts], [name for _, name in cuts] + [HEAD])
+
+
+def default_cut_points(model: nn.Module, blocks: bool = False) -> list[tuple[str, str]]:
+    """(module path, layer name) of each default cut point of a torchvision classification model, by its type."""
+    from torchvision import models
+
+    if isinstance(model, models.ResNet):
+        return _resnet_cuts(model, blocks)
+    if blocks:
+        raise ProbeError(f"per-block cut points are defined for ResNet, not {type(model).__name__}; "
+                         f"give cut_after instead")
+    families = ((models.VGG, _vgg_cuts), ((models.MobileNetV3, models.EfficientNet), _features_cuts),
+                (models.ConvNeXt, _convnext_cuts), (models.VisionTransformer, _vit_cuts))
+    for family, cuts in families:
+        if isinstance(model, family):
+            return cuts(model)
+    raise ProbeError(f"no default cut points for {type(model).__name__} (known: ResNet, VGG, MobileNetV3, "
+                     f"EfficientNet, ConvNeXt, VisionTransformer); give cut_after as dotted module paths, "
+                     f"or write a builder that returns LayeredNet")
+
+
+def _resnet_cuts(model: nn.Module, blocks: bool) -> list[tuple[str, str]]:
+    stages = ["layer1", "layer2", "layer3", "layer4"]
+    if not blocks:
+        return [("maxpool", "stem"), *((s, s) for s in stages)]
+    paths = [f"{s}.{i}" for s in stages for i in range(len(model.get_submodule(s)))]
+    return [("maxpool", "stem"), *((p, f"block{i}") for i, p in enumerate(paths, start=1))]
+
+
+def _vgg_cuts(model: nn.Module) -> list[tuple[str, str]]:
+    pools = [i for i, m in enumerate(model.features) if isinstance(m, nn.MaxPool2d)]
+    return [(f"features.{i}", f"pool{k}") for k, i in enumerate(pools, start=1)]
+
+
+def _features_cuts(model: nn.Module) -> list[tuple[str, str]]:
+    return [(f"features.{i}", layer_name(f"features.{i}")) for i in range(len(model.features))]
+
+
+def _convnext_cuts(model: nn.Module) -> list[tuple[str, str]]:
+    # features alternates stage, downsampling, stage, ...: the stages of blocks are the odd indices
+    stages = range(1, len(model.features), 2)
+    return [("features.0", "stem"), *((f"features.{i}", f"stage{k}") for k, i in enumerate(stages, start=1))]
+
+
+def _vit_cuts(model: nn.Module) -> list[tuple[str, str]]:
+    # the embedding ends with the dropout after the position embedding; encoder.ln goes with the head
+    layers = [f"encoder.layers.{name}" for name, _ in model.encoder.layers.named_children()]
+    return [("encoder.dropout", "embedding"), *((p, f"encoder{k}") for k, p in enumerate(layers, start=1))]
+
+
+def _builder(function_path_or_name: str) -> Callable[..., nn.Module]:
+    """A torchvision model name, or an import path ``module.function`` / ``module:function``."""
+    if "." not in function_path_or_name and ":" not in function_path_or_name:
+        from torchvision import models
+
+        try:
+            return models.get_model_builder(function_path_or_name)
+        except ValueError:
+            raise ProbeError(f"torchvision has no model {function_path_or_name!r} "
+                             f"(torchvision.models.list_models() lists them)") from None
+    module_name, _, attr = function_path_or_name.replace(":", ".").rpartition(".")
+    try:
+        build = getattr(importlib.import_module(module_name), attr, None)
+    except ImportError as e:
+        raise ProbeError(f"cannot import {module_name!r} for builder {function_path_or_name!r}: {e}") from None
+    if not callable(build):
+        raise ProbeError(f"{module_name} has no callable {attr!r} to build a network")
+    return build
+
+
+def _call_builder(build: Callable[..., nn.Module], label: str, num_classes: int, input_size: int,
+                  options: dict[str, object]) -> nn.Module:
+    taken = [key for key in _SET_BY_PROBE if key in options]
+    if taken:
+        raise ProbeError(f"option {taken[0]!r} of {label} is set by probe: num_classes from the classes, "
+                         f"image_size from the input size, and weights are never downloaded")
+    kwargs = {"num_classes": num_classes, **options}
+    if "weights" in inspect.signature(build).parameters:
+        kwargs["weights"] = None
+    # torchvision's ViT builders take image_size through **kwargs, so their signature does not show it
+    if getattr(build, "__module__", None) == "torchvision.models.vision_transformer":
+        kwargs["image_size"] = input_size
+    try:
+        model = build(**kwargs)
+    except TypeError as e:  # an option the builder does not take
+        raise ProbeError(f"{label} cannot be built with {', '.join(kwargs)}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ProbeError(f"{label} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def _fit_input(model: nn.Module, in_channels: int, input_size: int) -> None:
+    """Give the model a first convolution for ``in_channels``, and a ResNet under 64 pixels the small-image stem."""
+    from torchvision.models import ResNet
+
+    from probe.architectures.resnet import SMALL_INPUT
+
+    if isinstance(model, ResNet) and input_size < SMALL_INPUT:
+        model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, 3, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    elif in_channels != 3:
+        _replace_first_conv(model, in_channels)
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    """The first Conv2d (the families above register their input convolution first), rebuilt for ``in_channels``."""
+    found = next(((path, m) for path, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if found is None:
+        raise ProbeError(f"{type(model).__name__} has no Conv2d to take {in_channels} input channels")
+    path, conv = found
+    parent, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent), attr,
+            nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                      bias=conv.bias is not None, padding_mode=conv.padding_mode))
