@@ -69,17 +69,43 @@ def _matrix(a, name: str) -> np.ndarray:
     return _finite(_shape(a, name).astype(np.float64), name)
 
 
+def _center(a: np.ndarray) -> np.ndarray:
+    """Center the float64 (samples, features) array ``a`` over the samples in place; returns the mean removed."""
+    constant = np.ptp(a, axis=0) == 0
+    mean = a.mean(axis=0)
+    a -= mean
+    # exactly zero: centering a constant such as 0.1 leaves rounding residue, which no measure may read as
+    # variation (a layer of constant units is refused, not given a similarity)
+    a[:, constant] = 0.0
+    return mean
+
+
 def _paired(x, y, min_samples: int, names: tuple[str, str] = ("x", "y")) -> tuple[np.ndarray, np.ndarray]:
     """``x`` and ``y`` checked as a pair of representations of the same samples, centered in float64."""
     x, y = _matrix(x, names[0]), _matrix(y, names[1])
     _same_samples(len(x), len(y), min_samples, names)
     for a in (x, y):  # in place: _matrix's astype made a copy
-        constant = np.ptp(a, axis=0) == 0
-        a -= a.mean(axis=0)
-        # exactly zero: centering a constant such as 0.1 leaves rounding residue, which no measure may read as
-        # variation (a layer of constant units is refused, not given a similarity)
-        a[:, constant] = 0.0
+        _center(a)
     return x, y
+
+
+def centered_svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(centered, u, s)`` for a finite float64 ``x`` (n, d), which is not modified: a centered copy of ``x`` (constant
+    units exactly 0), and the left singular vectors (n, r) and singular values (r,) of it cut to its numerical rank r.
+
+    The rank tolerance is numpy's matrix_rank one for ``x`` as given, before centering (s[0] + sqrt(n) |mean| bounds
+    its spectral norm), not for the centered matrix: entries, and the mean centering subtracts, carry rounding
+    relative to their uncentered size. Under a large offset the computed mean is off by that rounding, leaving a
+    residue 1 e^T along the all-ones vector, and a unit collinear with others is collinear only to that rounding;
+    both lie far above the centered matrix's own rounding level s[0] eps. Kept as directions of variation, the
+    residue lies in the span of any class indicators (H-score 1 too high) and is shared by any two representations
+    (a spurious canonical correlation near 1)."""
+    centered = x.copy()
+    mean = _center(centered)
+    u, s, _ = np.linalg.svd(centered, full_matrices=False)
+    tol = max(x.shape) * np.finfo(np.float64).eps * (s.max(initial=0.0) + np.sqrt(len(x)) * np.linalg.norm(mean))
+    rank = int(np.count_nonzero(s > tol))
+    return centered, u[:, :rank], s[:rank]
 
 
 def _grams(k, l, min_samples: int) -> tuple[np.ndarray, np.ndarray]:
@@ -354,32 +380,32 @@ def streaming_cka(a: xr.DataArray, b: xr.DataArray, batch_size: int = 1000) -> f
 # ------------------------------------------------------------------------------------------ CCA, SVCCA, PWCCA
 
 
-def _directions(x: np.ndarray, keep: float | None) -> tuple[np.ndarray, int]:
-    """An orthonormal basis (n, k) of the top principal directions of centered ``x``: its numerical rank (constant
-    and collinear units add nothing), cut further to the fewest directions explaining ``keep`` of the variance."""
-    u, s, _ = np.linalg.svd(x, full_matrices=False)
-    rank = int(np.count_nonzero(s > s[0] * max(x.shape) * np.finfo(np.float64).eps)) if s[0] > 0 else 0
-    k = rank
-    if keep is not None and rank:
-        explained = np.cumsum(s[:rank] ** 2) / np.sum(s[:rank] ** 2)
-        k = int(np.searchsorted(explained, keep) + 1)
-    return u[:, :min(k, rank)], rank
+def _directions(u: np.ndarray, s: np.ndarray, keep: float | None) -> np.ndarray:
+    """The fewest leading principal directions of ``u`` (n, rank), with singular values ``s``, that explain ``keep``
+    of the variance (all of them for None)."""
+    if keep is None:
+        return u
+    explained = np.cumsum(s**2) / np.sum(s**2)
+    return u[:, :min(int(np.searchsorted(explained, keep) + 1), len(s))]
 
 
 def _cca_bases(x, y, keep: float | None, min_samples: int = 3) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                                               np.ndarray]:
-    """Centered ``x``, ``y`` and orthonormal bases of the subspaces CCA compares.
+    """Centered ``x``, ``y`` and orthonormal bases of the subspaces CCA compares: the top principal directions of
+    each within its numerical rank (constant and collinear units add nothing; see :func:`centered_svd`).
 
     Two subspaces of dims px + py > n - 1 in the (n - 1)-dim space of centered samples share px + py - n + 1
     directions, which CCA reports as correlations of exactly 1 whatever the data. Then each side is cut to its top
     (n - 1) // 2 principal directions, with a warning: CCA needs many more samples than dimensions to mean much."""
     if keep is not None and not 0 < keep <= 1:
         raise ProbeError(f"variance fraction {keep} to keep must be in (0, 1], or None for all directions")
-    x, y = _paired(x, y, min_samples)
-    (qx, rx), (qy, ry) = _directions(x, keep), _directions(y, keep)
-    for name, rank in (("x", rx), ("y", ry)):
-        if not rank:
+    x, y = _matrix(x, "x"), _matrix(y, "y")
+    _same_samples(len(x), len(y), min_samples)
+    (x, ux, sx), (y, uy, sy) = centered_svd(x), centered_svd(y)
+    for name, s in (("x", sx), ("y", sy)):
+        if not len(s):
             raise ProbeError(f"{name} does not vary across the samples (every unit is constant); CCA is undefined")
+    qx, qy = _directions(ux, sx, keep), _directions(uy, sy, keep)
     n = len(x)
     if qx.shape[1] + qy.shape[1] > n - 1:
         cap = (n - 1) // 2
