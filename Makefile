@@ -76,6 +76,7 @@ repro-cifar10: $(STAMP)
 		--command "python -m probe.analysis.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10"
 
 test: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -15,21 +15,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from probe.checkpoint import METRICS, read_metrics
+from probe.architectures.registry import get_architecture
+from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
-from probe.plan import VARIANT_NAMES, read_plan
+from probe.plan import read_plan
+from probe.run import Run
 from probe.spec import NetworkSpec
-from probe.train import network_dir
-
-VARIANTS = tuple(VARIANT_NAMES)  # BnB, BnB+, AnB, AnB+, RnB
-COLUMNS = ("base", *VARIANTS)
-
-
-def variant_label(spec: NetworkSpec) -> str:
-    """The paper's generic label of a network: base, BnB, BnB+, AnB, AnB+ or RnB."""
-    if spec.variant == "base":
-        return "base"
-    return {"selffer": "BnB", "transfer": "AnB", "random": "RnB"}[spec.variant] + ("+" if spec.fine_tune else "")
+from probe.variants import BASE, CUT_NAMES, CUT_VARIANTS, TASKS, VARIANTS, Variant
 
 
 def replicate_label(spec: NetworkSpec) -> str:
@@ -45,7 +37,7 @@ def accuracy_dataset(run_dir: Path) -> tuple[xr.Dataset, list[str]]:
     missing = []
     for p in plan:
         try:
-            m = read_metrics(network_dir(run_dir, p.spec) / METRICS) or {}
+            m = read_metrics(Run(run_dir).network(p.spec.id).metrics) or {}
         except ProbeError as e:  # one damaged file leaves its network out, not the whole analysis
             print(f"warning: {e}; left out as unfinished", file=sys.stderr)
             m = {}
@@ -54,38 +46,38 @@ def accuracy_dataset(run_dir: Path) -> tuple[xr.Dataset, list[str]]:
         else:
             missing.append(p.spec.id)
     specs = [p.spec for p in plan]
-    return build_dataset(specs, found, study.to_dict()), missing
+    return build_dataset(specs, found, study.to_dict(), plan[0].layers if plan else None), missing
 
 
-def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: dict | None = None) -> xr.Dataset:
-    """Arrange ``accuracy`` (network id -> test accuracy) of ``specs`` on the dims above."""
+def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: dict | None = None,
+                  layers: tuple[str, ...] | None = None) -> xr.Dataset:
+    """Arrange ``accuracy`` (network id -> test accuracy) of ``specs`` on the dims above; ``layers``: the
+    architecture's layer names (default: as the registry declares them), for the ``layer`` coord of each n."""
     splits = list(dict.fromkeys(s.split for s in specs))
     replicates = list(dict.fromkeys(replicate_label(s) for s in specs))
     cuts = sorted({s.cut for s in specs if s.cut > 0})
-    base = np.full((len(splits), len(replicates), 2), np.nan)
-    acc = np.full((len(splits), len(replicates), 2, len(cuts), len(VARIANTS)), np.nan)
+    base = np.full((len(splits), len(replicates), len(TASKS)), np.nan)
+    acc = np.full((len(splits), len(replicates), len(TASKS), len(cuts), len(CUT_VARIANTS)), np.nan)
     planned = np.zeros(acc.shape, dtype=bool)
     for s in specs:
-        i, r, t = splits.index(s.split), replicates.index(replicate_label(s)), "AB".index(s.target)
-        value = accuracy.get(s.id, np.nan)
-        if s.variant == "base":
+        i, r, t = splits.index(s.split), replicates.index(replicate_label(s)), TASKS.index(s.target)
+        value, variant = accuracy.get(s.id, np.nan), Variant.of(s)
+        if variant == BASE:
             base[i, r, t] = value
         else:
-            j, v = cuts.index(s.cut), VARIANTS.index(variant_label(s))
+            j, v = cuts.index(s.cut), CUT_VARIANTS.index(variant)
             acc[i, r, t, j, v] = value
             planned[i, r, t, j, v] = True
     layer_names = {}
     if specs:
-        from probe.architectures import build_model
-
-        names = build_model(specs[0]).layer_names
+        names = layers or get_architecture(specs[0].arch.name).layers
         layer_names = {"layer": ("n", _strings([names[n - 1] for n in cuts]))}
     ds = xr.Dataset(
         {"base": (("split", "replicate", "target"), base),
          "acc": (("split", "replicate", "target", "n", "variant"), acc),
          "planned": (("split", "replicate", "target", "n", "variant"), planned)},
-        coords={"split": _strings(splits), "replicate": _strings(replicates), "target": _strings(["A", "B"]),
-                "n": cuts, "variant": _strings(VARIANTS), **layer_names})
+        coords={"split": _strings(splits), "replicate": _strings(replicates), "target": _strings(TASKS),
+                "n": cuts, "variant": _strings(CUT_NAMES), **layer_names})
     ds["acc"].attrs["description"] = "test accuracy (top-1) on the target task"
     ds["base"].attrs["description"] = "test accuracy (top-1) of baseA/baseB on their own task"
     if study is not None:
@@ -104,11 +96,11 @@ def format_table(ds: xr.Dataset) -> str:
     for split in ds["split"].values:
         d = ds.sel(split=split)
         lines.append(f"split {split}: mean test accuracy over replicates and directions (count)")
-        lines.append("   n  " + "".join(f"{c:>15}" for c in COLUMNS))
+        lines.append("   n  " + "".join(f"{v.name:>15}" for v in VARIANTS))
         base = d["base"].values.ravel()
-        lines.append(f"{0:>4}  " + _cell(base) + "".join(f"{'':>15}" for _ in VARIANTS))
+        lines.append(f"{0:>4}  " + _cell(base) + "".join(f"{'':>15}" for _ in CUT_NAMES))
         for n in d["n"].values:
-            cells = [_cell(d["acc"].sel(n=n, variant=v).values.ravel()) for v in VARIANTS]
+            cells = [_cell(d["acc"].sel(n=n, variant=v).values.ravel()) for v in CUT_NAMES]
             lines.append(f"{int(n):>4}  " + f"{'':>15}" + "".join(cells))
     return "\n".join(lines) if lines else "no networks planned"
 
@@ -126,7 +118,7 @@ def rows(ds: xr.Dataset) -> list[dict]:
             for t in ds["target"].values:
                 b = float(ds["base"].sel(split=split, replicate=rep, target=t))
                 if np.isfinite(b):
-                    out.append({"split": split, "replicate": rep, "target": t, "variant": "base", "n": 0,
+                    out.append({"split": split, "replicate": rep, "target": t, "variant": BASE.name, "n": 0,
                                 "test_acc": b})
                 for n in ds["n"].values:
                     for v in ds["variant"].values:

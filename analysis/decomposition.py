@@ -11,6 +11,7 @@ from __future__ import annotations
 import xarray as xr
 
 from probe.analysis.stats import Estimate, estimate, welch
+from probe.variants import BASE
 
 SIMILAR_SPLIT = "random"
 
@@ -105,16 +106,16 @@ def split_contrast(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, i
     return {k: welch(a, b) for k, (a, b) in split_contrast_values(ds, quantity).items()}
 
 
-def variant_means(ds: xr.Dataset, relative_to_base: bool = False) -> dict[tuple[str, str, int], Estimate]:
-    """(split, variant, n) -> mean accuracy (or accuracy / base) over replicates, with its interval."""
-    values = relative(ds) if relative_to_base else ds["acc"]
+def variant_means(ds: xr.Dataset) -> dict[tuple[str, str, int], Estimate]:
+    """(split, variant, n) -> mean test accuracy over replicates, with its interval; the base networks under
+    (split, "base", 0)."""
     out = {}
     for split in ds["split"].values:
         for v in ds["variant"].values:
-            per = replicates(values.sel(split=split, variant=v))
+            per = replicates(ds["acc"].sel(split=split, variant=v))
             for n in ds["n"].values:
                 out[(str(split), str(v), int(n))] = estimate(per.sel(n=n).values)
-    base = replicates((ds["base"] / ds["base"]) if relative_to_base else ds["base"])
+    base = replicates(ds["base"])
     for split in ds["split"].values:
-        out[(str(split), "base", 0)] = estimate(base.sel(split=split).values)
+        out[(str(split), BASE.name, 0)] = estimate(base.sel(split=split).values)
     return out

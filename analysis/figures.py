@@ -137,9 +137,10 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
     d = rep.sel(split=split)
     fig = Figure(figsize=(12, 4.5))
     left, right = fig.subplots(1, 2)
-    for label, values, color in (("CKA(AnB_k, baseB_k)", diagonal(d["cka_target"].sel(variant="AnB")), "tab:red"),
-                                 ("CKA(AnB+_k, baseA_k)", diagonal(d["cka_source"].sel(variant="AnB+")), "lightsalmon"),
-                                 ("CKA(BnB+_k, baseB_k)", diagonal(d["cka_source"].sel(variant="BnB+")), "lightskyblue")):
+    views = (("CKA(AnB_k, baseB_k)", diagonal(d["cka_target"].sel(variant="AnB")), "tab:red"),
+             ("CKA(AnB+_k, baseA_k)", diagonal(d["cka_source"].sel(variant="AnB+")), "lightsalmon"),
+             ("CKA(BnB+_k, baseB_k)", diagonal(d["cka_source"].sel(variant="BnB+")), "lightskyblue"))
+    for label, values, color in views:
         n, m = _per_n(values)
         left.plot(n, m, marker="o", color=color, label=label)
     layer_names = list(d["layer"].values)

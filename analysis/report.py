@@ -9,32 +9,37 @@ relative to its base, per split and n) and ``claims.json``; with an activation s
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
-import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
-from probe.analysis.accuracies import COLUMNS, accuracy_dataset, format_table, rows
+from probe.activation_store import consolidate
+from probe.analysis.accuracies import accuracy_dataset, format_table, rows
 from probe.analysis.claims import MARGIN, check_claims
-from probe.analysis.decomposition import (QUANTITIES, SIMILAR_SPLIT, relative_rows, replicates, split_contrast, summary_rows,
-                                    variant_means)
-from probe.analysis.representations import representation_dataset, score_correlations
-from probe.analysis.transferability import DESCRIPTIONS
+from probe.analysis.decomposition import (
+    QUANTITIES,
+    SIMILAR_SPLIT,
+    relative_rows,
+    replicates,
+    split_contrast,
+    summary_rows,
+    variant_means,
+)
 from probe.analysis.figures import diagonal, figure2, figure3, figure_cka
 from probe.analysis.reference import CITATION
+from probe.analysis.render import Block, Heading, Image, Paragraph, Table, html, markdown, number
+from probe.analysis.representations import representation_dataset, score_correlations
 from probe.analysis.stats import Estimate
+from probe.analysis.transferability import DESCRIPTIONS
 from probe.atomic import write_atomic, write_json
-from probe.extract import STORE, consolidate
 from probe.plan import read_plan
-
-ANALYSIS = "analysis"
+from probe.run import Run
+from probe.variants import BASE, CUT_NAMES, VARIANTS
 
 
 def _csv_text(records: list[dict]) -> str:
@@ -69,16 +74,16 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     When the run has an activation store (``store``, default ``RUN/activations.zarr``), the representation views
     (CKA, linear probes, transferability estimators; :mod:`analysis.representations`) are added, on at most
     ``max_samples`` images per comparison; with a dask ``client`` they are computed on its workers."""
-    run_dir = Path(run_dir)
-    read_plan(run_dir)  # not a run directory (a typo): refused before anything is written there
-    store = Path(store) if store else run_dir / STORE
+    run = Run(run_dir)
+    read_plan(run)  # not a run directory (a typo): refused before anything is written there
+    store = Path(store) if store else run.store
     rep, extra = None, []
     if store.exists():  # first, so that a damaged store is refused before anything is written
-        rep = representation_dataset(run_dir, store.resolve() if client else store, max_samples=max_samples,
+        rep = representation_dataset(run, store.resolve() if client else store, max_samples=max_samples,
                                      client=client)
-    out = run_dir / ANALYSIS
+    out = run.analysis
     out.mkdir(parents=True, exist_ok=True)
-    ds, missing = accuracy_dataset(run_dir)
+    ds, missing = accuracy_dataset(run)
     _write_zarr(ds, out / "accuracies.zarr")
     _write_text(out / "accuracies.csv", _csv_text(rows(ds)))
     summary = summary_rows(ds)
@@ -104,8 +109,8 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "representations.zarr", ignore_errors=True)
     blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out, extra)
-    _write_text(out / "report.md", _markdown(blocks))
-    _write_text(out / "report.html", _html(blocks, out))
+    _write_text(out / "report.md", markdown(blocks))
+    _write_text(out / "report.html", html(blocks, TITLE, out))
     return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out, "figures": figures,
             "dataset": ds, "representations": rep}
 
@@ -144,134 +149,95 @@ def correlation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
 
 VIEW_TITLES = {"cka_anb_baseb": "CKA(AnB_k, baseB_k)", "cka_anbplus_basea": "CKA(AnB+_k, baseA_k)",
                "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)", "anb_acc": "AnB accuracy"}
+TITLE = "Transferability report"
 
 
-def _representation_blocks(splits, table: list[dict], correlations: list[dict], store: Path) -> list[tuple]:
+def _representation_blocks(splits, table: list[dict], correlations: list[dict], store: Path) -> list[Block]:
     """The report's representation section from the rows of representations.csv and correlations.csv."""
-    b: list[tuple] = [("h2", "Representations")]
-    b.append(("p", f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the "
-                   "target task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy "
-                   "and transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, "
-                   "layer by layer, beside the measured AnB accuracy at n = k. Means over replicates and both "
-                   "directions; empty cells need a store extracted with `--probe-set both`."))
+    b: list[Block] = [Heading(2, "Representations")]
+    b.append(Paragraph(
+        f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the target "
+        "task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy and "
+        "transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, layer by layer, "
+        "beside the measured AnB accuracy at n = k. Means over replicates and both directions; empty cells need a "
+        "store extracted with `--probe-set both`."))
     for split in splits:
-        b.append(("h3", f"{split} split, per layer"))
-        b.append(("table", ["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
-                  [[r["k"], r["layer"], *[_num(r[v]) for v in VIEW_TITLES], *[_num(r[k]) for k in DESCRIPTIONS]]
-                   for r in table if r["split"] == split]))
+        b.append(Heading(3, f"{split} split, per layer"))
+        b.append(Table(["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
+                       [[r["k"], r["layer"], *[number(r[v], 4) for v in VIEW_TITLES],
+                         *[number(r[k], 4) for k in DESCRIPTIONS]] for r in table if r["split"] == split]))
         corr = [c for c in correlations if c["split"] == split]
         if corr:
-            b.append(("p", "Spearman rank correlation with the AnB accuracy at n = k, pooled over replicates, "
-                           "directions and n: " + "; ".join(f"{c['score']} rho = {_num(c['rho'])} "
-                                                            f"(p = {_num(c['p'], 3)}, {c['pairs']} pairs)"
-                                                            for c in corr) + "."))
+            b.append(Paragraph("Spearman rank correlation with the AnB accuracy at n = k, pooled over replicates, "
+                               "directions and n: " + "; ".join(f"{c['score']} rho = {number(c['rho'], 4)} "
+                                                                f"(p = {number(c['p'])}, {c['pairs']} pairs)"
+                                                                for c in corr) + "."))
     return b
-
-
-def _num(x: float, digits: int = 4) -> str:
-    return "" if not np.isfinite(x) else f"{x:.{digits}f}"
 
 
 def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], claims, claim_split: str,
-                   figures: list[Path], out: Path, extra: list[tuple]) -> list[tuple]:
+                   figures: list[Path], out: Path, extra: list[Block]) -> list[Block]:
+    """The whole report; ``extra`` (the representation section) goes before the figures."""
+    return [Heading(1, TITLE), *_overview_blocks(ds, missing), *_claim_blocks(claims, claim_split),
+            *_accuracy_blocks(ds), *_decomposition_blocks(ds, summary), *extra,
+            Heading(2, "Figures"), *[Image(f.relative_to(out), f.stem) for f in figures],
+            Paragraph(f"Paper's numbers: {CITATION}.")]
+
+
+def _overview_blocks(ds: xr.Dataset, missing: list[str]) -> list[Block]:
     study = json.loads(ds.attrs.get("study", "{}"))
-    b: list[tuple] = [("h1", "Transferability report")]
-    b.append(("p", f"Dataset `{study.get('data', {}).get('name')}`, architecture `{study.get('arch', {}).get('name')}` "
-                   f"(init {study.get('arch', {}).get('init')}, options {study.get('arch', {}).get('options')}), "
-                   f"{study.get('recipe', {}).get('epochs')} epochs per network; splits "
-                   f"{', '.join(str(s) for s in ds['split'].values)}; replicates "
-                   f"{', '.join(str(r) for r in ds['replicate'].values)}, each in both directions. "
-                   "Intervals are 95% t intervals over replicates (n = replicates behind each number; "
-                   "one replicate gives no interval)."))
+    arch = study.get("arch", {})
+    b: list[Block] = [Paragraph(
+        f"Dataset `{study.get('data', {}).get('name')}`, architecture `{arch.get('name')}` (init {arch.get('init')}, "
+        f"options {arch.get('options')}), {study.get('recipe', {}).get('epochs')} epochs per network; splits "
+        f"{', '.join(str(s) for s in ds['split'].values)}; replicates "
+        f"{', '.join(str(r) for r in ds['replicate'].values)}, each in both directions. Intervals are 95% t "
+        "intervals over replicates (n = replicates behind each number; one replicate gives no interval).")]
     if missing:
-        b.append(("p", f"**Partial run:** {len(missing)} planned networks are not finished and are left out: "
-                       + ", ".join(f"`{m}`" for m in missing[:20]) + (" ..." if len(missing) > 20 else "")))
-    b.append(("h2", "Claims of the paper, checked"))
-    b.append(("p", f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (for the "
-                   f"no-difference claims 1 and 3: within +-{MARGIN} accuracy); *does not hold*: an interval lies on "
-                   "the other side (wholly beyond the margin, for claims 1 and 3); *undecided*: neither, or too few replicates. A claim resting "
-                   "on m intervals uses Bonferroni-corrected 1 - 0.05/m intervals."))
-    b.append(("table", ["#", "claim", "verdict", "evidence"],
-              [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in claims]))
-    b.append(("h2", "Test accuracy"))
-    means = variant_means(ds)
-    for split in ds["split"].values:
-        header = ["n", "layer", *COLUMNS]
-        table = [[0, "-", str(means[(str(split), "base", 0)]), *[""] * (len(COLUMNS) - 1)]]
-        for i, n in enumerate(ds["n"].values):
-            layer = str(ds["layer"].values[i]) if "layer" in ds.coords else ""
-            table.append([int(n), layer, "", *[str(means[(str(split), v, int(n))]) for v in COLUMNS[1:]]])
-        b.append(("h3", f"{split} split: mean [95% interval] (n)"))
-        b.append(("table", header, table))
-    b.append(("h2", "Decomposition per cut n"))
-    b.append(("p", "; ".join(f"**{k}** = {text.split(': ')[1]}" for k, (_, text) in QUANTITIES.items()) + "."))
-    for split in ds["split"].values:
-        header = ["n", *QUANTITIES]
-        table = []
-        for n in ds["n"].values:
-            cells = []
-            for q in QUANTITIES:
-                r = next(x for x in summary if x["split"] == split and x["quantity"] == q and x["n"] == int(n))
-                cells.append(str(Estimate(r["mean"], r["low"], r["high"], r["replicates"], r["p"])))
-            table.append([int(n), *cells])
-        b.append(("h3", f"{split} split"))
-        b.append(("table", header, table))
-    contrast = split_contrast(ds)
-    if contrast:
-        b.append(("h3", f"Dissimilar minus similar ({SIMILAR_SPLIT}) split: relative total drop (Welch)"))
-        b.append(("table", ["split", "n", "difference [95% interval] (replicates)", "p"],
-                  [[s, n, str(e), f"{e.p:.3g}"] for (s, n), e in contrast.items()]))
-    b += extra
-    b.append(("h2", "Figures"))
-    for f in figures:
-        b.append(("img", f.relative_to(out), f.stem))
-    b.append(("p", f"Paper's numbers: {CITATION}."))
+        b.append(Paragraph(f"**Partial run:** {len(missing)} planned networks are not finished and are left out: "
+                           + ", ".join(f"`{m}`" for m in missing[:20]) + (" ..." if len(missing) > 20 else "")))
     return b
 
 
-def _markdown(blocks: list[tuple]) -> str:
-    lines = []
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3"):
-            lines += [f"{'#' * int(kind[1])} {args[0]}", ""]
-        elif kind == "p":
-            lines += [args[0], ""]
-        elif kind == "table":
-            header, body = args
-            lines.append("| " + " | ".join(map(str, header)) + " |")
-            lines.append("|" + "---|" * len(header))
-            lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in body]
-            lines.append("")
-        elif kind == "img":
-            lines += [f"![{args[1]}]({args[0].as_posix()})", ""]
-    return "\n".join(lines)
+def _claim_blocks(claims, claim_split: str) -> list[Block]:
+    return [Heading(2, "Claims of the paper, checked"),
+            Paragraph(f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (for the "
+                      f"no-difference claims 1 and 3: within +-{MARGIN} accuracy); *does not hold*: an interval "
+                      "lies on the other side (wholly beyond the margin, for claims 1 and 3); *undecided*: neither, "
+                      "or too few replicates. A claim resting on m intervals uses Bonferroni-corrected 1 - 0.05/m "
+                      "intervals."),
+            Table(["#", "claim", "verdict", "evidence"],
+                  [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in claims])]
 
 
-def _inline(text: str) -> str:
-    """Markdown's **bold**, *italic* and `code` in our own sentences, as HTML."""
-    t = html.escape(str(text))
-    t = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", t)
-    t = re.sub(r"\*(.+?)\*", r"<i>\1</i>", t)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", t)
+def _accuracy_blocks(ds: xr.Dataset) -> list[Block]:
+    """Per split, every variant's mean test accuracy: the base networks in row 0, the cut networks per n."""
+    means = variant_means(ds)
+    b: list[Block] = [Heading(2, "Test accuracy")]
+    for split in map(str, ds["split"].values):
+        table = [[0, "-", str(means[(split, BASE.name, 0)]), *[""] * len(CUT_NAMES)]]
+        for i, n in enumerate(ds["n"].values):
+            layer = str(ds["layer"].values[i]) if "layer" in ds.coords else ""
+            table.append([int(n), layer, "", *[str(means[(split, v, int(n))]) for v in CUT_NAMES]])
+        b.append(Heading(3, f"{split} split: mean [95% interval] (n)"))
+        b.append(Table(["n", "layer", *(v.name for v in VARIANTS)], table))
+    return b
 
 
-def _html(blocks: list[tuple], out: Path) -> str:
-    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Transferability report</title><style>"
-             "body{font-family:sans-serif;max-width:70em;margin:2em auto;line-height:1.4}"
-             "table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:.2em .5em}"
-             "img{max-width:100%}</style></head><body>"]
-    for kind, *args in blocks:
-        if kind in ("h1", "h2", "h3"):
-            parts.append(f"<{kind}>{_inline(args[0])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{_inline(args[0])}</p>")
-        elif kind == "table":
-            header, body = args
-            parts.append("<table><tr>" + "".join(f"<th>{_inline(h)}</th>" for h in header) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in row) + "</tr>" for row in body]
-            parts.append("</table>")
-        elif kind == "img":
-            data = base64.b64encode((out / args[0]).read_bytes()).decode()
-            parts.append(f"<p><img alt='{html.escape(args[1])}' src='data:image/png;base64,{data}'></p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+def _decomposition_blocks(ds: xr.Dataset, summary: list[dict]) -> list[Block]:
+    """Per split and n, every quantity of the decomposition; then the dissimilar splits against the similar one."""
+    b: list[Block] = [
+        Heading(2, "Decomposition per cut n"),
+        Paragraph("; ".join(f"**{k}** = {text.split(': ')[1]}" for k, (_, text) in QUANTITIES.items()) + ".")]
+    estimates = {(r["split"], r["quantity"], r["n"]): Estimate(r["mean"], r["low"], r["high"], r["replicates"], r["p"])
+                 for r in summary}
+    for split in map(str, ds["split"].values):
+        b.append(Heading(3, f"{split} split"))
+        b.append(Table(["n", *QUANTITIES], [[int(n), *[str(estimates[(split, q, int(n))]) for q in QUANTITIES]]
+                                            for n in ds["n"].values]))
+    contrast = split_contrast(ds)
+    if contrast:
+        b.append(Heading(3, f"Dissimilar minus similar ({SIMILAR_SPLIT}) split: relative total drop (Welch)"))
+        b.append(Table(["split", "n", "difference [95% interval] (replicates)", "p"],
+                       [[s, n, str(e), f"{e.p:.3g}"] for (s, n), e in contrast.items()]))
+    return b

@@ -23,13 +23,15 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from probe.analysis.accuracies import VARIANTS, accuracy_dataset, replicate_label, variant_label
+from probe.analysis.accuracies import accuracy_dataset, replicate_label
 from probe.analysis.similarity import UndefinedCKA, linear_cka
 from probe.analysis.stores import list_networks, open_checked, open_networks, repair_command
 from probe.analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
 from probe.errors import ProbeError
-from probe.extract import extracted_layers
-from probe.plan import read_plan
+from probe.executor import DaskExecutor, LocalExecutor
+from probe.plan import PlannedNetwork, read_plan
+from probe.spec import NetworkSpec
+from probe.variants import CUT_VARIANTS, TASKS, Variant, other_task
 
 
 def layer_matrix(da: xr.DataArray) -> np.ndarray:
@@ -74,17 +76,23 @@ def _defined_cka(x: np.ndarray, y: np.ndarray) -> float:
         return np.nan
 
 
-def _store_cka(store: str, a_id: str, b_id: str, layers_a: list[str], layers_b: list[str], task: str,
-               max_samples: int, seed: int) -> np.ndarray:
-    """:func:`_cka` of two networks of the store at ``store`` (checked by the client), opened here: the body of a
-    dask task, so workers share storage rather than memory."""
-    tree = open_networks(Path(store), [a_id, b_id])
+def _groups(source: xr.DataTree | str, network_ids: list[str]) -> xr.DataTree:
+    """The groups ``network_ids``: of the tree itself in this process, or opened from the store's path (checked by
+    the caller) on a dask worker, which shares storage rather than memory."""
+    return source if isinstance(source, xr.DataTree) else open_networks(Path(source), network_ids)
+
+
+def _pair_cka(source: xr.DataTree | str, a_id: str, b_id: str, layers_a: list[str], layers_b: list[str], task: str,
+              max_samples: int, seed: int) -> np.ndarray:
+    """:func:`_cka` of two networks of the store: the body of a comparison's task."""
+    tree = _groups(source, [a_id, b_id])
     return _cka(tree[a_id].to_dataset(), tree[b_id].to_dataset(), layers_a, layers_b, task, max_samples, seed)
 
 
-def _store_scores(store: str, network_id: str, task: str, layers: list[str], max_samples: int,
-                  seed: int) -> xr.Dataset:
-    tree = open_networks(Path(store), [network_id])
+def _base_scores(source: xr.DataTree | str, network_id: str, task: str, layers: list[str], max_samples: int,
+                 seed: int) -> xr.Dataset:
+    """:func:`layer_scores` of a base network scored for ``task``: the body of its task."""
+    tree = _groups(source, [network_id])
     return layer_scores(tree, network_id, task, layers=layers, max_samples=max_samples, seed=seed).load()
 
 
@@ -95,83 +103,86 @@ def representation_dataset(run_dir, store: str | Path | xr.DataTree, max_samples
     ``store``: a path, whose planned networks are checked first (a ProbeError names a damaged one), or an opened
     tree. With a dask ``client`` (``store`` then a path that every worker can open), each network's comparisons and
     each base network's scores run as a task of their own. The layers are the plan's, never those the store holds."""
-    if client is not None and isinstance(store, xr.DataTree):
+    executor = LocalExecutor() if client is None else DaskExecutor(client)
+    if not executor.in_process and isinstance(store, xr.DataTree):
         raise ProbeError("with a dask client, pass the store's path so that each worker can open it")
     _, plan = read_plan(run_dir)
     if isinstance(store, xr.DataTree):
         tree = store
     else:
-        store, tree = open_checked(store, run_dir, [p.spec for p in plan])
-    acc, _ = accuracy_dataset(run_dir)
+        store, tree = open_checked(store, run_dir, plan)
     complete = set(list_networks(tree))
-    specs = [p.spec for p in plan if p.spec.id in complete]
-    bases = {(s.split, replicate_label(s), s.target): s for s in specs if s.variant == "base"}
+    present = [p for p in plan if p.spec.id in complete]
+    bases = {(p.spec.split, replicate_label(p.spec), p.spec.target): p for p in present if p.spec.variant == "base"}
     if not bases:
         raise ProbeError("the activation store holds no base network of this run; run 'probe extract RUN' first")
-    layers = extracted_layers(next(iter(bases.values())))
-    _check_layers(tree, specs, run_dir)
+    layers = list(next(iter(bases.values())).cut_points)
+    _check_layers(tree, present, run_dir)
+    acc, _ = accuracy_dataset(run_dir)
+    views = _empty_views(acc, layers)
+    ckas, scored = _comparisons(tree, acc, [p.spec for p in present], {k: p.spec for k, p in bases.items()}, layers)
+    source = tree if executor.in_process else str(store)
+    cka_values = executor.gather([executor.submit(_pair_cka, source, *args, max_samples, seed, key=f"cka-{args[0]}")
+                                  for _, args in ckas])
+    score_values = executor.gather([executor.submit(_base_scores, source, *args, max_samples, seed,
+                                                    key=f"scores-{args[0]}") for _, args in scored])
+    for ((view, where, shape), _), value in zip(ckas, cka_values):
+        views[view][where] = value.reshape(shape) if shape else value
+    for (where, _), sc in zip(scored, score_values):
+        for k in DESCRIPTIONS:
+            views[k][where] = sc[k].values
+    return _views_dataset(acc, layers, views)
+
+
+def _empty_views(acc: xr.Dataset, layers: list[str]) -> dict[str, np.ndarray]:
+    """Every view, NaN until computed, over the accuracy Dataset's splits, replicates, targets, variants and cuts."""
+    shape = (acc.sizes["split"], acc.sizes["replicate"], len(TASKS))
+    per_cut = shape + (len(CUT_VARIANTS), acc.sizes["n"], len(layers))
+    return {"cka_target": np.full(per_cut, np.nan), "cka_source": np.full(per_cut, np.nan),
+            "cka_bases": np.full(shape + (len(layers), len(layers)), np.nan),
+            **{k: np.full(shape + (len(layers),), np.nan) for k in DESCRIPTIONS}}
+
+
+def _comparisons(tree: xr.DataTree, acc: xr.Dataset, specs: list[NetworkSpec], bases: dict[tuple, NetworkSpec],
+                 layers: list[str]) -> tuple[list, list]:
+    """Every comparison as ((view, index in it, shape of the result there), arguments of :func:`_pair_cka`), and
+    every base network to score as (index, arguments of :func:`_base_scores`)."""
     splits, reps = list(acc["split"].values), list(acc["replicate"].values)
     cuts = [int(n) for n in acc["n"].values]
-    shape = (len(splits), len(reps), 2)
-    cka_target = np.full(shape + (len(VARIANTS), len(cuts), len(layers)), np.nan)
-    cka_source = np.full_like(cka_target, np.nan)
-    cka_bases = np.full(shape + (len(layers), len(layers)), np.nan)
-    scores = {k: np.full(shape + (len(layers),), np.nan) for k in DESCRIPTIONS}
-
-    # Every comparison as (where its result goes, its arguments), computed below locally or on the cluster.
     ckas, scored = [], []
     for s in specs:
         if s.variant == "base":
             continue
-        where = (splits.index(s.split), reps.index(replicate_label(s)), "AB".index(s.target),
-                 VARIANTS.index(variant_label(s)), cuts.index(s.cut))
+        where = (splits.index(s.split), reps.index(replicate_label(s)), TASKS.index(s.target),
+                 CUT_VARIANTS.index(Variant.of(s)), cuts.index(s.cut))
         own = bases.get((s.split, replicate_label(s), s.target))
         if own is not None:
-            ckas.append(((cka_target, where, None), (s.id, own.id, layers, layers, s.target)))
+            ckas.append((("cka_target", where, None), (s.id, own.id, layers, layers, s.target)))
         donor = bases.get((s.split, replicate_label(s), s.source)) if s.source else None
         if donor is not None:
-            ckas.append(((cka_source, where, None), (s.id, donor.id, layers, layers, s.target)))
+            ckas.append((("cka_source", where, None), (s.id, donor.id, layers, layers, s.target)))
     grid_a, grid_b = (list(g.ravel()) for g in np.meshgrid(layers, layers, indexing="ij"))
     for (split, rep, target), own in bases.items():
-        where = (splits.index(split), reps.index(rep), "AB".index(target))
-        other = bases.get((split, rep, "B" if target == "A" else "A"))
+        where = (splits.index(split), reps.index(rep), TASKS.index(target))
+        other = bases.get((split, rep, other_task(target)))
         if other is None:
             continue
-        ckas.append(((cka_bases, where, (len(layers), len(layers))), (other.id, own.id, grid_a, grid_b, target)))
+        ckas.append((("cka_bases", where, (len(layers), len(layers))), (other.id, own.id, grid_a, grid_b, target)))
         if (tree[other.id]["task"].values == target).sum() >= 10:
             scored.append((where, (other.id, target, layers)))
+    return ckas, scored
 
-    if client is None:
-        groups = {}
 
-        def group(network_id):
-            if network_id not in groups:
-                groups[network_id] = tree[network_id].to_dataset()
-            return groups[network_id]
-
-        cka_values = [_cka(group(a), group(b), la, lb, t, max_samples, seed) for _, (a, b, la, lb, t) in ckas]
-        score_values = [layer_scores(tree, n, t, layers=ls, max_samples=max_samples, seed=seed)
-                        for _, (n, t, ls) in scored]
-    else:
-        path = str(store)
-        cka_values = client.gather([client.submit(_store_cka, path, *args, max_samples, seed, pure=False)
-                                    for _, args in ckas])
-        score_values = client.gather([client.submit(_store_scores, path, *args, max_samples, seed, pure=False)
-                                      for _, args in scored])
-    for ((target_array, where, reshape), _), value in zip(ckas, cka_values):
-        target_array[where] = value.reshape(reshape) if reshape else value
-    for (where, _), sc in zip(scored, score_values):
-        for k in DESCRIPTIONS:
-            scores[k][where] = sc[k].values
+def _views_dataset(acc: xr.Dataset, layers: list[str], views: dict[str, np.ndarray]) -> xr.Dataset:
     dims = ("split", "replicate", "target")
     out = xr.Dataset(
-        {"cka_target": (dims + ("variant", "n", "layer"), cka_target),
-         "cka_source": (dims + ("variant", "n", "layer"), cka_source),
-         "cka_bases": (dims + ("source_layer", "layer"), cka_bases),
-         **{k: (dims + ("layer",), scores[k]) for k in DESCRIPTIONS}},
+        {"cka_target": (dims + ("variant", "n", "layer"), views["cka_target"]),
+         "cka_source": (dims + ("variant", "n", "layer"), views["cka_source"]),
+         "cka_bases": (dims + ("source_layer", "layer"), views["cka_bases"]),
+         **{k: (dims + ("layer",), views[k]) for k in DESCRIPTIONS}},
         coords={"split": acc["split"].values, "replicate": acc["replicate"].values, "target": acc["target"].values,
-                "variant": acc["variant"].values, "n": cuts, "layer": np.array(layers, dtype=object),
-                "source_layer": np.array(layers, dtype=object)})
+                "variant": acc["variant"].values, "n": [int(n) for n in acc["n"].values],
+                "layer": np.array(layers, dtype=object), "source_layer": np.array(layers, dtype=object)})
     out["cka_target"].attrs["description"] = "debiased linear CKA of each cut network's layer with the same layer of " \
                                              "the base network of its target task, on target-task images"
     out["cka_source"].attrs["description"] = "debiased linear CKA of each cut network's layer with the same layer of " \
@@ -183,14 +194,14 @@ def representation_dataset(run_dir, store: str | Path | xr.DataTree, max_samples
     return out
 
 
-def _check_layers(tree: xr.DataTree, specs: list, run_dir) -> None:
-    """Refuse a tree (one opened without the store's checks) where a network lacks a layer of its spec: every view
+def _check_layers(tree: xr.DataTree, planned: list[PlannedNetwork], run_dir) -> None:
+    """Refuse a tree (one opened without the store's checks) where a network lacks a layer of its plan: every view
     is indexed by the plan's layers, and another layer in its place would be reported under the wrong name."""
-    for s in specs:
-        lost = [name for name in extracted_layers(s) if name not in tree[s.id].data_vars]
+    for p in planned:
+        lost = [name for name in p.cut_points if name not in tree[p.spec.id].data_vars]
         if lost:
-            raise ProbeError(f"network {s.id} of the activation store has no layer {lost[0]}; "
-                             f"{repair_command(None, run_dir, s.id)} rewrites it")
+            raise ProbeError(f"network {p.spec.id} of the activation store has no layer {lost[0]}; "
+                             f"{repair_command(None, run_dir, p.spec.id)} rewrites it")
 
 
 def score_correlations(rep: xr.Dataset, acc: xr.Dataset) -> dict[str, tuple[float, float, int]]:

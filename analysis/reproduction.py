@@ -28,17 +28,21 @@ import numpy as np
 
 from probe.analysis.claims import MARGIN
 from probe.analysis.reference import CITATION
+from probe.analysis.render import Block, Code, Heading, Image, Items, Paragraph, Table, estimate, markdown, number
 from probe.analysis.report import VIEW_TITLES, analyze_run
 from probe.analysis.transferability import DESCRIPTIONS
 from probe.atomic import read_json, write_atomic, write_json
 from probe.checkpoint import METRICS, read_metrics
 from probe.errors import ProbeError
 from probe.plan import PLAN, read_plan_file
+from probe.variants import CUT_VARIANTS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = ("decomposition.csv", "relative.csv", "accuracies.csv", "claims.json", "representations.csv",
           "correlations.csv")
-VARIANTS = ("BnB", "AnB", "BnB+", "AnB+", "RnB")
+# The relative-accuracy tables' columns: the frozen selffer beside the frozen transfer, then their fine-tuned forms,
+# then the random baseline, so that the pairs the decomposition compares sit side by side
+TABLE_VARIANTS = tuple(sorted(CUT_VARIANTS, key=lambda v: (v.family == "random", v.fine_tune)))
 PLATEAU = 0.005  # a mean validation gain below this per epoch counts as "stopped improving"
 
 
@@ -118,26 +122,6 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _f(x: str | float, digits: int = 3) -> str:
-    v = float(x)
-    return "" if not np.isfinite(v) else f"{v:.{digits}f}"
-
-
-def _estimate(row: dict | None, digits: int = 3) -> str:
-    """``mean [low, high] (n)`` from a table row; the interval is left out where one replicate gives none."""
-    if row is None:
-        return "-"
-    text = _f(row["mean"], digits)
-    if np.isfinite(float(row["low"])):
-        text += f" [{_f(row['low'], digits)}, {_f(row['high'], digits)}]"
-    return f"{text} ({row['replicates']})"
-
-
-def _table(header: list[str], rows: list[list]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *["| " + " | ".join(str(c) for c in r) + " |" for r in rows], ""]
-
-
 class Results:
     """One dataset's committed tables, as ``render`` reads them."""
 
@@ -160,11 +144,20 @@ class Results:
     def find(self, table: list[dict], **keys) -> dict | None:
         return next((r for r in table if all(str(r[k]) == str(v) for k, v in keys.items())), None)
 
+    def row(self, table: list[dict], **keys) -> dict:
+        """The row with these keys; a LookupError where the table has none."""
+        row = self.find(table, **keys)
+        if row is None:
+            raise LookupError(f"no row with {keys}")
+        return row
+
     def value(self, kind: str, *keys: str) -> str:
         """One quoted result: ``kind`` and ``keys`` as in the module's docstring."""
+        # Refused: a missing row, claim, column or field (LookupError), a cell a short CSV row lacks (TypeError), a
+        # cell that is not a number, or too many or too few keys for the kind (ValueError)
         try:
             return self._value(kind, *keys)
-        except (StopIteration, KeyError, ValueError, TypeError, IndexError):
+        except (LookupError, TypeError, ValueError):
             raise ProbeError(f"no result {':'.join((self.run['name'], kind, *keys))!r} in the tables of "
                              f"{self.folder} (placeholders: relative:SPLIT:VARIANT:N, "
                              "decomposition:SPLIT:QUANTITY:N, claim:NUMBER, epochs:SPLIT, "
@@ -173,20 +166,20 @@ class Results:
     def _value(self, kind: str, *keys: str) -> str:
         if kind == "relative":
             split, variant, n = keys
-            return _estimate(self.find(self.relative, split=split, variant=variant, n=n) or {}[None])
+            return estimate(self.row(self.relative, split=split, variant=variant, n=n))
         if kind == "decomposition":
             split, quantity, n = keys
-            return _estimate(self.find(self.decomposition, split=split, quantity=quantity, n=n) or {}[None])
+            return estimate(self.row(self.decomposition, split=split, quantity=quantity, n=n))
         if kind == "claim":
-            (number,) = keys
-            return next(c["verdict"] for c in self.claims["claims"] if str(c["number"]) == number)
+            (claim,) = keys
+            return self.row(self.claims["claims"], number=claim)["verdict"]
         if kind == "representations":
             split, k, column = keys
-            return _f(self.find(self.representations, split=split, k=k)[column])
+            return number(self.row(self.representations, split=split, k=k)[column])
         if kind == "correlation":
             split, score = keys
-            row = self.find(self.correlations, split=split, score=score)
-            return f"{_f(row['rho'])} (p = {_f(row['p'])}, {row['pairs']} pairs)"
+            row = self.row(self.correlations, split=split, score=score)
+            return f"{number(row['rho'])} (p = {number(row['p'])}, {row['pairs']} pairs)"
         if kind == "done":
             (field,) = keys
             return str(self.run[field])
@@ -197,89 +190,96 @@ class Results:
         raise KeyError(kind)
 
     def section(self) -> str:
+        """The dataset's section of the report, in Markdown."""
+        return markdown([Heading(2, self.run["title"]), *self._setup_blocks(), *self._relative_blocks(),
+                         *self._decomposition_blocks(), *self._claim_blocks(), *self._representation_blocks(),
+                         *self._figure_blocks()])
+
+    def _setup_blocks(self) -> list[Block]:
+        """How the networks were trained, the commands that regenerate them and how far the bases converged."""
         r, study = self.run, self.run["study"]
         recipe, data, arch = study["recipe"], study["data"], study["arch"]
-        out = [f"## {r['title']}", ""]
-        out.append(f"`{arch['name']}` (options {json.dumps(arch['options'])}, init {arch['init']}); "
-                   f"{data['train_per_class'] or 'all'} training images per class ({data['val_fraction']:.0%} of "
-                   f"them held out for validation), the whole test set; {recipe['epochs']} epochs of SGD "
-                   f"(batch {recipe['batch_size']}, lr {recipe['lr']}, {recipe['schedule']} schedule, warm-up "
-                   f"{recipe['warmup']}, momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), "
-                   f"random crops (padding {recipe['crop_padding']}) and mirroring. Splits: "
-                   f"{', '.join(study['splits'])}; seeds {', '.join(str(s) for s in study['seeds'])}, each in both "
-                   f"directions. Networks finished: {r['networks_done']} of {r['networks_planned']} planned, on "
-                   f"{', '.join(r['devices'])}: {r['train_hours']} hours of training summed over networks, "
-                   f"{'at least ' if r.get('wall_hours_is_lower_bound') else ''}"
-                   f"{r.get('wall_hours') or 'unknown'} hours of wall time while the sweep ran.")
-        out.append("")
-        out.append("Commands:")
-        out.append("")
-        out += [f"    {c}" for c in r["commands"]]
-        out.append("")
-        for split, c in r["convergence"].items():
-            curve = c["mean_val_acc"]
-            if c["plateau"]:
-                verdict = f"it gained less than {PLATEAU} per epoch from epoch {c['plateau']} on"
-            elif len(curve) > 1:
-                verdict = f"it was still gaining {_f(curve[-1] - curve[-2])} in the last epoch: not converged"
-            else:
-                verdict = "one epoch shows no convergence"
-            out.append(f"- Convergence, {split} split: the base networks' mean validation accuracy per epoch was "
-                       f"{', '.join(_f(v) for v in curve)} ({c['bases']} networks); {verdict}.")
-        out.append("")
-        out.append("### Accuracy relative to the base network (Figure 3's scale)")
-        out.append("")
-        out.append("Mean over replicates and both directions, 95% t interval, (replicates).")
-        out.append("")
+        setup = (f"`{arch['name']}` (options {json.dumps(arch['options'])}, init {arch['init']}); "
+                 f"{data['train_per_class'] or 'all'} training images per class ({data['val_fraction']:.0%} of them "
+                 f"held out for validation), the whole test set; {recipe['epochs']} epochs of SGD (batch "
+                 f"{recipe['batch_size']}, lr {recipe['lr']}, {recipe['schedule']} schedule, warm-up "
+                 f"{recipe['warmup']}, momentum {recipe['momentum']}, weight decay {recipe['weight_decay']}), random "
+                 f"crops (padding {recipe['crop_padding']}) and mirroring. Splits: {', '.join(study['splits'])}; "
+                 f"seeds {', '.join(str(s) for s in study['seeds'])}, each in both directions. Networks finished: "
+                 f"{r['networks_done']} of {r['networks_planned']} planned, on {', '.join(r['devices'])}: "
+                 f"{r['train_hours']} hours of training summed over networks, "
+                 f"{'at least ' if r.get('wall_hours_is_lower_bound') else ''}"
+                 f"{r.get('wall_hours') or 'unknown'} hours of wall time while the sweep ran.")
+        return [Paragraph(setup), Paragraph("Commands:"), Code(r["commands"]),
+                Items([_convergence(split, c) for split, c in r["convergence"].items()])]
+
+    def _relative_blocks(self) -> list[Block]:
+        b: list[Block] = [Heading(3, "Accuracy relative to the base network (Figure 3's scale)"),
+                          Paragraph("Mean over replicates and both directions, 95% t interval, (replicates).")]
         for split in self.splits:
-            out.append(f"**{split} split**")
-            out.append("")
-            out += _table(["n", *VARIANTS], [[n, *[_estimate(self.find(self.relative, split=split, variant=v, n=n))
-                                                   for v in VARIANTS]] for n in self.cuts()])
-        out.append("### Decomposition")
-        out.append("")
-        out.append("Co-adaptation drop = base - BnB, specialization drop = BnB - AnB, lingering boost = AnB+ - base "
-                   "(absolute test accuracy).")
-        out.append("")
+            b.append(Paragraph(f"**{split} split**"))
+            b.append(Table(["n", *(v.name for v in TABLE_VARIANTS)],
+                           [[n, *[estimate(self.find(self.relative, split=split, variant=v.name, n=n))
+                                  for v in TABLE_VARIANTS]] for n in self.cuts()]))
+        return b
+
+    def _decomposition_blocks(self) -> list[Block]:
+        b: list[Block] = [Heading(3, "Decomposition"),
+                          Paragraph("Co-adaptation drop = base - BnB, specialization drop = BnB - AnB, lingering "
+                                    "boost = AnB+ - base (absolute test accuracy).")]
+        quantities = ("coadaptation", "specialization", "lingering")
         for split in self.splits:
-            out.append(f"**{split} split**")
-            out.append("")
-            out += _table(["n", "co-adaptation", "specialization", "lingering"],
-                          [[n, *[_estimate(self.find(self.decomposition, split=split, quantity=q, n=n)) for q in
-                                 ("coadaptation", "specialization", "lingering")]] for n in self.cuts()])
-        out.append(f"### The paper's claims, checked on the {self.claims['split']} split")
-        out.append("")
-        out += _table(["#", "claim", "verdict", "evidence"],
+            b.append(Paragraph(f"**{split} split**"))
+            b.append(Table(["n", "co-adaptation", "specialization", "lingering"],
+                           [[n, *[estimate(self.find(self.decomposition, split=split, quantity=q, n=n))
+                                  for q in quantities]] for n in self.cuts()]))
+        return b
+
+    def _claim_blocks(self) -> list[Block]:
+        return [Heading(3, f"The paper's claims, checked on the {self.claims['split']} split"),
+                Table(["#", "claim", "verdict", "evidence"],
                       [[c["number"], c["claim"], f"**{c['verdict']}**", "; ".join(c["evidence"])]
-                       for c in self.claims["claims"]])
-        if self.representations:
-            out.append("### Representations")
-            out.append("")
-            out.append("Debiased linear CKA at layer k of the networks cut at n = k, the AnB accuracy there, and "
-                       "the other task's base network scored layer by layer on the target task.")
-            out.append("")
-            for split in self.splits:
-                rows = [r for r in self.representations if r["split"] == split]
-                if not rows:
-                    continue
-                out.append(f"**{split} split**")
-                out.append("")
-                out += _table(["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
-                              [[r["k"], r["layer"], *[_f(r[v]) for v in VIEW_TITLES],
-                                *[_f(r[k]) for k in DESCRIPTIONS]] for r in rows])
-                corr = [c for c in self.correlations if c["split"] == split]
-                if corr:
-                    out.append("Spearman correlation with AnB accuracy: " + "; ".join(
-                        f"{c['score']} rho = {_f(c['rho'])} (p = {_f(c['p'])}, {c['pairs']} pairs)" for c in corr)
-                               + ".")
-                    out.append("")
-        out.append("### Figures")
-        out.append("")
-        for figure in r["figures"]:
-            if figure.endswith(".png"):
-                out.append(f"![{figure}](reproduction/{r['name']}/figures/{figure})")
-                out.append("")
-        return "\n".join(out)
+                       for c in self.claims["claims"]])]
+
+    def _representation_blocks(self) -> list[Block]:
+        if not self.representations:
+            return []
+        b: list[Block] = [Heading(3, "Representations"),
+                          Paragraph("Debiased linear CKA at layer k of the networks cut at n = k, the AnB accuracy "
+                                    "there, and the other task's base network scored layer by layer on the target "
+                                    "task.")]
+        for split in self.splits:
+            rows = [r for r in self.representations if r["split"] == split]
+            if not rows:
+                continue
+            b.append(Paragraph(f"**{split} split**"))
+            b.append(Table(["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
+                           [[r["k"], r["layer"], *[number(r[v]) for v in VIEW_TITLES],
+                             *[number(r[k]) for k in DESCRIPTIONS]] for r in rows]))
+            corr = [c for c in self.correlations if c["split"] == split]
+            if corr:
+                b.append(Paragraph("Spearman correlation with AnB accuracy: " + "; ".join(
+                    f"{c['score']} rho = {number(c['rho'])} (p = {number(c['p'])}, {c['pairs']} pairs)"
+                    for c in corr) + "."))
+        return b
+
+    def _figure_blocks(self) -> list[Block]:
+        name = self.run["name"]
+        return [Heading(3, "Figures"), *[Image(f"reproduction/{name}/figures/{figure}", figure)
+                                         for figure in self.run["figures"] if figure.endswith(".png")]]
+
+
+def _convergence(split: str, c: dict) -> str:
+    """One split's convergence line: the bases' mean validation accuracy per epoch, and whether it flattened."""
+    curve = c["mean_val_acc"]
+    if c["plateau"]:
+        verdict = f"it gained less than {PLATEAU} per epoch from epoch {c['plateau']} on"
+    elif len(curve) > 1:
+        verdict = f"it was still gaining {number(curve[-1] - curve[-2])} in the last epoch: not converged"
+    else:
+        verdict = "one epoch shows no convergence"
+    return (f"Convergence, {split} split: the base networks' mean validation accuracy per epoch was "
+            f"{', '.join(number(v) for v in curve)} ({c['bases']} networks); {verdict}.")
 
 
 def render(docs: Path = DOCS) -> str:

@@ -39,9 +39,6 @@ class Estimate:
         """The whole interval lies below ``value``."""
         return self.has_interval and self.high < value
 
-    def covers(self, value: float = 0.0) -> bool:
-        return self.has_interval and self.low <= value <= self.high
-
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -4,8 +4,9 @@
     tree = open_store("runs/demo")
     fc7 = layer_arrays(tree, "fc7", ["random-s0/init0/baseB", "random-s0/init0/A3B"])
 
-The tree holds the groups that verify (:func:`probe.extract.verify_group`), found from each group's own metadata
-rather than the root's consolidated copy, so that one damaged or half-written group leaves the others readable.
+The tree holds the groups that verify (:func:`probe.activation_store.verify_group`), found from each group's own
+metadata rather than the root's consolidated copy, so that one damaged or half-written group leaves the others
+readable.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ from pathlib import Path
 
 import xarray as xr
 
+from probe.activation_store import META, verify_group
 from probe.errors import ProbeError
-from probe.extract import META, STORE, extracted_layers, verify_group
-from probe.spec import NetworkSpec
+from probe.plan import PlannedNetwork
+from probe.run import Run
 
 
 def store_path(path: str | Path) -> Path:
     """The activation store at ``path``, or the one inside the run directory ``path``, checked to be a directory."""
     path = Path(path)
-    if (path / STORE).exists():
-        path = path / STORE
+    if Run(path).store.exists():
+        path = Run(path).store
     if not path.exists():
         raise ProbeError(f"no activation store at {str(path)!r} (write one with 'probe extract RUN')")
     if not path.is_dir():
@@ -36,20 +38,20 @@ def store_path(path: str | Path) -> Path:
 def repair_command(store: Path | None, run_dir: str | Path | None = None, network_id: str | None = None) -> str:
     """The ``probe extract`` command that rewrites what is damaged in ``store`` (one network of it, when given;
     no ``--out`` when the store is unknown or the run's own)."""
-    own = store is None or (run_dir is not None and store.resolve() == (Path(run_dir) / STORE).resolve())
+    own = store is None or (run_dir is not None and store.resolve() == Run(run_dir).store.resolve())
     out = "" if own else f" --out {store}"
     return f"'probe extract {run_dir or 'RUN'}{out}" + (f" --networks {network_id}'" if network_id else "'")
 
 
 def scan_store(path: str | Path, run_dir: str | Path | None = None,
-               specs: list[NetworkSpec] | None = None) -> tuple[Path, dict[str, str | None]]:
+               planned: list[PlannedNetwork] | None = None) -> tuple[Path, dict[str, str | None]]:
     """The store at ``path`` and each of its network groups with what is wrong with it (None: it verifies), the
-    layers of a network of ``specs`` checked against its spec, those of any other against the spec it records.
+    layers of a network of ``planned`` checked against its plan, those of any other against the spec it records.
 
     Raises a ProbeError when the metadata of the root or of a group above the networks is missing or unreadable:
     without it xarray cannot open the store at all (``run_dir`` goes into the command that repairs it)."""
     store = store_path(path)
-    layers = {s.id: extracted_layers(s) for s in specs or []}
+    layers = {p.spec.id: list(p.cut_points) for p in planned or []}
     found: dict[str, str | None] = {}
     for node in _network_groups(store, run_dir):
         found[node] = verify_group(store, node, layers.get(node))
@@ -109,18 +111,18 @@ def open_store(path: str | Path, chunks: dict | None = None) -> xr.DataTree:
     return open_networks(store, [nid for nid, problem in found.items() if problem is None], chunks)
 
 
-def open_checked(path: str | Path, run_dir: str | Path, specs: list[NetworkSpec],
+def open_checked(path: str | Path, run_dir: str | Path, planned: list[PlannedNetwork],
                  chunks: dict | None = None) -> tuple[Path, xr.DataTree]:
-    """The store at ``path`` and a tree of its networks of ``specs``, each checked against its spec; a ProbeError
+    """The store at ``path`` and a tree of its networks of ``planned``, each checked against the plan; a ProbeError
     names the first that is damaged or incomplete, and the command that repairs it. Networks that are not in the
     store are not in the tree."""
-    store, found = scan_store(path, run_dir, specs)
-    planned = [s.id for s in specs if s.id in found]
-    for nid in planned:
+    store, found = scan_store(path, run_dir, planned)
+    present = [p.spec.id for p in planned if p.spec.id in found]
+    for nid in present:
         if found[nid]:
             raise ProbeError(f"activation store {store}: network {nid}: {found[nid]}; "
                              f"{repair_command(store, run_dir, nid)} rewrites it")
-    return store, open_networks(store, planned, chunks)
+    return store, open_networks(store, present, chunks)
 
 
 def list_networks(tree: xr.DataTree) -> list[str]:

@@ -29,12 +29,19 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from probe.analysis.probes import (MAX_ITER, check_C, class_codes, feature_matrix, linear_probe_accuracy,
-                             linear_probe_accuracy_torch)
+from probe.analysis.probes import (
+    MAX_ITER,
+    PROBE_TOL,
+    check_C,
+    class_codes,
+    feature_matrix,
+    linear_probe_accuracy,
+    linear_probe_accuracy_torch,
+)
+from probe.analysis.similarity import centered_svd
 from probe.analysis.stores import list_networks
 from probe.errors import ProbeError
-
-TASKS = ("A", "B")
+from probe.variants import TASKS, other_task
 
 # LogME's fixed point: the authors stop at a 1% change of alpha/beta after at most 11 steps; a tighter stop costs
 # nothing (each step is O(rank x classes)) and makes the value reproducible to many digits
@@ -184,27 +191,26 @@ def h_score(features, labels, shrinkage: bool = False) -> float:
     dominating when d is large against n.
 
     Computed in the sample space: with the centered features ``F = U diag(s) V^T`` and ``P`` the projection onto
-    class means, the trace is ``sum_i w_i |P u_i|^2`` with ``w_i = 1`` for every nonzero singular value (0
-    otherwise), or ``(1 - a) l_i / ((1 - a) l_i + a mu)`` with ``l_i = s_i^2 / n`` under shrinkage. That costs one
-    thin SVD rather than a d x d pseudo-inverse, and is the same number (both covariances use 1/n)."""
+    class means, the trace is ``sum_i w_i |P u_i|^2`` over the ``u_i`` within the numerical rank of the features
+    (:func:`~analysis.similarity.centered_svd`), with ``w_i = 1``, or ``(1 - a) l_i / ((1 - a) l_i + a mu)`` with
+    ``l_i = s_i^2 / n`` under shrinkage. That costs one thin SVD rather than a d x d pseudo-inverse, and is the same
+    number (both covariances use 1/n). Adding a constant offset to the features changes nothing."""
     _, codes = _labels(labels, at_least=2)
     x = _features(features, len(codes))
     n, d = x.shape
-    centered = x - x.mean(0)
-    u, s, _ = np.linalg.svd(centered, full_matrices=False)
+    # only the directions within the numerical rank of the features as given: the pseudo-inverse drops the rest, and
+    # a large offset's centering residue along the all-ones vector, which lies in the span of the class indicators,
+    # would otherwise add |P u|^2 = 1 (see centered_svd)
+    centered, u, s = centered_svd(x)
     onehot = np.eye(codes.max() + 1)[codes]
     class_means = (onehot.T @ u) / onehot.sum(0)[:, None]     # (k, r): class means of each u_i
     between = (onehot.sum(0)[:, None] * class_means**2).sum(0)  # |P u_i|^2
+    if not shrinkage:
+        return float(between.sum())
     variance = s**2 / n
-    if shrinkage:
-        a = ledoit_wolf_shrinkage(centered, assume_centered=True)
-        shrunk = (1 - a) * variance + a * variance.sum() / d  # S's eigenvalues along the u_i
-        # constant features (all variances 0) have no between-class spread either
-        weights = np.divide((1 - a) * variance, shrunk, out=np.zeros_like(s), where=shrunk > 0)
-    else:
-        # numpy's matrix_rank tolerance decides which directions the pseudo-inverse keeps
-        weights = (s > s.max(initial=0) * max(n, d) * np.finfo(np.float64).eps).astype(np.float64)
-    return float(weights @ between)
+    a = ledoit_wolf_shrinkage(centered, assume_centered=True)
+    shrunk = (1 - a) * variance + a * variance.sum() / d      # S's eigenvalues along the u_i, all positive
+    return float(((1 - a) * variance / shrunk) @ between)
 
 
 def source_probabilities(source_features, source_labels, target_features, C: float = 1.0) -> np.ndarray:
@@ -225,7 +231,7 @@ def source_probabilities(source_features, source_labels, target_features, C: flo
         raise ProbeError(f"target features have {xt.shape[1]} features per sample, the source features "
                          f"{xs.shape[1]}; expected the same layer")
     check_C(C)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=MAX_ITER))
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=C, tol=PROBE_TOL, max_iter=MAX_ITER))
     model.fit(xs, codes)
     return model.predict_proba(xt)
 
@@ -312,7 +318,7 @@ def layer_scores(store_tree: xr.DataTree, base_network_id: str, target_task: str
         raise ProbeError(f"the store has no complete network {base_network_id!r}; it has {', '.join(networks)}")
     ds = store_tree[base_network_id].to_dataset()
     spec = json.loads(ds.attrs["spec"])
-    source_task = TASKS[1 - TASKS.index(target_task)]
+    source_task = other_task(target_task)
     names = _layer_names(ds, layers)
     task = ds["task"].values  # zarr reads strings back as numpy StringDType, which compares with str
     rng = np.random.default_rng(seed)

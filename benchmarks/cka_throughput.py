@@ -29,9 +29,8 @@ import numpy as np
 import scipy
 import xarray as xr
 import zarr
-from threadpoolctl import threadpool_info
-
 from bench import best_of, cpu_name, peak_bytes, print_table, save
+from threadpoolctl import threadpool_info
 
 from probe.analysis.similarity import linear_cka, minibatch_cka, streaming_cka
 

@@ -19,14 +19,13 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
-
 from bench import best_of, cpu_name, print_table, save
 
-from probe.data.datasets import load_dataset
-from probe.data.splits import resolve_split
 from probe.architectures import build_model
 from probe.batches import Normalize, center_crop, channel_stats, to_device
-from probe.extract import ProbeSet, Reduction, extract_network
+from probe.data.datasets import load_dataset
+from probe.data.splits import resolve_split
+from probe.extract import ExtractionImages, Reduction, extract_network
 from probe.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.train import resolve_device
 
@@ -65,8 +64,8 @@ def main(dataset, arch, widths, reductions, batch_size, repeats, device, out) ->
                            classes_b=tasks["B"], in_channels=arrays.train_x.shape[-1],
                            input_size=arrays.train_x.shape[1])
         model = build_model(spec).to(dev).eval()
-        probe_set = ProbeSet("both")
-        samples = probe_set.indices(arrays, probe_set.classes(spec))
+        images = ExtractionImages("both")
+        samples = images.indices(arrays, images.classes(spec))
         forward_only(model, arrays, samples[:batch_size], normalize, spec.input_size, dev, batch_size)  # warm-up
         t_fwd, _ = best_of(lambda: forward_only(model, arrays, samples, normalize, spec.input_size, dev, batch_size),
                         repeats)
@@ -74,7 +73,7 @@ def main(dataset, arch, widths, reductions, batch_size, repeats, device, out) ->
             with tempfile.TemporaryDirectory() as tmp:
                 counter = iter(range(10**6))
                 t_ext, _ = best_of(lambda: extract_network(Path(tmp) / f"s{next(counter)}.zarr", spec, model, arrays,
-                                                        normalize, probe_set, Reduction(spatial), dev, batch_size,
+                                                        normalize, images, Reduction(spatial), dev, batch_size,
                                                         progress=False), repeats)
             rows.append({"arch": arch, "width": width, "spatial": spatial, "images": len(samples),
                          "forward_img_s": len(samples) / t_fwd, "extract_img_s": len(samples) / t_ext,

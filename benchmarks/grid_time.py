@@ -12,7 +12,6 @@ JSON to benchmarks/results/<device>-<date>-grid-<tag>.json.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,9 @@ import click
 import torch
 from bench import cpu_name, print_table, save
 
-from probe.checkpoint import METRICS, read_metrics
+from probe.checkpoint import read_metrics
+from probe.plan import read_plan
+from probe.run import Run
 
 KINDS = {"base": lambda s: s["variant"] == "base", "frozen (BnB, AnB)": lambda s: s["variant"] != "base" and
          s["variant"] != "random" and not s["fine_tune"], "fine-tuned (BnB+, AnB+)": lambda s: s["fine_tune"],
@@ -37,7 +38,7 @@ KINDS = {"base": lambda s: s["variant"] == "base", "frozen (BnB, AnB)": lambda s
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="JSON path. Default: benchmarks/results/.")
 def main(run_dir: Path, train_options: tuple[str, ...], tag: str, out: Path | None) -> None:
     run_dir = run_dir.resolve()
-    before = {p.parent for p in run_dir.rglob("weights.safetensors")} if run_dir.exists() else set()
+    before = _finished(run_dir) if Run(run_dir).plan.exists() else set()
     command = [sys.executable, "-m", "probe.cli.main", "train", str(run_dir), "--quiet", *train_options]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                                        os.environ.get("PYTHONPATH")]))}
@@ -45,9 +46,12 @@ def main(run_dir: Path, train_options: tuple[str, ...], tag: str, out: Path | No
     done = subprocess.run(command, env=env)
     wall = time.perf_counter() - start
 
-    metrics = [read_metrics(p) for p in run_dir.rglob(METRICS)]
-    specs = {m["id"]: json.loads((run_dir / "networks" / m["id"] / "spec.json").read_text()) for m in metrics}
-    trained = [m for m in metrics if m.get("status") == "done" and run_dir / "networks" / m["id"] not in before]
+    if not Run(run_dir).plan.exists():  # probe refused the options before planning
+        sys.exit(done.returncode)
+    _, plan = read_plan(run_dir)
+    specs = {p.spec.id: p.spec.to_dict() for p in plan}
+    metrics = [m for m in (read_metrics(Run(run_dir).network(nid).metrics) for nid in specs) if m is not None]
+    trained = [m for m in metrics if m.get("status") == "done" and m["id"] not in before]
     if done.returncode != 0 and not trained:  # probe refused the options, or nothing could train: no timing
         sys.exit(done.returncode)
     rows = []
@@ -70,6 +74,11 @@ def main(run_dir: Path, train_options: tuple[str, ...], tag: str, out: Path | No
     click.echo(f"grid wall time: {wall / 60:.1f} min for {len(trained)} networks on {name}"
                + (f" ({len(before)} were already done)" if before else ""))
     save(result, out, f"{device.split(':')[0]}-{result['date']}-grid-{tag}")
+
+
+def _finished(run_dir: Path) -> set[str]:
+    """The networks of the run that have their final weights."""
+    return {p.spec.id for p in read_plan(run_dir)[1] if Run(run_dir).network(p.spec.id).weights.exists()}
 
 
 if __name__ == "__main__":

@@ -11,8 +11,10 @@ from pathlib import Path
 import click
 
 from probe.errors import ProbeError
-from probe.plan import VARIANT_NAMES, Study, read_plan
+from probe.plan import Study, read_plan
+from probe.run import Run
 from probe.spec import INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
+from probe.variants import CUT_NAMES
 
 RECIPE_HELP = {
     "epochs": "Training epochs per network.",
@@ -119,7 +121,7 @@ def study_options(f):
         click.option("--init", type=click.Choice(INITS), default=None,
                      help="Initialization scheme. Default: the architecture's own."),
         click.option("--cuts", default="all", show_default=True, help="Cut layers n, comma-separated, or all."),
-        click.option("--variants", default=",".join(VARIANT_NAMES), show_default=True,
+        click.option("--variants", default=",".join(CUT_NAMES), show_default=True,
                      help="Variants besides the base networks, comma-separated."),
     ]
     for opt in reversed(opts):
@@ -215,7 +217,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     from probe.sweep import run_study
     from probe.train import resolve_device
 
-    if (run_dir / "plan.json").exists() and not _study_given(ctx):
+    if Run(run_dir).plan.exists() and not _study_given(ctx):
         study, _ = read_plan(run_dir)
     else:
         study = _study(kw)
@@ -273,14 +275,13 @@ def status(run_dir: Path) -> None:
     network cannot be used; 'probe train' trains it again)."""
     from collections import Counter
 
-    from probe.sweep import run_status
+    from probe.state import STATES, run_status
 
     rows = run_status(run_dir)
     for spec, state, detail in rows:
         click.echo(f"{spec.id:<40} {state:<12} {detail}")
     counts = Counter(state for _, state, _ in rows)
-    states = ("done", "running", "interrupted", "failed", "missing", "corrupt")
-    click.echo(", ".join(f"{counts[s]} {s}" for s in states))
+    click.echo(", ".join(f"{counts[s]} {s}" for s in STATES))
 
 
 @main.command()
@@ -311,11 +312,11 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
             seed: int, dtype: str, batch_size: int, chunk_size: int | None, device: str, cache_dir: Path | None,
             quiet: bool, executor: str, scheduler: str | None, workers: int) -> None:
     """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
-    from probe.extract import ProbeSet, Reduction, extract_run
+    from probe.extract import ExtractionImages, Reduction, extract_run
     from probe.train import resolve_device
 
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
-    settings = (ProbeSet(probe_set, per_class, seed), Reduction(spatial, seed, dtype))
+    settings = (ExtractionImages(probe_set, per_class, seed), Reduction(spatial, seed, dtype))
     if executor == "dask":
         from probe.distributed import dask_client, extract_run_dask
 
@@ -333,7 +334,7 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
         click.echo(f"not extracted {nid}: {why}", err=True)
     click.echo(f"wrote {len(result['written'])}, already complete {len(result['skipped'])}, "
                f"not trained yet {len(result['untrained'])}, failed {len(result['failed'])} "
-               f"-> {out or run_dir / 'activations.zarr'}")
+               f"-> {out or Run(run_dir).store}")
     if result["failed"]:
         sys.exit(1)
 
@@ -374,12 +375,11 @@ def analyze(run_dir: Path, store: Path | None, max_samples: int, executor: str, 
 @main.command()
 def archs() -> None:
     """List the registered architectures, their cut points and options."""
-    from probe.architectures import REGISTRY, build_network
+    from probe.architectures import REGISTRY
 
     for name, a in REGISTRY.items():
-        net = build_network(ArchSpec(name, a.default_init), 3, 2, a.small_input_size, 0)
         opts = ", ".join(f"{k}={v}" for k, v in a.options.items()) or "none"
-        click.echo(f"{name}: {a.description}\n  cut points: {', '.join(net.cut_points)}\n"
+        click.echo(f"{name}: {a.description}\n  cut points: {', '.join(a.cut_points)}\n"
                    f"  default init: {a.default_init}; options: {opts}")
 
 

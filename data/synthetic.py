@@ -1,8 +1,8 @@
 """A small, deterministic, class-structured image dataset generated in code, for tests and smoke runs.
 
-Each class is a smooth random pattern over a class colour; every image is its class pattern shifted by a few pixels, scaled in
-contrast and overlaid with noise. A small convolutional network separates the classes within an epoch or two, and
-nearby layers carry class information, so the transfer protocol has something to measure.
+Each class is a smooth random pattern over a class colour; every image is its class pattern shifted by a few pixels,
+scaled in contrast and overlaid with noise. A small convolutional network separates the classes within an epoch or
+two, and nearby layers carry class information, so the transfer protocol has something to measure.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ def to_device(images: np.ndarray, device: torch.device) -> torch.Tensor:
 class Normalize:
     """uint8 ``(B, C, H, W)`` -> float, standardized with the dataset's per-channel statistics."""
 
-    def __init__(self, mean: list[float], std: list[float], device: torch.device):
+    def __init__(self, mean: list[float], std: list[float], device: torch.device | str):
+        self.stats = {"mean": list(mean), "std": list(std)}  # on the 0..1 scale, as data.json and checkpoints hold them
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0
 

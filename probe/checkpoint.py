@@ -3,6 +3,9 @@
 Nothing here unpickles: weights and optimizer state are safetensors, everything else is JSON. Every file is
 written atomically, so a killed run leaves either the previous file or the new one. A file that cannot be used
 anyway (damaged, truncated, edited, of other shapes) is a one-line ProbeError naming it and saying what to do.
+
+Reading metadata and metrics needs no torch ('probe status' reads them for every network); torch is imported by
+safetensors when tensors are saved or loaded.
 """
 
 from __future__ import annotations
@@ -10,19 +13,17 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import safe_open, save_file
+from safetensors import SafetensorError, safe_open
 
 from probe.atomic import write_atomic
 from probe.errors import ProbeError
+from probe.run import METRICS, RESUME  # noqa: F401 (METRICS: analysis/reproduction.py imports it from here, for now)
 from probe.spec import NetworkSpec
 
-WEIGHTS = "weights.safetensors"
-RESUME = "resume.safetensors"
-METRICS = "metrics.json"
-SPEC = "spec.json"
+if TYPE_CHECKING:
+    import torch
 
 RETRAIN = "rerun 'probe train' to retrain that network"
 
@@ -36,8 +37,14 @@ def checkpoint_error(path: Path, fact: str, kind: type[ProbeError] = ProbeError)
     return kind(f"{fact}; {fix}")
 
 
+class UnusableResume(ProbeError):
+    """A resume file that cannot be used (damaged, without its epoch, of other shapes): training restarts."""
+
+
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: NetworkSpec, **meta) -> None:
     """Save ``tensors`` with the spec (and any JSON-able ``meta``) in the file's metadata."""
+    from safetensors.torch import save_file  # it imports torch, which a reader of checkpoints need not load
+
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"spec": spec.to_json(), **{k: json.dumps(v) for k, v in meta.items()}}
     write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
@@ -46,7 +53,7 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: NetworkSpec
 def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     """A checkpoint's raw metadata and (when asked) its tensors, in one opening of the file."""
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt" if with_tensors else "numpy") as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()} if with_tensors else {}
     except (SafetensorError, OSError) as e:
@@ -82,13 +89,16 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], NetworkSpec, dict
     return tensors, spec, meta
 
 
-def load_weights(path: Path, expected: NetworkSpec | None = None) -> tuple[dict[str, torch.Tensor], NetworkSpec]:
-    """Load a network's weights, checking (when given) that the file holds the network ``expected``."""
-    tensors, spec, _ = load_tensors(path)
+def load_weights(path: Path, expected: NetworkSpec | None = None
+                 ) -> tuple[dict[str, torch.Tensor], NetworkSpec, dict[str, list[float]] | None]:
+    """Load a network's weights, checking (when given) that the file holds the network ``expected``: ``(state,
+    spec, normalization)``, the last the per-channel ``mean`` and ``std`` (0..1 scale) its inputs were standardized
+    with (None in files written before checkpoints recorded it)."""
+    tensors, spec, meta = load_tensors(path)
     if expected is not None and spec != expected:
         raise checkpoint_error(path, f"checkpoint {str(path)!r} holds network {spec.id}, not the planned "
                                      f"{expected.id} (or the same network with other settings)")
-    return tensors, spec
+    return tensors, spec, meta.get("normalization")
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path,
@@ -108,6 +118,16 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Pat
             raise checkpoint_error(path, f"checkpoint {str(path)!r} holds {k} of shape {list(state[k].shape)}, "
                                          f"where the network has {list(expected[k].shape)}")
     model.load_state_dict({k: state[k] for k in wanted}, strict=keys is None)
+
+
+def resume_epoch(path: Path, meta: dict | None = None) -> int:
+    """The last finished epoch saved in the resume file at ``path`` (``meta``: its metadata, if already read)."""
+    meta = read_metadata(path) if meta is None else meta
+    epoch = meta.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise checkpoint_error(path, f"resume file {str(path)!r} cannot be used (its epoch is {epoch!r})",
+                               UnusableResume)
+    return epoch
 
 
 def read_metrics(path: Path) -> dict | None:

@@ -7,22 +7,18 @@ baselines RnB/RnA. Every network appears after the base network it copies from.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 
-from probe.data.splits import check_split_name, resolve_split, split_is_seeded
-from probe.architectures import build_network
-from probe.architectures.registry import check_arch_spec
+from probe.architectures.registry import check_arch_spec, get_architecture
 from probe.atomic import read_json_file, write_json
+from probe.data.splits import check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
+from probe.run import PLAN, Run  # noqa: F401 (PLAN: analysis/reproduction.py imports it from here, for now)
 from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
+from probe.variants import CUT_NAMES, TASKS, Variant
 
-PLAN = "plan.json"
 PLAN_VERSION = 1
-
-# The paper's names of the non-base variants, with (variant, fine_tune).
-VARIANT_NAMES = {"BnB": ("selffer", False), "BnB+": ("selffer", True), "AnB": ("transfer", False),
-                 "AnB+": ("transfer", True), "RnB": ("random", False)}
 
 
 @dataclass(frozen=True)
@@ -36,9 +32,12 @@ class Study:
     seeds: tuple[int, ...] = (0,)  # one replicate per seed: split seed (random splits) and init seed
     init_seeds: tuple[int, ...] | None = None  # init seed per replicate, when it should differ from the seed
     cuts: tuple[int, ...] | None = None  # None: every cut point of the architecture
-    variants: tuple[str, ...] = tuple(VARIANT_NAMES)
+    variants: tuple[str, ...] = CUT_NAMES
+    # False for a study read back from a run's plan.json: it was checked when it was planned, and reading a run
+    # (status, analyze) must not need the architecture's code, which this installation may lack.
+    check_arch: InitVar[bool] = True
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, check_arch: bool) -> None:
         for name in ("splits", "seeds", "variants"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         for name in ("init_seeds", "cuts"):
@@ -47,8 +46,8 @@ class Study:
         for split in self.splits:
             check_split_name(split)
         for v in self.variants:
-            if v not in VARIANT_NAMES:
-                raise ProbeError(f"unknown variant {v!r}; expected some of {', '.join(VARIANT_NAMES)} "
+            if v not in CUT_NAMES:
+                raise ProbeError(f"unknown variant {v!r}; expected some of {', '.join(CUT_NAMES)} "
                                  "(base networks are always planned)")
         if not self.seeds:
             raise ProbeError("a study needs at least one seed")
@@ -64,7 +63,8 @@ class Study:
             if twice is not None and not all(split_is_seeded(s) for s in self.splits):
                 raise ProbeError(f"init seeds {list(self.init_seeds)} name {twice} twice: the replicates of a "
                                  "fixed split differ only by their init seed")
-        check_arch_spec(self.arch)
+        if check_arch:
+            check_arch_spec(self.arch)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,6 +85,12 @@ def _first_repeat(values) -> object | None:
 class PlannedNetwork:
     spec: NetworkSpec
     depends_on: tuple[str, ...]
+    layers: tuple[str, ...]  # the architecture's layers, bottom up, as its networks name them
+
+    @property
+    def cut_points(self) -> tuple[str, ...]:
+        """Layers 1..L-1: where the network can be cut, and what its activation group holds besides the logits."""
+        return self.layers[:-1]
 
 
 def make_plan(study: Study, classes: list[str], in_channels: int, image_size: int) -> list[PlannedNetwork]:
@@ -93,13 +99,14 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
     if input_size > image_size + 2 * study.recipe.crop_padding:
         raise ProbeError(f"crop size {input_size} is larger than the {image_size}-pixel images padded by "
                          f"{study.recipe.crop_padding}")
-    probe_net = build_network(study.arch, in_channels, 2, input_size, seed=0)
-    n_cuts = len(probe_net.cut_points)
+    arch = check_arch_spec(study.arch)  # a study read back from a plan.json was not checked when it was made
+    arch.check(study.arch, in_channels, input_size)
+    n_cuts = len(arch.cut_points)
     cuts = study.cuts if study.cuts is not None else tuple(range(1, n_cuts + 1))
     for n in cuts:
         if not 1 <= n <= n_cuts:
             raise ProbeError(f"cut {n} is out of range: {study.arch.name} has cut points 1..{n_cuts} "
-                             f"({', '.join(probe_net.cut_points)})")
+                             f"({', '.join(arch.cut_points)})")
     init_seeds = study.init_seeds or study.seeds
     bases, others = [], []
     for split in study.splits:
@@ -110,43 +117,41 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
             common = dict(data=study.data, split=split, split_seed=split_seed, init_seed=init_seed, arch=study.arch,
                           recipe=study.recipe, classes_a=tasks["A"], classes_b=tasks["B"], in_channels=in_channels,
                           input_size=input_size)
-            for target in ("A", "B"):
+            for target in TASKS:
                 bases.append(NetworkSpec(target=target, **common))
             for n in cuts:
-                for target in ("A", "B"):
-                    other = "B" if target == "A" else "A"
-                    for v in study.variants:
-                        variant, fine_tune = VARIANT_NAMES[v]
-                        source = {"selffer": target, "transfer": other, "random": None}[variant]
-                        others.append(NetworkSpec(target=target, variant=variant, source=source, cut=n,
-                                                  fine_tune=fine_tune, **common))
-    return [PlannedNetwork(s, (s.parent.id,) if s.parent else ()) for s in bases + others]
+                for target in TASKS:
+                    for v in map(Variant.named, study.variants):
+                        others.append(NetworkSpec(target=target, variant=v.family, source=v.source_task(target),
+                                                  cut=n, fine_tune=v.fine_tune, **common))
+    return [PlannedNetwork(s, (s.parent.id,) if s.parent else (), arch.layers) for s in bases + others]
 
 
 def plan_to_dict(study: Study, plan: list[PlannedNetwork]) -> dict:
     return {"version": PLAN_VERSION, "study": study.to_dict(),
-            "networks": [{"id": p.spec.id, "depends_on": list(p.depends_on), "spec": p.spec.to_dict()}
-                         for p in plan]}
+            "networks": [{"id": p.spec.id, "depends_on": list(p.depends_on), "layers": list(p.layers),
+                          "spec": p.spec.to_dict()} for p in plan]}
 
 
 def study_from_dict(d: dict) -> Study:
+    """The study a plan.json records, not checked against this installation's architectures (see Study)."""
     d = dict(d)
     d["data"] = DataSpec(**d["data"])
     d["arch"] = ArchSpec(**d["arch"])
     d["recipe"] = Recipe(**d["recipe"])
-    return Study(**d)
+    return Study(**d, check_arch=False)
 
 
 def write_plan(run_dir: Path, study: Study, plan: list[PlannedNetwork]) -> Path:
-    path = Path(run_dir) / PLAN
+    path = Run(run_dir).plan
     write_json(path, plan_to_dict(study, plan))
     return path
 
 
 def read_plan(run_dir: Path) -> tuple[Study, list[PlannedNetwork]]:
-    path = Path(run_dir) / PLAN
+    path = Run(run_dir).plan
     if not path.exists():
-        raise ProbeError(f"{str(run_dir)!r} holds no {PLAN}: not a run directory (start one with 'probe train')")
+        raise ProbeError(f"{str(run_dir)!r} holds no {path.name}: not a run directory (start one with 'probe train')")
     _, study, plan = read_plan_file(path)
     return study, plan
 
@@ -163,7 +168,19 @@ def read_plan_file(path: Path) -> tuple[dict, Study, list[PlannedNetwork]]:
         raise ProbeError(f"{path} has plan version {d['version']}, this probe reads version {PLAN_VERSION}; read it "
                          "with the probe that wrote it")
     try:
-        plan = [PlannedNetwork(NetworkSpec.from_dict(n["spec"]), tuple(n["depends_on"])) for n in d["networks"]]
-        return d, study_from_dict(d["study"]), plan
+        study = study_from_dict(d["study"])
+        plan = [PlannedNetwork(NetworkSpec.from_dict(n["spec"]), tuple(n["depends_on"]),
+                               tuple(n["layers"]) if "layers" in n else _declared_layers(path, study))
+                for n in d["networks"]]
+        return d, study, plan
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # ProbeError is a ValueError
         raise ProbeError(f"{path} does not describe a plan ({type(e).__name__}: {e}); {fix}") from None
+
+
+def _declared_layers(path: Path, study: Study) -> tuple[str, ...]:
+    """The layers of a plan.json written before plans recorded them: the registry's, when it has the architecture."""
+    try:
+        return get_architecture(study.arch.name).layers
+    except ProbeError:
+        raise ProbeError(f"{path} records no layer names (an earlier probe wrote it), and this installation has no "
+                         f"architecture {study.arch.name!r} to take them from") from None

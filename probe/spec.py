@@ -4,9 +4,8 @@ A :class:`NetworkSpec` names the data, the class split, the source and target ta
 copied layers are frozen or fine-tuned, the seeds, the architecture and the training recipe. Models are built from a
 spec alone, and ``spec.to_dict()`` is stored in every checkpoint so that a file always says what it holds.
 
-Network names follow Yosinski et al. (2014), Section 2: ``baseB``; ``BnB`` (selffer: first n layers copied from baseB
-and frozen); ``AnB`` (transfer: first n layers from baseA); a trailing ``+`` when the copied layers are fine-tuned;
-and ``RnB`` for the random-weights baseline (first n layers left at random initialization and frozen).
+A spec's ``variant`` is the family of one of the paper's variants (base, selffer, transfer, random) and
+``fine_tune`` its ``+``; :mod:`probe.variants` names them (baseB, BnB, BnB+, AnB, AnB+, RnB).
 """
 
 from __future__ import annotations
@@ -19,9 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.errors import ProbeError
+from probe.variants import FAMILIES, TASKS, Variant, family_source_task
 
-VARIANTS = ("base", "selffer", "transfer", "random")
-TASKS = ("A", "B")
 INITS = ("gaussian", "kaiming")
 SCHEDULES = ("step", "cosine", "constant")
 UNREADABLE = ("error", "skip")
@@ -164,7 +162,7 @@ class NetworkSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes_a", tuple(self.classes_a))
         object.__setattr__(self, "classes_b", tuple(self.classes_b))
-        _check_choice("variant", self.variant, VARIANTS)
+        _check_choice("variant", self.variant, FAMILIES)
         _check_choice("target task", self.target, TASKS)
         check_seed("init seed", self.init_seed)
         if self.split_seed is not None:
@@ -175,7 +173,7 @@ class NetworkSpec:
         else:
             if self.cut < 1:
                 raise ProbeError(f"cut {self.cut} of a {self.variant} network must be a layer n >= 1")
-            expected = {"selffer": self.target, "transfer": _other(self.target), "random": None}[self.variant]
+            expected = family_source_task(self.variant, self.target)
             if self.source != expected:
                 raise ProbeError(
                     f"a {self.variant} network trained on {self.target} takes its layers from {expected}, "
@@ -190,10 +188,7 @@ class NetworkSpec:
     @property
     def name(self) -> str:
         """The paper's name: baseB, BnB, AnB+, RnB with n replaced by the cut, e.g. ``A3B+``."""
-        if self.variant == "base":
-            return f"base{self.target}"
-        first = "R" if self.variant == "random" else self.source
-        return f"{first}{self.cut}{self.target}{'+' if self.fine_tune else ''}"
+        return Variant.of(self).network_name(self.target, self.cut)
 
     @property
     def replicate(self) -> str:
@@ -231,7 +226,3 @@ class NetworkSpec:
             return cls(**d)
         except (TypeError, KeyError) as e:
             raise ProbeError(f"not a network spec ({e}): {json.dumps(d, default=str)[:200]}") from None
-
-
-def _other(task: str) -> str:
-    return "B" if task == "A" else "A"

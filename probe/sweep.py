@@ -1,16 +1,23 @@
 """Running a whole plan in a run directory: skip what is finished, resume what was interrupted, train the rest.
 
-A run directory holds ``plan.json`` (written before anything trains), ``data.json`` (the input normalization every
-network shares) and ``networks/<replicate>/<name>/`` per network. A network whose training fails, or cannot start
-(an unusable parent checkpoint, a resume file of other settings), is recorded as failed and the sweep goes on;
-networks that copy from it are skipped until it succeeds. A damaged file of one network makes that network
-"corrupt", and it is trained again. Only a file that cannot be written (a full disk) stops the sweep, and the
-same command resumes it.
+A run directory (:mod:`probe.run`) holds ``plan.json`` (written before anything trains), ``data.json`` (the input
+normalization every network shares) and a folder per network. Every network to train is one task of an executor
+(:mod:`probe.executor`: this process, or dask workers); a network that copies layers from a base network takes the
+base's task as an argument, so it starts only once the base finished. A network whose training fails, or cannot
+start (an unusable parent checkpoint, a resume file of other settings), is recorded as failed and the sweep goes
+on; networks that copy from it are blocked until it succeeds. A damaged file of one network makes that network
+"corrupt", and it is trained again. Only a file that cannot be written (a full disk) stops the sweep, and the same
+command resumes it.
+
+Tasks are idempotent: a network already finished is read back, never retrained, which makes dask's recomputation
+after a lost worker harmless; a network interrupted with its process resumes from its last epoch checkpoint.
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,18 +25,25 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from probe.data.datasets import ImageArrays, load_dataset
-from probe.data.tasks import task_data
 from probe.atomic import WriteError, read_json_file, write_json
 from probe.batches import channel_stats
-from probe.checkpoint import METRICS, RESUME, read_metrics
+from probe.data.datasets import ImageArrays, load_dataset
+from probe.data.tasks import task_data
 from probe.errors import ProbeError
-from probe.plan import PLAN, PlannedNetwork, Study, make_plan, plan_to_dict, read_plan, read_plan_file, write_plan
-from probe.spec import NetworkSpec
-from probe.train import (RUNNING, FinishedElsewhere, NetworkBusy, TaskTensors, lock_holder, lock_is_held,
-                         network_dir, record_failure, resume_epoch, train_network)
+from probe.executor import Executor, Future, LocalExecutor
+from probe.loaded import loaded_dataset
+from probe.lock import NetworkBusy
+from probe.plan import PlannedNetwork, Study, make_plan, plan_to_dict, read_plan_file, write_plan
+from probe.run import NetworkFiles, Run
+from probe.spec import DataSpec, NetworkSpec
+from probe.state import network_state
+from probe.train import FinishedElsewhere, TaskTensors, record_failure, resolve_device, train_network
 
-DATA = "data.json"
+BUSY = "itself: running in another process"  # what a network being trained elsewhere is blocked by
+
+# Training seeds and saves torch's process-wide RNG, so a process trains one network at a time, however many
+# threads it runs tasks on.
+_TRAINING = threading.Lock()
 
 
 def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None, download: bool = False,
@@ -41,7 +55,7 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
     arrays = load_dataset(study.data, cache_dir, download, progress)
     plan = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1])
     if run_dir is not None:
-        path = Path(run_dir) / PLAN
+        path = Run(run_dir).plan
         if path.exists():
             # the stored plan as this probe writes it, so fields added since it was written compare at their defaults
             stored = json.loads(json.dumps(plan_to_dict(*read_plan_file(path)[1:])))
@@ -85,104 +99,155 @@ class SweepResult:
 def run_study(run_dir: Path, study: Study, device: torch.device, cache_dir: Path | None = None,
               download: bool = False, progress: bool = True, only: list[str] | None = None,
               extend: bool = False) -> SweepResult:
-    """Train every network of ``study`` (or those whose id or name is in ``only``) into ``run_dir``; ``extend``
-    lets the run's plan grow into ``study`` (see :func:`plan_study`)."""
-    run_dir = Path(run_dir)
-    plan, arrays = plan_study(run_dir, study, cache_dir, download, extend, progress)
-    mean, std = prepare_run_data(run_dir, arrays)
-    selected = select_networks(plan, only)
+    """Train every network of ``study`` (or those whose id or name is in ``only``) into ``run_dir``, one after
+    another in this process; ``extend`` lets the run's plan grow into ``study`` (see :func:`plan_study`)."""
+    return train_study(LocalExecutor(), run_dir, study, str(device), cache_dir, download, progress, only, extend)
+
+
+def train_study(executor: Executor, run_dir: Path, study: Study, device: str, cache_dir: Path | None = None,
+                download: bool = False, progress: bool = True, only: list[str] | None = None, extend: bool = False,
+                retries: int = 0) -> SweepResult:
+    """:func:`run_study` with one task of ``executor`` per network, on ``device`` (a name, resolved where the task
+    runs); a task whose code raised runs again up to ``retries`` times before its network is recorded failed."""
+    run = Run(run_dir)
+    plan, arrays = plan_study(run, study, cache_dir, download, extend, progress)
+    stats = prepare_run_data(run, arrays)
     result = SweepResult([], [], {}, {})
-    tasks: dict[tuple[str, ...], TaskTensors] = {}
-    bar = tqdm(selected, desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
-    for planned in bar:
+    futures: dict[str, Future] = {}
+    for planned in select_networks(plan, only):
         spec = planned.spec
-        if not can_start(run_dir, plan, planned, result):
-            continue
-        key = spec.target_classes
-        if key not in tasks:
-            if len(tasks) == 2:  # keep a replicate's two tasks on the device; plans run replicate by replicate
-                del tasks[next(iter(tasks))]
-            tasks[key] = TaskTensors.from_task(task_data(arrays, list(key), spec.data), mean, std, device)
-        outcome, detail = attempt(spec, tasks[key], run_dir, device, progress)
-        if outcome == "trained":
-            result.trained.append(spec.id)
-            bar.set_postfix(last=f"{spec.id} {detail['test_acc']:.3f}")
-        elif outcome == "skipped":
+        verdict, detail = readiness(run, plan, planned, underway=futures)
+        if verdict == "done":
+            _remove_leftovers(run.network(spec.id))
             result.skipped.append(spec.id)
-        elif outcome == "blocked":
+        elif verdict == "blocked":
             result.blocked[spec.id] = detail
         else:
-            result.failed[spec.id] = detail
-            tqdm.write(f"failed: {detail}")
-    bar.close()
+            parents = [futures[d] for d in planned.depends_on if d in futures]
+            futures[spec.id] = executor.submit(
+                train_task, str(run.path), spec.to_dict(), stats, device, str(cache_dir) if cache_dir else None,
+                *parents, key=f"train-{spec.id}", gpu=True, retries=retries, progress=progress and executor.in_process)
+    try:
+        _gather(executor, run, {p.spec.id: p for p in plan}, futures, result, progress)
+    finally:
+        if executor.in_process:  # a worker keeps its tasks' tensors for the next sweep; this process is done
+            _task.cache_clear()
     return result
 
 
-BUSY = "itself: running in another process"  # what a network being trained elsewhere is blocked by
+def readiness(run_dir: Path, plan: list[PlannedNetwork], planned: PlannedNetwork,
+              underway: Container[str] = ()) -> tuple[str, str | None]:
+    """Whether ``planned`` is to be trained now: ``("done", None)`` when it finished earlier; ``("blocked", what
+    it waits for)`` while another process trains it (:data:`BUSY`) or while a network it copies from is neither
+    finished nor ``underway`` (submitted in this sweep, so that it will be finished first); else ``("ready",
+    None)``."""
+    state = network_state(run_dir, planned.spec)[0]
+    if state in ("done", "running"):
+        return ("done", None) if state == "done" else ("blocked", BUSY)
+    specs = {p.spec.id: p.spec for p in plan}
+    missing = [d for d in planned.depends_on if d not in underway and network_state(run_dir, specs[d])[0] != "done"]
+    return ("blocked", missing[0]) if missing else ("ready", None)
 
 
-def attempt(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: torch.device,
-            progress: bool) -> tuple[str, dict | str | None]:
-    """Train one network for either executor: ``("trained", metrics)``; ``("skipped", None)`` when another process
-    finished it meanwhile; ``("blocked", BUSY)`` while another process trains it; ``("failed", error)`` once it is
-    recorded failed, for a reason that concerns this network only (it diverged, or cannot start). A file that
-    cannot be written concerns every network, and raises."""
-    try:
-        return "trained", train_network(spec, data, run_dir, device, progress=progress)
-    except FinishedElsewhere:
-        return "skipped", None
-    except NetworkBusy:
-        return "blocked", BUSY
-    except WriteError:
-        raise
-    except ProbeError as e:
-        record_failure(run_dir, spec, str(e))
-        return "failed", str(e)
-
-
-def can_start(run_dir: Path, plan: list[PlannedNetwork], planned: PlannedNetwork, result: SweepResult,
-              underway: Container[str] = ()) -> bool:
-    """Whether ``planned`` is to be trained now. If not, it is recorded in ``result``: skipped when it finished
-    earlier; blocked when another process is training it, or when a network it copies from is neither finished nor
-    ``underway`` (submitted in this sweep, so that it will be finished first)."""
-    spec = planned.spec
-    state = network_state(run_dir, spec)[0]
-    if state == "done":
-        _remove_leftovers(network_dir(run_dir, spec))
-        result.skipped.append(spec.id)
-        return False
-    if state == "running":
-        result.blocked[spec.id] = BUSY
-        return False
-    missing = [d for d in planned.depends_on if d not in underway
-               and network_state(run_dir, _by_id(plan, d))[0] != "done"]
-    if missing:
-        result.blocked[spec.id] = missing[0]
-        return False
-    return True
-
-
-def _remove_leftovers(folder: Path) -> None:
+def _remove_leftovers(files: NetworkFiles) -> None:
     """Remove the resume and running files of a finished network, left by a process killed between writing its
     metrics and cleaning up (while another process is cleaning up after finishing it, this is harmless too)."""
-    for name in (RESUME, RUNNING):
-        (folder / name).unlink(missing_ok=True)
+    files.resume.unlink(missing_ok=True)
+    files.running.unlink(missing_ok=True)
+
+
+def _gather(executor: Executor, run: Run, planned: dict[str, PlannedNetwork], futures: dict[str, Future],
+            result: SweepResult, progress: bool) -> None:
+    """Record every network's task in ``result`` as it completes."""
+    ids = {future: nid for nid, future in futures.items()}
+    bar = tqdm(total=len(futures), desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
+    for future in executor.as_completed(ids):
+        nid = ids[future]
+        out = future.result() if future.status != "error" else _task_error(run, planned[nid], futures, future)
+        if out["status"] == "done":
+            (result.trained if out["trained"] else result.skipped).append(nid)
+            if out["trained"]:
+                bar.set_postfix(last=f"{nid} {out['test_acc']:.3f}")
+        elif out["status"] == "failed":
+            result.failed[nid] = out["error"]
+            tqdm.write(f"failed: {out['error']}")
+        else:
+            result.blocked[nid] = out["needs"]
+        bar.update()
+    bar.close()
+
+
+def _task_error(run: Run, planned: PlannedNetwork, futures: dict[str, Future], future: Future) -> dict:
+    """What a task that raised (and was retried) means. A ProbeError concerns the run, not the network (a file that
+    cannot be written, data that cannot be split, a device that is not there: every network would meet it), so
+    it stops the sweep; any other error is the failure of a network it copies from, which blocks it, or its own,
+    recorded in its folder."""
+    error = future.exception()
+    if isinstance(error, ProbeError):
+        raise error
+    spec = planned.spec
+    failed_parent = next((d for d in planned.depends_on if d in futures and futures[d].status == "error"), None)
+    if failed_parent is not None:
+        return {"id": spec.id, "status": "blocked", "needs": failed_parent}
+    message = f"{type(error).__name__}: {error}"
+    if network_state(run, spec)[0] != "done":
+        record_failure(run, spec, message)
+    return {"id": spec.id, "status": "failed", "error": message}
+
+
+def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[float]], device: str,
+               cache_dir: str | None, *parents: dict, progress: bool = False) -> dict:
+    """Train one network (the body of every training task), its inputs normalized by the run's ``stats`` (mean,
+    std), on ``device`` as this process resolves it. ``parents`` are the results of the tasks it depends on; when
+    one of them did not finish, this network is reported blocked. A network that fails for reasons of its own is
+    recorded failed here (retrying would fail the same way); other errors raise, for the executor to retry and
+    the sweep to judge (:func:`_task_error`)."""
+    spec = NetworkSpec.from_dict(spec_dict)
+    stopped = next((p for p in parents if p["status"] != "done"), None)
+    if stopped is not None:
+        return {"id": spec.id, "status": "blocked", "needs": stopped["id"]}
+    if network_state(run_dir, spec)[0] == "done":  # finished earlier, or recomputed after a lost worker
+        return {"id": spec.id, "status": "done", "trained": False}
+    with _TRAINING:
+        data = _task(spec.data, spec.target_classes, *(tuple(v) for v in stats), cache_dir, device)
+        try:
+            metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=progress)
+        except FinishedElsewhere:
+            return {"id": spec.id, "status": "done", "trained": False}
+        except NetworkBusy:
+            return {"id": spec.id, "status": "blocked", "needs": BUSY}
+        except WriteError:
+            raise
+        except ProbeError as e:  # it diverged, or cannot start: a reason of this network's own
+            record_failure(run_dir, spec, str(e))
+            return {"id": spec.id, "status": "failed", "error": str(e)}
+    return {"id": spec.id, "status": "done", "trained": True, "test_acc": metrics["test_acc"]}
+
+
+@functools.lru_cache(maxsize=2)
+def _task(data: DataSpec, classes: tuple[str, ...], mean: tuple[float, ...], std: tuple[float, ...],
+          cache_dir: str | None, device: str) -> TaskTensors:
+    """A task's tensors on this process's device, kept for the next network of the same replicate (plans run
+    replicate by replicate, and a replicate has two tasks)."""
+    task = task_data(loaded_dataset(data, cache_dir), list(classes), data)
+    return TaskTensors.from_task(task, list(mean), list(std), resolve_device(device))
 
 
 def prepare_run_data(run_dir: Path, arrays: ImageArrays) -> tuple[list[float], list[float]]:
     """The per-channel input statistics of the dataset's training split, fixed for the run in data.json."""
-    if (run_dir / DATA).exists():
-        d = read_run_data(run_dir)
+    run = Run(run_dir)
+    if run.data.exists():
+        d = read_run_data(run)
     else:
         mean, std = channel_stats(arrays.train_x)
         d = {"mean": mean, "std": std, "classes": list(arrays.classes)}
-        write_json(run_dir / DATA, d)
+        write_json(run.data, d)
     return d["mean"], d["std"]
 
 
 def read_run_data(run_dir: Path) -> dict:
     """The run's data.json; one that cannot be read or lacks its mean, std or classes is a one-line ProbeError."""
-    path = Path(run_dir) / DATA
+    path = Run(run_dir).data
     fix = "delete it and rerun 'probe train', which computes it again from the dataset"
     d = read_json_file(path, fix)
     if not (isinstance(d, dict) and all(isinstance(d.get(k), list) for k in ("mean", "std", "classes"))):
@@ -199,48 +264,3 @@ def select_networks(plan: list[PlannedNetwork], only: list[str] | None) -> list[
         raise ProbeError(f"no planned network is called {unknown[0]!r} (names look like baseA, A3B+, "
                          f"{plan[-1].spec.id})")
     return chosen
-
-
-def _by_id(plan: list[PlannedNetwork], network_id: str) -> NetworkSpec:
-    return next(p.spec for p in plan if p.spec.id == network_id)
-
-
-def network_state(run_dir: Path, spec: NetworkSpec) -> tuple[str, str]:
-    """``(state, detail)``: done, running (a live process holds its lock), interrupted (resumable), failed,
-    missing, or corrupt (a file of it cannot be used: the detail says which and why; 'probe train' trains it
-    again)."""
-    folder = network_dir(run_dir, spec)
-    try:
-        metrics, damage = read_metrics(folder / METRICS), ""
-    except ProbeError as e:
-        metrics, damage = None, str(e)
-    if metrics is not None and metrics["status"] == "done":
-        return "done", f"test acc {metrics['test_acc']:.4f}"
-    if lock_is_held(folder):
-        return "running", _progress(folder, spec)
-    if damage:
-        return "corrupt", damage
-    if metrics is not None:
-        return "failed", metrics.get("error", "")
-    if (folder / RESUME).exists():
-        try:
-            return "interrupted", f"resumes after epoch {resume_epoch(folder / RESUME)}/{spec.recipe.epochs}"
-        except ProbeError as e:
-            return "corrupt", str(e)
-    return "missing", ""
-
-
-def _progress(folder: Path, spec: NetworkSpec) -> str:
-    """Who is training the network and how far it got, as far as its files tell (they describe; the lock decides)."""
-    parts = [lock_holder(folder)]
-    try:
-        parts.append(f"epoch {resume_epoch(folder / RESUME)}/{spec.recipe.epochs} done")
-    except ProbeError:  # no epoch finished yet
-        pass
-    return ", ".join(p for p in parts if p)
-
-
-def run_status(run_dir: Path) -> list[tuple[NetworkSpec, str, str]]:
-    """Every planned network with its state and a detail, in plan order."""
-    _, plan = read_plan(run_dir)
-    return [(p.spec, *network_state(run_dir, p.spec)) for p in plan]

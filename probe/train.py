@@ -7,12 +7,8 @@ rate as the new layers. The random-weights baseline (RnB) keeps layers 1..n at t
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import math
-import os
 import re
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -22,38 +18,36 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from probe.data.tasks import TaskData
-from probe.architectures import LayeredNet, build_model
-from probe.atomic import read_json, write_error, write_json
+from probe.architectures.build import build_model
+from probe.architectures.layered import LayeredNet
+from probe.atomic import write_json
 from probe.batches import Normalize, center_crop, random_crop_flip, to_device
-from probe.checkpoint import (METRICS, RESUME, SPEC, WEIGHTS, checkpoint_error, load_state, load_tensors, load_weights,
-                              read_metadata, read_metrics, save_tensors)
+from probe.checkpoint import (
+    UnusableResume,
+    checkpoint_error,
+    load_state,
+    load_tensors,
+    load_weights,
+    read_metrics,
+    resume_epoch,
+    save_tensors,
+)
+from probe.data.tasks import TaskData
 from probe.errors import ProbeError
+from probe.lock import note_holder, training_lock
+from probe.run import NetworkFiles, Run
 from probe.spec import NetworkSpec, Recipe
 
-RUNNING = "running.json"  # who trains the network (pid, host, start): for people; the lock file is what counts
-LOCK = "training.lock"
 EVAL_BATCH = 1024
-# A process probing a lock (network_state) holds it for an instant; a trainer that meets such a probe retries this
-# many times this many seconds apart before it concludes that another trainer holds the lock.
-LOCK_TRIES, LOCK_WAIT = 10, 0.05
 
 
 class TrainingDiverged(ProbeError):
     """The loss became NaN/infinite or exceeded the recipe's divergence threshold."""
 
 
-class NetworkBusy(ProbeError):
-    """Another live process holds the network's lock: it is training the network now."""
-
-
 class FinishedElsewhere(ProbeError):
     """The network turned out finished once its lock was taken: another process trained it since the caller
     looked."""
-
-
-class UnusableResume(ProbeError):
-    """A resume file that cannot be used (damaged, without its epoch, of other shapes): training restarts."""
 
 
 @dataclass
@@ -93,84 +87,17 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def network_dir(run_dir: Path, spec: NetworkSpec) -> Path:
-    return Path(run_dir) / "networks" / spec.id
-
-
-@contextlib.contextmanager
-def training_lock(folder: Path, spec: NetworkSpec):
-    """Hold the lock file of the network in ``folder`` (created, with the folder, if need be) for the duration, or
-    raise NetworkBusy.
-
-    An flock lock belongs to the open file, so the kernel releases it when its process dies however it dies; a
-    recorded pid, by contrast, may be alive again in another process (PID 1 in a container, reuse after a
-    reboot). The lock file is never deleted: a process waiting on a deleted file would lock a file nobody else
-    sees."""
-    path = folder / LOCK
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as e:
-        raise write_error(path, e) from None
-    try:
-        if not _flock(fd, path, fcntl.LOCK_EX, LOCK_TRIES):
-            holder = lock_holder(folder)
-            raise NetworkBusy(f"{spec.id} is being trained by another process" + (f" ({holder})" if holder else ""))
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def lock_is_held(folder: Path) -> bool:
-    """Whether a live process holds the lock of the network in ``folder`` (is training it)."""
-    try:
-        fd = os.open(folder / LOCK, os.O_RDONLY)  # a shared lock needs only reading (flock over NFS too)
-    except FileNotFoundError:
-        return False
-    try:
-        return not _flock(fd, folder / LOCK, fcntl.LOCK_SH, 1)
-    finally:
-        os.close(fd)
-
-
-def _flock(fd: int, path: Path, mode: int, tries: int) -> bool:
-    """Take the lock ``mode`` on ``fd`` without blocking, trying ``tries`` times: whether it was taken."""
-    for attempt in range(tries):
-        if attempt:
-            time.sleep(LOCK_WAIT)
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            continue
-        except OSError as e:  # ENOLCK, EOPNOTSUPP...: the file system cannot lock files
-            raise ProbeError(f"cannot lock {str(path)!r} ({e}): the run directory must be on a file system with "
-                             "flock locks (NFS mounted without 'nolock', Lustre with '-o flock'), or a local "
-                             "disk") from None
-    return False
-
-
-def lock_holder(folder: Path) -> str:
-    """``pid N on HOST`` from the network's running.json, or nothing when it cannot be read (it only describes
-    the lock's holder)."""
-    try:
-        owner = read_json(folder / RUNNING)
-        return f"pid {owner['pid']} on {owner['host']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-
-
 def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
     """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
     base network (selffer, transfer) and frozen unless fine-tuned (random: frozen at their random values)."""
     model = build_model(spec)
     parent = spec.parent
     if parent is not None:
-        path = network_dir(run_dir, parent) / WEIGHTS
+        path = Run(run_dir).network(parent.id).weights
         if not path.exists():
             raise checkpoint_error(path, f"{spec.id} needs the trained weights of {parent.id}, which are missing "
                                          f"({path})")
-        state, _ = load_weights(path, parent)
+        state, _, _ = load_weights(path, parent)
         load_state(model, state, path, list(model.prefix_state(spec.cut)))
     if spec.variant == "random" or (spec.cut and not spec.fine_tune):
         model.freeze(spec.cut)
@@ -223,42 +150,43 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
                   progress: bool = True) -> dict:
     """Train ``spec`` on ``data`` (its target task), resuming from its last finished epoch if one was saved.
 
-    Writes ``weights.safetensors``, ``spec.json`` and ``metrics.json`` into the network's folder and returns the
-    metrics. Holds the network's lock file throughout, so that no two processes ever train one network: raises
-    :class:`NetworkBusy` when another process holds it, and :class:`FinishedElsewhere` when, once it is taken, the
-    network is found finished. Raises :class:`TrainingDiverged` when the loss blows up."""
-    folder = network_dir(run_dir, spec)
-    with training_lock(folder, spec):
+    Writes the network's weights (with the spec and the input normalization in their metadata), spec.json and
+    metrics.json into its folder and returns the metrics. Holds the network's lock throughout, so that no two
+    processes ever train one network: raises :class:`probe.lock.NetworkBusy` when another process holds it, and
+    :class:`FinishedElsewhere` when, once it is taken, the network is found finished. Raises
+    :class:`TrainingDiverged` when the loss blows up."""
+    files = Run(run_dir).network(spec.id)
+    with training_lock(files, spec.id):
         # Whoever checked the network's state before calling did so without the lock; its holder may have
         # finished the network since.
-        if _finished(folder):
+        if _finished(files):
             raise FinishedElsewhere(f"{spec.id} was finished by another process meanwhile")
-        return _train_locked(spec, data, folder, run_dir, device, progress)
+        return _train_locked(spec, data, files, run_dir, device, progress)
 
 
-def _finished(folder: Path) -> bool:
-    """Whether the network in ``folder`` finished (an unreadable metrics file says not: it is trained again)."""
+def _finished(files: NetworkFiles) -> bool:
+    """Whether the network finished (an unreadable metrics file says not: it is trained again)."""
     try:
-        metrics = read_metrics(folder / METRICS)
+        metrics = read_metrics(files.metrics)
     except ProbeError:
         return False
     return metrics is not None and metrics["status"] == "done"
 
 
-def _train_locked(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
+def _train_locked(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run_dir: Path, device: torch.device,
                   progress: bool) -> dict:
     """The body of :func:`train_network`, once it holds the network's lock."""
-    write_json(folder / SPEC, spec.to_dict())
-    write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+    write_json(files.spec, spec.to_dict())
+    note_holder(files)
     try:
         started, started_at = time.perf_counter(), time.time()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             _seed_global_rng(spec)
-            model, history, resumed_at, earlier, spans = _train_epochs(spec, data, folder, run_dir, device, progress,
+            model, history, resumed_at, earlier, spans = _train_epochs(spec, data, files, run_dir, device, progress,
                                                                        started, started_at)
 
         test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
-        save_tensors(folder / WEIGHTS, model.state_dict(), spec)
+        save_tensors(files.weights, model.state_dict(), spec, normalization=data.normalize.stats)
         finished = time.time()
         metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
                    "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
@@ -269,10 +197,10 @@ def _train_locked(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: P
                    "seconds": earlier + time.perf_counter() - started, "started_at": started_at,
                    "finished_at": finished, "resumed_at_epoch": resumed_at,
                    "sessions": [*spans, [started_at, finished]]}
-        write_json(folder / METRICS, metrics)
-        (folder / RESUME).unlink(missing_ok=True)
+        write_json(files.metrics, metrics)
+        files.resume.unlink(missing_ok=True)
     finally:
-        (folder / RUNNING).unlink(missing_ok=True)
+        files.running.unlink(missing_ok=True)
     return metrics
 
 
@@ -290,77 +218,88 @@ def _fresh_start(spec: NetworkSpec, run_dir: Path,
     return model, make_optimizer(model, spec), torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
 
 
-def _train_epochs(spec: NetworkSpec, data: TaskTensors, folder: Path, run_dir: Path, device: torch.device,
+def _train_epochs(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run_dir: Path, device: torch.device,
                   progress: bool, started: float,
                   started_at: float) -> tuple[LayeredNet, list[dict], int, float, list[list[float]]]:
     """The epochs still to run (all, or those after the last saved one), saving resume state after each; returns
     the model, the history of every epoch, the epoch it resumed after (0 when it started fresh), and the seconds
     and wall-clock spans of the earlier sessions that trained it."""
     r = spec.recipe
-    model, optimizer, generator = _fresh_start(spec, run_dir, device)
-    history: list[dict] = []
-    start_epoch, earlier, spans = 0, 0.0, []
-    if (folder / RESUME).exists():
-        try:
-            start_epoch, history, earlier, spans = _resume(folder / RESUME, spec, model, optimizer, generator)
-        except UnusableResume as e:
-            # Such a file holds nothing that could be kept; a refusal would only leave the user to delete it. Start
-            # over from fresh objects and seeds: _resume may have loaded part of the file before it failed.
-            tqdm.write(str(e), file=sys.stderr)
-            (folder / RESUME).unlink()
-            _seed_global_rng(spec)
-            model, optimizer, generator = _fresh_start(spec, run_dir, device)
-
-    n = len(data.train_y)
-    steps_per_epoch = max(1, math.ceil(n / r.batch_size))
-    total = r.epochs * steps_per_epoch
-    amp = device.type == "cuda"
-    bar = tqdm(total=total, initial=start_epoch * steps_per_epoch, desc=spec.id, unit="step", leave=False,
-               disable=not progress, dynamic_ncols=True)
+    model, optimizer, generator, start_epoch, history, earlier, spans = _start(spec, files, run_dir, device)
+    steps_per_epoch = max(1, math.ceil(len(data.train_y) / r.batch_size))
+    bar = tqdm(total=r.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=spec.id, unit="step",
+               leave=False, disable=not progress, dynamic_ncols=True)
     try:
         for epoch in range(start_epoch, r.epochs):
-            model.train()
-            order = torch.randperm(n, generator=generator).to(device)
-            loss_sum = correct = 0.0
-            for i in range(steps_per_epoch):
-                step = epoch * steps_per_epoch + i
-                for g in optimizer.param_groups:
-                    g["lr"] = r.lr * g["lr_scale"] * lr_factor(r, step, total)
-                idx = order[i * r.batch_size: (i + 1) * r.batch_size]
-                x = random_crop_flip(data.train_x[idx], spec.input_size, r.crop_padding, r.flip, generator)
-                x = data.normalize(x).contiguous(memory_format=torch.channels_last)
-                y = data.train_y[idx]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y)
-                value = loss.item()
-                if not math.isfinite(value) or value > r.diverge_loss:
-                    raise TrainingDiverged(
-                        f"{spec.id} diverged at epoch {epoch + 1}, step {i + 1}: loss {value:.4g} "
-                        f"(lr {r.lr}; train a new run directory with a smaller --lr, a --warmup or another --init)")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += value * len(y)
-                correct += (logits.argmax(1) == y).sum().item()
-                bar.update()
-            history.append({"epoch": epoch + 1, "train_loss": loss_sum / n, "train_acc": correct / n,
+            loss, acc = _train_epoch(spec, data, model, optimizer, generator, epoch, steps_per_epoch, device, bar)
+            history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": acc,
                             "val_acc": evaluate(model, data.val_x, data.val_y, data.normalize, spec.input_size),
                             "lr": optimizer.param_groups[-1]["lr"]})
             bar.set_postfix(val=f"{history[-1]['val_acc']:.3f}")
-            _save_resume(folder / RESUME, spec, model, optimizer, generator, epoch + 1, history,
+            _save_resume(files.resume, spec, model, optimizer, generator, epoch + 1, history,
                          earlier + time.perf_counter() - started, [*spans, [started_at, time.time()]])
     finally:
         bar.close()
     return model, history, start_epoch, earlier, spans
 
 
+def _start(spec: NetworkSpec, files: NetworkFiles, run_dir: Path, device: torch.device):
+    """The model, optimizer and generator to train with, fresh or as the resume file left them, with the epochs
+    done, their history, and the seconds and sessions spent on them."""
+    model, optimizer, generator = _fresh_start(spec, run_dir, device)
+    if not files.resume.exists():
+        return model, optimizer, generator, 0, [], 0.0, []
+    try:
+        return (model, optimizer, generator, *_resume(files.resume, spec, model, optimizer, generator))
+    except UnusableResume as e:
+        # Such a file holds nothing that could be kept; a refusal would only leave the user to delete it. Start
+        # over from fresh objects and seeds: _resume may have loaded part of the file before it failed.
+        tqdm.write(str(e), file=sys.stderr)
+        files.resume.unlink()
+        _seed_global_rng(spec)
+        return (*_fresh_start(spec, run_dir, device), 0, [], 0.0, [])
+
+
+def _train_epoch(spec: NetworkSpec, data: TaskTensors, model: LayeredNet, optimizer: torch.optim.SGD,
+                 generator: torch.Generator, epoch: int, steps_per_epoch: int, device: torch.device,
+                 bar: tqdm) -> tuple[float, float]:
+    """One epoch of SGD over the task's training images in a seeded order: its mean loss and accuracy."""
+    r = spec.recipe
+    n, total = len(data.train_y), r.epochs * steps_per_epoch
+    model.train()
+    order = torch.randperm(n, generator=generator).to(device)
+    loss_sum = correct = 0.0
+    for i in range(steps_per_epoch):
+        step = epoch * steps_per_epoch + i
+        for g in optimizer.param_groups:
+            g["lr"] = r.lr * g["lr_scale"] * lr_factor(r, step, total)
+        idx = order[i * r.batch_size: (i + 1) * r.batch_size]
+        x = random_crop_flip(data.train_x[idx], spec.input_size, r.crop_padding, r.flip, generator)
+        x = data.normalize(x).contiguous(memory_format=torch.channels_last)
+        y = data.train_y[idx]
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y)
+        value = loss.item()
+        if not math.isfinite(value) or value > r.diverge_loss:
+            raise TrainingDiverged(
+                f"{spec.id} diverged at epoch {epoch + 1}, step {i + 1}: loss {value:.4g} "
+                f"(lr {r.lr}; train a new run directory with a smaller --lr, a --warmup or another --init)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += value * len(y)
+        correct += (logits.argmax(1) == y).sum().item()
+        bar.update()
+    return loss_sum / n, correct / n
+
+
 def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
     """Mark a network failed (it is retried on the next run, from scratch or its last epoch)."""
-    folder = network_dir(run_dir, spec)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / METRICS, {"id": spec.id, "name": spec.name, "status": "failed", "error": error})
-    (folder / RUNNING).unlink(missing_ok=True)
+    files = Run(run_dir).network(spec.id)
+    files.folder.mkdir(parents=True, exist_ok=True)
+    write_json(files.metrics, {"id": spec.id, "name": spec.name, "status": "failed", "error": error})
+    files.running.unlink(missing_ok=True)
 
 
 def model_device(model: LayeredNet) -> torch.device:
@@ -382,16 +321,6 @@ def _save_resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: to
     if model_device(model).type == "cuda":
         tensors["cuda_rng"] = torch.cuda.get_rng_state(model_device(model))
     save_tensors(path, tensors, spec, epoch=epoch, history=history, seconds=seconds, sessions=sessions)
-
-
-def resume_epoch(path: Path, meta: dict | None = None) -> int:
-    """The last finished epoch saved in the resume file at ``path`` (``meta``: its metadata, if already read)."""
-    meta = read_metadata(path) if meta is None else meta
-    epoch = meta.get("epoch")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
-        raise checkpoint_error(path, f"resume file {str(path)!r} cannot be used (its epoch is {epoch!r})",
-                               UnusableResume)
-    return epoch
 
 
 def _resume(path: Path, spec: NetworkSpec, model: LayeredNet, optimizer: torch.optim.SGD,

@@ -7,13 +7,14 @@ import pytest
 from conftest import TINY_STUDY
 from scipy import stats
 
-from probe.analysis.accuracies import accuracy_dataset, build_dataset, variant_label
+from probe.analysis.accuracies import accuracy_dataset, build_dataset
 from probe.analysis.claims import FAILS, HOLDS, UNDECIDED, check_claims
 from probe.analysis.decomposition import decompose, split_contrast, summarize
 from probe.analysis.reference import reference_relative
 from probe.analysis.stats import estimate, paired, welch
 from probe.plan import Study, make_plan
 from probe.spec import ArchSpec, DataSpec
+from probe.variants import Variant
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -34,7 +35,7 @@ def paper_like(spec, noise=0.0, rng=None):
         return base
     dip = {3: 0.03, 4: 0.05, 5: 0.03}.get(n, 0.0)
     special = 0.03 * n * (2 if spec.split != "random" else 1)
-    label = variant_label(spec)
+    label = Variant.of(spec).name
     return base + {"BnB": -dip, "BnB+": 0.0, "AnB": -dip - special, "AnB+": 0.02, "RnB": -0.1 * n}[label]
 
 
@@ -116,9 +117,9 @@ def test_claim_that_must_not_hold():
 
     def broken(s):
         v = paper_like(s, noise=0.002, rng=rng)
-        if variant_label(s) == "BnB+":
+        if Variant.of(s).name == "BnB+":
             v -= 0.05  # fine-tuned selffers clearly worse than base: claim 3 fails
-        if variant_label(s) == "RnB":
+        if Variant.of(s).name == "RnB":
             v = 0.95  # random frozen layers beat transferred ones: claim 8 fails
         return v
 
@@ -192,7 +193,7 @@ def test_a_negligible_real_difference_does_not_fail_a_no_difference_claim():
 
     def slightly_better(s):
         v = paper_like(s, noise=0.0005, rng=rng)
-        return v + 0.004 if variant_label(s) == "BnB+" else v  # real, tight, but within the 0.02 margin
+        return v + 0.004 if Variant.of(s).name == "BnB+" else v  # real, tight, but within the 0.02 margin
 
     claim3 = {c.number: c for c in check_claims(_dataset(_specs(), slightly_better))}[3]
     assert claim3.verdict == HOLDS, claim3.evidence

@@ -24,6 +24,32 @@ def _input(name: str, in_channels: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, in_channels, size, size, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_declared_layers_are_those_of_the_built_network(name):
+    """Plans take an architecture's layers and cut points from its declaration; they must be the network's."""
+    entry = REGISTRY[name]
+    for in_channels in (1, 3):
+        net = _net(name, in_channels)
+        assert tuple(net.layer_names) == entry.layers and tuple(net.cut_points) == entry.cut_points
+
+
+@pytest.mark.parametrize("name", sorted(name for name, a in REGISTRY.items() if a.checker))
+def test_the_check_refuses_what_the_builder_cannot_build(name):
+    """Planning checks options and input sizes without building: exactly what building would refuse."""
+    entry = REGISTRY[name]
+    for size in range(1, entry.small_input_size + 8):
+        for options in ({"width": 0.0625}, {"width": -1.0}, {"width": 0.0625, "dropout": 1.0}):
+            arch = ArchSpec(name, entry.default_init, options)
+            try:
+                build_network(arch, 1, 2, size, 0)
+            except ProbeError as e:
+                with pytest.raises(ProbeError) as refused:
+                    entry.check(arch, 1, size)
+                assert str(refused.value) == str(e)
+            else:
+                entry.check(arch, 1, size)
+
+
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_layer_contract(name, in_channels):

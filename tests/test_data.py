@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FASHION_MNIST_DIR, SHARED_DATA
 from PIL import Image
 
 import probe.data.datasets as datasets
-from conftest import FASHION_MNIST_DIR, SHARED_DATA
 from probe.data.datasets import load_dataset, parse_dataset
 from probe.data.splits import resolve_split
 from probe.data.synthetic import synthetic_arrays

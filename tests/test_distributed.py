@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from conftest import assert_one_line_error, assert_same_up_to_rounding
 
 from probe.analysis.representations import representation_dataset
 from probe.analysis.similarity import streaming_cka
@@ -29,7 +30,6 @@ from probe.extract import extract_run
 from probe.plan import Study
 from probe.spec import ArchSpec, DataSpec, Recipe
 from probe.sweep import run_study
-from conftest import assert_one_line_error, assert_same_up_to_rounding
 
 DATA = DataSpec("synthetic", train_per_class=30)
 ARCH = ArchSpec("caffenet-small", "kaiming", {"width": 0.125})
@@ -46,16 +46,24 @@ def test_local_workers_give_torch_their_share_of_the_cores(client, monkeypatch):
     """dask_client tells each local worker its torch threads (here 1), and a task sets torch to that number."""
     import torch
 
-    from probe.distributed import THREADS, _torch_threads
+    from probe.executor import THREADS, set_torch_threads
 
     assert set(client.run(lambda: os.environ.get(THREADS)).values()) == {"1"}
     before = torch.get_num_threads()
     monkeypatch.setenv(THREADS, "2")
     try:
-        _torch_threads()
+        set_torch_threads()
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_dask_executor_keeps_the_interface(client):
+    from test_executor import check_semantics
+
+    from probe.executor import DaskExecutor
+
+    check_semantics(DaskExecutor(client))
 
 
 def _metrics(run: Path) -> dict[str, dict]:
@@ -77,8 +85,8 @@ def test_dask_sweep_matches_the_local_executor_in_dependency_order(tmp_path, cac
         assert abs(ran[nid]["test_acc"] - expected[nid]["test_acc"]) <= 2 / ran[nid]["n_test"], nid
         for parent in network["depends_on"]:  # started only once the network it copies from had finished
             assert ran[nid]["started_at"] >= ran[parent]["finished_at"], (nid, parent)
-        ours, _ = load_weights(tmp_path / "dask" / "networks" / nid / "weights.safetensors")
-        theirs, _ = load_weights(tmp_path / "local" / "networks" / nid / "weights.safetensors")
+        ours, _, _ = load_weights(tmp_path / "dask" / "networks" / nid / "weights.safetensors")
+        theirs, _, _ = load_weights(tmp_path / "local" / "networks" / nid / "weights.safetensors")
         for k in theirs:
             torch.testing.assert_close(ours[k], theirs[k], rtol=1e-3, atol=1e-4, msg=f"{nid} {k}")
 
@@ -220,7 +228,8 @@ def test_ctrl_c_stops_a_dask_sweep_cleanly_and_the_same_command_resumes(tmp_path
              "--train-per-class", "30", "--cuts", "1", "--variants", "AnB", "--seeds", "0"]
     # Python's own SIGINT handler even where this test runs with SIGINT ignored (a background job), so that the
     # processes it starts get the default too; a process group of its own, as a shell gives a foreground job
-    main = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); from probe.cli.main import main; main()"
+    main = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            "from probe.cli.main import main; main()")
     cmd = [sys.executable, "-c", main, "train", str(run), *study, "--quiet", "--cache-dir", str(cache_dir),
            "--executor", "dask", "--workers", "2"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

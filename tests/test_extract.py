@@ -12,17 +12,18 @@ import xarray as xr
 import zarr
 from conftest import TINY_STUDY, assert_one_line_error, assert_same_up_to_rounding
 
+from probe.activation_store import group_is_complete
 from probe.analysis.stores import layer_arrays, list_networks, open_store
-from probe.data.datasets import load_dataset
 from probe.architectures import build_model
 from probe.atomic import read_json
 from probe.batches import Normalize, center_crop, to_device
-from probe.checkpoint import WEIGHTS, load_weights
-from probe.extract import ProbeSet, Reduction, extract_network, extract_run, group_is_complete
+from probe.checkpoint import load_weights
+from probe.data.datasets import load_dataset
+from probe.errors import ProbeError
+from probe.extract import ExtractionImages, Reduction, extract_network, extract_run
 from probe.plan import read_plan
+from probe.run import Run
 from probe.spec import NetworkSpec
-from probe.sweep import DATA
-from probe.train import network_dir
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 
@@ -47,12 +48,12 @@ def _specs(run_dir):
 
 def _direct(run_dir, spec, samples):
     """Activations of a plain forward pass over the given test images, spatially averaged."""
-    state, _ = load_weights(network_dir(run_dir, spec) / WEIGHTS, spec)
+    state, _, _ = load_weights(Run(run_dir).network(spec.id).weights, spec)
     model = build_model(spec)
     model.load_state_dict(state)
     model.eval()
     arrays = load_dataset(spec.data)
-    stats = read_json(run_dir / DATA)
+    stats = read_json(Run(run_dir).data)
     x = Normalize(stats["mean"], stats["std"], torch.device("cpu"))(
         center_crop(to_device(np.asarray(arrays.test_x[samples]), torch.device("cpu")), spec.input_size))
     with torch.no_grad():
@@ -115,7 +116,7 @@ def test_chunked_writes_equal_one_batch_and_memory_stays_bounded(run, tmp_path):
         return lambda: extract_run(run, tmp_path / store, networks=[spec.id], reduction=full, progress=False, **kw)
 
     extract("warm.zarr", batch_size=8)()  # imports, dataset and codec set-up out of the measurement
-    few = _peak_bytes(extract("few.zarr", batch_size=8, probe_set=ProbeSet(per_class=2)))
+    few = _peak_bytes(extract("few.zarr", batch_size=8, images=ExtractionImages(per_class=2)))
     many = _peak_bytes(extract("small.zarr", batch_size=8))
     extract("big.zarr", batch_size=10_000)()
     a = xr.open_zarr(tmp_path / "small.zarr", group=spec.id).load()
@@ -130,7 +131,7 @@ def test_chunked_writes_equal_one_batch_and_memory_stays_bounded(run, tmp_path):
 
 def test_networks_see_the_same_samples(run, tmp_path):
     store = tmp_path / "acts.zarr"
-    extract_run(run, store, probe_set=ProbeSet("both"), progress=False)
+    extract_run(run, store, images=ExtractionImages("both"), progress=False)
     tree = open_store(store)
     fc6 = layer_arrays(tree, "fc6", stack=True)
     assert fc6.sizes["network"] == len(_specs(run))
@@ -143,7 +144,8 @@ def test_networks_see_the_same_samples(run, tmp_path):
     first = next(iter(arrays.values()))
     for a in arrays.values():
         np.testing.assert_array_equal(a["sample"].values, first["sample"].values)
-    with pytest.raises(Exception, match="different images"):
+    ids = "random-s0/init0/baseA, random-s0/init0/baseB"
+    with pytest.raises(ProbeError, match=f"networks {ids} were probed on different images"):
         layer_arrays(tree, "conv1", ["random-s0/init0/baseA", "random-s0/init0/baseB"])
 
 
@@ -165,7 +167,7 @@ def test_killed_extraction_resumes(run, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         extract_run(run, store, networks=[victim.id], batch_size=16, progress=False)
     monkeypatch.setattr(xr.Dataset, "to_zarr", original)
-    assert group_is_complete(store, victim.id) is None
+    assert group_is_complete(store, victim.id) is False
     assert zarr.open_group(str(store), path=victim.id, mode="r").attrs["complete"] is False
     before = (store / "random-s0/init0/baseA/zarr.json").stat().st_mtime_ns
     result = extract_run(run, store, batch_size=16, progress=False)
@@ -217,9 +219,9 @@ def test_extract_network_writes_only_its_group(run, tmp_path):
     store = tmp_path / "acts.zarr"
     model = build_model(spec)
     arrays = load_dataset(spec.data)
-    stats = read_json(run / DATA)
+    stats = read_json(Run(run).data)
     extract_network(store, spec, model, arrays, Normalize(stats["mean"], stats["std"], torch.device("cpu")),
-                    ProbeSet(), Reduction(), torch.device("cpu"), progress=False)
+                    ExtractionImages(), Reduction(), torch.device("cpu"), progress=False)
     assert [p.name for p in (store / "random-s0/init0").iterdir() if p.is_dir()] == ["baseA"]
 
 
@@ -228,7 +230,7 @@ def test_a_retrained_network_is_extracted_again(run, tmp_path):
 
     store = tmp_path / "acts.zarr"
     extract_run(run, store, networks=["baseA"], progress=False)
-    weights = network_dir(run, _specs(run)["random-s0/init0/baseA"]) / WEIGHTS
+    weights = Run(run).network("random-s0/init0/baseA").weights
     assert extract_run(run, store, networks=["baseA"], progress=False)["skipped"] == ["random-s0/init0/baseA"]
     st = weights.stat()
     os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if trained again

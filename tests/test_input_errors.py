@@ -10,9 +10,9 @@ import math
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error
 from PIL import Image
 
-from conftest import assert_one_line_error
 from probe.data.datasets import load_dataset
 from probe.data.splits import resolve_split
 from probe.errors import ProbeError

@@ -8,7 +8,7 @@ from conftest import TINY_STUDY
 
 from probe.analysis.representations import layer_matrix, representation_dataset
 from probe.analysis.stores import open_store
-from probe.extract import ProbeSet, extract_run
+from probe.extract import ExtractionImages, extract_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -23,7 +23,7 @@ def run(tmp_path_factory, cache_dir):
     result = CliRunner().invoke(main, ["train", str(run_dir), *TINY_STUDY, "--cuts", "1,3", "--quiet", "--device",
                                        "cpu", "--cache-dir", str(cache_dir)])
     assert result.exit_code == 0, result.output
-    extract_run(run_dir, probe_set=ProbeSet("both"), progress=False)
+    extract_run(run_dir, images=ExtractionImages("both"), progress=False)
     extract_run(run_dir, run_dir / "target.zarr", progress=False)
     return run_dir
 

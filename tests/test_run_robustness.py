@@ -18,19 +18,20 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import safetensors.torch
 import torch
+from conftest import TINY_STUDY, assert_one_line_error, invoke
 from safetensors import SafetensorError
 
 import probe.checkpoint as checkpoint
 import probe.sweep as sweep
-from conftest import TINY_STUDY, assert_one_line_error, invoke
 from probe.architectures import build_model
 from probe.atomic import read_json, write_atomic, write_json
-from probe.checkpoint import METRICS, RESUME, WEIGHTS, save_tensors
+from probe.checkpoint import save_tensors
 from probe.errors import ProbeError
 from probe.plan import read_plan
+from probe.run import LOCK, METRICS, RESUME, RUNNING, WEIGHTS, Run
 from probe.spec import NetworkSpec
-from probe.train import RUNNING, network_dir
 
 SMALL = [*TINY_STUDY, "--cuts", "1", "--variants", "BnB,RnB", "--seeds", "0"]
 CPU = torch.device("cpu")
@@ -62,7 +63,7 @@ def run(done_run, tmp_path) -> Path:
 
 
 def _folder(run: Path, spec: NetworkSpec) -> Path:
-    return network_dir(run, spec)
+    return Run(run).network(spec.id).folder
 
 
 def _forget(run: Path, specs: dict[str, NetworkSpec], *names: str) -> None:
@@ -110,7 +111,8 @@ def test_a_recorded_pid_that_is_alive_does_not_make_a_network_running(run, specs
 
 
 def test_a_network_is_running_while_a_live_process_holds_its_lock(run, specs, cli, synthetic_arrays):
-    from probe.train import LOCK, NetworkBusy, train_network
+    from probe.lock import NetworkBusy
+    from probe.train import train_network
 
     _forget(run, specs, "baseA", "A1A")
     base = specs["baseA"]
@@ -147,15 +149,15 @@ def test_a_network_finished_by_another_process_meanwhile_is_not_trained_again(ru
     finished once it holds the lock, and keep the first one's files."""
     base = specs["baseA"]
     _forget(run, specs, "baseA")
-    real_can_start = sweep.can_start
+    real_readiness = sweep.readiness
 
-    def other_process_finishes_base(run_dir, plan, planned, result, underway=()):
-        go = real_can_start(run_dir, plan, planned, result, underway)
-        if go and planned.spec == base:
+    def other_process_finishes_base(run_dir, plan, planned, underway=()):
+        verdict = real_readiness(run_dir, plan, planned, underway)
+        if verdict[0] == "ready" and planned.spec == base:
             shutil.copytree(_folder(done_run.run, base), _folder(run, base))
-        return go
+        return verdict
 
-    monkeypatch.setattr(sweep, "can_start", other_process_finishes_base)
+    monkeypatch.setattr(sweep, "readiness", other_process_finishes_base)
     result = sweep.run_study(run, done_run.study, CPU, cache_dir, progress=False)
     assert result.trained == [] and base.id in result.skipped and len(result.skipped) == 6
     weights = _folder(run, base) / WEIGHTS
@@ -211,7 +213,7 @@ def test_a_network_that_cannot_start_is_failed_and_blocks_its_dependents(run, sp
 
 def test_a_dask_task_records_a_network_that_cannot_start_as_failed(run, specs, cache_dir):
     """The dask executor's task records it too, as the local sweep does, instead of raising for dask to retry."""
-    from probe.distributed import train_task
+    from probe.sweep import train_task
 
     _forget(run, specs, "A1A")
     (_folder(run, specs["baseA"]) / WEIGHTS).write_bytes(b"")
@@ -338,21 +340,21 @@ def test_a_failed_write_names_the_file_and_leaves_the_old_one(tmp_path, failure)
 
 def test_a_full_disk_during_train_is_one_line_and_a_rerun_resumes(tmp_path, cli, monkeypatch):
     run = tmp_path / "run"
-    real_save = checkpoint.save_file
+    real_save = safetensors.torch.save_file
 
     def disk_full_for_weights(tensors, path, metadata=None):
         if Path(path).name.startswith(f".{WEIGHTS}."):
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(checkpoint, "save_file", disk_full_for_weights)
+    monkeypatch.setattr(safetensors.torch, "save_file", disk_full_for_weights)
     result = cli("train", run, *SMALL)
     assert_one_line_error(result, WEIGHTS, "No space left on device", "rerun")
     assert not list(run.rglob("*.tmp")) and not list(run.rglob(RUNNING))
     first = next(iter(_states(cli("status", run)).values()))
     assert first == ("interrupted", "resumes after epoch 1/1")
 
-    monkeypatch.setattr(checkpoint, "save_file", real_save)
+    monkeypatch.setattr(safetensors.torch, "save_file", real_save)
     result = cli("train", run)
     assert result.exit_code == 0, result.output
     assert "trained 6, already done 0, failed 0, blocked 0" in result.output

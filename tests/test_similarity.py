@@ -11,8 +11,22 @@ import pytest
 import xarray as xr
 from scipy.stats import ortho_group
 
-from probe.analysis.similarity import (MinibatchCKA, cca, cka_from_grams, cka_matrix, gram_linear, gram_rbf, linear_cka,
-                                 minibatch_cka, procrustes, pwcca, rbf_cka, rsa, streaming_cka, svcca)
+from probe.analysis.similarity import (
+    MinibatchCKA,
+    cca,
+    cka_from_grams,
+    cka_matrix,
+    gram_linear,
+    gram_rbf,
+    linear_cka,
+    minibatch_cka,
+    procrustes,
+    pwcca,
+    rbf_cka,
+    rsa,
+    streaming_cka,
+    svcca,
+)
 from probe.errors import ProbeError
 
 CKAS = {

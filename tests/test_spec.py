@@ -8,9 +8,10 @@ import json
 import pytest
 
 from probe.errors import ProbeError
-from probe.plan import VARIANT_NAMES, Study, make_plan, plan_to_dict, read_plan, write_plan
+from probe.plan import Study, make_plan, plan_to_dict, read_plan, write_plan
 from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
 from probe.sweep import plan_study
+from probe.variants import CUT_NAMES
 
 DATA = DataSpec("synthetic", train_per_class=30)
 ARCH = ArchSpec("caffenet-small", options={"width": 0.125})
@@ -23,7 +24,7 @@ def spec(**kw) -> NetworkSpec:
     return NetworkSpec(**{**base, **kw})
 
 
-# --- names and ids -------------------------------------------------------------------------------------------------
+# --- names and ids ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw, name", [
     (dict(target="A"), "baseA"),
@@ -61,7 +62,7 @@ def test_target_classes_and_parent():
     assert spec().parent is None
 
 
-# --- serialization ---------------------------------------------------------------------------------------------------
+# --- serialization ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("s", [
     spec(),
@@ -106,7 +107,7 @@ def test_from_dict_rejects_non_specs(mutate):
         NetworkSpec.from_dict(d)
 
 
-# --- validation --------------------------------------------------------------------------------------------------------
+# --- validation -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw, culprit", [
     (dict(variant="frankenstein", source="A", cut=1), "'frankenstein'"),
@@ -174,7 +175,7 @@ def test_recipe_defaults_follow_the_paper():
     assert r.flip and r.schedule == "step"
 
 
-# --- the planner -----------------------------------------------------------------------------------------------------------
+# --- the planner ------------------------------------------------------------------------------------------------------
 
 def paper_name(variant: str, n: int, target: str) -> str:
     """The name of a variant label (BnB, AnB+, RnB, ...) at cut n, trained on ``target`` (B, or A mirrored)."""
@@ -190,8 +191,8 @@ def plan(cache_dir, **kw):
 
 
 @pytest.mark.parametrize("seeds, cuts, variants", [
-    ((0,), None, tuple(VARIANT_NAMES)),
-    ((0, 1), (1, 4, 7), tuple(VARIANT_NAMES)),
+    ((0,), None, CUT_NAMES),
+    ((0, 1), (1, 4, 7), CUT_NAMES),
     ((3, 1, 2), (2,), ("AnB", "RnB")),
     ((0,), (1, 2), ()),
 ])

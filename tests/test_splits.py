@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from probe.data.splits import CIFAR100_MAN_MADE_SUPERCLASSES, check_split_name, resolve_split, split_is_seeded
+from probe.data.splits import CIFAR100_MAN_MADE_SUPERCLASSES, SPLITS, check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -172,8 +172,19 @@ def test_unknown_split_name():
         split_is_seeded("halves")
 
 
-def test_split_names():
-    for name in ("random", "vehicles-animals", "clothing-accessories", "man-made-natural", "natural-man-made",
-                 "file:/anything.json"):
+def test_split_names(split_file):
+    """Every split the CLI offers resolves, on the dataset it is meant for, to two disjoint tasks of that dataset's
+    classes; only ``random`` depends on a seed, and a ``file:`` name is checked without reading the file."""
+    meant_for = {"random": (CLASSES, 5, 5), "vehicles-animals": (CIFAR10, 4, 6),
+                 "clothing-accessories": (FASHION_MNIST, 6, 4), "man-made-natural": (MAN_MADE + SOME_NATURAL, 30, 10),
+                 "natural-man-made": (WNIDS, 449, 551)}
+    assert set(SPLITS) == {*meant_for, "file:PATH"}
+    for name, (classes, size_a, size_b) in meant_for.items():
         check_split_name(name)
-    assert split_is_seeded("random")
+        tasks = resolve_split(name, classes, 0)
+        assert (len(tasks["A"]), len(tasks["B"])) == (size_a, size_b), name
+        assert set(tasks["A"]).isdisjoint(tasks["B"]) and set(tasks["A"] + tasks["B"]) <= set(classes), name
+        assert split_is_seeded(name) == (name == "random")
+    check_split_name("file:/anything.json")
+    named = split_file({"A": ["class2"], "B": [5]})
+    assert resolve_split(named, CLASSES) == {"A": ["class2"], "B": ["class5"]} and not split_is_seeded(named)

@@ -12,14 +12,14 @@ import xarray as xr
 import zarr
 from conftest import TINY_STUDY, assert_one_line_error
 
+from probe.activation_store import verify_group
 from probe.analysis.representations import representation_dataset
 from probe.analysis.stores import list_networks, open_store
 from probe.architectures import build_model
-from probe.checkpoint import WEIGHTS
 from probe.errors import ProbeError
-from probe.extract import extract_run, verify_group
+from probe.extract import extract_run
 from probe.plan import read_plan
-from probe.train import network_dir
+from probe.run import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning", "ignore::RuntimeWarning")
 
@@ -173,7 +173,7 @@ def test_a_bad_weights_file_skips_only_its_network(run, tmp_path, cli, damage):
     copy = tmp_path / "run"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("analysis", "*.zarr"))  # copy2 keeps mtimes
     victim = _specs(run)["random-s0/init0/A1B"]
-    weights = network_dir(copy, victim) / WEIGHTS
+    weights = Run(copy).network(victim.id).weights
     if damage == "missing":
         weights.unlink()
     else:
@@ -191,7 +191,7 @@ def test_a_deleted_weights_file_of_an_extracted_network_is_named(run, tmp_path, 
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("analysis", "*.zarr"))
     store = tmp_path / "acts.zarr"
     shutil.copytree(pristine, store)
-    weights = network_dir(copy, _specs(run)[BASE]) / WEIGHTS
+    weights = Run(copy).network(BASE).weights
     weights.unlink()
     result = extract_run(copy, store, batch_size=BATCH, progress=False)
     assert str(weights) in result["failed"][BASE] and len(result["skipped"]) == 3

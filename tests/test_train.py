@@ -19,26 +19,27 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import REPO_ROOT, TINY_STUDY, assert_one_line_error, invoke
 
 import probe.sweep as sweep
 import probe.train as train
-from conftest import REPO_ROOT, TINY_STUDY, assert_one_line_error, invoke
-from probe.data.tasks import task_data
 from probe.architectures import build_model
 from probe.atomic import read_json
 from probe.batches import channel_stats
-from probe.checkpoint import METRICS, RESUME, SPEC, WEIGHTS, load_weights, read_metadata
+from probe.checkpoint import load_weights, read_metadata
+from probe.data.tasks import task_data
 from probe.errors import ProbeError
 from probe.plan import Study, read_plan
+from probe.run import METRICS, RESUME, RUNNING, SPEC, WEIGHTS, Run
 from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
-from probe.train import RUNNING, TaskTensors, make_optimizer, network_dir, prepare_model, train_network
+from probe.train import TaskTensors, make_optimizer, prepare_model, train_network
 
 FULL_STUDY = [*TINY_STUDY, "--seeds", "0,1"]  # all variants, all cut points
 N_FULL = 2 * (2 + 2 * 5 * 7)
 
 
 def _weights(run: Path, spec: NetworkSpec) -> Path:
-    return network_dir(run, spec) / WEIGHTS
+    return Run(run).network(spec.id).weights
 
 
 def _mtimes(run: Path, plan) -> dict[str, int]:
@@ -60,7 +61,7 @@ def _status_lines(result) -> dict[str, str]:
     return rows
 
 
-# --- one complete plan, trained once ------------------------------------------------------------------------------------
+# --- one complete plan, trained once ----------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def full_run(tmp_path_factory, cache_dir):
@@ -88,7 +89,7 @@ def test_every_planned_network_is_trained(full_run):
     assert "trained 4, already done 0, failed 0, blocked 0" in full_run.first.output
     assert f"trained {N_FULL - 4}, already done 4, failed 0, blocked 0" in full_run.second.output
     for p in full_run.plan:
-        folder = network_dir(full_run.run, p.spec)
+        folder = Run(full_run.run).network(p.spec.id).folder
         assert (folder / WEIGHTS).is_file(), p.spec.id
         assert (folder / SPEC).is_file(), p.spec.id
         metrics = read_json(folder / METRICS)
@@ -117,7 +118,7 @@ def test_accuracy_table(full_run):
     assert ds.sizes["replicate"] == 2 and ds.sizes["target"] == 2 and list(ds["n"].values) == list(range(1, 8))
     assert bool(np.isfinite(ds["acc"].values).all()) and bool(np.isfinite(ds["base"].values).all())
     assert len(rows(ds)) == N_FULL
-    expected = read_json(network_dir(full_run.run, full_run.specs["random-s1/init1/A4B+"]) / METRICS)["test_acc"]
+    expected = read_json(Run(full_run.run).network("random-s1/init1/A4B+").metrics)["test_acc"]
     assert float(ds["acc"].sel(split="random", replicate="s1/init1", target="B", n=4, variant="AnB+")) == expected
     table = format_table(ds)
     assert "split random" in table
@@ -143,7 +144,7 @@ def test_frozen_layers_are_the_source_layers_and_upper_layers_are_trained(full_r
         spec = p.spec
         if spec.variant == "base" or spec.fine_tune:
             continue
-        state, _ = load_weights(_weights(full_run.run, spec), spec)
+        state, _, _ = load_weights(_weights(full_run.run, spec), spec)
         source = _source_state(full_run, spec)
         model = build_model(spec)
         for i in range(1, len(model.layer_names) + 1):
@@ -166,7 +167,7 @@ def test_fine_tuned_copied_layers_change(full_run):
         spec = p.spec
         if not spec.fine_tune:
             continue
-        state, _ = load_weights(_weights(full_run.run, spec), spec)
+        state, _, _ = load_weights(_weights(full_run.run, spec), spec)
         source = _source_state(full_run, spec)
         model = build_model(spec)
         for i in range(1, spec.cut + 1):
@@ -202,8 +203,8 @@ def test_prepare_model_copies_and_freezes(full_run, name):
 
 def test_specs_round_trip_through_checkpoints(full_run):
     for p in full_run.plan:
-        folder = network_dir(full_run.run, p.spec)
-        state, spec = load_weights(folder / WEIGHTS)
+        folder = Run(full_run.run).network(p.spec.id).folder
+        state, spec, _ = load_weights(folder / WEIGHTS)
         assert spec == NetworkSpec.from_dict(read_json(folder / SPEC)) == p.spec
         model = build_model(spec)
         result = model.load_state_dict(state)  # strict: every key, every shape
@@ -216,14 +217,14 @@ def test_specs_round_trip_through_checkpoints(full_run):
 
 def test_a_loaded_checkpoint_reproduces_the_test_accuracy(full_run, synthetic_arrays):
     spec = full_run.specs["random-s0/init0/A4B+"]
-    state, spec = load_weights(_weights(full_run.run, spec))
+    state, spec, _ = load_weights(_weights(full_run.run, spec))
     model = build_model(spec)
     model.load_state_dict(state)
     data = read_json(full_run.run / "data.json")
     task = task_data(synthetic_arrays, list(spec.target_classes), spec.data)
     tensors = TaskTensors.from_task(task, data["mean"], data["std"], torch.device("cpu"))
     acc = train.evaluate(model, tensors.test_x, tensors.test_y, tensors.normalize, spec.input_size)
-    assert acc == read_json(network_dir(full_run.run, spec) / METRICS)["test_acc"]
+    assert acc == read_json(Run(full_run.run).network(spec.id).metrics)["test_acc"]
     logits, feats = model.eval().forward_intermediates(tensors.normalize(tensors.test_x[:4]), layers=["conv5", "fc6"])
     assert logits.shape == (4, 5) and list(feats) == ["conv5", "fc6"]
 
@@ -260,7 +261,7 @@ def test_archs_command(cli):
     assert "conv1, conv2, conv3, conv4, conv5, fc6, fc7" in result.output
 
 
-# --- resuming -------------------------------------------------------------------------------------------------------
+# --- resuming ---------------------------------------------------------------------------------------------------------
 
 RESUME_STUDY = ["--dataset", "synthetic", "--arch-option", "width=0.125", "--epochs", "6", "--batch-size", "32",
                 "--train-per-class", "60", "--cuts", "1", "--variants", "RnB", "--seeds", "0"]
@@ -287,11 +288,11 @@ def test_an_interrupted_network_resumes_from_its_last_epoch(tmp_path, cache_dir,
         proc.stderr.close()
 
     _, plan = read_plan(run)
-    finished = {p.spec.id for p in plan if (network_dir(run, p.spec) / WEIGHTS).exists()}
-    interrupted = [p.spec for p in plan if (network_dir(run, p.spec) / RESUME).exists()]
+    finished = {p.spec.id for p in plan if Run(run).network(p.spec.id).weights.exists()}
+    interrupted = [p.spec for p in plan if Run(run).network(p.spec.id).resume.exists()]
     assert finished and len(interrupted) == 1
     victim = interrupted[0]
-    meta = read_metadata(network_dir(run, victim) / RESUME)
+    meta = read_metadata(Run(run).network(victim.id).resume)
     k = meta["epoch"]
     assert 1 <= k < 6 and [e["epoch"] for e in meta["history"]] == list(range(1, k + 1))
     finished_mtimes = _mtimes(run, plan)
@@ -332,12 +333,12 @@ def test_an_interrupted_network_resumes_from_its_last_epoch(tmp_path, cache_dir,
     assert resumed == [(victim.id, k)]
     assert _mtimes(run, plan).items() >= finished_mtimes.items()
     for spec_id in trained:
-        metrics = read_json(network_dir(run, next(p.spec for p in plan if p.spec.id == spec_id)) / METRICS)
+        metrics = read_json(Run(run).network(spec_id).metrics)
         assert metrics["status"] == "done"
         assert [e["epoch"] for e in metrics["epochs"]] == list(range(1, 7)), spec_id
         per_epoch = math.ceil(metrics["n_train"] / 32)
         assert steps[spec_id] == (6 - k if spec_id == victim.id else 6) * per_epoch, spec_id
-    victim_metrics = read_json(network_dir(run, victim) / METRICS)
+    victim_metrics = read_json(Run(run).network(victim.id).metrics)
     assert victim_metrics["epochs"][:k] == meta["history"]  # the epochs before the kill are kept, not redone
     assert not list(run.glob("networks/*/*/*/" + RESUME)) and not list(run.glob("networks/*/*/*/" + RUNNING))
     assert "4 done, 0 running, 0 interrupted" in cli("status", run).output
@@ -386,7 +387,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, synthetic_arra
     monkeypatch.setattr(train, "_save_resume", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         train_network(spec, data, tmp_path / "resumed", torch.device("cpu"), progress=False)
-    assert read_metadata(network_dir(tmp_path / "resumed", spec) / RESUME)["epoch"] == 2
+    assert read_metadata(Run(tmp_path / "resumed").network(spec.id).resume)["epoch"] == 2
     monkeypatch.setattr(train, "_save_resume", real_save)
     resumed = train_network(spec, data, tmp_path / "resumed", torch.device("cpu"), progress=False)
     assert resumed["epochs"] == straight["epochs"] and resumed["test_acc"] == straight["test_acc"]
@@ -395,7 +396,7 @@ def test_resumed_training_equals_uninterrupted_training(tmp_path, synthetic_arra
     (first_start, first_end), (second_start, second_end) = resumed["sessions"]  # and both sessions' wall-clock spans
     assert first_start < first_end <= second_start == resumed["started_at"] < second_end == resumed["finished_at"]
     assert len(straight["sessions"]) == 1
-    assert not (network_dir(tmp_path / "resumed", spec) / "running.json").exists()
+    assert not Run(tmp_path / "resumed").network(spec.id).running.exists()
     a = load_weights(_weights(tmp_path / "straight", spec))[0]
     b = load_weights(_weights(tmp_path / "resumed", spec))[0]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -416,7 +417,7 @@ def test_resume_file_of_other_settings_is_refused(tmp_path, synthetic_arrays, mo
     with pytest.raises(KeyboardInterrupt):
         train_network(spec, data, tmp_path, torch.device("cpu"), progress=False)
     monkeypatch.setattr(train, "_save_resume", real_save)
-    assert (network_dir(tmp_path, spec) / RESUME).exists()
+    assert Run(tmp_path).network(spec.id).resume.exists()
     with pytest.raises(ProbeError, match="other settings"):
         train_network(other, data, tmp_path, torch.device("cpu"), progress=False)
 
@@ -436,7 +437,7 @@ def test_a_base_network_learns_the_synthetic_task(tmp_path, cache_dir):
         assert metrics["epochs"][-1]["train_loss"] < metrics["epochs"][0]["train_loss"]
 
 
-# --- divergence ------------------------------------------------------------------------------------------------------
+# --- divergence -------------------------------------------------------------------------------------------------------
 
 SMALL_STUDY = [*TINY_STUDY, "--cuts", "1", "--variants", "BnB,RnB", "--seeds", "0"]
 
@@ -508,7 +509,7 @@ def test_only_selected_networks_whose_base_is_missing_are_blocked(tmp_path, cli)
     assert "blocked random-s0/init0/B1B: needs random-s0/init0/baseB" in result.output
 
 
-# --- command-line errors --------------------------------------------------------------------------------------------
+# --- command-line errors ----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("options, culprit", [
     (["--dataset", "mnist"], "'mnist'"),
@@ -594,8 +595,12 @@ def test_cli_status_of_a_non_run_dir(tmp_path, cli):
 
 
 def test_cli_tiny_train_per_class(tmp_path, cli):
-    """``--train-per-class 2`` (a smoke run) trains, or is refused in one line; it never ends in a traceback."""
+    """``--train-per-class 2`` (a smoke run): two images of a class leave none to hold out for a stratified
+    validation split, which is refused in one line naming the setting and the way out; without a validation split
+    the network trains."""
     options = [o if o != "30" else "2" for o in SMALL_STUDY]
     result = cli("train", tmp_path / "run", *options, "--networks", "R1A")
-    if result.exit_code != 0:
-        assert_one_line_error(result, "2")
+    assert_one_line_error(result, "validation fraction 0.1", "train_per_class 2", "a validation fraction of 0")
+    result = cli("train", tmp_path / "no-validation", *options, "--val-fraction", "0", "--networks", "R1A")
+    assert result.exit_code == 0, result.output
+    assert "trained 1, already done 0, failed 0" in result.output

@@ -13,7 +13,15 @@ from scipy import optimize, stats
 from sklearn.covariance import LedoitWolf
 
 from probe.analysis.probes import linear_probe_accuracy, linear_probe_accuracy_torch
-from probe.analysis.transferability import h_score, layer_scores, leep, logme, nce, rank_correlation, source_probabilities
+from probe.analysis.transferability import (
+    h_score,
+    layer_scores,
+    leep,
+    logme,
+    nce,
+    rank_correlation,
+    source_probabilities,
+)
 from probe.errors import ProbeError
 from probe.extract import consolidate
 

@@ -82,12 +82,26 @@ def _norm(lrn: bool) -> list[nn.Module]:
     return [LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=1.0)] if lrn else []
 
 
-def _build(name: str, convs: list[dict], fc: int, in_channels: int, num_classes: int, input_size: int,
-           width: float, groups: bool, lrn: bool, dropout: float) -> LayeredNet:
+def _check(name: str, convs: list[dict], input_size: int, width: float, dropout: float) -> int:
+    """Refuse options or an input size the network cannot be built for; returns the side of the last
+    convolutional map (Conv2d's and MaxPool2d's arithmetic), which sizes fc6."""
     if width <= 0:
         raise ProbeError(f"width {width} of {name} must be positive")
     if not 0 <= dropout < 1:
         raise ProbeError(f"dropout {dropout} of {name} must lie in [0, 1)")
+    side = input_size
+    for conv in convs:
+        side = (side + 2 * conv.get("pad", 0) - conv["k"]) // conv.get("stride", 1) + 1
+        if conv.get("pool") and side > 0:
+            side = (side + 2 * conv.get("pool_pad", 0) - 3) // 2 + 1
+        if side < 1:
+            raise ProbeError(f"input size {input_size} is too small for {name}")
+    return side
+
+
+def _build(name: str, convs: list[dict], fc: int, in_channels: int, num_classes: int, input_size: int,
+           width: float, groups: bool, lrn: bool, dropout: float) -> LayeredNet:
+    side = _check(name, convs, input_size, width, dropout)
     g = 2 if groups else 1
     stages, c_in = [], in_channels
     for i, conv in enumerate(convs, start=1):
@@ -103,40 +117,42 @@ def _build(name: str, convs: list[dict], fc: int, in_channels: int, num_classes:
             layers += _norm(lrn)
         stages.append((f"conv{i}", nn.Sequential(*layers)))
         c_in = c_out
-    with torch.no_grad():  # shape inference on the meta device: no memory, no compute
-        x = torch.zeros(1, in_channels, input_size, input_size, device="meta")
-        try:
-            for _, stage in stages:
-                x = stage.to("meta")(x)
-        except RuntimeError:
-            raise ProbeError(f"input size {input_size} is too small for {name}") from None
-    flat, f = x.numel(), _channels(fc, width, 1)
+    flat, f = c_in * side * side, _channels(fc, width, 1)
     stages += [
         ("fc6", nn.Sequential(nn.Flatten(), nn.Linear(flat, f), nn.ReLU(inplace=True), nn.Dropout(dropout))),
         ("fc7", nn.Sequential(nn.Linear(f, f), nn.ReLU(inplace=True), nn.Dropout(dropout))),
         ("fc8", nn.Sequential(nn.Linear(f, num_classes))),
     ]
-    net = LayeredNet(stages)
-    return net.to_empty(device="cpu")  # real storage; the initialization scheme fills it
+    return LayeredNet(stages)  # the initialization scheme fills every weight and bias
+
+
+CAFFENET_CONVS = [dict(out=96, k=11, stride=4, pool=True, lrn=True),
+                  dict(out=256, k=5, pad=2, grouped=True, pool=True, lrn=True),
+                  dict(out=384, k=3, pad=1), dict(out=384, k=3, pad=1, grouped=True),
+                  dict(out=256, k=3, pad=1, grouped=True, pool=True)]
+SMALL_CONVS = [dict(out=96, k=5, pad=2, pool=True, pool_pad=1, lrn=True),
+               dict(out=256, k=5, pad=2, grouped=True, pool=True, pool_pad=1, lrn=True),
+               dict(out=384, k=3, pad=1), dict(out=384, k=3, pad=1, grouped=True),
+               dict(out=256, k=3, pad=1, grouped=True, pool=True, pool_pad=1)]
 
 
 def caffenet(in_channels: int, num_classes: int, input_size: int = 227, width: float = 1.0, groups: bool = True,
              lrn: bool = True, dropout: float = 0.5) -> LayeredNet:
-    convs = [dict(out=96, k=11, stride=4, pool=True, lrn=True), dict(out=256, k=5, pad=2, grouped=True, pool=True,
-             lrn=True), dict(out=384, k=3, pad=1), dict(out=384, k=3, pad=1, grouped=True),
-             dict(out=256, k=3, pad=1, grouped=True, pool=True)]
-    return _build("caffenet", convs, 4096, in_channels, num_classes, input_size, width, groups, lrn, dropout)
+    return _build("caffenet", CAFFENET_CONVS, 4096, in_channels, num_classes, input_size, width, groups, lrn,
+                  dropout)
 
 
 def caffenet_small(in_channels: int, num_classes: int, input_size: int = 32, width: float = 1.0,
                    groups: bool = False, lrn: bool = True, dropout: float = 0.5) -> LayeredNet:
-    convs = [dict(out=96, k=5, pad=2, pool=True, pool_pad=1, lrn=True),
-             dict(out=256, k=5, pad=2, grouped=True, pool=True, pool_pad=1, lrn=True),
-             dict(out=384, k=3, pad=1), dict(out=384, k=3, pad=1, grouped=True),
-             dict(out=256, k=3, pad=1, grouped=True, pool=True, pool_pad=1)]
-    return _build("caffenet-small", convs, 2048, in_channels, num_classes, input_size, width, groups, lrn, dropout)
+    return _build("caffenet-small", SMALL_CONVS, 2048, in_channels, num_classes, input_size, width, groups, lrn,
+                  dropout)
 
 
-# Caffe's bvlc_reference_caffenet fillers: Gaussian std per layer and constant bias (Krizhevsky et al. 2012).
-CAFFENET_GAUSSIAN = {"conv1": (0.01, 0.0), "conv2": (0.01, 1.0), "conv3": (0.01, 0.0), "conv4": (0.01, 1.0),
-                     "conv5": (0.01, 1.0), "fc6": (0.005, 1.0), "fc7": (0.005, 1.0), "fc8": (0.01, 0.0)}
+def check_caffenet(in_channels: int, input_size: int, width: float = 1.0, dropout: float = 0.5, **_) -> None:
+    """What planning checks of a caffenet (groups and lrn build with any value)."""
+    _check("caffenet", CAFFENET_CONVS, input_size, width, dropout)
+
+
+def check_caffenet_small(in_channels: int, input_size: int, width: float = 1.0, dropout: float = 0.5, **_) -> None:
+    _check("caffenet-small", SMALL_CONVS, input_size, width, dropout)
+

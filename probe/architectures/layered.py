@@ -7,7 +7,7 @@ layers through this class (after timm's ``feature_info`` / ``forward_intermediat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,12 +16,17 @@ from probe.errors import ProbeError
 
 
 class LayeredNet(nn.Module):
-    """A sequential network of named stages with ``forward_intermediates`` and per-layer freezing."""
+    """A sequential network of named stages with ``forward_intermediates`` and per-layer freezing.
 
-    def __init__(self, stages: Sequence[tuple[str, nn.Module]]):
+    ``source_keys`` maps each ``state_dict`` key to its key in the module the network was adapted from
+    (:mod:`probe.architectures.adapter`), so that module's weights load into it; empty for a network built as stages.
+    """
+
+    def __init__(self, stages: Sequence[tuple[str, nn.Module]], source_keys: Mapping[str, str] | None = None):
         super().__init__()
         self.stages = nn.ModuleDict(stages)
         self.n_frozen = 0
+        self.source_keys = dict(source_keys or {})
 
     @property
     def layer_names(self) -> list[str]:

@@ -1,39 +1,66 @@
-"""The architecture registry, and building a network from its spec alone."""
+"""The architecture registry: each architecture's name, layers, initialization, options and where its code is.
+
+Declarations only, so that reading a run's plan never imports torch; an architecture's code is imported when a
+network is built (:mod:`probe.architectures.build`) or its options are checked.
+"""
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-from torch import nn
-
-from probe.architectures.caffenet import CAFFENET_GAUSSIAN, caffenet, caffenet_small
-from probe.architectures.layered import LayeredNet
-from probe.architectures.resnet import resnet18
 from probe.errors import ProbeError
-from probe.spec import ArchSpec, NetworkSpec
+from probe.spec import ArchSpec
+
+if TYPE_CHECKING:
+    from probe.architectures.layered import LayeredNet
 
 
 @dataclass(frozen=True)
 class Architecture:
-    """A registered architecture: ``build(in_channels, num_classes, input_size, **options)`` returns a
-    :class:`LayeredNet`; ``gaussian`` maps layer names to (std, bias) for the paper's Gaussian initialization."""
+    """A registered architecture: ``builder`` (``module:function``) names a ``build(in_channels, num_classes,
+    input_size, **options)`` that returns a :class:`LayeredNet` whose layers, bottom up, are ``layers``;
+    ``checker``, when there is one, a ``check(in_channels, input_size, **options)`` that refuses (ProbeError) what
+    ``build`` cannot build, without building it; ``gaussian`` maps layer names to (std, bias) for the paper's
+    Gaussian initialization."""
 
     name: str
-    build: Callable[..., LayeredNet]
+    builder: str
+    layers: tuple[str, ...]
     default_init: str
     input_size: int  # the size it was designed for
     small_input_size: int  # the smallest convenient input, for tests
     gaussian: dict[str, tuple[float, float]] = field(default_factory=dict)
     description: str = ""
+    checker: str | None = None
+
+    @property
+    def build(self) -> Callable[..., LayeredNet]:
+        return _function(self.builder)
+
+    def check(self, arch: ArchSpec, in_channels: int, input_size: int) -> None:
+        """Refuse options or an input shape that a network of ``arch`` cannot be built for (planning checks them
+        before anything trains)."""
+        if self.checker is not None:
+            _function(self.checker)(in_channels, input_size, **arch.kwargs)
+
+    @property
+    def cut_points(self) -> tuple[str, ...]:
+        """Layers 1..L-1: where a network can be cut (layer L is the classifier)."""
+        return self.layers[:-1]
 
     @property
     def options(self) -> dict[str, object]:
         """Option names and defaults accepted by ``build``."""
         params = list(inspect.signature(self.build).parameters.values())[3:]
         return {p.name: p.default for p in params}
+
+
+def _function(path: str) -> Callable:
+    module, function = path.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 REGISTRY: dict[str, Architecture] = {}
@@ -44,11 +71,19 @@ def register(arch: Architecture) -> Architecture:
     return arch
 
 
-register(Architecture("caffenet", caffenet, "gaussian", 227, 67, CAFFENET_GAUSSIAN,
-                      "the paper's 5 conv + 3 fc network for 227-pixel crops"))
-register(Architecture("caffenet-small", caffenet_small, "kaiming", 32, 16, CAFFENET_GAUSSIAN,
-                      "CaffeNet's 8 layers for 28-32 pixel inputs"))
-register(Architecture("resnet18", resnet18, "kaiming", 224, 16, {},
+CAFFENET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+# Caffe's bvlc_reference_caffenet fillers: Gaussian std per layer and constant bias (Krizhevsky et al. 2012).
+CAFFENET_GAUSSIAN = {"conv1": (0.01, 0.0), "conv2": (0.01, 1.0), "conv3": (0.01, 0.0), "conv4": (0.01, 1.0),
+                     "conv5": (0.01, 1.0), "fc6": (0.005, 1.0), "fc7": (0.005, 1.0), "fc8": (0.01, 0.0)}
+
+register(Architecture("caffenet", "probe.architectures.caffenet:caffenet", CAFFENET_LAYERS, "gaussian", 227, 67,
+                      CAFFENET_GAUSSIAN, "the paper's 5 conv + 3 fc network for 227-pixel crops",
+                      "probe.architectures.caffenet:check_caffenet"))
+register(Architecture("caffenet-small", "probe.architectures.caffenet:caffenet_small", CAFFENET_LAYERS, "kaiming",
+                      32, 16, CAFFENET_GAUSSIAN, "CaffeNet's 8 layers for 28-32 pixel inputs",
+                      "probe.architectures.caffenet:check_caffenet_small"))
+register(Architecture("resnet18", "probe.architectures.resnet:resnet18",
+                      ("stem", *(f"block{i}" for i in range(1, 9)), "head"), "kaiming", 224, 16, {},
                       "ResNet-18, cut at the stem and after each residual block"))
 
 
@@ -71,40 +106,3 @@ def check_arch_spec(arch: ArchSpec) -> Architecture:
             raise ProbeError(f"architecture option {key}={value!r} of {arch.name!r} must be a "
                              f"{type(default).__name__} like its default {default!r}")
     return entry
-
-
-def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int, seed: int) -> LayeredNet:
-    """Build and initialize a network; the same arguments always give the same weights."""
-    entry = check_arch_spec(arch)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = entry.build(in_channels, num_classes, input_size, **arch.kwargs)
-        initialize(net, arch.init, entry.gaussian)
-    return net
-
-
-def build_model(spec: NetworkSpec) -> LayeredNet:
-    """The network ``spec`` describes, freshly initialized from its init seed (nothing copied, nothing frozen)."""
-    return build_network(spec.arch, spec.in_channels, len(spec.target_classes), spec.input_size, spec.init_seed)
-
-
-def initialize(net: LayeredNet, scheme: str, gaussian: dict[str, tuple[float, float]]) -> None:
-    """Initialize every layer: ``gaussian`` is the paper's Caffe scheme (per-layer std and constant bias, default
-    std 0.01 and bias 0); ``kaiming`` is He et al.'s normal init for the ReLU layers with zero biases, and Caffe's
-    std 0.01 for the classifier, which has no ReLU after it: the first logits start near zero instead of at a loss
-    twice log(classes) that can kill ReLUs in the first steps."""
-    classifier = net.layer_names[-1]
-    for name, stage in net.stages.items():
-        std, bias = gaussian.get(name, (0.01, 0.0))
-        for m in stage.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                if scheme == "gaussian" or name == classifier:
-                    nn.init.normal_(m.weight, 0.0, std)
-                else:
-                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.constant_(m.bias, bias if scheme == "gaussian" else 0.0)
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.reset_running_stats()
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)

@@ -1,0 +1,47 @@
+"""Building a network from its spec alone: the registered architecture, initialized from a seed."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from probe.architectures.layered import LayeredNet
+from probe.architectures.registry import check_arch_spec
+from probe.spec import ArchSpec, NetworkSpec
+
+
+def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int, seed: int) -> LayeredNet:
+    """Build and initialize a network; the same arguments always give the same weights."""
+    entry = check_arch_spec(arch)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = entry.build(in_channels, num_classes, input_size, **arch.kwargs)
+        initialize(net, arch.init, entry.gaussian)
+    return net
+
+
+def build_model(spec: NetworkSpec) -> LayeredNet:
+    """The network ``spec`` describes, freshly initialized from its init seed (nothing copied, nothing frozen)."""
+    return build_network(spec.arch, spec.in_channels, len(spec.target_classes), spec.input_size, spec.init_seed)
+
+
+def initialize(net: LayeredNet, scheme: str, gaussian: dict[str, tuple[float, float]]) -> None:
+    """Initialize every layer: ``gaussian`` is the paper's Caffe scheme (per-layer std and constant bias, default
+    std 0.01 and bias 0); ``kaiming`` is He et al.'s normal init for the ReLU layers with zero biases, and Caffe's
+    std 0.01 for the classifier, which has no ReLU after it: the first logits start near zero instead of at a loss
+    twice log(classes) that can kill ReLUs in the first steps."""
+    classifier = net.layer_names[-1]
+    for name, stage in net.stages.items():
+        std, bias = gaussian.get(name, (0.01, 0.0))
+        for m in stage.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if scheme == "gaussian" or name == classifier:
+                    nn.init.normal_(m.weight, 0.0, std)
+                else:
+                    nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, bias if scheme == "gaussian" else 0.0)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
