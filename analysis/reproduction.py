@@ -32,9 +32,10 @@ from probe.analysis.render import Block, Code, Heading, Image, Items, Paragraph,
 from probe.analysis.report import VIEW_TITLES, analyze_run
 from probe.analysis.transferability import DESCRIPTIONS
 from probe.atomic import read_json, write_atomic, write_json
-from probe.checkpoint import METRICS, read_metrics
+from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
-from probe.plan import PLAN, read_plan_file
+from probe.plan import read_plan_file
+from probe.run import METRICS, Run
 from probe.variants import CUT_VARIANTS
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -47,7 +48,7 @@ PLATEAU = 0.005  # a mean validation gain below this per epoch counts as "stoppe
 
 
 def _metrics(run_dir: Path) -> list[dict]:
-    return [read_metrics(p) for p in sorted((run_dir / "networks").rglob(METRICS))]
+    return [read_metrics(p) for p in sorted(Run(run_dir).networks.rglob(METRICS))]
 
 
 def convergence(metrics: list[dict], specs: dict[str, dict]) -> dict[str, dict]:
@@ -91,7 +92,7 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
             shutil.copy2(result["out"] / table, dest / table)
     for figure in result["figures"]:
         shutil.copy2(figure, dest / "figures" / figure.name)
-    plan = read_plan_file(run_dir / PLAN)[0]
+    plan = read_plan_file(Run(run_dir).plan)[0]
     specs = {n["id"]: n["spec"] for n in plan["networks"]}
     metrics = [m for m in _metrics(run_dir) if m["id"] in specs]
     done = [m for m in metrics if m.get("status") == "done"]

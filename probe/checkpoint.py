@@ -19,7 +19,7 @@ from safetensors import SafetensorError, safe_open
 
 from probe.atomic import write_atomic
 from probe.errors import ProbeError
-from probe.run import METRICS, RESUME  # noqa: F401 (METRICS: analysis/reproduction.py imports it from here, for now)
+from probe.run import RESUME
 from probe.spec import NetworkSpec
 
 if TYPE_CHECKING:

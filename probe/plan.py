@@ -14,7 +14,7 @@ from probe.architectures.registry import check_arch_spec, get_architecture
 from probe.atomic import read_json_file, write_json
 from probe.data.splits import check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
-from probe.run import PLAN, Run  # noqa: F401 (PLAN: analysis/reproduction.py imports it from here, for now)
+from probe.run import Run
 from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
 from probe.variants import CUT_NAMES, TASKS, Variant
 
