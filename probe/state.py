@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.checkpoint import read_metrics, resume_epoch
+from probe.checkpoint import read_metadata, read_metrics, resume_epoch
 from probe.errors import ProbeError
 from probe.lock import lock_holder, lock_is_held
 from probe.plan import read_plan
@@ -27,7 +27,10 @@ def network_state(run_dir: Path, spec: NetworkSpec) -> tuple[str, str]:
     except ProbeError as e:
         metrics, damage = None, str(e)
     if metrics is not None and metrics["status"] == "done":
-        return "done", f"test acc {metrics['test_acc']:.4f}"
+        damage = weights_problem(files)
+        if not damage:
+            return "done", f"test acc {metrics['test_acc']:.4f}"
+        metrics = None  # its metrics say done, but what it finished with is gone: it is trained again
     if lock_is_held(files):
         return "running", _progress(files, spec)
     if damage:
@@ -40,6 +43,29 @@ def network_state(run_dir: Path, spec: NetworkSpec) -> tuple[str, str]:
         except ProbeError as e:
             return "corrupt", str(e)
     return "missing", ""
+
+
+def weights_problem(files: NetworkFiles) -> str:
+    """Why a network's weights file cannot be used (missing, truncated, not safetensors), or nothing. Reads only
+    the file's header, which safetensors checks against the file's length: cheap enough for every status."""
+    if not files.weights.is_file():
+        return (f"its metrics say done but its weights file {str(files.weights)!r} is missing; 'probe train' "
+                "trains it again")
+    try:
+        read_metadata(files.weights)
+    except ProbeError as e:
+        return f"its metrics say done but its weights cannot be used: {e}"
+    return ""
+
+
+def is_finished(files: NetworkFiles) -> bool:
+    """Whether the network finished: its metrics say done and its weights are whole (an unreadable metrics file
+    says not: it is trained again)."""
+    try:
+        metrics = read_metrics(files.metrics)
+    except ProbeError:
+        return False
+    return metrics is not None and metrics["status"] == "done" and not weights_problem(files)
 
 
 def _progress(files: NetworkFiles, spec: NetworkSpec) -> str:

@@ -28,7 +28,6 @@ from probe.checkpoint import (
     load_state,
     load_tensors,
     load_weights,
-    read_metrics,
     resume_epoch,
     save_tensors,
 )
@@ -37,6 +36,7 @@ from probe.errors import ProbeError
 from probe.lock import note_holder, training_lock
 from probe.run import NetworkFiles, Run
 from probe.spec import NetworkSpec, Recipe
+from probe.state import is_finished
 
 EVAL_BATCH = 1024
 
@@ -159,18 +159,9 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
     with training_lock(files, spec.id):
         # Whoever checked the network's state before calling did so without the lock; its holder may have
         # finished the network since.
-        if _finished(files):
+        if is_finished(files):
             raise FinishedElsewhere(f"{spec.id} was finished by another process meanwhile")
         return _train_locked(spec, data, files, run_dir, device, progress)
-
-
-def _finished(files: NetworkFiles) -> bool:
-    """Whether the network finished (an unreadable metrics file says not: it is trained again)."""
-    try:
-        metrics = read_metrics(files.metrics)
-    except ProbeError:
-        return False
-    return metrics is not None and metrics["status"] == "done"
 
 
 def _train_locked(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run_dir: Path, device: torch.device,

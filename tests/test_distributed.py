@@ -24,7 +24,7 @@ from probe.analysis.representations import representation_dataset
 from probe.analysis.similarity import streaming_cka
 from probe.analysis.stores import open_store
 from probe.atomic import read_json
-from probe.checkpoint import load_weights
+from probe.checkpoint import load_weights, save_tensors
 from probe.distributed import dask_client, extract_run_dask, run_study_dask
 from probe.extract import extract_run
 from probe.plan import Study
@@ -153,11 +153,12 @@ def test_a_network_that_keeps_failing_is_reported_and_the_rest_finish(tmp_path, 
     bases = run_study(run, STUDY, torch.device("cpu"), cache_dir, progress=False, only=["baseA", "baseB"])
     assert len(bases.trained) == 2
     broken = next(run.rglob("baseA/weights.safetensors"))
-    broken.write_bytes(b"not a checkpoint")
+    _, spec, _ = load_weights(broken)
+    save_tensors(broken, {"x": torch.zeros(1)}, spec)  # whole as a file, so baseA is done, but without its layers
     result = run_study_dask(client, run, STUDY, "cpu", cache_dir, progress=False, retries=1)
     # every network copying from the broken baseA fails with the reason; baseB's and the random ones finish
     copies_a = {nid for nid in result.failed}
-    assert copies_a and all("cannot read checkpoint" in e for e in result.failed.values())
+    assert copies_a and all("lacks stages." in e and str(broken) in e for e in result.failed.values())
     assert all(read_json(run / "networks" / nid / "metrics.json")["status"] == "failed" for nid in copies_a)
     assert not list(run.rglob("running.json"))  # a failure leaves no network looking as if it were still running
     assert len(result.trained) == 2 + 2 * 3 * 2 - 2 - len(copies_a) and not result.blocked

@@ -179,13 +179,14 @@ def _task_tensors(run: Path, arrays, spec: NetworkSpec):
 def test_an_unreadable_parent_fails_only_the_networks_that_copy_from_it(run, specs, cli):
     _forget(run, specs, "A1A", "B1B", "R1A")
     weights = _folder(run, specs["baseA"]) / WEIGHTS
-    weights.write_bytes(b"not a checkpoint")
+    # whole as a file (so baseA counts as done) but without the layers A1A copies
+    save_tensors(weights, {"x": torch.zeros(1)}, specs["baseA"])
     result = cli("train", run)
     assert result.exit_code == 1, result.output
     assert "trained 2, already done 3, failed 1, blocked 0" in result.output
     metrics = read_json(_folder(run, specs["A1A"]) / METRICS)
     assert metrics["status"] == "failed" and "\n" not in metrics["error"]
-    for culprit in ("cannot read checkpoint", str(weights), "rerun 'probe train'"):
+    for culprit in ("lacks stages.conv1", str(weights), "rerun 'probe train'"):
         assert culprit in metrics["error"]
     assert f"failed  {specs['A1A'].id}: {metrics['error']}" in result.output
     states = _states(cli("status", run))
@@ -406,3 +407,22 @@ def test_a_plan_written_before_a_spec_field_existed_still_resumes(run, cli):
         result = cli("train", run, *args)
         assert result.exit_code == 0, result.output
         assert "trained 0, already done 6" in result.output
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage", "truncated"])
+def test_a_done_network_whose_weights_are_gone_is_corrupt_and_trained_again(run, specs, cli, damage):
+    """metrics.json alone does not make a network done: with its weights missing, garbage or truncated (a power
+    loss can leave the metrics on disk without them) it is reported corrupt, and 'probe train' trains it again
+    instead of failing every network that copies from it."""
+    weights = _folder(run, specs["baseA"]) / WEIGHTS
+    if damage == "missing":
+        weights.unlink()
+    else:
+        weights.write_bytes(b"not a checkpoint" if damage == "garbage" else weights.read_bytes()[:-64])
+    _forget(run, specs, "A1A")
+    state, detail = _states(cli("status", run))[specs["baseA"].id]
+    assert state == "corrupt" and str(weights) in detail, detail
+    result = cli("train", run)
+    assert result.exit_code == 0, result.output
+    assert "trained 2, already done 4, failed 0" in result.output
+    assert _states(cli("status", run))[specs["baseA"].id][0] == "done"
