@@ -415,9 +415,19 @@ def extract_with(executor: Executor, run_dir: Path, store: Path, networks: list[
     futures = {executor.submit(extract_task, str(Run(run_dir).path), p, str(store), stats, images, reduction, device,
                                batch_size, cache, chunk_size, key=f"extract-{p.spec.id}",
                                progress=progress and executor.in_process): p.spec.id for p in planned}
+    stop = None
     for future in tqdm(executor.as_completed(futures), total=len(futures), desc="extract", unit="net",
                        disable=not progress, dynamic_ncols=True):
-        record(result, futures[future], *future.result())
-    if store.exists():
+        error = future.exception()
+        if isinstance(error, ProbeError):  # concerns the run (a full disk, a store of other settings): stop
+            stop = error
+            break
+        if error is not None:  # this network's own (out of memory, say): the others are extracted all the same
+            record(result, futures[future], "failed", f"{type(error).__name__}: {error}")
+        else:
+            record(result, futures[future], *future.result())
+    if store.exists():  # what was written is listed, even when an error stopped the rest (Ctrl-C just stops)
         consolidate(store)
+    if stop is not None:
+        raise stop
     return result

@@ -23,6 +23,10 @@ from probe.run import NetworkFiles
 LOCK_TRIES, LOCK_WAIT = 10, 0.05
 
 
+class LockUnsupported(ProbeError):
+    """The run directory's file system cannot lock files: a fault of the run, not of one network."""
+
+
 class NetworkBusy(ProbeError):
     """Another live process holds the network's lock: it is training the network now."""
 
@@ -52,6 +56,9 @@ def lock_is_held(files: NetworkFiles) -> bool:
         fd = os.open(files.lock, os.O_RDONLY)  # a shared lock needs only reading (flock over NFS too)
     except FileNotFoundError:
         return False
+    except OSError as e:  # another user's lock file, or an I/O error on a network file system
+        raise ProbeError(f"cannot read the lock {str(files.lock)!r} ({e.strerror or e}): the run directory must "
+                         "be readable by this user") from None
     try:
         return not _flock(fd, files.lock, fcntl.LOCK_SH, 1)
     finally:
@@ -69,7 +76,7 @@ def _flock(fd: int, path: Path, mode: int, tries: int) -> bool:
         except BlockingIOError:
             continue
         except OSError as e:  # ENOLCK, EOPNOTSUPP...: the file system cannot lock files
-            raise ProbeError(f"cannot lock {str(path)!r} ({e}): the run directory must be on a file system with "
+            raise LockUnsupported(f"cannot lock {str(path)!r} ({e}): the run directory must be on a file system with "
                              "flock locks (NFS mounted without 'nolock', Lustre with '-o flock'), or a local "
                              "disk") from None
     return False

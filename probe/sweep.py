@@ -32,10 +32,10 @@ from probe.data.tasks import task_data
 from probe.errors import ProbeError
 from probe.executor import Executor, Future, LocalExecutor
 from probe.loaded import loaded_dataset
-from probe.lock import NetworkBusy
+from probe.lock import LockUnsupported, NetworkBusy
 from probe.plan import PlannedNetwork, Study, make_plan, plan_to_dict, read_plan_file, write_plan
 from probe.run import NetworkFiles, Run
-from probe.spec import DataSpec, NetworkSpec
+from probe.spec import DataSpec, NetworkSpec, SourceSpec
 from probe.state import network_state
 from probe.train import FinishedElsewhere, TaskTensors, record_failure, resolve_device, train_network
 
@@ -111,7 +111,7 @@ def train_study(executor: Executor, run_dir: Path, study: Study, device: str, ca
     runs); a task whose code raised runs again up to ``retries`` times before its network is recorded failed."""
     run = Run(run_dir)
     plan, arrays = plan_study(run, study, cache_dir, download, extend, progress)
-    stats = prepare_run_data(run, arrays)
+    stats = prepare_run_data(run, arrays, study.source)
     result = SweepResult([], [], {}, {})
     futures: dict[str, Future] = {}
     for planned in select_networks(plan, only):
@@ -161,20 +161,22 @@ def _gather(executor: Executor, run: Run, planned: dict[str, PlannedNetwork], fu
     """Record every network's task in ``result`` as it completes."""
     ids = {future: nid for nid, future in futures.items()}
     bar = tqdm(total=len(futures), desc="sweep", unit="net", disable=not progress, dynamic_ncols=True)
-    for future in executor.as_completed(ids):
-        nid = ids[future]
-        out = future.result() if future.status != "error" else _task_error(run, planned[nid], futures, future)
-        if out["status"] == "done":
-            (result.trained if out["trained"] else result.skipped).append(nid)
-            if out["trained"]:
-                bar.set_postfix(last=f"{nid} {out['test_acc']:.3f}")
-        elif out["status"] == "failed":
-            result.failed[nid] = out["error"]
-            tqdm.write(f"failed: {out['error']}")
-        else:
-            result.blocked[nid] = out["needs"]
-        bar.update()
-    bar.close()
+    try:
+        for future in executor.as_completed(ids):
+            nid = ids[future]
+            out = future.result() if future.status != "error" else _task_error(run, planned[nid], futures, future)
+            if out["status"] == "done":
+                (result.trained if out["trained"] else result.skipped).append(nid)
+                if out["trained"]:
+                    bar.set_postfix(last=f"{nid} {out['test_acc']:.3f}")
+            elif out["status"] == "failed":
+                result.failed[nid] = out["error"]
+                tqdm.write(f"failed: {out['error']}")
+            else:
+                result.blocked[nid] = out["needs"]
+            bar.update()
+    finally:  # a run-stopping error is printed after the bar, not into it
+        bar.close()
 
 
 def _task_error(run: Run, planned: PlannedNetwork, futures: dict[str, Future], future: Future) -> dict:
@@ -216,7 +218,7 @@ def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[flo
             return {"id": spec.id, "status": "done", "trained": False}
         except NetworkBusy:
             return {"id": spec.id, "status": "blocked", "needs": BUSY}
-        except WriteError:
+        except (WriteError, LockUnsupported):  # every network would meet it: the sweep stops, in one line
             raise
         except ProbeError as e:  # it diverged, or cannot start: a reason of this network's own
             record_failure(run_dir, spec, str(e))
@@ -233,15 +235,24 @@ def _task(data: DataSpec, classes: tuple[str, ...], mean: tuple[float, ...], std
     return TaskTensors.from_task(task, list(mean), list(std), resolve_device(device))
 
 
-def prepare_run_data(run_dir: Path, arrays: ImageArrays) -> tuple[list[float], list[float]]:
-    """The per-channel input statistics of the dataset's training split, fixed for the run in data.json."""
+def prepare_run_data(run_dir: Path, arrays: ImageArrays,
+                     source: SourceSpec | None = None) -> tuple[list[float], list[float]]:
+    """The input normalization of every network of the run, fixed in data.json: the per-channel statistics of the
+    dataset's training split, or the normalization a ``source`` network expects.
+
+    With a source network the whole run uses its normalization, not only the networks that copy from it: the
+    decomposition compares SnB with BnB and baseB network by network, so they must see the same inputs for a
+    difference to measure where their layers came from rather than how their images were scaled."""
     run = Run(run_dir)
     if run.data.exists():
         d = read_run_data(run)
     else:
-        mean, std = channel_stats(arrays.train_x)
-        d = {"mean": mean, "std": std, "classes": list(arrays.classes)}
+        mean, std = (source.mean, source.std) if source and source.mean else channel_stats(arrays.train_x)
+        d = {"mean": list(mean), "std": list(std), "classes": list(arrays.classes)}
         write_json(run.data, d)
+    if source and source.mean and (d["mean"], d["std"]) != (list(source.mean), list(source.std)):
+        raise ProbeError(f"{run.data} normalizes inputs with mean {d['mean']} and std {d['std']}, not as the source "
+                         "network expects; use a new run directory")
     return d["mean"], d["std"]
 
 

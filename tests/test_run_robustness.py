@@ -426,3 +426,35 @@ def test_a_done_network_whose_weights_are_gone_is_corrupt_and_trained_again(run,
     assert result.exit_code == 0, result.output
     assert "trained 2, already done 4, failed 0" in result.output
     assert _states(cli("status", run))[specs["baseA"].id][0] == "done"
+
+
+def test_a_file_system_without_locks_stops_the_sweep_in_one_line(run, specs, cli, monkeypatch):
+    """flock refused (ENOLCK, as on NFS mounted with nolock) concerns every network: one line naming the lock file
+    and what the run directory needs, not a failure recorded for each network."""
+    import fcntl
+
+    def no_locks(fd, mode):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    _forget(run, specs, "baseA", "A1A", "R1A")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    result = cli("train", run)
+    assert_one_line_error(result, "cannot lock", "No locks available", "flock")
+    assert not (_folder(run, specs["baseA"]) / METRICS).exists()  # nothing recorded failed
+
+
+def test_an_unreadable_lock_file_is_one_line(run, specs, cli, monkeypatch):
+    """A lock file this user cannot open (another user's run, an I/O error) is named, not a traceback."""
+    _forget(run, specs, "baseA")  # not done: its lock decides whether it is running
+    lock = Run(run).network(specs["baseA"].id).lock
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    real_open = os.open
+
+    def denied(path, flags, *args):
+        if Path(path) == lock:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
+    assert_one_line_error(cli("status", run), str(lock), "Permission denied")

@@ -234,3 +234,22 @@ def test_a_full_disk_during_extraction_is_one_line_and_a_rerun_resumes(run, stor
     monkeypatch.setattr(xr.Dataset, "to_zarr", real)
     assert _repair(run, store)["written"] == [BASE]
     assert verify_group(store, BASE, _cut_points(run)) is None
+
+
+def test_an_unexpected_error_extracting_one_network_fails_that_network_only(run, tmp_path, monkeypatch):
+    """An error of one network's own (out of memory, say) is reported for it, and the others are extracted and
+    consolidated all the same."""
+    import probe.extract as extract
+
+    real = extract.extract_network
+
+    def out_of_memory(store, spec, *args, **kwargs):
+        if spec.id == BASE:
+            raise RuntimeError("CUDA out of memory")
+        return real(store, spec, *args, **kwargs)
+
+    monkeypatch.setattr(extract, "extract_network", out_of_memory)
+    result = extract_run(run, tmp_path / "acts.zarr", batch_size=BATCH, progress=False)
+    assert result["failed"] == {BASE: "RuntimeError: CUDA out of memory"}
+    assert len(result["written"]) == 3
+    assert sorted(list_networks(xr.open_datatree(tmp_path / "acts.zarr", engine="zarr"))) == sorted(result["written"])
