@@ -69,7 +69,8 @@ class ExtractionImages:
 
     def classes(self, spec: NetworkSpec) -> list[str]:
         """The classes of the images for ``spec``, in the dataset's class order (A's then B's for ``both``)."""
-        source = spec.source or spec.target  # base and random networks copy no layers: their own task
+        # base and random networks copy no layers, source-transfer ones copy a network of no task here: their own
+        source = spec.source or spec.target
         if self.tasks == "both":
             return [*spec.classes_a, *spec.classes_b]
         task = spec.target if self.tasks == "target" else source
@@ -336,12 +337,12 @@ def extract_one(run_dir: Path, planned: PlannedNetwork, store: Path, arrays: Ima
     written anew, or why the network could not be extracted (its weights are missing or unreadable). Writes touch
     only the network's own group, so several processes may extract different networks into one store at once."""
     spec, run = planned.spec, Run(run_dir)
-    if network_state(run, spec)[0] != "done":
+    state, detail = network_state(run, spec)
+    if state == "corrupt":  # e.g. its metrics say done but its weights are missing or damaged: say which
+        return "failed", detail
+    if state != "done":
         return "untrained", None
     weights = run.network(spec.id).weights
-    if not weights.is_file():
-        return "failed", (f"its weights file {str(weights)!r} is missing; delete the folder {str(weights.parent)!r} "
-                          f"and rerun 'probe train {run_dir}' to train it again")
     damage = verify_group(store, spec.id, list(planned.cut_points)) if (store / spec.id).exists() else None
     done = group_attrs(store, spec.id) if (store / spec.id).exists() and damage is None else None
     if done is not None and done.get("weights_fingerprint") == weights_fingerprint(weights):
