@@ -7,6 +7,9 @@ side (or a "no difference" interval lies wholly beyond the margin), and is **und
 there are too few replicates for an interval, or the networks it needs were not run. A claim that rests on m
 intervals (one per n, say) uses Bonferroni-corrected 1 - 0.05/m intervals, so one chance interval among m does not
 decide it.
+
+In a one-directional run (a source network trained elsewhere donates the layers) the claims about AnB are checked on
+SnB, its place; the claim that compares a dissimilar split with the similar one is **left out**, saying why.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, split_contrast_values
+from probe.analysis.accuracies import one_directional
+from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, split_contrast_values, transfer_names
 from probe.analysis.stats import LEVEL, Estimate, estimate, welch
 
-HOLDS, FAILS, UNDECIDED = "holds", "does not hold", "undecided"
+HOLDS, FAILS, UNDECIDED, LEFT_OUT = "holds", "does not hold", "undecided", "left out"
 MARGIN = 0.02  # accuracy difference within which a "no difference" claim counts as shown
 
 
@@ -83,13 +87,16 @@ def _all_on_side(tests: Tests, positive: bool, family: int | None = None) -> Ver
 
 @dataclass(frozen=True)
 class _Split:
-    """What the checks read: one split's accuracies and decomposition, and the whole run for claim 7."""
+    """What the checks read: one split's accuracies and decomposition, the whole run for claim 7, and the names of
+    the frozen and fine-tuned transfer variants (AnB and AnB+, or SnB and SnB+)."""
 
     run: xr.Dataset
     d: xr.Dataset
     dec: xr.Dataset
     cuts: list[int]
     margin: float
+    t: str
+    t_plus: str
 
     def acc(self, variant: str) -> xr.DataArray:
         return self.d["acc"].sel(variant=variant)
@@ -104,7 +111,7 @@ def _early_layers_transfer(s: _Split) -> Verdict:
     if not early:
         return UNDECIDED, ["no cut n <= 2 run"]
     return _no_difference([(f"{v} - baseB at n={n}", _on(_per_rep(s.acc(v) - s.d["base"], n)))
-                           for n in early for v in ("BnB", "AnB")], s.margin)
+                           for n in early for v in ("BnB", s.t)], s.margin)
 
 
 def _coadaptation_dip(s: _Split) -> Verdict:
@@ -127,22 +134,22 @@ def _selffer_finetune(s: _Split) -> Verdict:
 
 
 def _specialization_grows(s: _Split) -> Verdict:
-    """Decided on the per-replicate least-squares slope of AnB - BnB over n."""
-    gap = replicates(s.acc("AnB") - s.acc("BnB")).transpose("rep", "n").values
+    """Decided on the per-replicate least-squares slope of AnB - BnB (SnB - BnB) over n."""
+    gap = replicates(s.acc(s.t) - s.acc("BnB")).transpose("rep", "n").values
     slopes = np.array([np.polyfit(s.cuts, row, 1)[0] if np.isfinite(row).all() and len(s.cuts) > 1 else np.nan
                        for row in gap])
-    return _all_on_side([("slope of AnB - BnB per layer", _on(slopes))], positive=False)
+    return _all_on_side([(f"slope of {s.t} - BnB per layer", _on(slopes))], positive=False)
 
 
 def _transfer_falls(s: _Split) -> Verdict:
     middle = s.cuts[len(s.cuts) // 2]
     if middle == s.top:
         return UNDECIDED, ["needs a middle cut and a top cut"]
-    anb = {n: _per_rep(s.acc("AnB"), n) for n in s.cuts}
+    anb = {n: _per_rep(s.acc(s.t), n) for n in s.cuts}
     fall = estimate(anb[s.top] - anb[middle])
     means = {n: np.nanmean(v) for n, v in anb.items() if np.isfinite(v).any()}
     lowest = min(means, key=means.get, default=None)
-    evidence = [f"AnB(n={s.top}) - AnB(n={middle}): {fall}", f"lowest mean AnB at n={lowest}"]
+    evidence = [f"{s.t}(n={s.top}) - {s.t}(n={middle}): {fall}", f"lowest mean {s.t} at n={lowest}"]
     if fall.above():
         return FAILS, evidence
     if fall.below() and lowest == s.top:
@@ -153,7 +160,7 @@ def _transfer_falls(s: _Split) -> Verdict:
 def _lingering_boost(s: _Split) -> Verdict:
     """Decided on the boost averaged over n per replicate."""
     boost = replicates(s.dec["lingering"]).mean("n", skipna=False).values
-    return _all_on_side([("AnB+ - baseB, mean over n", _on(boost))], positive=True)
+    return _all_on_side([(f"{s.t_plus} - baseB, mean over n", _on(boost))], positive=True)
 
 
 def _dissimilar_loses_more(s: _Split) -> Verdict:
@@ -166,28 +173,44 @@ def _dissimilar_loses_more(s: _Split) -> Verdict:
 
 
 def _random_worse(s: _Split) -> Verdict:
-    return _all_on_side([(f"RnB - AnB at n={n}", _on(_per_rep(s.acc("RnB") - s.acc("AnB"), n))) for n in s.cuts],
+    return _all_on_side([(f"RnB - {s.t} at n={n}", _on(_per_rep(s.acc("RnB") - s.acc(s.t), n))) for n in s.cuts],
                         positive=False)
 
 
+# Each claim's text, with {t} and {t_plus} standing for the transfer variants (AnB and AnB+, or SnB and SnB+)
 CLAIMS: tuple[tuple[str, Callable[[_Split], Verdict]], ...] = (
-    ("n = 1-2: BnB and AnB are within noise of baseB", _early_layers_transfer),
+    ("n = 1-2: BnB and {t} are within noise of baseB", _early_layers_transfer),
     ("BnB dips at middle layers and recovers at the top", _coadaptation_dip),
     ("BnB+ is within noise of baseB at every n", _selffer_finetune),
-    ("AnB - BnB grows more negative with n", _specialization_grows),
-    ("AnB falls after the middle layers and is lowest at the top", _transfer_falls),
-    ("AnB+ beats baseB (the lingering boost of transfer)", _lingering_boost),
+    ("{t} - BnB grows more negative with n", _specialization_grows),
+    ("{t} falls after the middle layers and is lowest at the top", _transfer_falls),
+    ("{t_plus} beats baseB (the lingering boost of transfer)", _lingering_boost),
     ("a dissimilar split loses more than the similar one at n >= 2", _dissimilar_loses_more),
     ("random frozen layers do worse than transferred ones at every n", _random_worse),
 )
+# claim number -> why a one-directional run cannot check it
+ONE_DIRECTIONAL_LEFT_OUT = {
+    7: "it compares transfer between the two tasks of a dissimilar split with a similar split's, and a source "
+       "network trained elsewhere is neither split's task A"}
 
 
 def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT, margin: float = MARGIN) -> list[Claim]:
     """The eight claims on ``split`` (the similar-task split; claim 7 compares the others with it); ``margin`` is
-    the equivalence margin of the no-difference claims 1 and 3."""
+    the equivalence margin of the no-difference claims 1 and 3. In a one-directional run, those that need task A's
+    base network are left out (verdict LEFT_OUT, with why as their evidence)."""
+    t, t_plus = transfer_names(ds)
+    texts = [text.format(t=t, t_plus=t_plus) for text, _ in CLAIMS]
+    left_out = ONE_DIRECTIONAL_LEFT_OUT if one_directional(ds) else {}
     unchecked = (f"no {split!r} split in this run" if split not in ds["split"].values
                  else "no cut networks in this run" if not ds["n"].size else None)
-    if unchecked:
-        return [Claim(number, text, evidence=[unchecked]) for number, (text, _) in enumerate(CLAIMS, 1)]
-    s = _Split(ds, ds.sel(split=split), decompose(ds).sel(split=split), [int(n) for n in ds["n"].values], margin)
-    return [Claim(number, text, *check(s)) for number, (text, check) in enumerate(CLAIMS, 1)]
+    s = None if unchecked else _Split(ds, ds.sel(split=split), decompose(ds).sel(split=split),
+                                      [int(n) for n in ds["n"].values], margin, t, t_plus)
+    claims = []
+    for number, (text, (_, check)) in enumerate(zip(texts, CLAIMS), 1):
+        if number in left_out:
+            claims.append(Claim(number, text, LEFT_OUT, [left_out[number]]))
+        elif s is None:
+            claims.append(Claim(number, text, evidence=[unchecked]))
+        else:
+            claims.append(Claim(number, text, *check(s)))
+    return claims

@@ -4,43 +4,58 @@ Yosinski et al. (2014), Sec. 4.1: the drop of BnB below baseB measures fragile *
 layers; the further drop of AnB below BnB measures the **specialization** of layers 1..n to task A; fine-tuning
 (AnB+) gives a **lingering boost** over baseB. Every quantity is computed per replicate (a split seed, an init seed
 and a direction: AnB and BnA are two replicates) before it is averaged, so intervals come from paired differences.
+
+In a one-directional run, whose layers come from a source network trained elsewhere, SnB and SnB+ take the places
+of AnB and AnB+: specialization is BnB - SnB (how specific the source's layers 1..n are to the task it was trained
+on), the lingering boost SnB+ - baseB.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import xarray as xr
 
+from probe.analysis.accuracies import one_directional
 from probe.analysis.stats import Estimate, estimate, welch
 from probe.variants import BASE
 
 SIMILAR_SPLIT = "random"
 
-# name -> (formula on the accuracy Dataset, what it means)
-QUANTITIES = {
-    "coadaptation": (lambda d: d["base"] - d["acc"].sel(variant="BnB", drop=True),
-                     "co-adaptation drop: baseB - BnB"),
-    "specialization": (lambda d: d["acc"].sel(variant="BnB", drop=True) - d["acc"].sel(variant="AnB", drop=True),
-                       "specialization drop: BnB - AnB"),
-    "total": (lambda d: d["base"] - d["acc"].sel(variant="AnB", drop=True),
-              "total transfer drop: baseB - AnB"),
-    "selffer_finetune": (lambda d: d["acc"].sel(variant="BnB+", drop=True) - d["base"],
-                         "selffer fine-tune effect: BnB+ - baseB"),
-    "lingering": (lambda d: d["acc"].sel(variant="AnB+", drop=True) - d["base"],
-                  "lingering boost: AnB+ - baseB"),
-    "random_drop": (lambda d: d["base"] - d["acc"].sel(variant="RnB", drop=True),
-                    "random-weights drop: baseB - RnB"),
-}
+
+def transfer_names(ds: xr.Dataset) -> tuple[str, str]:
+    """The frozen and the fine-tuned transfer variant of ``ds``: AnB and AnB+, or SnB and SnB+ (one-directional)."""
+    return ("SnB", "SnB+") if one_directional(ds) else ("AnB", "AnB+")
+
+
+def quantities(ds: xr.Dataset) -> dict[str, tuple[Callable[[xr.Dataset], xr.DataArray], str]]:
+    """name -> (formula on the accuracy Dataset ``ds``, what it means), with ``ds``'s transfer variants."""
+    t, t_plus = transfer_names(ds)
+
+    def acc(d: xr.Dataset, variant: str) -> xr.DataArray:
+        return d["acc"].sel(variant=variant, drop=True)
+
+    return {
+        "coadaptation": (lambda d: d["base"] - acc(d, "BnB"), "co-adaptation drop: baseB - BnB"),
+        "specialization": (lambda d: acc(d, "BnB") - acc(d, t), f"specialization drop: BnB - {t}"),
+        "total": (lambda d: d["base"] - acc(d, t), f"total transfer drop: baseB - {t}"),
+        "selffer_finetune": (lambda d: acc(d, "BnB+") - d["base"], "selffer fine-tune effect: BnB+ - baseB"),
+        "lingering": (lambda d: acc(d, t_plus) - d["base"], f"lingering boost: {t_plus} - baseB"),
+        "random_drop": (lambda d: d["base"] - acc(d, "RnB"), "random-weights drop: baseB - RnB"),
+    }
 
 
 def replicates(da: xr.DataArray) -> xr.DataArray:
-    """Fold replicate and target (both directions) into one ``rep`` dim."""
+    """Fold replicate and target (both directions; one-directional runs have the one target B) into one ``rep``
+    dim."""
     return da.stack(rep=("replicate", "target"))
 
 
 def decompose(ds: xr.Dataset) -> xr.Dataset:
     """Per-replicate differences on dims (split, replicate, target, n), one variable per quantity."""
-    out = xr.Dataset({name: f(ds) for name, (f, _) in QUANTITIES.items()})
-    for name, (_, text) in QUANTITIES.items():
+    formulas = quantities(ds)
+    out = xr.Dataset({name: f(ds) for name, (f, _) in formulas.items()})
+    for name, (_, text) in formulas.items():
         out[name].attrs["description"] = text
     return out
 
@@ -64,7 +79,7 @@ def summary_rows(ds: xr.Dataset) -> list[dict]:
     """A tidy table: per split, quantity and n, the mean, 95% interval, replicate count and p-value."""
     dec = decompose(ds)
     out = []
-    for name in QUANTITIES:
+    for name in dec.data_vars:
         for (split, n), e in summarize(dec[name]).items():
             out.append({"split": split, "quantity": name, "n": n, **e.to_dict()})
     return out
@@ -85,8 +100,9 @@ def relative_rows(ds: xr.Dataset) -> list[dict]:
 
 def split_contrast_values(ds: xr.Dataset, quantity: str = "total") -> dict[tuple[str, int], tuple]:
     """(dissimilar split, n) -> (its per-replicate relative drops, the similar split's): the drop of ``quantity``
-    divided by the replicate's base accuracy."""
-    if SIMILAR_SPLIT not in ds["split"].values:
+    divided by the replicate's base accuracy. None for a one-directional run: its splits only choose the target
+    task, and the source network was trained on neither split's task A."""
+    if SIMILAR_SPLIT not in ds["split"].values or one_directional(ds):
         return {}
     rel = decompose(ds)[quantity] / ds["base"]
     similar = replicates(rel.sel(split=SIMILAR_SPLIT))

@@ -3,7 +3,9 @@
 Figure 2 (Yosinski et al. 2014): top, every network as a dot per cut n; bottom, the means with the co-adaptation
 drop (baseB - BnB) and the specialization drop (BnB - AnB) shaded. A third panel sets our means beside the paper's on
 the relative scale (accuracy / base). Figure 3: the dissimilar split and the random-weights baseline, relative to
-base, beside the paper's natural/man-made and random-weight runs.
+base, beside the paper's natural/man-made and random-weight runs. In a one-directional run (layers donated by a
+source network trained elsewhere) SnB and SnB+ are drawn where AnB and AnB+ are, and the paper's lines keep their
+names.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from probe.analysis.decomposition import SIMILAR_SPLIT, replicates
+from probe.analysis.accuracies import one_directional
+from probe.analysis.decomposition import SIMILAR_SPLIT, replicates, transfer_names
 from probe.analysis.reference import CITATION, reference_relative
 from probe.atomic import write_atomic
 
 STYLE = {"base": ("white", "o"), "BnB": ("tab:blue", "o"), "BnB+": ("lightskyblue", "P"),
          "AnB": ("tab:red", "D"), "AnB+": ("lightsalmon", "P"), "RnB": ("tab:gray", "s"),
-         "dissimilar AnB": ("tab:purple", "D")}
+         "SnB": ("tab:green", "D"), "SnB+": ("yellowgreen", "P"), "dissimilar AnB": ("tab:purple", "D")}
+PAPER = ("BnB", "BnB+", "AnB", "AnB+")  # the variants of the paper's reference lines
 
 
 def _per_n(values: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,6 +48,8 @@ def _save(fig: Figure, out: Path, stem: str) -> list[Path]:
 def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
     """Figure 2 for ``split``; returns the PNG and SVG paths."""
     d = ds.sel(split=split)
+    t, t_plus = transfer_names(ds)
+    ours = ("BnB", "BnB+", t, t_plus)
     fig = Figure(figsize=(7, 11))
     axes = fig.subplots(3, 1, sharex=True)
     top, bottom, rel = axes
@@ -51,9 +57,8 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
     base = d["base"].values.ravel()
     base = base[np.isfinite(base)]
     top.scatter(rng.uniform(-0.1, 0.1, len(base)), base, facecolor="white", edgecolor="black", zorder=3,
-                label="baseA/baseB")
-    offsets = {"BnB": -0.24, "BnB+": -0.08, "AnB": 0.08, "AnB+": 0.24}
-    for v, dx in offsets.items():
+                label="baseB" if one_directional(ds) else "baseA/baseB")
+    for v, dx in zip(ours, (-0.24, -0.08, 0.08, 0.24)):
         reps = replicates(d["acc"].sel(variant=v)).transpose("n", "rep").values
         for n, r in zip(d["n"].values, reps):
             r = r[np.isfinite(r)]
@@ -66,26 +71,26 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
 
     base_mean = float(np.mean(base)) if len(base) else np.nan
     n, bnb = _per_n(d["acc"].sel(variant="BnB"))
-    _, anb = _per_n(d["acc"].sel(variant="AnB"))
+    _, anb = _per_n(d["acc"].sel(variant=t))
     xs = np.concatenate([[0], n])
     bottom.axhline(base_mean, color="black", lw=1, ls=":", label="baseB")
-    for v in ("BnB", "BnB+", "AnB", "AnB+"):
+    for v in ours:
         _, m = _per_n(d["acc"].sel(variant=v))
         bottom.plot(xs, np.concatenate([[base_mean], m]), marker=STYLE[v][1], color=STYLE[v][0], label=v)
     bottom.fill_between(n, np.full(len(n), base_mean), bnb, where=bnb < base_mean, color="tab:blue", alpha=0.2,
                         label="co-adaptation drop")
     bottom.fill_between(n, bnb, anb, where=anb < bnb, color="tab:red", alpha=0.2, label="specialization drop")
     bottom.set_ylabel("mean top-1 accuracy")
-    bottom.set_title("means over replicates and both directions")
+    bottom.set_title("means over replicates" + ("" if one_directional(ds) else " and both directions"))
     bottom.legend(ncol=3, fontsize=8, loc="lower left")
 
     ref = reference_relative()
-    for v in ("BnB", "BnB+", "AnB", "AnB+"):
+    for v, paper in zip(ours, PAPER):
         _, m = _per_n(d["acc"].sel(variant=v) / d["base"])
         rel.plot(xs, np.concatenate([[1.0], m]), marker=STYLE[v][1], color=STYLE[v][0], label=f"{v} (ours)")
-        rn = sorted(ref[v])
-        rel.plot([0, *rn], [1.0, *[ref[v][k].mean() for k in rn]], ls="--", color=STYLE[v][0], alpha=0.8,
-                 label=f"{v} (paper, ImageNet)")
+        rn = sorted(ref[paper])
+        rel.plot([0, *rn], [1.0, *[ref[paper][k].mean() for k in rn]], ls="--", color=STYLE[paper][0], alpha=0.8,
+                 label=f"{paper} (paper, ImageNet)")
     rel.axhline(1.0, color="black", lw=1, ls=":")
     rel.set_ylabel("accuracy / base")
     rel.set_xlabel("layer n at which the network is cut")
@@ -97,15 +102,16 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
 
 
 def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
-    """Figure 3: every split's AnB and the random-weights RnB relative to base, beside the paper's."""
+    """Figure 3: every split's AnB (SnB) and the random-weights RnB relative to base, beside the paper's."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     ref = reference_relative()
     colors = matplotlib.colormaps["tab10"](np.linspace(0, 1, 10))
+    t, _ = transfer_names(ds)
     for i, split in enumerate(ds["split"].values):
         d = ds.sel(split=split)
-        n, m = _per_n(d["acc"].sel(variant="AnB") / d["base"])
-        ax.plot([0, *n], [1.0, *m], marker="D", color=colors[i % 10], label=f"AnB, {split} split (ours)")
+        n, m = _per_n(d["acc"].sel(variant=t) / d["base"])
+        ax.plot([0, *n], [1.0, *m], marker="D", color=colors[i % 10], label=f"{t}, {split} split (ours)")
         _, r = _per_n(d["acc"].sel(variant="RnB") / d["base"])
         if np.isfinite(r).any():
             ax.plot([0, *n], [1.0, *r], marker="s", ls="-.", color=colors[i % 10], alpha=0.7,
@@ -117,7 +123,8 @@ def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
     ax.axhline(1.0, color="black", lw=1, ls=":")
     ax.set_xlabel("layer n at which the network is cut")
     ax.set_ylabel("accuracy / base")
-    ax.set_title("dissimilar tasks and random frozen layers, relative to base")
+    ax.set_title(("source transfer" if one_directional(ds) else "dissimilar tasks") + " and random frozen layers, "
+                 "relative to base")
     ax.legend(fontsize=7, loc="lower left")
     ax.text(0, -0.18, CITATION, transform=ax.transAxes, fontsize=6, va="top")
     return _save(fig, out, "figure3")
@@ -133,13 +140,19 @@ def _label_layers(ax: Axes, d: xr.Dataset) -> None:
 
 def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
     """Left: per layer k, the CKA views of the networks cut at n = k, means over replicates; right: the cross-layer
-    CKA of the two base networks."""
+    CKA of the two base networks (not in a one-directional run, which has only baseB)."""
     d = rep.sel(split=split)
-    fig = Figure(figsize=(12, 4.5))
-    left, right = fig.subplots(1, 2)
-    views = (("CKA(AnB_k, baseB_k)", diagonal(d["cka_target"].sel(variant="AnB")), "tab:red"),
-             ("CKA(AnB+_k, baseA_k)", diagonal(d["cka_source"].sel(variant="AnB+")), "lightsalmon"),
-             ("CKA(BnB+_k, baseB_k)", diagonal(d["cka_source"].sel(variant="BnB+")), "lightskyblue"))
+    one_way = one_directional(rep)
+    fig = Figure(figsize=(6, 4.5) if one_way else (12, 4.5))
+    axes = fig.subplots(1, 1 if one_way else 2, squeeze=False)[0]
+    left = axes[0]
+    if one_way:  # the source network is in no store: SnB is compared with baseB only
+        views = (("CKA(SnB_k, baseB_k)", diagonal(d["cka_target"].sel(variant="SnB")), "tab:green"),
+                 ("CKA(BnB+_k, baseB_k)", diagonal(d["cka_source"].sel(variant="BnB+")), "lightskyblue"))
+    else:
+        views = (("CKA(AnB_k, baseB_k)", diagonal(d["cka_target"].sel(variant="AnB")), "tab:red"),
+                 ("CKA(AnB+_k, baseA_k)", diagonal(d["cka_source"].sel(variant="AnB+")), "lightsalmon"),
+                 ("CKA(BnB+_k, baseB_k)", diagonal(d["cka_source"].sel(variant="BnB+")), "lightskyblue"))
     for label, values, color in views:
         n, m = _per_n(values)
         left.plot(n, m, marker="o", color=color, label=label)
@@ -150,17 +163,22 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
     left.set_ylim(-0.05, 1.05)
     left.legend(fontsize=8)
     left.set_title(f"{split} split: copied layers against the base networks", fontsize=10)
+    if not one_way:
+        _cross_layer_cka(fig, axes[1], d)
+    return _save(fig, out, f"figure_cka_{split}")
+
+
+def _cross_layer_cka(fig: Figure, ax: Axes, d: xr.Dataset) -> None:
     bases = d["cka_bases"]  # xarray's NaN-skipping mean leaves an all-NaN cell NaN (blank) without a warning
     heat = bases.mean([dim for dim in bases.dims if dim not in ("source_layer", "layer")]).transpose(
         "source_layer", "layer").values
-    im = right.imshow(heat, vmin=0, vmax=1, cmap="viridis", origin="lower")
-    right.set_xticks(range(d.sizes["layer"]), d["layer"].values, rotation=45, fontsize=8)
-    right.set_yticks(range(d.sizes["source_layer"]), d["source_layer"].values, fontsize=8)
-    right.set_xlabel("layer of the target task's base")
-    right.set_ylabel("layer of the other task's base")
-    right.set_title("cross-layer CKA, baseA vs baseB", fontsize=10)
-    fig.colorbar(im, ax=right)
-    return _save(fig, out, f"figure_cka_{split}")
+    im = ax.imshow(heat, vmin=0, vmax=1, cmap="viridis", origin="lower")
+    ax.set_xticks(range(d.sizes["layer"]), d["layer"].values, rotation=45, fontsize=8)
+    ax.set_yticks(range(d.sizes["source_layer"]), d["source_layer"].values, fontsize=8)
+    ax.set_xlabel("layer of the target task's base")
+    ax.set_ylabel("layer of the other task's base")
+    ax.set_title("cross-layer CKA, baseA vs baseB", fontsize=10)
+    fig.colorbar(im, ax=ax)
 
 
 def diagonal(values: xr.DataArray) -> xr.DataArray:

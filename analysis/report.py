@@ -5,6 +5,10 @@ Files: ``report.md`` and a self-contained ``report.html`` (figures embedded), ``
 95% interval, replicate count and p-value per split, quantity and n), ``relative.csv`` (each variant's accuracy
 relative to its base, per split and n) and ``claims.json``; with an activation store also ``representations.zarr``,
 ``representations.csv`` (per layer) and ``correlations.csv`` (scores against AnB accuracy).
+
+A one-directional run's report (layers donated by a source network trained elsewhere) names SnB and SnB+ where the
+paper's names AnB and AnB+, says which source file, and leaves out what needs task A: the claim and the contrast of
+a dissimilar split, the probes and estimators of baseA and its CKA with baseB.
 """
 
 from __future__ import annotations
@@ -19,11 +23,11 @@ import numpy as np
 import xarray as xr
 
 from probe.activation_store import consolidate
-from probe.analysis.accuracies import accuracy_dataset, format_table, rows
-from probe.analysis.claims import MARGIN, check_claims
+from probe.analysis.accuracies import accuracy_dataset, format_table, one_directional, rows
+from probe.analysis.claims import LEFT_OUT, MARGIN, check_claims
 from probe.analysis.decomposition import (
-    QUANTITIES,
     SIMILAR_SPLIT,
+    quantities,
     relative_rows,
     replicates,
     split_contrast,
@@ -39,7 +43,7 @@ from probe.analysis.transferability import DESCRIPTIONS
 from probe.atomic import write_atomic, write_json
 from probe.plan import read_plan
 from probe.run import Run
-from probe.variants import BASE, CUT_NAMES, VARIANTS
+from probe.variants import BASE
 
 
 def _csv_text(records: list[dict]) -> str:
@@ -103,7 +107,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         _write_text(out / "representations.csv", _csv_text(table))
         _write_text(out / "correlations.csv", _csv_text(correlations))
         figures += [figure_cka(rep, out / "figures", str(split))[0] for split in rep["split"].values]
-        extra = _representation_blocks(rep["split"].values, table, correlations, store)
+        extra = _representation_blocks(rep["split"].values, table, correlations, store, one_directional(ds))
     else:  # no store: tables of an earlier analysis with one would describe other activations
         for stale in ("representations.csv", "correlations.csv"):
             (out / stale).unlink(missing_ok=True)
@@ -121,25 +125,37 @@ def _mean_over_replicates(values: xr.DataArray) -> np.ndarray:
 
 def representation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
     """Per split and layer k: the CKA views of the networks cut at n = k, the AnB accuracy there, and the probe and
-    estimator scores of the other task's base at layer k; means over replicates and both directions."""
-    views = {"cka_anb_baseb": diagonal(rep["cka_target"].sel(variant="AnB")),
-             "cka_anbplus_basea": diagonal(rep["cka_source"].sel(variant="AnB+")),
-             "cka_bnbplus_baseb": diagonal(rep["cka_source"].sel(variant="BnB+")),
-             "anb_acc": acc["acc"].sel(variant="AnB")}
+    estimator scores of the other task's base at layer k; means over replicates and both directions. A
+    one-directional run has no other task's base, and its source network is in no store: its rows hold the views
+    of SnB and BnB+ against baseB, and the SnB accuracy."""
+    one_way = one_directional(acc)
+    if one_way:
+        views = {"cka_snb_baseb": diagonal(rep["cka_target"].sel(variant="SnB")),
+                 "cka_bnbplus_baseb": diagonal(rep["cka_source"].sel(variant="BnB+")),
+                 "snb_acc": acc["acc"].sel(variant="SnB")}
+    else:
+        views = {"cka_anb_baseb": diagonal(rep["cka_target"].sel(variant="AnB")),
+                 "cka_anbplus_basea": diagonal(rep["cka_source"].sel(variant="AnB+")),
+                 "cka_bnbplus_baseb": diagonal(rep["cka_source"].sel(variant="BnB+")),
+                 "anb_acc": acc["acc"].sel(variant="AnB")}
+    scores = () if one_way else DESCRIPTIONS
     layer_names = list(rep["layer"].values)
     out = []
     for split in rep["split"].values:
         cells = {name: _mean_over_replicates(v.sel(split=split)) for name, v in views.items()}
-        probe = {k: _mean_over_replicates(rep[k].sel(split=split)) for k in DESCRIPTIONS}
+        probe = {k: _mean_over_replicates(rep[k].sel(split=split)) for k in scores}
         for j, n in enumerate(rep["n"].values):
             out.append({"split": str(split), "k": int(n), "layer": layer_names[int(n) - 1],
                         **{v: float(cells[v][j]) for v in views},
-                        **{k: float(probe[k][int(n) - 1]) for k in DESCRIPTIONS}})
+                        **{k: float(probe[k][int(n) - 1]) for k in scores}})
     return out
 
 
 def correlation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
-    """Per split and score: Spearman's rho with the AnB accuracy at n = k, its p-value and the pairs behind it."""
+    """Per split and score: Spearman's rho with the AnB accuracy at n = k, its p-value and the pairs behind it
+    (none in a one-directional run, whose scores would be those of a baseA it does not train)."""
+    if one_directional(acc):
+        return []
     out = []
     for split in rep["split"].values:
         for k, (r, p, c) in score_correlations(rep.sel(split=[split]), acc.sel(split=[split])).items():
@@ -149,23 +165,35 @@ def correlation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
 
 VIEW_TITLES = {"cka_anb_baseb": "CKA(AnB_k, baseB_k)", "cka_anbplus_basea": "CKA(AnB+_k, baseA_k)",
                "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)", "anb_acc": "AnB accuracy"}
+SOURCE_VIEW_TITLES = {"cka_snb_baseb": "CKA(SnB_k, baseB_k)", "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)",
+                      "snb_acc": "SnB accuracy"}  # a one-directional run's
 TITLE = "Transferability report"
 
 
-def _representation_blocks(splits, table: list[dict], correlations: list[dict], store: Path) -> list[Block]:
+def _representation_blocks(splits, table: list[dict], correlations: list[dict], store: Path,
+                           one_way: bool) -> list[Block]:
     """The report's representation section from the rows of representations.csv and correlations.csv."""
     b: list[Block] = [Heading(2, "Representations")]
-    b.append(Paragraph(
-        f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the target "
-        "task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy and "
-        "transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, layer by layer, "
-        "beside the measured AnB accuracy at n = k. Means over replicates and both directions; empty cells need a "
-        "store extracted with `--probe-set both`."))
+    if one_way:
+        titles, scores = SOURCE_VIEW_TITLES, ()
+        b.append(Paragraph(
+            f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the target "
+            "task's test images, for the networks cut at n = k at their layer k, against baseB, beside the measured "
+            "SnB accuracy at n = k; means over replicates. The source network is in no store, and this run trains "
+            "no other task's base to probe or score."))
+    else:
+        titles, scores = VIEW_TITLES, DESCRIPTIONS
+        b.append(Paragraph(
+            f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the target "
+            "task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy and "
+            "transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, layer by "
+            "layer, beside the measured AnB accuracy at n = k. Means over replicates and both directions; empty "
+            "cells need a store extracted with `--probe-set both`."))
     for split in splits:
         b.append(Heading(3, f"{split} split, per layer"))
-        b.append(Table(["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
-                       [[r["k"], r["layer"], *[number(r[v], 4) for v in VIEW_TITLES],
-                         *[number(r[k], 4) for k in DESCRIPTIONS]] for r in table if r["split"] == split]))
+        b.append(Table(["k", "layer", *titles.values(), *scores],
+                       [[r["k"], r["layer"], *[number(r[v], 4) for v in titles],
+                         *[number(r[k], 4) for k in scores]] for r in table if r["split"] == split]))
         corr = [c for c in correlations if c["split"] == split]
         if corr:
             b.append(Paragraph("Spearman rank correlation with the AnB accuracy at n = k, pooled over replicates, "
@@ -187,19 +215,32 @@ def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], clai
 def _overview_blocks(ds: xr.Dataset, missing: list[str]) -> list[Block]:
     study = json.loads(ds.attrs.get("study", "{}"))
     arch = study.get("arch", {})
+    directions = "on target task B only" if one_directional(ds) else "each in both directions"
     b: list[Block] = [Paragraph(
         f"Dataset `{study.get('data', {}).get('name')}`, architecture `{arch.get('name')}` (init {arch.get('init')}, "
         f"options {arch.get('options')}), {study.get('recipe', {}).get('epochs')} epochs per network; splits "
         f"{', '.join(str(s) for s in ds['split'].values)}; replicates "
-        f"{', '.join(str(r) for r in ds['replicate'].values)}, each in both directions. Intervals are 95% t "
+        f"{', '.join(str(r) for r in ds['replicate'].values)}, {directions}. Intervals are 95% t "
         "intervals over replicates (n = replicates behind each number; one replicate gives no interval).")]
+    if study.get("source"):
+        b.append(Paragraph(_source_text(study["source"])))
     if missing:
         b.append(Paragraph(f"**Partial run:** {len(missing)} planned networks are not finished and are left out: "
                            + ", ".join(f"`{m}`" for m in missing[:20]) + (" ..." if len(missing) > 20 else "")))
     return b
 
 
+def _source_text(source: dict) -> str:
+    """Which source network a one-directional run's SnB and SnB+ copy from, and the inputs it expects."""
+    inputs = ("the run's own data statistics" if source.get("mean") is None
+              else f"mean {source['mean']} and std {source['std']}")
+    return (f"Layers 1..n of SnB and SnB+ are copied from the source network `{source['path']}` (SHA-256 "
+            f"`{source['sha256'][:16]}`...); every network of the run standardizes its inputs with {inputs}, as that "
+            "network expects.")
+
+
 def _claim_blocks(claims, claim_split: str) -> list[Block]:
+    checked = [c for c in claims if c.verdict != LEFT_OUT]
     return [Heading(2, "Claims of the paper, checked"),
             Paragraph(f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (for the "
                       f"no-difference claims 1 and 3: within +-{MARGIN} accuracy); *does not hold*: an interval "
@@ -207,34 +248,38 @@ def _claim_blocks(claims, claim_split: str) -> list[Block]:
                       "or too few replicates. A claim resting on m intervals uses Bonferroni-corrected 1 - 0.05/m "
                       "intervals."),
             Table(["#", "claim", "verdict", "evidence"],
-                  [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in claims])]
+                  [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in checked]),
+            *[Paragraph(f"Claim {c.number} ({c.text}) is left out: {c.evidence[0]}.") for c in claims
+              if c.verdict == LEFT_OUT]]
 
 
 def _accuracy_blocks(ds: xr.Dataset) -> list[Block]:
     """Per split, every variant's mean test accuracy: the base networks in row 0, the cut networks per n."""
     means = variant_means(ds)
+    names = [str(v) for v in ds["variant"].values]
     b: list[Block] = [Heading(2, "Test accuracy")]
     for split in map(str, ds["split"].values):
-        table = [[0, "-", str(means[(split, BASE.name, 0)]), *[""] * len(CUT_NAMES)]]
+        table = [[0, "-", str(means[(split, BASE.name, 0)]), *[""] * len(names)]]
         for i, n in enumerate(ds["n"].values):
             layer = str(ds["layer"].values[i]) if "layer" in ds.coords else ""
-            table.append([int(n), layer, "", *[str(means[(split, v, int(n))]) for v in CUT_NAMES]])
+            table.append([int(n), layer, "", *[str(means[(split, v, int(n))]) for v in names]])
         b.append(Heading(3, f"{split} split: mean [95% interval] (n)"))
-        b.append(Table(["n", "layer", *(v.name for v in VARIANTS)], table))
+        b.append(Table(["n", "layer", BASE.name, *names], table))
     return b
 
 
 def _decomposition_blocks(ds: xr.Dataset, summary: list[dict]) -> list[Block]:
     """Per split and n, every quantity of the decomposition; then the dissimilar splits against the similar one."""
+    formulas = quantities(ds)
     b: list[Block] = [
         Heading(2, "Decomposition per cut n"),
-        Paragraph("; ".join(f"**{k}** = {text.split(': ')[1]}" for k, (_, text) in QUANTITIES.items()) + ".")]
+        Paragraph("; ".join(f"**{k}** = {text.split(': ')[1]}" for k, (_, text) in formulas.items()) + ".")]
     estimates = {(r["split"], r["quantity"], r["n"]): Estimate(r["mean"], r["low"], r["high"], r["replicates"], r["p"])
                  for r in summary}
     for split in map(str, ds["split"].values):
         b.append(Heading(3, f"{split} split"))
-        b.append(Table(["n", *QUANTITIES], [[int(n), *[str(estimates[(split, q, int(n))]) for q in QUANTITIES]]
-                                            for n in ds["n"].values]))
+        b.append(Table(["n", *formulas], [[int(n), *[str(estimates[(split, q, int(n))]) for q in formulas]]
+                                          for n in ds["n"].values]))
     contrast = split_contrast(ds)
     if contrast:
         b.append(Heading(3, f"Dissimilar minus similar ({SIMILAR_SPLIT}) split: relative total drop (Welch)"))

@@ -14,6 +14,10 @@ Per replicate and target task T (source O, the other task), on T's test images:
 
 CKA is the debiased estimator (Nguyen, Raghu & Kornblith 2021) on at most ``max_samples`` seeded images, in memory
 and exact; :func:`analysis.similarity.streaming_cka` serves stores too large for that.
+
+A one-directional run (layers donated by a source network trained elsewhere) has ``cka_target`` and, for BnB and
+BnB+, ``cka_source``; the source network is in no store, and there is no baseA to compare or score, so the other
+views stay NaN.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from probe.errors import ProbeError
 from probe.executor import DaskExecutor, LocalExecutor
 from probe.plan import PlannedNetwork, read_plan
 from probe.spec import NetworkSpec
-from probe.variants import CUT_VARIANTS, TASKS, Variant, other_task
+from probe.variants import Variant, other_task
 
 
 def layer_matrix(da: xr.DataArray) -> np.ndarray:
@@ -136,8 +140,8 @@ def representation_dataset(run_dir, store: str | Path | xr.DataTree, max_samples
 
 def _empty_views(acc: xr.Dataset, layers: list[str]) -> dict[str, np.ndarray]:
     """Every view, NaN until computed, over the accuracy Dataset's splits, replicates, targets, variants and cuts."""
-    shape = (acc.sizes["split"], acc.sizes["replicate"], len(TASKS))
-    per_cut = shape + (len(CUT_VARIANTS), acc.sizes["n"], len(layers))
+    shape = (acc.sizes["split"], acc.sizes["replicate"], acc.sizes["target"])
+    per_cut = shape + (acc.sizes["variant"], acc.sizes["n"], len(layers))
     return {"cka_target": np.full(per_cut, np.nan), "cka_source": np.full(per_cut, np.nan),
             "cka_bases": np.full(shape + (len(layers), len(layers)), np.nan),
             **{k: np.full(shape + (len(layers),), np.nan) for k in DESCRIPTIONS}}
@@ -148,13 +152,14 @@ def _comparisons(tree: xr.DataTree, acc: xr.Dataset, specs: list[NetworkSpec], b
     """Every comparison as ((view, index in it, shape of the result there), arguments of :func:`_pair_cka`), and
     every base network to score as (index, arguments of :func:`_base_scores`)."""
     splits, reps = list(acc["split"].values), list(acc["replicate"].values)
+    targets, variants = list(acc["target"].values), list(acc["variant"].values)
     cuts = [int(n) for n in acc["n"].values]
     ckas, scored = [], []
     for s in specs:
         if s.variant == "base":
             continue
-        where = (splits.index(s.split), reps.index(replicate_label(s)), TASKS.index(s.target),
-                 CUT_VARIANTS.index(Variant.of(s)), cuts.index(s.cut))
+        where = (splits.index(s.split), reps.index(replicate_label(s)), targets.index(s.target),
+                 variants.index(Variant.of(s).name), cuts.index(s.cut))
         own = bases.get((s.split, replicate_label(s), s.target))
         if own is not None:
             ckas.append((("cka_target", where, None), (s.id, own.id, layers, layers, s.target)))
@@ -163,7 +168,7 @@ def _comparisons(tree: xr.DataTree, acc: xr.Dataset, specs: list[NetworkSpec], b
             ckas.append((("cka_source", where, None), (s.id, donor.id, layers, layers, s.target)))
     grid_a, grid_b = (list(g.ravel()) for g in np.meshgrid(layers, layers, indexing="ij"))
     for (split, rep, target), own in bases.items():
-        where = (splits.index(split), reps.index(rep), TASKS.index(target))
+        where = (splits.index(split), reps.index(rep), targets.index(target))
         other = bases.get((split, rep, other_task(target)))
         if other is None:
             continue

@@ -13,8 +13,9 @@ import click
 from probe.errors import ProbeError
 from probe.plan import Study, read_plan
 from probe.run import Run
+from probe.source import NORMALIZATIONS, OWN_STATISTICS, describe_source, parse_key_map, parse_normalization
 from probe.spec import INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
-from probe.variants import CUT_NAMES
+from probe.variants import CUT_NAMES, SOURCE_CUT_NAMES
 
 RECIPE_HELP = {
     "epochs": "Training epochs per network.",
@@ -97,7 +98,8 @@ def study_options(f):
     """The options that describe a study (shared by ``plan`` and ``train``)."""
     opts = [
         click.option("--dataset", default="fashion-mnist", show_default=True,
-                     help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (NAME:ROOT also works)."),
+                     help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (NAME:ROOT also works); "
+                          "or your own: a registered dataset, or MODULE:FUNCTION returning the images."),
         click.option("--data-root", default=None, help="Where the dataset lives (torchvision root or image-folder "
                                                        "tree); Fashion-MNIST defaults to Debian's package."),
         click.option("--image-size", type=int, default=None, help="Resize and center-crop images to this side "
@@ -109,38 +111,83 @@ def study_options(f):
         click.option("--unreadable", type=click.Choice(UNREADABLE), default="error", show_default=True,
                      help="Image files of an image-folder tree that cannot be decoded: error stops at the first "
                           "and names it; skip leaves them out and says how many."),
-        click.option("--split", "splits", multiple=True, default=("random",), show_default=True,
+        click.option("--split", "splits", multiple=True, default=(),
                      help="Class split (repeatable): random, vehicles-animals, clothing-accessories, "
-                          "man-made-natural, natural-man-made or file:PATH."),
+                          "man-made-natural, natural-man-made or file:PATH. Default: random; with --source, target "
+                          "(the target classes are the one task), or a split whose task B is the target."),
         click.option("--seeds", default="0", show_default=True,
                      help="Replicate seeds, comma-separated: each sets the random split and the init seed."),
         click.option("--init-seeds", default="", help="Init seeds, one per replicate seed, when they should differ."),
-        click.option("--arch", default="caffenet-small", show_default=True, help="Architecture (see 'probe archs')."),
+        click.option("--arch", default="caffenet-small", show_default=True,
+                     help="Architecture: a registered one (see 'probe archs'), or MODULE:FUNCTION returning an "
+                          "nn.Module, e.g. torchvision.models:resnet18."),
         click.option("--arch-option", "arch_option", multiple=True, default=(),
                      help="Architecture option KEY=VALUE (repeatable), e.g. width=0.25."),
+        click.option("--cut-at", default=None,
+                     help="Cut the built module after these modules (dotted paths, comma-separated, e.g. "
+                          "features.2,features.5) instead of at its default cut points."),
         click.option("--init", type=click.Choice(INITS), default=None,
-                     help="Initialization scheme. Default: the architecture's own."),
+                     help="Initialization: gaussian (the paper's), kaiming, or none (the builder's own, weights it "
+                          "loads included). Default: the architecture's (none for MODULE:FUNCTION)."),
         click.option("--cuts", default="all", show_default=True, help="Cut layers n, comma-separated, or all."),
-        click.option("--variants", default=",".join(CUT_NAMES), show_default=True,
-                     help="Variants besides the base networks, comma-separated."),
+        click.option("--variants", default=None,
+                     help=f"Variants besides the base networks, comma-separated. Default: {','.join(CUT_NAMES)}; "
+                          f"with --source: {','.join(SOURCE_CUT_NAMES)}."),
+        click.option("--source", default=None, metavar="PATH",
+                     help="Weights of a network trained elsewhere (a state_dict saved by torch.save, or a "
+                          ".safetensors file) that donates layers 1..n: the plan trains task B only, with SnB and "
+                          "SnB+ (copied from it, frozen and fine-tuned) in the places of AnB and AnB+."),
+        click.option("--source-key-map", multiple=True, default=(),
+                     help="With --source: NETWORK_PREFIX=FILE_PREFIX (repeatable), or a .json file of such prefixes, "
+                          "where the file names its tensors otherwise than the network does."),
+        click.option("--source-normalization", default=OWN_STATISTICS, show_default=True,
+                     help=f"With --source: the input normalization its network was trained with, used by every "
+                          f"network of the run: {OWN_STATISTICS} (the run's own statistics), "
+                          f"{', '.join(NORMALIZATIONS)}, or MEAN,...:STD,... (0..1 scale)."),
+        click.option("--target-classes", default=None,
+                     help="With --source on split target: the target task's classes, comma-separated. Default: every "
+                          "class of the dataset."),
     ]
     for opt in reversed(opts):
         f = opt(f)
     return _recipe_options(f)
 
 
-def _study(kw: dict) -> Study:
-    from probe.architectures import get_architecture
+def _cut_at(text: str | None) -> tuple[str, ...]:
+    """``--cut-at features.2,features.5`` as module paths; none given: the architecture's own cut points."""
+    if text is None:
+        return ()
+    paths = tuple(p.strip() for p in text.split(","))
+    if not all(paths):
+        raise click.BadParameter(f"cut points {text!r} must be dotted module paths, comma-separated, e.g. "
+                                 "features.2,features.5")
+    return paths
 
+
+def _study(kw: dict) -> Study:
     recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
-    arch = get_architecture(kw["arch"])
     return Study(
         data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], kw["train_per_class"], kw["val_fraction"],
                       kw["unreadable"]),
-        arch=ArchSpec(kw["arch"], kw["init"] or arch.default_init, parse_arch_options(kw["arch_option"])),
-        recipe=recipe, splits=kw["splits"], seeds=_seed_list(kw["seeds"], "seed"),
+        arch=ArchSpec(kw["arch"], kw["init"], parse_arch_options(kw["arch_option"]), _cut_at(kw["cut_at"])),
+        recipe=recipe, seeds=_seed_list(kw["seeds"], "seed"),
         init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
-        variants=tuple(v.strip() for v in kw["variants"].split(",") if v.strip()))
+        **_source_choices(kw))
+
+
+def _source_choices(kw: dict) -> dict:
+    """The study's source network and target classes, and its splits and variants (None: the study's defaults,
+    which depend on whether it has a source network)."""
+    source = None
+    if kw["source"] is not None:
+        source = describe_source(kw["source"], parse_key_map(kw["source_key_map"]),
+                                 parse_normalization(kw["source_normalization"]))
+    elif kw["source_key_map"] or kw["source_normalization"] != OWN_STATISTICS:
+        raise ProbeError("--source-key-map and --source-normalization describe a source network; name it with "
+                         "--source")
+    variants = None if kw["variants"] is None else tuple(v.strip() for v in kw["variants"].split(",") if v.strip())
+    target = None if kw["target_classes"] is None else tuple(c.strip() for c in kw["target_classes"].split(","))
+    return {"source": source, "target_classes": target, "variants": variants, "splits": kw["splits"] or None}
 
 
 def _study_given(ctx: click.Context) -> bool:
@@ -372,15 +419,32 @@ def analyze(run_dir: Path, store: Path | None, max_samples: int, executor: str, 
     click.echo(f"report: {result['out'] / 'report.md'} (and report.html, figures/, accuracies.zarr, *.csv)")
 
 
-@main.command()
-def archs() -> None:
-    """List the registered architectures, their cut points and options."""
-    from probe.architectures import REGISTRY
+OWN_NETWORK = """\
+Your own network: --arch MODULE:FUNCTION names any importable function (or class) that returns an nn.Module; it
+gets those of in_channels, num_classes and input_size it takes, and --arch-option KEY=VALUE. torchvision's ResNet,
+VGG, MobileNet-V3, EfficientNet, ConvNeXt and ViT are cut at their stages (--arch torchvision.models:resnet18);
+another module needs --cut-at PATH,PATH,... (the dotted paths of the modules to cut after), a LayeredNet nothing.
+Or register a builder with @probe.register_architecture(NAME), or in entry point group probe.architectures."""
 
+
+@main.command()
+@errors_as_messages
+def archs() -> None:
+    """List the registered architectures (those of installed packages' entry points too), their layers and
+    options, and how to use a network of your own."""
+    from probe.architectures.registry import REGISTRY, describe_options, load_plugins
+
+    load_plugins()
     for name, a in REGISTRY.items():
-        opts = ", ".join(f"{k}={v}" for k, v in a.options.items()) or "none"
-        click.echo(f"{name}: {a.description}\n  cut points: {', '.join(a.cut_points)}\n"
-                   f"  default init: {a.default_init}; options: {opts}")
+        where = "" if a.origin == "probe" else f" ({a.origin}, {a.builder})"
+        if a.layers:
+            layers = f"cut points: {', '.join(a.cut_points)}; classifier: {a.layers[-1]}"
+        else:
+            layers = "layers: those of the built network, learnt when a study is planned"
+        cuts = f"; cut after {', '.join(a.cut_at)}" if a.cut_at else ""
+        click.echo(f"{name}{where}: {a.description}\n  {layers}{cuts}\n"
+                   f"  default init: {a.default_init}; options: {describe_options(a.options)}")
+    click.echo(f"\n{OWN_NETWORK}")
 
 
 if __name__ == "__main__":

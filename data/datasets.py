@@ -4,6 +4,7 @@ Names: ``fashion-mnist`` (Debian's ``dataset-fashion-mnist`` files or a torchvis
 ``cifar100`` (a torchvision root, or an image-folder tree with ``train/`` and ``test/``), ``imagefolder`` (any
 ImageNet-style tree with ``train/`` and ``val/`` or ``test/``; give its path as the root) and ``synthetic``.
 A name may carry its root after a colon: ``imagefolder:/data/imagenet``, ``cifar10:../shared/data/cifar10``.
+Any other name is a dataset of one's own (:mod:`probe.data.custom`): registered, or a function's import path.
 
 Reading goes through torchvision's own readers. The decoded arrays are cached under a key made of the reader, the
 source path and a fingerprint of the source files (relative path, size and modification time of each), so a sweep
@@ -53,7 +54,8 @@ def parse_dataset(text: str, root: str | None = None) -> tuple[str, str | None]:
     name, _, inline_root = text.partition(":")
     if name not in DATASETS:
         raise ProbeError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)} (a name may carry its "
-                         "root after a colon, e.g. imagefolder:/data/imagenet)")
+                         "root after a colon, e.g. imagefolder:/data/imagenet), a registered dataset, or a "
+                         "function's import path MODULE:FUNCTION")
     if inline_root and root and inline_root != root:
         raise ProbeError(f"dataset {text!r} names root {inline_root!r} but --data-root says {root!r}")
     root = inline_root or root
@@ -69,7 +71,12 @@ def default_cache_dir() -> Path:
 def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, download: bool = False,
                  progress: bool = True) -> ImageArrays:
     """Load the dataset ``spec`` names, from the cache when the same source was decoded before (a first decode of an
-    image-folder tree shows a progress bar unless ``progress`` is false)."""
+    image-folder tree shows a progress bar unless ``progress`` is false). A dataset of one's own is loaded by its
+    function, every time: nothing tells when what it reads has changed."""
+    if spec.name.partition(":")[0] not in DATASETS:
+        from probe.data.custom import load_own  # which imports this module
+
+        return load_own(spec)
     name, root = parse_dataset(spec.name, spec.root)
     if name == "synthetic":
         from probe.data.synthetic import synthetic_arrays
@@ -169,11 +176,12 @@ def _read_torchvision(name: str, root: Path, image_size: int | None, download: b
         x = np.asarray(ds.data, dtype=np.uint8)
         return (x[..., None] if x.ndim == 3 else x), np.asarray(ds.targets, dtype=np.int64)
 
-    return _resized(ImageArrays(*arrays(train), *arrays(test), list(train.classes)), image_size)
+    return resized(ImageArrays(*arrays(train), *arrays(test), list(train.classes)), image_size)
 
 
-def _resized(arrays: ImageArrays, image_size: int | None) -> ImageArrays:
-    if image_size is None or image_size == arrays.train_x.shape[1]:
+def resized(arrays: ImageArrays, image_size: int | None) -> ImageArrays:
+    """Images resized (the shorter side) and center-cropped to ``image_size`` squares; as they are without one."""
+    if image_size is None or arrays.train_x.shape[1:3] == (image_size, image_size):
         return arrays
     import torch
     import torchvision.transforms.v2.functional as F

@@ -56,6 +56,9 @@ SEMANTIC_SPLITS = {
     "natural-man-made": ("imagenet (imagefolder)", _imagenet),
 }
 SPLITS = ("random", *SEMANTIC_SPLITS, "file:PATH")
+# The split of a one-directional plan, whose layers come from a source network trained elsewhere: every class (or a
+# study's chosen target classes) is task B, the target, and there is no task A
+TARGET_SPLIT = "target"
 
 
 def split_is_seeded(split: str) -> bool:
@@ -65,13 +68,16 @@ def split_is_seeded(split: str) -> bool:
 
 
 def check_split_name(split: str) -> None:
-    if split != "random" and split not in SEMANTIC_SPLITS and not split.startswith("file:"):
-        raise ProbeError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if split not in ("random", TARGET_SPLIT) and split not in SEMANTIC_SPLITS and not split.startswith("file:"):
+        raise ProbeError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)} (or {TARGET_SPLIT}, with a "
+                         "source network)")
 
 
 def resolve_split(split: str, classes: list[str], seed: int | None = None) -> dict[str, list[str]]:
     """Return ``{"A": [...], "B": [...]}``: each task's class names, in the dataset's class order."""
     check_split_name(split)
+    if split == TARGET_SPLIT:
+        return {"A": [], "B": list(classes)}
     if split == "random":
         if seed is None:
             raise ProbeError("split 'random' needs a split seed")

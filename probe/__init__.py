@@ -4,6 +4,8 @@ What a script needs, importable from here::
 
     from probe import Study, DataSpec, ArchSpec, Recipe, run_study, extract_run, analyze_run, open_store
     from probe import linear_cka, logme, linear_probe_accuracy
+    from probe import register_architecture, register_dataset   # your own networks and data
+    from probe import describe_source   # a network trained elsewhere: Study(..., source=describe_source(path))
 
 Names are resolved on first use, so ``import probe`` (and ``probe --help``) stays cheap: torch, xarray, dask and
 matplotlib are imported only by what needs them.
@@ -18,6 +20,10 @@ _EXPORTS = {
     "ProbeError": "probe.errors",
     **dict.fromkeys(("ArchSpec", "DataSpec", "NetworkSpec", "Recipe"), "probe.spec"),
     "Study": "probe.plan",
+    "SourceSpec": "probe.spec",  # a source network trained elsewhere, as describe_source reads it
+    "describe_source": "probe.source",
+    "register_architecture": "probe.architectures.registry",
+    "register_dataset": "probe.data.custom",
     "run_study": "probe.sweep",
     "extract_run": "probe.extract",
     "analyze_run": "probe.analysis.report",

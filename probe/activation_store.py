@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import zarr
 
-from probe.architectures.registry import REGISTRY
+from probe.architectures.registry import declared_layers
 from probe.atomic import write_json
 from probe.errors import ProbeError
 from probe.spec import NetworkSpec
@@ -157,13 +157,15 @@ def _read_manifest(store: Path, network_id: str) -> dict:
 
 
 def _spec_layers(attrs: dict) -> list[str]:
-    """The cut points of the architecture the group's recorded spec names, as the registry declares them; for an
-    architecture this installation lacks, the layers the group records (there is nothing else to hold them to)."""
+    """The cut points of the architecture the group's recorded spec names, as the registry declares them; where it
+    declares none (an architecture this installation lacks, an import path, a spec cut elsewhere), the layers the
+    group records (there is nothing else to hold them to)."""
     try:
-        arch = NetworkSpec.from_dict(json.loads(attrs["spec"])).arch.name
+        arch = NetworkSpec.from_dict(json.loads(attrs["spec"])).arch
     except (KeyError, TypeError, ValueError) as e:  # ProbeError is a ValueError
         raise _Damage(f"its recorded spec is unreadable ({e})") from None
-    return list(REGISTRY[arch].cut_points) if arch in REGISTRY else _layers_attr(attrs)
+    layers = declared_layers(arch)
+    return list(layers[:-1]) if layers else _layers_attr(attrs)
 
 
 def _check_array(array: Path, entry: dict, label: str) -> None:

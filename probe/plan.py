@@ -3,6 +3,11 @@
 For every split and replicate, both directions are planned, as in Yosinski et al. (2014), Sec. 3: baseA and baseB,
 then for each cut n the selffers BnB/AnA, the transfers AnB/BnA, their fine-tuned "+" forms and the random-weights
 baselines RnB/RnA. Every network appears after the base network it copies from.
+
+A study with a source network (a weights file of a network trained elsewhere) is planned in one direction: on task B
+(split ``target``: the study's target classes, default every class; or a split's task B) it trains baseB and, per
+cut, BnB, BnB+, the source-transfer networks SnB and SnB+ (layers 1..n copied from the file) and RnB. The file is
+checked when the study is planned, before anything trains.
 """
 
 from __future__ import annotations
@@ -10,48 +15,55 @@ from __future__ import annotations
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 
-from probe.architectures.registry import check_arch_spec, get_architecture
+from probe.architectures.registry import complete_arch_spec, get_architecture, planned_architecture
 from probe.atomic import read_json_file, write_json
-from probe.data.splits import check_split_name, resolve_split, split_is_seeded
+from probe.data.custom import complete_data_spec
+from probe.data.splits import TARGET_SPLIT, check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
 from probe.run import Run
-from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
-from probe.variants import CUT_NAMES, TASKS, Variant
+from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec
+from probe.variants import CUT_NAMES, ONE_DIRECTION, SOURCE_CUT_NAMES, TASKS, Variant
 
 PLAN_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Study:
-    """What a user asks for: one dataset and architecture, any splits, cuts, variants and seeds."""
+    """What a user asks for: one dataset and architecture, any splits, cuts, variants and seeds; optionally a source
+    network that donates layers 1..n (a one-directional study, on task B only) and its target classes (split
+    ``target``; None: every class)."""
 
     data: DataSpec
     arch: ArchSpec
     recipe: Recipe = field(default_factory=Recipe)
-    splits: tuple[str, ...] = ("random",)
+    splits: tuple[str, ...] | None = None  # None: random, or with a source network target
     seeds: tuple[int, ...] = (0,)  # one replicate per seed: split seed (random splits) and init seed
     init_seeds: tuple[int, ...] | None = None  # init seed per replicate, when it should differ from the seed
     cuts: tuple[int, ...] | None = None  # None: every cut point of the architecture
-    variants: tuple[str, ...] = CUT_NAMES
+    variants: tuple[str, ...] | None = None  # None: every cut variant (CUT_NAMES, or SOURCE_CUT_NAMES with a source)
+    source: SourceSpec | None = None
+    target_classes: tuple[str, ...] | None = None
     # False for a study read back from a run's plan.json: it was checked when it was planned, and reading a run
     # (status, analyze) must not need the architecture's code, which this installation may lack.
     check_arch: InitVar[bool] = True
 
     def __post_init__(self, check_arch: bool) -> None:
+        if self.splits is None:
+            object.__setattr__(self, "splits", (TARGET_SPLIT,) if self.source else ("random",))
+        if self.variants is None:
+            object.__setattr__(self, "variants", SOURCE_CUT_NAMES if self.source else CUT_NAMES)
         for name in ("splits", "seeds", "variants"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-        for name in ("init_seeds", "cuts"):
+        for name in ("init_seeds", "cuts", "target_classes"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         for split in self.splits:
             check_split_name(split)
-        for v in self.variants:
-            if v not in CUT_NAMES:
-                raise ProbeError(f"unknown variant {v!r}; expected some of {', '.join(CUT_NAMES)} "
-                                 "(base networks are always planned)")
+        self._check_variants()
+        self._check_target()
         if not self.seeds:
             raise ProbeError("a study needs at least one seed")
-        for name in ("splits", "seeds", "cuts", "variants"):
+        for name in ("splits", "seeds", "cuts", "variants", "target_classes"):
             values = getattr(self, name) or ()
             if (twice := _first_repeat(values)) is not None:
                 raise ProbeError(f"{name} {list(values)} name {twice!r} twice")
@@ -63,12 +75,37 @@ class Study:
             if twice is not None and not all(split_is_seeded(s) for s in self.splits):
                 raise ProbeError(f"init seeds {list(self.init_seeds)} name {twice} twice: the replicates of a "
                                  "fixed split differ only by their init seed")
-        if check_arch:
-            check_arch_spec(self.arch)
+        if check_arch:  # checked, and what it records of its code filled in, for every process that builds or loads
+            object.__setattr__(self, "arch", complete_arch_spec(self.arch))
+            object.__setattr__(self, "data", complete_data_spec(self.data))
+
+    def _check_variants(self) -> None:
+        allowed = SOURCE_CUT_NAMES if self.source else CUT_NAMES
+        for v in self.variants:
+            if v in allowed:
+                continue
+            if v in CUT_NAMES:
+                raise ProbeError(f"a study with a source network trains only task B, so it has no {v}; its transfer "
+                                 f"networks are SnB and SnB+ (variants: some of {', '.join(allowed)})")
+            if v in SOURCE_CUT_NAMES:
+                raise ProbeError(f"variant {v} copies its layers from a source network file; name one (--source)")
+            raise ProbeError(f"unknown variant {v!r}; expected some of {', '.join(allowed)} "
+                             "(base networks are always planned)")
+
+    def _check_target(self) -> None:
+        if self.source is None and TARGET_SPLIT in self.splits:
+            raise ProbeError(f"split {TARGET_SPLIT!r} plans only task B, whose layers come from a source network "
+                             "file; name one (--source)")
+        if self.target_classes is not None and (self.source is None or self.splits != (TARGET_SPLIT,)):
+            raise ProbeError(f"target classes choose the one task of a study with a source network, on split "
+                             f"{TARGET_SPLIT!r} alone (the default with --source)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["arch"]["options"] = dict(self.arch.options)
+        for name in ("source", "target_classes"):  # absent unless used: a paper study's plan.json reads as before
+            if d[name] is None:
+                del d[name]
         return d
 
 
@@ -99,8 +136,9 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
     if input_size > image_size + 2 * study.recipe.crop_padding:
         raise ProbeError(f"crop size {input_size} is larger than the {image_size}-pixel images padded by "
                          f"{study.recipe.crop_padding}")
-    arch = check_arch_spec(study.arch)  # a study read back from a plan.json was not checked when it was made
-    arch.check(study.arch, in_channels, input_size)
+    # checked here too: a study read back from a plan.json was not checked when it was made; the layers are declared,
+    # or (an import path's, say) learnt by building one network
+    arch = planned_architecture(study.arch, in_channels, len(classes), input_size)
     n_cuts = len(arch.cut_points)
     cuts = study.cuts if study.cuts is not None else tuple(range(1, n_cuts + 1))
     for n in cuts:
@@ -108,23 +146,50 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
             raise ProbeError(f"cut {n} is out of range: {study.arch.name} has cut points 1..{n_cuts} "
                              f"({', '.join(arch.cut_points)})")
     init_seeds = study.init_seeds or study.seeds
+    targets = ONE_DIRECTION if study.source else TASKS
     bases, others = [], []
     for split in study.splits:
         seeded = split_is_seeded(split)
         replicates = list(zip(study.seeds, init_seeds)) if seeded else [(None, s) for s in init_seeds]
         for split_seed, init_seed in replicates:
-            tasks = resolve_split(split, classes, split_seed)
+            tasks = _tasks(study, split, classes, split_seed)
             common = dict(data=study.data, split=split, split_seed=split_seed, init_seed=init_seed, arch=study.arch,
                           recipe=study.recipe, classes_a=tasks["A"], classes_b=tasks["B"], in_channels=in_channels,
                           input_size=input_size)
-            for target in TASKS:
+            for target in targets:
                 bases.append(NetworkSpec(target=target, **common))
             for n in cuts:
-                for target in TASKS:
+                for target in targets:
                     for v in map(Variant.named, study.variants):
+                        donor = study.source if v.source == "external" else None
                         others.append(NetworkSpec(target=target, variant=v.family, source=v.source_task(target),
-                                                  cut=n, fine_tune=v.fine_tune, **common))
+                                                  cut=n, fine_tune=v.fine_tune, source_network=donor, **common))
+    if study.source is not None and bases:
+        _check_source(study.source, bases[0], max(cuts, default=0))
     return [PlannedNetwork(s, (s.parent.id,) if s.parent else (), arch.layers) for s in bases + others]
+
+
+def _tasks(study: Study, split: str, classes: list[str], split_seed: int | None) -> dict[str, list[str]]:
+    """The split's tasks; on split ``target``, task B is narrowed to the study's target classes, if it names any."""
+    tasks = resolve_split(split, classes, split_seed)
+    if study.target_classes is None:
+        return tasks
+    unknown = [c for c in study.target_classes if c not in classes]
+    if unknown:
+        raise ProbeError(f"target class {unknown[0]!r} is not in the dataset (its classes: "
+                         f"{', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''})")
+    if len(study.target_classes) < 2:
+        raise ProbeError(f"the target task needs at least 2 classes, not {len(study.target_classes)}")
+    return {"A": [], "B": [c for c in classes if c in study.target_classes]}  # in the dataset's order, as splits
+
+
+def _check_source(source: SourceSpec, spec: NetworkSpec, cut: int) -> None:
+    """Refuse a source file that cannot donate layers 1..``cut`` to networks like ``spec``, before anything trains.
+    It builds a network (torch), as planning otherwise never does."""
+    from probe.architectures.build import build_model
+    from probe.source import check_source
+
+    check_source(source, build_model(spec), cut, spec.in_channels)
 
 
 def plan_to_dict(study: Study, plan: list[PlannedNetwork]) -> dict:
@@ -139,6 +204,8 @@ def study_from_dict(d: dict) -> Study:
     d["data"] = DataSpec(**d["data"])
     d["arch"] = ArchSpec(**d["arch"])
     d["recipe"] = Recipe(**d["recipe"])
+    if d.get("source") is not None:
+        d["source"] = SourceSpec(**d["source"])
     return Study(**d, check_arch=False)
 
 

@@ -4,8 +4,10 @@ A :class:`NetworkSpec` names the data, the class split, the source and target ta
 copied layers are frozen or fine-tuned, the seeds, the architecture and the training recipe. Models are built from a
 spec alone, and ``spec.to_dict()`` is stored in every checkpoint so that a file always says what it holds.
 
-A spec's ``variant`` is the family of one of the paper's variants (base, selffer, transfer, random) and
-``fine_tune`` its ``+``; :mod:`probe.variants` names them (baseB, BnB, BnB+, AnB, AnB+, RnB).
+A spec's ``variant`` is the family of one of the paper's variants (base, selffer, transfer, random) or of the
+source-transfer networks (source), and ``fine_tune`` its ``+``; :mod:`probe.variants` names them (baseB, BnB, BnB+,
+AnB, AnB+, RnB, SnB, SnB+). A :class:`SourceSpec` describes a network trained elsewhere that donates the layers of
+the source-transfer networks.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ import dataclasses
 import json
 import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from probe.errors import ProbeError
 from probe.variants import FAMILIES, TASKS, Variant, family_source_task
 
-INITS = ("gaussian", "kaiming")
+INITS = ("gaussian", "kaiming", "none")  # none: keep the builder's own initialization
 SCHEDULES = ("step", "cosine", "constant")
 UNREADABLE = ("error", "skip")
 # Seeds go into numpy (non-negative) and torch (below 2**64) generators, some scaled on the way (``init_seed *
@@ -46,7 +49,11 @@ def _non_finite(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which images: a dataset by name, where it lives, and how much of its training split to use."""
+    """Which images: a dataset by name, where it lives, and how much of its training split to use.
+
+    ``name`` is one of probe's datasets (``cifar10``, ``imagefolder:PATH``, ...), a registered dataset, or a
+    function's import path ``module:function`` (:mod:`probe.data.custom`). ``builder``: where a dataset registered
+    outside probe is defined (a study fills it in from the registry), so that every other process imports it."""
 
     name: str
     root: str | None = None
@@ -54,6 +61,7 @@ class DataSpec:
     train_per_class: int | None = None  # keep only this many training images per class (smoke runs)
     val_fraction: float = 0.1  # held out of train, stratified, for model selection; test is only reported
     unreadable: str = "error"  # image-folder files that cannot be decoded: "error" names the first, "skip" drops them
+    builder: str | None = None
 
     def __post_init__(self) -> None:
         _check_choice("unreadable", self.unreadable, UNREADABLE)
@@ -67,19 +75,35 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    """An architecture from the registry, its initialization scheme and its options (e.g. ``width``)."""
+    """An architecture, its initialization scheme and its options (e.g. ``width``).
+
+    ``name`` is a registered architecture (``probe archs``) or a builder's import path ``module:function``.
+    ``init`` None is the architecture's default (``none``, the builder's own initialization, for import paths),
+    which a study fills in. ``cut_at``: dotted module paths of the built module to cut its layers after, in place of
+    its default cut points. ``builder``: where an architecture registered outside probe is defined (a study fills it
+    in from the registry), so that every other process (a later command, a dask worker) imports it from there."""
 
     name: str
-    init: str = "kaiming"
+    init: str | None = None
     options: tuple[tuple[str, Any], ...] = ()
+    cut_at: tuple[str, ...] = ()
+    builder: str | None = None
 
     def __post_init__(self) -> None:
-        _check_choice("init", self.init, INITS)
+        if self.init is not None:
+            _check_choice("init", self.init, INITS)
         opts = self.options.items() if isinstance(self.options, dict) else self.options
         object.__setattr__(self, "options", tuple(sorted((str(k), v) for k, v in opts)))
         for key, value in self.options:
             if _non_finite(value):
                 raise ProbeError(f"architecture option {key}={value} must be a finite number")
+        if isinstance(self.cut_at, str):
+            raise ProbeError(f"cut points {self.cut_at!r} of {self.name!r} must be a sequence of module paths, e.g. "
+                             "('features.2', 'features.5')")
+        object.__setattr__(self, "cut_at", tuple(self.cut_at))
+        for path in self.cut_at:
+            if not isinstance(path, str) or not path.strip():
+                raise ProbeError(f"cut point {path!r} of {self.name!r} must be a dotted module path, e.g. layer2.1")
 
     @property
     def kwargs(self) -> dict[str, Any]:
@@ -138,9 +162,42 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class SourceSpec:
+    """A network trained elsewhere whose layers 1..n the source-transfer networks (SnB, SnB+) copy: its weights file
+    (``path``, absolute), the file's SHA-256 when the run was planned (a file changed since is refused), how the
+    file names its tensors (``key_map``: (network prefix, file prefix) pairs, see :mod:`probe.source`), and the
+    per-channel input normalization it was trained with (``mean``, ``std`` on the 0..1 scale; None: the run's own
+    data statistics)."""
+
+    path: str
+    sha256: str
+    key_map: tuple[tuple[str, str], ...] = ()
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_map", tuple((str(a), str(b)) for a, b in self.key_map))
+        for name in ("mean", "std"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        if not re.fullmatch(r"[0-9a-f]{64}", self.sha256):
+            raise ProbeError(f"source file hash {self.sha256!r} is not a SHA-256 hex digest")
+        if (self.mean is None) != (self.std is None):
+            raise ProbeError("a source normalization needs both its mean and its std")
+        if self.mean is not None:
+            if not self.mean or len(self.mean) != len(self.std):
+                raise ProbeError(f"source normalization mean {list(self.mean)} and std {list(self.std)} must give "
+                                 "one value per channel each")
+            if not all(math.isfinite(v) for v in self.mean + self.std) or min(self.std) <= 0:
+                raise ProbeError(f"source normalization mean {list(self.mean)} and std {list(self.std)} must be "
+                                 "finite, with every std positive")
+
+
+@dataclass(frozen=True)
 class NetworkSpec:
     """One network of the protocol. ``source`` is the task whose base network donates layers 1..cut (None for base
-    and random networks); ``target`` is the task the network is trained and tested on."""
+    and random networks, and for source-transfer networks, whose donor is ``source_network``); ``target`` is the
+    task the network is trained and tested on."""
 
     data: DataSpec
     split: str
@@ -158,6 +215,7 @@ class NetworkSpec:
     classes_b: tuple[str, ...] = ()
     in_channels: int = 3
     input_size: int = 32
+    source_network: SourceSpec | None = None  # the donor of a source-transfer network (SnB, SnB+), only theirs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes_a", tuple(self.classes_a))
@@ -180,6 +238,8 @@ class NetworkSpec:
                     f"not {self.source}")
             if self.variant == "random" and self.fine_tune:
                 raise ProbeError("the random-weights baseline keeps its first n layers frozen; it has no '+' form")
+        if (self.variant == "source") != (self.source_network is not None):
+            raise ProbeError("a source-transfer network, and only one, copies its layers from a source network file")
 
     @property
     def target_classes(self) -> tuple[str, ...]:
@@ -211,6 +271,8 @@ class NetworkSpec:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["arch"]["options"] = dict(self.arch.options)
+        if self.source_network is None:  # so that every other network's spec reads as before SourceSpec existed
+            del d["source_network"]
         return d
 
     def to_json(self) -> str:
@@ -223,6 +285,8 @@ class NetworkSpec:
             d["data"] = DataSpec(**d["data"])
             d["arch"] = ArchSpec(**d["arch"])
             d["recipe"] = Recipe(**d["recipe"])
+            if d.get("source_network") is not None:
+                d["source_network"] = SourceSpec(**d["source_network"])
             return cls(**d)
         except (TypeError, KeyError) as e:
             raise ProbeError(f"not a network spec ({e}): {json.dumps(d, default=str)[:200]}") from None

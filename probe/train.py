@@ -3,6 +3,7 @@
 Per Yosinski et al. (2014), Sec. 2: a selffer (BnB) or transfer (AnB) network copies layers 1..n from a base
 network and re-initializes layers n+1..L; the copied layers are frozen, or fine-tuned ("+") at the same learning
 rate as the new layers. The random-weights baseline (RnB) keeps layers 1..n at their random initialization, frozen.
+A source-transfer network (SnB, SnB+) copies layers 1..n from a source network file instead (:mod:`probe.source`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from probe.data.tasks import TaskData
 from probe.errors import ProbeError
 from probe.lock import note_holder, training_lock
 from probe.run import NetworkFiles, Run
+from probe.source import load_source_layers
 from probe.spec import NetworkSpec, Recipe
 from probe.state import is_finished
 
@@ -89,8 +91,11 @@ def resolve_device(name: str) -> torch.device:
 
 def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
     """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
-    base network (selffer, transfer) and frozen unless fine-tuned (random: frozen at their random values)."""
+    base network (selffer, transfer) or its source network file (source), and frozen unless fine-tuned (random:
+    frozen at their random values)."""
     model = build_model(spec)
+    if spec.source_network is not None:
+        load_source_layers(model, spec.source_network, spec.cut)
     parent = spec.parent
     if parent is not None:
         path = Run(run_dir).network(parent.id).weights

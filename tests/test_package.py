@@ -93,8 +93,8 @@ def test_drawing_the_figures_leaves_the_users_backend_alone(tmp_path):
 
 
 # The layers, bottom up: what a module may import of probe's own. probe.cli sits on top; the analysis and the
-# training library beside each other on the data; the data on the specs and errors alone.
-FOUNDATION = {"probe.errors", "probe.spec", "probe.variants", "probe.atomic"}
+# training library beside each other on the data; the data on the specs, errors and import paths (plugins) alone.
+FOUNDATION = {"probe.errors", "probe.spec", "probe.variants", "probe.atomic", "probe.plugins"}
 LAYER_OF = {"probe.cli": 3, "probe.analysis": 2, "probe.data": 1}
 
 

@@ -208,7 +208,8 @@ def test_plan_counts_order_and_directions(cache_dir, seeds, cuts, variants):
             assert position[dep] < k, (p.spec.id, dep)
         parent = p.spec.parent
         assert p.depends_on == ((parent.id,) if parent else ())
-        assert p.spec.data == DATA and p.spec.arch == ARCH and p.spec.input_size == 16 and p.spec.in_channels == 3
+        assert p.spec.data == DATA and p.spec.input_size == 16 and p.spec.in_channels == 3
+        assert p.spec.arch == study.arch == dataclasses.replace(ARCH, init="kaiming")  # the study fills in the default
     for seed in seeds:
         replicate = f"random-s{seed}/init{seed}"
         names = {p.spec.name for p in networks if p.spec.replicate == replicate}

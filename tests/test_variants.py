@@ -14,7 +14,7 @@ from probe.variants import BASE, CUT_NAMES, FAMILIES, TASKS, VARIANTS, Variant, 
 def test_the_papers_variants_in_order():
     assert [v.name for v in VARIANTS] == ["base", "BnB", "BnB+", "AnB", "AnB+", "RnB"]
     assert VARIANTS[0] is BASE and CUT_NAMES == ("BnB", "BnB+", "AnB", "AnB+", "RnB")
-    assert FAMILIES == ("base", "selffer", "transfer", "random")
+    assert FAMILIES == ("base", "selffer", "transfer", "random", "source")  # source: SnB/SnB+, from a source file
     assert [v.name for v in VARIANTS if v.fine_tune] == ["BnB+", "AnB+"]
     assert TASKS == ("A", "B") and other_task("A") == "B" and other_task("B") == "A"
 

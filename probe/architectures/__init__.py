@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from probe.architectures.registry import REGISTRY, Architecture, get_architecture
+from probe.architectures.registry import REGISTRY, Architecture, get_architecture, register_architecture
 
 _TORCH_BACKED = {"LayeredNet": "probe.architectures.layered", "build_model": "probe.architectures.build",
                  "build_network": "probe.architectures.build"}
 
-__all__ = ["LayeredNet", "REGISTRY", "Architecture", "build_model", "build_network", "get_architecture"]
+__all__ = ["LayeredNet", "REGISTRY", "Architecture", "build_model", "build_network", "get_architecture",
+           "register_architecture"]
 
 
 def __getattr__(name: str):

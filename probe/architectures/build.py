@@ -1,28 +1,52 @@
-"""Building a network from its spec alone: the registered architecture, initialized from a seed."""
+"""Building a network from its spec alone: the architecture's builder, run from a seed, then initialized."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from probe.architectures.builders import layered_network
 from probe.architectures.layered import LayeredNet
 from probe.architectures.registry import check_arch_spec
+from probe.errors import ProbeError
+from probe.plugins import reason
 from probe.spec import ArchSpec, NetworkSpec
 
 
 def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int, seed: int) -> LayeredNet:
-    """Build and initialize a network; the same arguments always give the same weights."""
+    """Build and initialize a network; the same arguments always give the same weights (the builder runs on torch's
+    generator seeded with ``seed``, so its own random initialization is seeded too). Init ``none`` keeps what the
+    builder made, weights it loaded included."""
     entry = check_arch_spec(arch)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = entry.build(in_channels, num_classes, input_size, **arch.kwargs)
-        initialize(net, arch.init, entry.gaussian)
+        net = layered_network(entry, arch, in_channels, num_classes, input_size)
+        init = arch.init or entry.default_init  # None: the name was unknown when the spec was made
+        if init != "none":
+            initialize(net, init, entry.gaussian)
     return net
 
 
 def build_model(spec: NetworkSpec) -> LayeredNet:
     """The network ``spec`` describes, freshly initialized from its init seed (nothing copied, nothing frozen)."""
     return build_network(spec.arch, spec.in_channels, len(spec.target_classes), spec.input_size, spec.init_seed)
+
+
+def network_layers(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int) -> tuple[str, ...]:
+    """The layers of networks of ``arch`` on this input, from building one and running it on a blank image, so that
+    planning refuses a builder that cannot take the input before anything trains."""
+    net = build_network(arch, in_channels, num_classes, input_size, seed=0)
+    shape = (1, in_channels, input_size, input_size)
+    try:
+        with torch.no_grad():
+            logits = net.eval()(torch.zeros(shape))
+    except Exception as e:  # a forward pass refuses a wrong shape with any exception type
+        raise ProbeError(f"a network of {arch.name} cannot run on {in_channels}-channel {input_size}-pixel images "
+                         f"({reason(e)}); change its options, or the input size (--image-size, --crop-size)") from e
+    if tuple(logits.shape) != (1, num_classes):
+        raise ProbeError(f"a network of {arch.name} returns shape {tuple(logits.shape)} for one image, not one logit "
+                         f"per class (1, {num_classes}); let its builder take num_classes")
+    return tuple(net.layer_names)
 
 
 def initialize(net: LayeredNet, scheme: str, gaussian: dict[str, tuple[float, float]]) -> None:

@@ -18,7 +18,6 @@ torchvision is imported on first use, not with this module.
 from __future__ import annotations
 
 import importlib
-import inspect
 from collections.abc import Callable, Sequence
 
 from torch import nn
@@ -27,25 +26,22 @@ from probe.architectures.adapter import HEAD, layer_name, layered_from_module
 from probe.architectures.layered import LayeredNet
 from probe.errors import ProbeError
 
-# Arguments probe sets itself, never a builder option.
-_SET_BY_PROBE = ("num_classes", "weights", "image_size")
-
 
 def torchvision_network(function_path_or_name: str, in_channels: int, num_classes: int, input_size: int,
                         blocks: bool = False, cut_after: Sequence[str] | None = None, **options) -> LayeredNet:
     """Build a torchvision classification model (``resnet18``) or any builder by import path
     (``torchvision.models.vgg11_bn``, ``package.module:function``) and return it as a LayeredNet.
 
-    The builder gets ``num_classes``, ``weights=None`` where it takes weights (nothing is ever downloaded),
-    ``image_size=input_size`` for a vision transformer, and ``options``. A first convolution for 3 channels is
-    replaced by one for ``in_channels``. A ResNet under 64 pixels gets the small-image stem of
-    :mod:`probe.architectures.resnet` (a 3x3 convolution at stride 1 and no max-pooling), so 32-pixel images keep
-    enough resolution for its four stages. The cut points are the family's defaults (``blocks``: after each residual
-    block of a ResNet) unless ``cut_after`` gives dotted module paths.
+    The builder is called as :func:`probe.architectures.builders.call_builder` calls it: ``num_classes``,
+    ``weights=None`` where it takes weights (nothing is ever downloaded), ``image_size=input_size`` for a vision
+    transformer, and ``options``; the model is fitted to the input (:func:`fit_input`). The cut points are the
+    family's defaults (``blocks``: after each residual block of a ResNet) unless ``cut_after`` gives dotted module
+    paths.
     """
+    from probe.architectures.builders import call_builder  # which imports this module
+
     build = _builder(function_path_or_name)
-    model = _call_builder(build, function_path_or_name, num_classes, input_size, options)
-    _fit_input(model, in_channels, input_size)
+    model = call_builder(build, function_path_or_name, in_channels, num_classes, input_size, options)
     if cut_after is not None:
         return layered_from_module(model, cut_after)
     return layered_torchvision(model, blocks)
@@ -57,6 +53,13 @@ def layered_torchvision(model: nn.Module, blocks: bool = False) -> LayeredNet:
     return layered_from_module(model, [path for path, _ in cuts], [name for _, name in cuts] + [HEAD])
 
 
+def has_default_cut_points(model: nn.Module) -> bool:
+    """Whether ``model`` is of a torchvision family with default cut points."""
+    from torchvision import models
+
+    return isinstance(model, models.ResNet) or _family_cuts(model) is not None
+
+
 def default_cut_points(model: nn.Module, blocks: bool = False) -> list[tuple[str, str]]:
     """(module path, layer name) of each default cut point of a torchvision classification model, by its type."""
     from torchvision import models
@@ -66,14 +69,21 @@ def default_cut_points(model: nn.Module, blocks: bool = False) -> list[tuple[str
     if blocks:
         raise ProbeError(f"per-block cut points are defined for ResNet, not {type(model).__name__}; "
                          f"give cut_after instead")
-    families = ((models.VGG, _vgg_cuts), ((models.MobileNetV3, models.EfficientNet), _features_cuts),
-                (models.ConvNeXt, _convnext_cuts), (models.VisionTransformer, _vit_cuts))
-    for family, cuts in families:
-        if isinstance(model, family):
-            return cuts(model)
+    cuts = _family_cuts(model)
+    if cuts is not None:
+        return cuts(model)
     raise ProbeError(f"no default cut points for {type(model).__name__} (known: ResNet, VGG, MobileNetV3, "
                      f"EfficientNet, ConvNeXt, VisionTransformer); give cut_after as dotted module paths, "
                      f"or write a builder that returns LayeredNet")
+
+
+def _family_cuts(model: nn.Module) -> Callable[[nn.Module], list[tuple[str, str]]] | None:
+    """The default cut points of ``model``'s family other than ResNet (whose take ``blocks``), or None."""
+    from torchvision import models
+
+    families = ((models.VGG, _vgg_cuts), ((models.MobileNetV3, models.EfficientNet), _features_cuts),
+                (models.ConvNeXt, _convnext_cuts), (models.VisionTransformer, _vit_cuts))
+    return next((cuts for family, cuts in families if isinstance(model, family)), None)
 
 
 def _resnet_cuts(model: nn.Module, blocks: bool) -> list[tuple[str, str]]:
@@ -125,29 +135,10 @@ def _builder(function_path_or_name: str) -> Callable[..., nn.Module]:
     return build
 
 
-def _call_builder(build: Callable[..., nn.Module], label: str, num_classes: int, input_size: int,
-                  options: dict[str, object]) -> nn.Module:
-    taken = [key for key in _SET_BY_PROBE if key in options]
-    if taken:
-        raise ProbeError(f"option {taken[0]!r} of {label} is set by probe: num_classes from the classes, "
-                         f"image_size from the input size, and weights are never downloaded")
-    kwargs = {"num_classes": num_classes, **options}
-    if "weights" in inspect.signature(build).parameters:
-        kwargs["weights"] = None
-    # torchvision's ViT builders take image_size through **kwargs, so their signature does not show it
-    if getattr(build, "__module__", None) == "torchvision.models.vision_transformer":
-        kwargs["image_size"] = input_size
-    try:
-        model = build(**kwargs)
-    except TypeError as e:  # an option the builder does not take
-        raise ProbeError(f"{label} cannot be built with {', '.join(kwargs)}: {e}") from None
-    if not isinstance(model, nn.Module):
-        raise ProbeError(f"{label} returned a {type(model).__name__}, not an nn.Module")
-    return model
-
-
-def _fit_input(model: nn.Module, in_channels: int, input_size: int) -> None:
-    """Give the model a first convolution for ``in_channels``, and a ResNet under 64 pixels the small-image stem."""
+def fit_input(model: nn.Module, in_channels: int, input_size: int) -> None:
+    """Give the model a first convolution for ``in_channels`` where its own takes other channels, and a ResNet
+    under 64 pixels the small-image stem of :mod:`probe.architectures.resnet` (a 3x3 convolution at stride 1 and no
+    max-pooling), so 32-pixel images keep enough resolution for its four stages."""
     from torchvision.models import ResNet
 
     from probe.architectures.resnet import SMALL_INPUT
@@ -155,15 +146,16 @@ def _fit_input(model: nn.Module, in_channels: int, input_size: int) -> None:
     if isinstance(model, ResNet) and input_size < SMALL_INPUT:
         model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, 3, padding=1, bias=False)
         model.maxpool = nn.Identity()
-    elif in_channels != 3:
+    else:
         _replace_first_conv(model, in_channels)
 
 
 def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
-    """The first Conv2d (the families above register their input convolution first), rebuilt for ``in_channels``."""
+    """The first Conv2d (the families above register their input convolution first), rebuilt for ``in_channels``
+    unless it takes them already (a model without convolutions is left to take what it takes)."""
     found = next(((path, m) for path, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-    if found is None:
-        raise ProbeError(f"{type(model).__name__} has no Conv2d to take {in_channels} input channels")
+    if found is None or found[1].in_channels == in_channels:
+        return
     path, conv = found
     parent, _, attr = path.rpartition(".")
     setattr(model.get_submodule(parent), attr,

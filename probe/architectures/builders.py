@@ -1,0 +1,99 @@
+"""Calling an architecture's builder, and making the module it returns a :class:`LayeredNet`.
+
+A builder is any function (or class) that returns an nn.Module. It gets those of ``in_channels``, ``num_classes``
+and ``input_size`` it takes (``image_size`` too: a vision transformer's; ``num_classes`` also where it takes any
+keyword, as torchvision's builders do), ``weights=None`` where it takes weights (nothing is ever downloaded), and the
+architecture's options. A builder that takes neither ``in_channels`` nor
+``input_size`` (torchvision's) cannot have fitted its model to the input, so its first convolution is rebuilt for
+the input's channels and a ResNet under 64 pixels gets the small-image stem (:func:`fit_input`).
+
+What it returns becomes a LayeredNet: a LayeredNet as it is; another module cut after the dotted module paths of
+``cut_at`` (:func:`layered_from_module`); without them, a torchvision classification model at its family's default
+cut points (:mod:`probe.architectures.torchvision_models`); anything else is refused, asking for cut points.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+from torch import nn
+
+from probe.architectures.adapter import layered_from_module
+from probe.architectures.layered import LayeredNet
+from probe.architectures.registry import SET_BY_PROBE, Architecture
+from probe.architectures.torchvision_models import fit_input, has_default_cut_points, layered_torchvision
+from probe.errors import ProbeError
+from probe.plugins import reason
+from probe.spec import ArchSpec
+
+
+def layered_network(entry: Architecture, arch: ArchSpec, in_channels: int, num_classes: int,
+                    input_size: int) -> LayeredNet:
+    """A network of ``arch`` (whose architecture is ``entry``) as its builder initializes it."""
+    model = call_builder(entry.build, arch.name, in_channels, num_classes, input_size, arch.kwargs)
+    cut_at = arch.cut_at or entry.cut_at
+    # declared layer names name the declared cuts; cuts given in the spec are named after their modules
+    names = entry.layers if entry.cut_at and not arch.cut_at and entry.layers else None
+    net = as_layered(model, arch.name, cut_at, names)
+    if entry.layers and not arch.cut_at and tuple(net.layer_names) != entry.layers:
+        raise ProbeError(f"architecture {arch.name!r} declares layers {', '.join(entry.layers)}, but its builder "
+                         f"{entry.builder} built {', '.join(net.layer_names)}; declare the built ones")
+    return net
+
+
+def call_builder(build: Callable[..., nn.Module], label: str, in_channels: int, num_classes: int, input_size: int,
+                 options: dict[str, object]) -> nn.Module:
+    """Call ``build`` with what it takes of the input's shape and the number of classes, and ``options``."""
+    taken = [key for key in SET_BY_PROBE if key in options]
+    if taken:
+        raise ProbeError(f"option {taken[0]!r} of {label} is set by probe: in_channels, num_classes and input_size "
+                         "(image_size) from the data, and weights are never downloaded")
+    params, takes_any = _parameters(build)
+    given = {"in_channels": in_channels, "num_classes": num_classes, "input_size": input_size,
+             "image_size": input_size, "weights": None}
+    kwargs = {key: value for key, value in given.items() if key in params}
+    if takes_any:  # torchvision's builders pass their **kwargs to the model, which takes num_classes
+        kwargs["num_classes"] = num_classes
+    # torchvision's ViT builders take image_size through **kwargs, so their signature does not show it
+    if getattr(build, "__module__", None) == "torchvision.models.vision_transformer":
+        kwargs["image_size"] = input_size
+    try:
+        model = build(**kwargs, **options)
+    except ProbeError:  # a builder's own refusal says what is wrong already
+        raise
+    except Exception as e:  # a builder refuses its arguments with any exception type
+        arguments = ", ".join(f"{key}={value!r}" for key, value in {**kwargs, **options}.items())
+        raise ProbeError(f"{label} cannot be built with {arguments or 'no arguments'}: {reason(e)}") from e
+    if not isinstance(model, nn.Module):
+        raise ProbeError(f"{label} returned a {type(model).__name__}, not an nn.Module")
+    if "in_channels" not in params and "input_size" not in params:
+        fit_input(model, in_channels, input_size)
+    return model
+
+
+def _parameters(build: Callable) -> tuple[set[str], bool]:
+    """The parameter names of ``build``, and whether it takes any keyword (``**kwargs``)."""
+    try:
+        params = inspect.signature(build).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: it gets its options alone
+        return set(), False
+    return {p.name for p in params}, any(p.kind is p.VAR_KEYWORD for p in params)
+
+
+def as_layered(model: nn.Module, label: str, cut_at: Sequence[str] = (),
+               layer_names: Sequence[str] | None = None) -> LayeredNet:
+    """``model`` as a LayeredNet: as it is, cut after ``cut_at`` (its layers named ``layer_names``), or at the
+    default cut points of its torchvision family."""
+    if isinstance(model, LayeredNet):
+        if cut_at:
+            raise ProbeError(f"{label} builds a LayeredNet, already cut into layers {', '.join(model.layer_names)}; "
+                             "give no cut points (--cut-at) for it")
+        return model
+    if cut_at:
+        return layered_from_module(model, cut_at, layer_names)
+    if has_default_cut_points(model):
+        return layered_torchvision(model)
+    children = ", ".join(name for name, _ in model.named_children()) or "none"
+    raise ProbeError(f"{label} returned a {type(model).__name__}, which has no default cut points; give the modules "
+                     f"to cut after as dotted paths, --cut-at a,b,c (its children: {children})")

@@ -1,0 +1,220 @@
+"""A source network: the weights of a network trained elsewhere, donor of layers 1..n to the source-transfer
+networks SnB (frozen) and SnB+ (fine-tuned).
+
+The file is a ``state_dict`` saved with ``torch.save`` (torchvision's ``resnet50-0676ba61.pth``, or
+``torch.save(model.state_dict(), path)``), or a safetensors file (told by its ``.safetensors`` suffix). Loading never
+runs pickled code: ``torch.load(weights_only=True)`` refuses anything but tensors and plain containers.
+
+Keys: a tensor of the network is looked up in the file under the network's own ``state_dict`` key (a file saved from
+a LayeredNet: ``stages.conv1.0.weight``), or, for an architecture adapted from a module (``--arch
+torchvision.models:resnet50``), under the module's own key (``conv1.weight``, through ``LayeredNet.source_keys``). A
+key map renames on the way: its pair ``(NETWORK_PREFIX, FILE_PREFIX)`` looks a key that starts with NETWORK_PREFIX
+up under FILE_PREFIX followed by the rest of the key (the longest matching prefix wins): ``("", "module.")`` for a
+file saved from a DataParallel wrapper.
+
+Only layers 1..n are read. The classifier head (the last layer) is never copied, since it is re-initialized for the
+target's classes anyway, so a head of another shape, or none, is fine. BatchNorm's ``num_batches_tracked`` counters
+may be absent (files saved before torch 0.4.1 lack them; they only count steps): the network keeps its own.
+
+Reading a file's hash needs no torch, so planning a run from the command line describes the file before torch loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import pickle
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from probe.errors import ProbeError
+from probe.spec import SourceSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from probe.architectures.layered import LayeredNet
+
+# Per-channel mean and std (0..1 scale) that well-known weights expect their inputs standardized with
+NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}  # torchvision's ImageNet weights
+OWN_STATISTICS = "data"  # the run's own data statistics, as a run without a source network uses
+OPTIONAL = ".num_batches_tracked"
+
+
+def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    """``data`` (None: the run's own statistics), a name in NORMALIZATIONS, or ``MEAN,...:STD,...``."""
+    if text == OWN_STATISTICS:
+        return None
+    if text in NORMALIZATIONS:
+        return NORMALIZATIONS[text]
+    mean, colon, std = text.partition(":")
+    try:
+        values = tuple(tuple(float(v) for v in part.split(",")) for part in (mean, std))
+    except ValueError:
+        values = ()
+    if not colon or not values:
+        raise ProbeError(f"source normalization {text!r} is not {OWN_STATISTICS}, {', '.join(NORMALIZATIONS)} or "
+                         "MEAN,...:STD,... (per-channel values on the 0..1 scale, e.g. 0.5,0.5,0.5:0.25,0.25,0.25)")
+    return values
+
+
+def parse_key_map(items: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """Key-map pairs from ``NETWORK_PREFIX=FILE_PREFIX`` items and JSON files (``*.json``: an object of such
+    prefixes)."""
+    pairs: list[tuple[str, str]] = []
+    for item in items:
+        if item.endswith(".json"):
+            pairs += _key_map_file(Path(item))
+        elif "=" in item:
+            network, _, file = item.partition("=")
+            pairs.append((network, file))
+        else:
+            raise ProbeError(f"source key map {item!r} is neither NETWORK_PREFIX=FILE_PREFIX nor a .json file")
+    return tuple(pairs)
+
+
+def _key_map_file(path: Path) -> list[tuple[str, str]]:
+    try:
+        obj = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ProbeError(f"cannot read source key map {str(path)!r} ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict) or not all(isinstance(v, str) for v in obj.values()):
+        raise ProbeError(f"source key map {str(path)!r} must be a JSON object of network prefix -> file prefix")
+    return list(obj.items())
+
+
+def describe_source(path: str | Path, key_map: Iterable[tuple[str, str]] = (),
+                    normalization: tuple[Iterable[float], Iterable[float]] | None = None) -> SourceSpec:
+    """The SourceSpec of the weights file at ``path`` as it is now (its content hash), with a key map and the
+    normalization its network expects (None: the run's own statistics). Its content is checked when a study is
+    planned with it (:func:`check_source`)."""
+    absolute = Path(path).expanduser().absolute()
+    digest = hashlib.sha256()
+    with _opened(absolute) as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    mean, std = normalization or (None, None)
+    return SourceSpec(str(absolute), digest.hexdigest(), tuple(key_map), mean, std)
+
+
+def _opened(path: Path):
+    try:
+        return path.open("rb")
+    except FileNotFoundError:
+        raise ProbeError(f"source network file {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise ProbeError(f"source network file {str(path)!r} is a directory, not a weights file") from None
+    except OSError as e:
+        raise ProbeError(f"cannot read source network file {str(path)!r} ({e.strerror})") from None
+
+
+def load_source(source: SourceSpec) -> dict[str, torch.Tensor]:
+    """The source file's tensors by key, from the same bytes whose hash is checked against the planned one."""
+    with _opened(Path(source.path)) as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != source.sha256:
+        raise ProbeError(f"source network file {source.path!r} changed since the run was planned with it (its "
+                         f"SHA-256 was {source.sha256[:12]}...); restore that file, or plan a new run directory "
+                         "with this one")
+    state = _safetensors(source.path, data) if source.path.endswith(".safetensors") else _pickled(source.path, data)
+    return _checked_state_dict(source.path, state)
+
+
+def _safetensors(path: str, data: bytes) -> object:
+    from safetensors.torch import load
+
+    try:
+        return load(data)
+    except Exception as e:  # safetensors reports a bad file with several exception types
+        raise ProbeError(f"source network file {path!r} is not a safetensors file ({_first_line(e)})") from None
+
+
+def _pickled(path: str, data: bytes) -> object:
+    import torch
+
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # code to run (a class, a function), or bytes that are no such pickle
+        raise ProbeError(f"source network file {path!r} cannot be loaded as weights alone: torch.load with "
+                         f"weights_only=True, which runs no pickled code, refused it ({_refusal(e)}); save the "
+                         "network's state_dict() with torch.save, or as safetensors") from None
+    except Exception as e:  # torch.load reports files that are no checkpoint at all with many exception types
+        raise ProbeError(f"source network file {path!r} cannot be loaded as weights: it is no torch.save file "
+                         f"({_first_line(e)}); a safetensors file needs its .safetensors suffix") from None
+
+
+def _refusal(error: Exception) -> str:
+    """What the weights-only unpickler refused: the first sentence of its many-line message's reason (the rest
+    tells how to allow the refused code to run)."""
+    text = str(error)
+    _, found, reason = text.partition("WeightsUnpickler error:")
+    lines = [line.strip() for line in (reason if found else text).splitlines() if line.strip()]
+    return lines[0].split(". ")[0].rstrip(".") if lines else type(error).__name__
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+def _checked_state_dict(path: str, state: object) -> dict[str, torch.Tensor]:
+    import torch
+
+    if not isinstance(state, Mapping) or not state:
+        what = "an empty mapping" if isinstance(state, Mapping) else f"a {type(state).__name__}"
+        raise ProbeError(f"source network file {path!r} holds {what}, not a state_dict (a mapping of names to "
+                         "tensors)")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise ProbeError(f"source network file {path!r} is not a state_dict: its entry {key!r} is of type "
+                             f"{type(value).__name__}, not a tensor (save model.state_dict() alone)")
+    return dict(state)
+
+
+def file_key(model: LayeredNet, key: str, key_map: Iterable[tuple[str, str]]) -> str:
+    """The key under which the source file holds the network's tensor ``key`` (see the module's docstring)."""
+    name = model.source_keys.get(key, key)
+    matches = [(network, file) for network, file in key_map if name.startswith(network)]
+    if not matches:
+        return name
+    network, file = max(matches, key=lambda pair: len(pair[0]))
+    return file + name[len(network):]
+
+
+def copied_tensors(model: LayeredNet, state: Mapping[str, torch.Tensor], source: SourceSpec,
+                   cut: int) -> dict[str, torch.Tensor]:
+    """The tensors of layers 1..``cut`` of ``model`` taken from the source file's ``state``, keyed as the model's,
+    each checked to be there (but for optional counters) and of the model's shape."""
+    out = {}
+    for key, own in model.prefix_state(cut).items():
+        where = file_key(model, key, source.key_map)
+        layer = key.split(".")[1]  # prefix_state's keys are stages.<layer>.<rest>
+        if where not in state:
+            if key.endswith(OPTIONAL):
+                continue
+            first = ", ".join(list(state)[:3])
+            raise ProbeError(f"source network file {source.path!r} has no {where!r} for layer {layer} of the "
+                             f"network ({key}); its keys begin {first}: map them with --source-key-map "
+                             "NETWORK_PREFIX=FILE_PREFIX")
+        if state[where].shape != own.shape:
+            raise ProbeError(f"source network file {source.path!r} holds {where} of shape {list(state[where].shape)}, "
+                             f"where layer {layer} of the network has {list(own.shape)}")
+        out[key] = state[where]
+    return out
+
+
+def check_source(source: SourceSpec, model: LayeredNet, cut: int, in_channels: int) -> None:
+    """Refuse, with one line, a source that cannot donate layers 1..``cut`` to ``model`` (a network of the run):
+    a file missing, changed, not a state_dict, without a needed tensor or with one of another shape; or a
+    normalization for another number of channels."""
+    if source.mean is not None and len(source.mean) != in_channels:
+        raise ProbeError(f"the source network's normalization gives {len(source.mean)} values per statistic, but "
+                         f"the images have {in_channels} channels")
+    copied_tensors(model, load_source(source), source, cut)
+
+
+def load_source_layers(model: LayeredNet, source: SourceSpec, cut: int) -> None:
+    """Copy layers 1..``cut`` of the source network into ``model``."""
+    model.load_state_dict(copied_tensors(model, load_source(source), source, cut), strict=False)
