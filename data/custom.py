@@ -23,7 +23,7 @@ import numpy as np
 
 from probe.data.datasets import DATASETS, ImageArrays, resized
 from probe.errors import ProbeError
-from probe.plugins import function_path, import_function, is_import_path, load_entry_points, reason
+from probe.plugins import function_path, import_function, is_import_path, load_plugins_into, reason
 from probe.spec import DataSpec
 
 ENTRY_POINTS = "probe.datasets"
@@ -64,14 +64,9 @@ def register_dataset(name: str, *, replace: bool = False):
 
 
 def load_plugins(name: str | None = None) -> None:
-    """Load the entry points of group ``probe.datasets`` (those called ``name``, or all): each names a module that
-    registers datasets as it is imported, or a dataset function, registered under the entry point's name."""
-    before = set(DATASET_REGISTRY)
-    for ep_name, obj in load_entry_points(ENTRY_POINTS, name).items():
-        if ep_name not in DATASET_REGISTRY and callable(obj):
-            register_dataset(ep_name)(obj)
-    for added in set(DATASET_REGISTRY) - before:  # found by name wherever the distribution is installed
-        DATASET_REGISTRY[added] = dataclasses.replace(DATASET_REGISTRY[added], origin="entry point")
+    """Load the entry points of group ``probe.datasets`` (those called ``name``, or all): modules that register
+    datasets, or dataset functions (see :func:`probe.plugins.load_plugins_into`)."""
+    load_plugins_into(DATASET_REGISTRY, ENTRY_POINTS, register_dataset, name)
 
 
 def complete_data_spec(data: DataSpec) -> DataSpec:

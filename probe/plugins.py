@@ -79,6 +79,20 @@ def reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
+def load_plugins_into(registry: dict, group: str, register: Callable[[str], Callable], name: str | None) -> None:
+    """Load the entry points of ``group`` (those called ``name``, or all) into ``registry``: each names a module
+    that registers entries as it is imported, or a function, then registered under the entry point's name with
+    ``register(name)``. What they add is marked as found by name wherever the distribution is installed."""
+    import dataclasses
+
+    before = set(registry)
+    for ep_name, obj in load_entry_points(group, name).items():
+        if ep_name not in registry and callable(obj):
+            register(ep_name)(obj)
+    for added in set(registry) - before:
+        registry[added] = dataclasses.replace(registry[added], origin="entry point")
+
+
 def load_entry_points(group: str, name: str | None = None) -> dict[str, object]:
     """Load the entry points of ``group`` (those called ``name``, or all): entry point name -> the object it names.
 

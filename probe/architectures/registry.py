@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
-from probe.plugins import function_path, import_function, is_import_path, load_entry_points
+from probe.plugins import function_path, import_function, is_import_path, load_plugins_into
 from probe.spec import INITS, ArchSpec
 
 if TYPE_CHECKING:
@@ -144,15 +144,10 @@ def register_architecture(name: str, *, layers: Sequence[str] | None = None, cut
 
 
 def load_plugins(name: str | None = None) -> None:
-    """Load the entry points of group ``probe.architectures`` (those called ``name``, or all). An entry point names a
-    module that registers architectures as it is imported, or a builder, then registered under the entry point's
-    name with the decorator's defaults."""
-    before = set(REGISTRY)
-    for ep_name, obj in load_entry_points(ENTRY_POINTS, name).items():
-        if ep_name not in REGISTRY and callable(obj):
-            register_architecture(ep_name)(obj)
-    for added in set(REGISTRY) - before:  # found by name wherever the distribution is installed
-        REGISTRY[added] = dataclasses.replace(REGISTRY[added], origin="entry point")
+    """Load the entry points of group ``probe.architectures`` (those called ``name``, or all): modules that register
+    architectures, or builders, registered with the decorator's defaults (see
+    :func:`probe.plugins.load_plugins_into`)."""
+    load_plugins_into(REGISTRY, ENTRY_POINTS, register_architecture, name)
 
 
 def get_architecture(name: str) -> Architecture:
