@@ -123,3 +123,23 @@ def assert_same_up_to_rounding(a, b, rtol: float = 1e-4, atol: float = 1e-5):
             assert a[name].attrs == b[name].attrs, name
             assert a[name].dtype == b[name].dtype, name
     xr.testing.assert_identical(a.coords.to_dataset(), b.coords.to_dataset())
+
+
+@pytest.fixture
+def entry_point(monkeypatch):
+    """``entry_point(name, "module:function", group)``: an installed distribution's entry point, as
+    importlib.metadata reports it. Only the groups given here are faked: torch and others read their own entry
+    points through the same function."""
+    import importlib.metadata
+
+    real, fake = importlib.metadata.entry_points, {}
+
+    def entry_points(**selection):
+        group = selection.get("group")
+        return fake[group] if group in fake else real(**selection)
+
+    def add(name: str, value: str, group: str) -> None:
+        fake.setdefault(group, []).append(importlib.metadata.EntryPoint(name, value, group))
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    return add

@@ -10,7 +10,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
-from conftest import TINY_STUDY, assert_one_line_error, assert_same_up_to_rounding
+from conftest import TINY_STUDY, assert_one_line_error, assert_same_up_to_rounding, invoke
 
 from probe.activation_store import group_is_complete
 from probe.analysis.stores import layer_arrays, list_networks, open_store
@@ -31,13 +31,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, cache_dir):
     """A small trained run: bases and BnB/AnB at cuts 1 and 3, one seed."""
-    from click.testing import CliRunner
-
-    from probe.cli.main import main
-
     run_dir = tmp_path_factory.mktemp("run")
-    result = CliRunner().invoke(main, ["train", str(run_dir), *TINY_STUDY, "--cuts", "1,3", "--variants", "BnB,AnB",
-                                       "--quiet", "--device", "cpu", "--cache-dir", str(cache_dir)])
+    result = invoke(cache_dir, "train", run_dir, *TINY_STUDY, "--cuts", "1,3", "--variants", "BnB,AnB")
     assert result.exit_code == 0, result.output
     return run_dir
 

@@ -3,7 +3,6 @@ MODULE:FUNCTION), registered with @register_dataset or through an entry point; c
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 
 import numpy as np
@@ -133,14 +132,8 @@ def test_registered_datasets_are_recorded_by_where_their_function_is(datasets):
             register_dataset(name)
 
 
-def test_an_entry_point_adds_a_dataset(datasets, monkeypatch):
-    eps = [importlib.metadata.EntryPoint("own-ep-data", "test_own_data:gray_arrays", "probe.datasets")]
-    real = importlib.metadata.entry_points
-
-    def fake(**selection):  # only probe's group is faked: torch and others read their own entry points through it
-        return eps if selection.get("group") == "probe.datasets" else real(**selection)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+def test_an_entry_point_adds_a_dataset(datasets, entry_point):
+    entry_point("own-ep-data", "test_own_data:gray_arrays", "probe.datasets")
     assert load_dataset(DataSpec("own-ep-data")).train_x.shape == (40, 16, 16, 1)
     assert DATASET_REGISTRY["own-ep-data"].origin == "entry point"
     assert complete_data_spec(DataSpec("own-ep-data")).builder is None  # found by name where it is installed

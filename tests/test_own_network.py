@@ -4,7 +4,6 @@ its code is, so later commands and dask workers rebuild it, and a process withou
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import subprocess
@@ -261,14 +260,8 @@ def test_a_script_run_as_a_program_is_named_by_its_file(monkeypatch, tmp_path):
     assert function_path(scripted, "a builder") == "wrapper:scripted"
 
 
-def test_an_entry_point_adds_an_architecture(registry, monkeypatch):
-    eps = [importlib.metadata.EntryPoint("own-ep", "test_own_network:plain_net", "probe.architectures")]
-    real = importlib.metadata.entry_points
-
-    def fake(**selection):  # only probe's group is faked: torch and others read their own entry points through it
-        return eps if selection.get("group") == "probe.architectures" else real(**selection)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+def test_an_entry_point_adds_an_architecture(registry, entry_point):
+    entry_point("own-ep", "test_own_network:plain_net", "probe.architectures")
     with pytest.raises(ProbeError, match="no default cut points"):  # found, and cut where the spec says
         build_network(ArchSpec("own-ep"), 3, 2, 8, 0)
     assert get_architecture("own-ep").origin == "entry point"
