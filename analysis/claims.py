@@ -1,12 +1,13 @@
 """Automatic checks of the paper's eight claims (Yosinski et al. 2014, Sec. 4.1-4.2) on a run's accuracies.
 
-Each check is decided by 95% confidence intervals over replicates: it **holds** when every interval it rests on
-lies on the claimed side (for "no difference" claims: lies within the equivalence margin, +-0.02 accuracy by default,
-so that a wide interval from few replicates proves nothing), **does not hold** when an interval lies on the opposite
-side (or a "no difference" interval lies wholly beyond the margin), and is **undecided** otherwise — including when
-there are too few replicates for an interval, or the networks it needs were not run. A claim that rests on m
-intervals (one per n, say) uses Bonferroni-corrected 1 - 0.05/m intervals, so one chance interval among m does not
-decide it.
+Each check is decided by 95% confidence intervals over seeds (each seed's value the mean of its two directions;
+:mod:`analysis.decomposition` says why; ``pooled`` counts every direction instead): it **holds** when every interval
+it rests on lies on the claimed side (for "no difference" claims: lies within the equivalence margin, +-0.02 accuracy
+by default, so that a wide interval from few seeds proves nothing), **does not hold** when an interval lies on the
+opposite side (or a "no difference" interval lies wholly beyond the margin), and is **undecided** otherwise —
+including when there are too few seeds for an interval (one seed never decides a claim), or the networks it needs
+were not run. A claim that rests on m intervals (one per n, say) uses Bonferroni-corrected 1 - 0.05/m intervals, so
+one chance interval among m does not decide it.
 
 In a one-directional run (a source network trained elsewhere donates the layers) the claims about AnB are checked on
 SnB, its place; the claim that compares a dissimilar split with the similar one is **left out**, saying why.
@@ -42,10 +43,6 @@ class Claim:
 Verdict = tuple[str, list[str]]  # a verdict and its evidence
 # Named intervals, each computed at the confidence level its claim's family of intervals calls for
 Tests = list[tuple[str, Callable[[float], Estimate]]]
-
-
-def _per_rep(da: xr.DataArray, n) -> np.ndarray:
-    return replicates(da).sel(n=n).values
 
 
 def _on(values: np.ndarray) -> Callable[[float], Estimate]:
@@ -97,9 +94,17 @@ class _Split:
     margin: float
     t: str
     t_plus: str
+    pooled: bool
 
     def acc(self, variant: str) -> xr.DataArray:
         return self.d["acc"].sel(variant=variant)
+
+    def reps(self, da: xr.DataArray) -> xr.DataArray:
+        """``da`` per seed (or per seed and direction, pooled): the values the intervals are over."""
+        return replicates(da, self.pooled)
+
+    def at(self, da: xr.DataArray, n) -> np.ndarray:
+        return self.reps(da).sel(n=n).values
 
     @property
     def top(self) -> int:
@@ -110,7 +115,7 @@ def _early_layers_transfer(s: _Split) -> Verdict:
     early = [n for n in s.cuts if n <= 2]
     if not early:
         return UNDECIDED, ["no cut n <= 2 run"]
-    return _no_difference([(f"{v} - baseB at n={n}", _on(_per_rep(s.acc(v) - s.d["base"], n)))
+    return _no_difference([(f"{v} - baseB at n={n}", _on(s.at(s.acc(v) - s.d["base"], n)))
                            for n in early for v in ("BnB", s.t)], s.margin)
 
 
@@ -119,23 +124,23 @@ def _coadaptation_dip(s: _Split) -> Verdict:
     middle_cuts = [n for n in s.cuts if 2 < n < s.top]
     if not middle_cuts:
         return UNDECIDED, ["needs cuts between n = 3 and the top"]
-    dips = {n: estimate(_per_rep(s.dec["coadaptation"], n)) for n in middle_cuts}
+    dips = {n: estimate(s.at(s.dec["coadaptation"], n)) for n in middle_cuts}
     n_dip = max(dips, key=lambda n: dips[n].mean if np.isfinite(dips[n].mean) else -np.inf)
-    recovery = _per_rep(s.acc("BnB"), s.top) - _per_rep(s.acc("BnB"), n_dip)
-    dip = _per_rep(s.dec["coadaptation"], n_dip)
+    recovery = s.at(s.acc("BnB"), s.top) - s.at(s.acc("BnB"), n_dip)
+    dip = s.at(s.dec["coadaptation"], n_dip)
     return _all_on_side([(f"baseB - BnB at n={n_dip} (deepest middle dip)", _on(dip)),
                          (f"BnB(n={s.top}) - BnB(n={n_dip}) (recovery)", _on(recovery))], positive=True,
                         family=len(middle_cuts) + 1)  # the dip was chosen among the middle cuts
 
 
 def _selffer_finetune(s: _Split) -> Verdict:
-    return _no_difference([(f"BnB+ - baseB at n={n}", _on(_per_rep(s.dec["selffer_finetune"], n))) for n in s.cuts],
+    return _no_difference([(f"BnB+ - baseB at n={n}", _on(s.at(s.dec["selffer_finetune"], n))) for n in s.cuts],
                           s.margin)
 
 
 def _specialization_grows(s: _Split) -> Verdict:
-    """Decided on the per-replicate least-squares slope of AnB - BnB (SnB - BnB) over n."""
-    gap = replicates(s.acc(s.t) - s.acc("BnB")).transpose("rep", "n").values
+    """Decided on the per-seed least-squares slope of AnB - BnB (SnB - BnB) over n."""
+    gap = s.reps(s.acc(s.t) - s.acc("BnB")).transpose("rep", "n").values
     slopes = np.array([np.polyfit(s.cuts, row, 1)[0] if np.isfinite(row).all() and len(s.cuts) > 1 else np.nan
                        for row in gap])
     return _all_on_side([(f"slope of {s.t} - BnB per layer", _on(slopes))], positive=False)
@@ -145,7 +150,7 @@ def _transfer_falls(s: _Split) -> Verdict:
     middle = s.cuts[len(s.cuts) // 2]
     if middle == s.top:
         return UNDECIDED, ["needs a middle cut and a top cut"]
-    anb = {n: _per_rep(s.acc(s.t), n) for n in s.cuts}
+    anb = {n: s.at(s.acc(s.t), n) for n in s.cuts}
     fall = estimate(anb[s.top] - anb[middle])
     means = {n: np.nanmean(v) for n, v in anb.items() if np.isfinite(v).any()}
     lowest = min(means, key=means.get, default=None)
@@ -158,13 +163,13 @@ def _transfer_falls(s: _Split) -> Verdict:
 
 
 def _lingering_boost(s: _Split) -> Verdict:
-    """Decided on the boost averaged over n per replicate."""
-    boost = replicates(s.dec["lingering"]).mean("n", skipna=False).values
+    """Decided on the boost averaged over n per seed."""
+    boost = s.reps(s.dec["lingering"]).mean("n", skipna=False).values
     return _all_on_side([(f"{s.t_plus} - baseB, mean over n", _on(boost))], positive=True)
 
 
 def _dissimilar_loses_more(s: _Split) -> Verdict:
-    contrast = {k: v for k, v in split_contrast_values(s.run).items() if k[1] >= 2}
+    contrast = {k: v for k, v in split_contrast_values(s.run, pooled=s.pooled).items() if k[1] >= 2}
     if not contrast:
         return UNDECIDED, ["needs a dissimilar split run beside the random one"]
     return _all_on_side([(f"{split} minus {SIMILAR_SPLIT}, relative drop at n={n}",
@@ -173,7 +178,7 @@ def _dissimilar_loses_more(s: _Split) -> Verdict:
 
 
 def _random_worse(s: _Split) -> Verdict:
-    return _all_on_side([(f"RnB - {s.t} at n={n}", _on(_per_rep(s.acc("RnB") - s.acc(s.t), n))) for n in s.cuts],
+    return _all_on_side([(f"RnB - {s.t} at n={n}", _on(s.at(s.acc("RnB") - s.acc(s.t), n))) for n in s.cuts],
                         positive=False)
 
 
@@ -194,9 +199,11 @@ ONE_DIRECTIONAL_LEFT_OUT = {
        "network trained elsewhere is neither split's task A"}
 
 
-def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT, margin: float = MARGIN) -> list[Claim]:
+def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT, margin: float = MARGIN,
+                 pooled: bool = False) -> list[Claim]:
     """The eight claims on ``split`` (the similar-task split; claim 7 compares the others with it); ``margin`` is
-    the equivalence margin of the no-difference claims 1 and 3. In a one-directional run, those that need task A's
+    the equivalence margin of the no-difference claims 1 and 3; ``pooled`` counts each direction of a seed as a
+    replicate (optimistic: see :mod:`analysis.decomposition`). In a one-directional run, those that need task A's
     base network are left out (verdict LEFT_OUT, with why as their evidence)."""
     t, t_plus = transfer_names(ds)
     texts = [text.format(t=t, t_plus=t_plus) for text, _ in CLAIMS]
@@ -204,7 +211,7 @@ def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT, margin: float = MAR
     unchecked = (f"no {split!r} split in this run" if split not in ds["split"].values
                  else "no cut networks in this run" if not ds["n"].size else None)
     s = None if unchecked else _Split(ds, ds.sel(split=split), decompose(ds).sel(split=split),
-                                      [int(n) for n in ds["n"].values], margin, t, t_plus)
+                                      [int(n) for n in ds["n"].values], margin, t, t_plus, pooled)
     claims = []
     for number, (text, (_, check)) in enumerate(zip(texts, CLAIMS), 1):
         if number in left_out:

@@ -4,15 +4,20 @@ renders it again and compares).
 
     python -m probe.analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
         --command "probe train runs/repro-fashion-mnist ..."
+    python -m probe.analysis.reproduction recompute   # after a change to the statistics: no network retrains
     python -m probe.analysis.reproduction render
 
 ``collect`` runs the analysis of a run (``probe analyze``) and copies its tables and figures, never checkpoints or
-activation stores, into ``docs/reproduction/NAME/`` with ``run.json`` (the study, the commands, network counts,
-training and wall time and the base networks' validation curves). ``render`` fills the template
+activation stores, into ``docs/reproduction/NAME/`` with ``run.json``. ``recompute`` writes a collected dataset's
+decomposition tables, claims and figures 2 and 3 again from its committed ``accuracies.csv`` (one row per network),
+so that a change to how the statistics are computed reaches the report without retraining anything. ``run.json``
+holds the study, the commands, network counts, training and wall time and the base networks' validation curves.
+``render`` fills the template
 ``docs/reproduction.in.md``: ``{{section:NAME}}`` becomes a dataset's generated section, and ``{{value:NAME:TABLE:
 KEY...}}`` one number of a table (``relative:SPLIT:VARIANT:N``, ``decomposition:SPLIT:QUANTITY:N``,
-``claim:NUMBER``, ``epochs:SPLIT``, ``representations:SPLIT:K:COLUMN``, ``correlation:SPLIT:SCORE``,
-``done:FIELD`` of run.json), so the discussion quotes tables rather than typing numbers.
+``direction:SPLIT:DIRECTION:QUANTITY:N`` (DIRECTION ``A->B`` or ``B->A``), ``claim:NUMBER``, ``epochs:SPLIT``,
+``representations:SPLIT:K:COLUMN``, ``correlation:SPLIT:SCORE``, ``done:FIELD`` of run.json), so the discussion
+quotes tables rather than typing numbers.
 """
 
 from __future__ import annotations
@@ -25,46 +30,35 @@ from pathlib import Path
 
 import click
 import numpy as np
+import pandas as pd
+import xarray as xr
 
 from probe.analysis.claims import MARGIN
 from probe.analysis.reference import CITATION
 from probe.analysis.render import Block, Code, Heading, Image, Items, Paragraph, Table, estimate, markdown, number
-from probe.analysis.report import VIEW_TITLES, analyze_run
+from probe.analysis.report import VIEW_TITLES, analyze_run, write_decomposition
+from probe.analysis.sanity import PLATEAU, convergence
 from probe.analysis.transferability import DESCRIPTIONS
+from probe.architectures.registry import get_architecture
 from probe.atomic import read_json, write_atomic, write_json
 from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
 from probe.plan import read_plan_file
 from probe.run import METRICS, Run
-from probe.variants import CUT_VARIANTS
+from probe.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, TASKS, cut_variants
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-TABLES = ("decomposition.csv", "relative.csv", "accuracies.csv", "claims.json", "representations.csv",
-          "correlations.csv")
+TABLES = ("decomposition.csv", "directions.csv", "relative.csv", "accuracies.csv", "claims.json",
+          "representations.csv", "correlations.csv")
+# What recompute writes again from accuracies.csv (report.write_decomposition's files)
+DECOMPOSITION_TABLES = ("decomposition.csv", "directions.csv", "relative.csv", "claims.json")
 # The relative-accuracy tables' columns: the frozen selffer beside the frozen transfer, then their fine-tuned forms,
 # then the random baseline, so that the pairs the decomposition compares sit side by side
 TABLE_VARIANTS = tuple(sorted(CUT_VARIANTS, key=lambda v: (v.family == "random", v.fine_tune)))
-PLATEAU = 0.005  # a mean validation gain below this per epoch counts as "stopped improving"
 
 
 def _metrics(run_dir: Path) -> list[dict]:
     return [read_metrics(p) for p in sorted(Run(run_dir).networks.rglob(METRICS))]
-
-
-def convergence(metrics: list[dict], specs: dict[str, dict]) -> dict[str, dict]:
-    """Per split: the base networks' mean validation accuracy per epoch, and the first epoch from which on it gains
-    less than PLATEAU per epoch (None: it still gained that much in the last epoch)."""
-    out = {}
-    for split in sorted({s["split"] for s in specs.values()}):
-        curves = [[e["val_acc"] for e in m["epochs"]] for m in metrics if m.get("status") == "done"
-                  and specs[m["id"]]["split"] == split and specs[m["id"]]["variant"] == "base"]
-        if not curves:
-            continue
-        mean = np.mean(np.array(curves), axis=0)
-        gains = np.diff(mean)
-        flat = next((i + 1 for i in range(len(gains)) if np.all(gains[i:] < PLATEAU)), None)
-        out[split] = {"bases": len(curves), "mean_val_acc": [round(float(v), 4) for v in mean], "plateau": flat}
-    return out
 
 
 def busy_seconds(spans: list[tuple[float, float]]) -> float:
@@ -113,6 +107,41 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
     return dest
 
 
+def dataset_from_table(rows: list[dict], study: dict) -> xr.Dataset:
+    """The accuracy Dataset (:mod:`analysis.accuracies`) of a run from its accuracies.csv rows (split, replicate,
+    target, variant, n, test_acc) and the study its run.json records: the committed tables hold no checkpoint to
+    read the accuracies from again."""
+    one_way = bool(study.get("source"))
+    splits = list(dict.fromkeys(r["split"] for r in rows))
+    replicates = list(dict.fromkeys(r["replicate"] for r in rows))
+    variants = [v.name for v in cut_variants(one_way)]
+    table = pd.DataFrame(rows).astype({"n": int, "test_acc": float})
+    cuts = sorted(set(table["n"]) - {0})
+    base = table[table["variant"] == BASE.name].set_index(["split", "replicate", "target"])["test_acc"]
+    acc = table[table["variant"] != BASE.name].set_index(["split", "replicate", "target", "n", "variant"])["test_acc"]
+    coords = {"split": splits, "replicate": replicates, "target": list(ONE_DIRECTION if one_way else TASKS),
+              "n": cuts, "variant": variants}
+    ds = xr.Dataset({"base": base.to_xarray().reindex({k: coords[k] for k in ("split", "replicate", "target")}),
+                     "acc": acc.to_xarray().reindex(coords)})
+    layers = get_architecture(study["arch"]["name"]).layers
+    ds = ds.assign_coords(layer=("n", [layers[n - 1] for n in cuts]))
+    ds["planned"] = ds["acc"].notnull()
+    ds.attrs["study"] = json.dumps(study, sort_keys=True)
+    return ds
+
+
+def recompute(folder: Path) -> None:
+    """Write a collected dataset's decomposition tables, claims and figures 2 and 3 again from its accuracies.csv."""
+    results = read_json(folder / "run.json")
+    ds = dataset_from_table(_read_csv(folder / "accuracies.csv"), results["study"])
+    pngs = write_decomposition(ds, folder)[-1]
+    for png in pngs:  # the committed report shows the PNGs, as collect copies them
+        png.with_suffix(".svg").unlink(missing_ok=True)
+    figures = [png.name for png in pngs]
+    kept = [f for f in results["figures"] if f not in figures]  # the CKA figures, drawn from a store
+    write_json(folder / "run.json", {**results, "figures": [*figures, *kept]})
+
+
 # ------------------------------------------------------------------------------------------------ rendering
 
 
@@ -131,6 +160,7 @@ class Results:
         self.run = read_json(folder / "run.json")
         self.relative = _read_csv(folder / "relative.csv")
         self.decomposition = _read_csv(folder / "decomposition.csv")
+        self.directions = _read_csv(folder / "directions.csv")
         self.representations = _read_csv(folder / "representations.csv")
         self.correlations = _read_csv(folder / "correlations.csv")
         self.claims = read_json(folder / "claims.json")
@@ -161,7 +191,8 @@ class Results:
         except (LookupError, TypeError, ValueError):
             raise ProbeError(f"no result {':'.join((self.run['name'], kind, *keys))!r} in the tables of "
                              f"{self.folder} (placeholders: relative:SPLIT:VARIANT:N, "
-                             "decomposition:SPLIT:QUANTITY:N, claim:NUMBER, epochs:SPLIT, "
+                             "decomposition:SPLIT:QUANTITY:N, direction:SPLIT:DIRECTION:QUANTITY:N, "
+                             "claim:NUMBER, epochs:SPLIT, "
                              "representations:SPLIT:K:COLUMN, correlation:SPLIT:SCORE, done:FIELD)") from None
 
     def _value(self, kind: str, *keys: str) -> str:
@@ -171,6 +202,9 @@ class Results:
         if kind == "decomposition":
             split, quantity, n = keys
             return estimate(self.row(self.decomposition, split=split, quantity=quantity, n=n))
+        if kind == "direction":
+            split, direction, quantity, n = keys
+            return estimate(self.row(self.directions, split=split, direction=direction, quantity=quantity, n=n))
         if kind == "claim":
             (claim,) = keys
             return self.row(self.claims["claims"], number=claim)["verdict"]
@@ -216,7 +250,7 @@ class Results:
 
     def _relative_blocks(self) -> list[Block]:
         b: list[Block] = [Heading(3, "Accuracy relative to the base network (Figure 3's scale)"),
-                          Paragraph("Mean over replicates and both directions, 95% t interval, (replicates).")]
+                          Paragraph(f"Mean over {self.over()}, 95% t interval, (the count behind it).")]
         for split in self.splits:
             b.append(Paragraph(f"**{split} split**"))
             b.append(Table(["n", *(v.name for v in TABLE_VARIANTS)],
@@ -234,7 +268,23 @@ class Results:
             b.append(Table(["n", "co-adaptation", "specialization", "lingering"],
                            [[n, *[estimate(self.find(self.decomposition, split=split, quantity=q, n=n))
                                   for q in quantities]] for n in self.cuts()]))
+        if self.directions:
+            b.append(Paragraph("Each direction on its own (A->B: target task B, AnB's layers from baseA; B->A: the "
+                               "mirror image), over seeds."))
+            directions = list(dict.fromkeys(r["direction"] for r in self.directions))
+            for split in self.splits:
+                b.append(Paragraph(f"**{split} split, per direction**"))
+                b.append(Table(["n", *[f"{q} {d}" for q in quantities for d in directions]],
+                               [[n, *[estimate(self.find(self.directions, split=split, direction=d, quantity=q, n=n))
+                                      for q in quantities for d in directions]] for n in self.cuts()]))
         return b
+
+    def over(self) -> str:
+        """What the committed intervals are over, as the decomposition table says."""
+        over = {r.get("over") for r in self.decomposition}
+        if over == {"seeds"}:
+            return "seeds, each seed the mean of its two directions"
+        return "seeds and both directions pooled as replicates (optimistic)"
 
     def _claim_blocks(self) -> list[Block]:
         return [Heading(3, f"The paper's claims, checked on the {self.claims['split']} split"),
@@ -324,6 +374,20 @@ def collect_command(run_dir: Path, name: str, title: str | None, commands: tuple
     except ProbeError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {dest}")
+
+
+@main.command("recompute")
+@click.argument("names", nargs=-1)
+def recompute_command(names: tuple[str, ...]) -> None:
+    """Write the decomposition tables, claims and figures 2 and 3 of docs/reproduction/NAME (default: every
+    collected dataset) again from its committed accuracies.csv; no network is retrained."""
+    folders = [DOCS / "reproduction" / n for n in names] or sorted(
+        p for p in (DOCS / "reproduction").iterdir() if (p / "run.json").exists())
+    for folder in folders:
+        if not (folder / "accuracies.csv").exists():
+            raise click.ClickException(f"{folder} holds no accuracies.csv to recompute from")
+        recompute(folder)
+        click.echo(f"recomputed {folder}")
 
 
 @main.command("render")

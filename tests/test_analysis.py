@@ -9,7 +9,7 @@ from scipy import stats
 
 from probe.analysis.accuracies import accuracy_dataset, build_dataset
 from probe.analysis.claims import FAILS, HOLDS, UNDECIDED, check_claims
-from probe.analysis.decomposition import decompose, split_contrast, summarize
+from probe.analysis.decomposition import decompose, direction_rows, split_contrast, summarize, summary_rows
 from probe.analysis.reference import reference_relative
 from probe.analysis.stats import estimate, paired, welch
 from probe.plan import Study, make_plan
@@ -80,7 +80,8 @@ def test_decomposition_recovers_known_drops():
     for n in range(1, 8):
         assert co[("random", n)].mean == pytest.approx({3: 0.03, 4: 0.05, 5: 0.03}.get(n, 0.0))
         assert sp[("random", n)].mean == pytest.approx(0.03 * n)
-        assert co[("random", n)].replicates == 6  # 3 seeds x 2 directions
+        assert co[("random", n)].replicates == 3  # 3 seeds, each the mean of its 2 directions
+        assert summarize(dec["coadaptation"], pooled=True)[("random", n)].replicates == 6  # seeds x directions
     total = summarize(dec["total"])
     assert total[("random", 4)].mean == pytest.approx(0.05 + 0.12)
     assert summarize(dec["lingering"])[("random", 2)].mean == pytest.approx(0.02)
@@ -94,8 +95,11 @@ def test_missing_networks_are_nan_and_counted_out():
     del acc[dropped.id]
     ds = build_dataset(specs, acc)
     assert np.isnan(ds["acc"].sel(split="random", replicate="s0/init0", target="B", n=4, variant="AnB"))
-    assert summarize(decompose(ds)["specialization"])[("random", 4)].replicates == 5
-    assert summarize(decompose(ds)["coadaptation"])[("random", 4)].replicates == 6
+    # seed 0 lost its A->B direction at n = 4: its B->A direction alone is its value there, one pooled value less
+    spec4 = summarize(decompose(ds)["specialization"])[("random", 4)]
+    assert spec4.replicates == 3 and spec4.mean == pytest.approx(0.12)
+    assert summarize(decompose(ds)["specialization"], pooled=True)[("random", 4)].replicates == 5
+    assert summarize(decompose(ds)["coadaptation"])[("random", 4)].replicates == 3
 
 
 def test_claims_hold_on_the_papers_pattern():
@@ -154,7 +158,8 @@ def test_dissimilar_split_contrast(split_file):
     contrast = split_contrast(ds)
     # the dissimilar split's extra specialization drop, 0.03 n, on the relative scale (divided by base 0.8)
     assert contrast[(dissimilar, 6)].mean == pytest.approx(0.18 / 0.8, abs=0.01)
-    assert contrast[(dissimilar, 6)].replicates == 12
+    assert contrast[(dissimilar, 6)].replicates == 6  # 3 seeds of each split
+    assert split_contrast(ds, pooled=True)[(dissimilar, 6)].replicates == 12
     assert {c.number: c.verdict for c in check_claims(ds)}[7] == HOLDS
 
 
@@ -203,3 +208,44 @@ def test_bases_only_run_leaves_claims_undecided():
     specs = [s for s in _specs(seeds=(0, 1)) if s.variant == "base"]
     claims = check_claims(_dataset(specs, paper_like))
     assert {c.verdict for c in claims} == {UNDECIDED}
+
+
+def _asymmetric(s, rng=None):
+    """The paper's pattern, but the B->A direction (target A) loses 0.04 more at every cut, plus seed noise."""
+    v = paper_like(s)
+    if s.target == "A" and s.variant == "transfer":
+        v -= 0.04
+    return v + (rng.normal(scale=0.01) if rng is not None else 0.0)
+
+
+def test_a_seed_is_the_mean_of_its_two_directions():
+    rng = np.random.default_rng(6)
+    ds = _dataset(_specs(), lambda s: _asymmetric(s, rng))
+    dec = decompose(ds)["specialization"].sel(split="random", n=3)
+    per_seed = dec.mean("target").values  # the other formulation: by hand, one value per seed
+    e = summarize(decompose(ds)["specialization"])[("random", 3)]
+    assert e.replicates == 3 and e.mean == pytest.approx(per_seed.mean())
+    assert (e.low, e.high) == pytest.approx(tuple(stats.t.interval(0.95, 2, per_seed.mean(), stats.sem(per_seed))))
+    pooled = summarize(decompose(ds)["specialization"], pooled=True)[("random", 3)]
+    assert pooled.mean == pytest.approx(e.mean) and pooled.replicates == 6
+    # the two directions differ systematically: pooling them as replicates would mix that into the noise
+    assert pooled.high - pooled.low != pytest.approx(e.high - e.low)
+
+
+def test_per_direction_rows_separate_an_asymmetric_split():
+    ds = _dataset(_specs(), _asymmetric)
+    rows = {(r["direction"], r["quantity"], r["n"]): r for r in direction_rows(ds)}
+    assert rows[("A->B", "specialization", 3)]["mean"] == pytest.approx(0.09)
+    assert rows[("B->A", "specialization", 3)]["mean"] == pytest.approx(0.13)
+    assert rows[("A->B", "specialization", 3)]["replicates"] == 3
+    assert {r["over"] for r in summary_rows(ds)} == {"seeds"}
+    assert {r["over"] for r in summary_rows(ds, pooled=True)} == {"seeds and directions (pooled)"}
+
+
+def test_one_seed_gives_no_interval_unless_directions_are_pooled():
+    rng = np.random.default_rng(7)
+    ds = _dataset(_specs(seeds=(0,)), lambda s: paper_like(s, noise=0.01, rng=rng))
+    e = summarize(decompose(ds)["coadaptation"])[("random", 4)]
+    assert e.replicates == 1 and not e.has_interval
+    assert summarize(decompose(ds)["coadaptation"], pooled=True)[("random", 4)].has_interval
+    assert {c.verdict for c in check_claims(ds)} == {UNDECIDED}

@@ -118,3 +118,22 @@ def test_wall_time_counts_every_session_and_says_when_it_cannot(docs, tiny_run, 
         "wall_hours_is_lower_bound"] is True
     (tmp_path / "docs" / "reproduction.in.md").write_text("{{section:tiny}}\n")
     assert "at least " in render(tmp_path / "docs")
+
+
+def test_recompute_from_the_committed_accuracies_gives_what_collect_wrote(docs, tmp_path):
+    """The accuracy Dataset read back from accuracies.csv decomposes to the same tables as the run's own (two ways
+    of arranging the accuracies agree), so the report can follow a change of the statistics without retraining."""
+    from probe.analysis.reproduction import DECOMPOSITION_TABLES, recompute
+
+    folder = tmp_path / "tiny"
+    shutil.copytree(docs / "reproduction" / "tiny", folder)
+    for table in DECOMPOSITION_TABLES:
+        (folder / table).unlink()
+    recompute(folder)
+    for table in DECOMPOSITION_TABLES:
+        assert (folder / table).read_text() == (docs / "reproduction" / "tiny" / table).read_text(), table
+    assert json.loads((folder / "run.json").read_text())["figures"] == \
+        json.loads((docs / "reproduction" / "tiny" / "run.json").read_text())["figures"]
+    with (folder / "decomposition.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["over"] for r in rows} == {"seeds"} and {r["replicates"] for r in rows} <= {"0", "1", "2"}
