@@ -2,9 +2,10 @@
 
 Files: ``report.md`` and a self-contained ``report.html`` (figures embedded), ``figures/`` (PNG and SVG),
 ``accuracies.zarr`` (the accuracy Dataset), ``accuracies.csv`` (one row per network), ``decomposition.csv`` (mean,
-95% interval, replicate count and p-value per split, quantity and n), ``relative.csv`` (each variant's accuracy
-relative to its base, per split and n) and ``claims.json``; with an activation store also ``representations.zarr``,
-``representations.csv`` (per layer) and ``correlations.csv`` (scores against AnB accuracy).
+95% interval, number of seeds and p-value per split, quantity and n), ``directions.csv`` (the same for each direction
+on its own), ``relative.csv`` (each variant's accuracy relative to its base, per split and n) and ``claims.json``;
+with an activation store also ``representations.zarr``, ``representations.csv`` (per layer) and
+``correlations.csv`` (scores against AnB accuracy).
 
 A one-directional run's report (layers donated by a source network trained elsewhere) names SnB and SnB+ where the
 paper's names AnB and AnB+, says which source file, and leaves out what needs task A: the claim and the contrast of
@@ -26,10 +27,14 @@ from probe.activation_store import consolidate
 from probe.analysis.accuracies import accuracy_dataset, format_table, one_directional, rows
 from probe.analysis.claims import LEFT_OUT, MARGIN, check_claims
 from probe.analysis.decomposition import (
+    DIRECTIONS,
+    OVER,
     SIMILAR_SPLIT,
+    direction_rows,
     quantities,
     relative_rows,
     replicates,
+    seed_count,
     split_contrast,
     summary_rows,
     variant_means,
@@ -72,8 +77,12 @@ def _write_zarr(ds: xr.Dataset, path: Path) -> None:
     tmp.rename(path)
 
 
-def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 2000, client=None) -> dict:
+def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 2000, client=None,
+                pooled: bool = False) -> dict:
     """Write everything into ``run_dir/analysis`` and return a summary (table text, missing ids, claims, paths).
+
+    Intervals are over seeds, each seed the mean of its two directions; ``pooled`` counts every direction of every
+    seed as a replicate instead (optimistic: :mod:`analysis.decomposition` says why).
 
     When the run has an activation store (``store``, default ``RUN/activations.zarr``), the representation views
     (CKA, linear probes, transferability estimators; :mod:`analysis.representations`) are added, on at most
@@ -90,17 +99,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     ds, missing = accuracy_dataset(run)
     _write_zarr(ds, out / "accuracies.zarr")
     _write_text(out / "accuracies.csv", _csv_text(rows(ds)))
-    summary = summary_rows(ds)
-    _write_text(out / "decomposition.csv", _csv_text(summary))
-    _write_text(out / "relative.csv", _csv_text(relative_rows(ds)))
-    splits = [str(s) for s in ds["split"].values]
-    claim_split = SIMILAR_SPLIT if SIMILAR_SPLIT in splits else splits[0]
-    claims = check_claims(ds, claim_split)
-    write_json(out / "claims.json", {"split": claim_split, "claims": [c.to_dict() for c in claims]})
-    figures = []
-    for split in splits:
-        figures.append(figure2(ds, out / "figures", split)[0])
-    figures.append(figure3(ds, out / "figures")[0])
+    summary, directions, claims, claim_split, figures = write_decomposition(ds, out, pooled)
     if rep is not None:
         _write_zarr(rep, out / "representations.zarr")
         table, correlations = representation_rows(rep, ds), correlation_rows(rep, ds)
@@ -112,11 +111,30 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         for stale in ("representations.csv", "correlations.csv"):
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "representations.zarr", ignore_errors=True)
-    blocks = _report_blocks(ds, missing, summary, claims, claim_split, figures, out, extra)
+    blocks = _report_blocks(ds, missing, summary, directions, claims, claim_split, figures, out, extra, pooled)
     _write_text(out / "report.md", markdown(blocks))
     _write_text(out / "report.html", html(blocks, TITLE, out))
     return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out, "figures": figures,
             "dataset": ds, "representations": rep}
+
+
+def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False) -> tuple:
+    """The decomposition of the accuracy Dataset ``ds`` into ``out``: decomposition.csv, directions.csv,
+    relative.csv, claims.json and figures 2 and 3 (what ``probe analyze`` writes, and the committed reproduction
+    report recomputes from its accuracies.csv). Returns the summary and direction rows, the claims, the split they
+    were checked on and the figures' PNG paths."""
+    summary, directions = summary_rows(ds, pooled), direction_rows(ds)
+    _write_text(out / "decomposition.csv", _csv_text(summary))
+    _write_text(out / "directions.csv", _csv_text(directions))
+    _write_text(out / "relative.csv", _csv_text(relative_rows(ds, pooled)))
+    splits = [str(s) for s in ds["split"].values]
+    claim_split = SIMILAR_SPLIT if SIMILAR_SPLIT in splits else splits[0]
+    claims = check_claims(ds, claim_split, pooled=pooled)
+    write_json(out / "claims.json", {"split": claim_split, "intervals_over": OVER[pooled],
+                                     "claims": [c.to_dict() for c in claims]})
+    figures = [figure2(ds, out / "figures", split)[0] for split in splits]
+    figures.append(figure3(ds, out / "figures")[0])
+    return summary, directions, claims, claim_split, figures
 
 
 def _mean_over_replicates(values: xr.DataArray) -> np.ndarray:
@@ -172,7 +190,8 @@ TITLE = "Transferability report"
 
 def _representation_blocks(splits, table: list[dict], correlations: list[dict], store: Path,
                            one_way: bool) -> list[Block]:
-    """The report's representation section from the rows of representations.csv and correlations.csv."""
+    """The report's representation section from the rows of representations.csv and correlations.csv. Views the
+    store cannot give (all empty) are left out of the tables, and one line says what to run for them."""
     b: list[Block] = [Heading(2, "Representations")]
     if one_way:
         titles, scores = SOURCE_VIEW_TITLES, ()
@@ -187,14 +206,20 @@ def _representation_blocks(splits, table: list[dict], correlations: list[dict], 
             f"From the activation store `{store}`: debiased linear CKA (Nguyen, Raghu & Kornblith 2021) on the target "
             "task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy and "
             "transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, layer by "
-            "layer, beside the measured AnB accuracy at n = k. Means over replicates and both directions; empty "
-            "cells need a store extracted with `--probe-set both`."))
+            "layer, beside the measured AnB accuracy at n = k. Means over replicates and both directions."))
+    columns = [c for c in [*titles, *scores] if any(np.isfinite(float(r[c])) for r in table)]
+    empty = [titles.get(c, c) for c in [*titles, *scores] if c not in columns]
+    if empty:
+        b.append(Paragraph(
+            f"Not in this store: {', '.join(empty)}. They need the other task's base network run on the target "
+            "task's images: `probe extract RUN --probe-set both --out RUN/activations-both.zarr`, then `probe "
+            "analyze RUN --store RUN/activations-both.zarr`."))
     for split in splits:
         b.append(Heading(3, f"{split} split, per layer"))
-        b.append(Table(["k", "layer", *titles.values(), *scores],
-                       [[r["k"], r["layer"], *[number(r[v], 4) for v in titles],
-                         *[number(r[k], 4) for k in scores]] for r in table if r["split"] == split]))
-        corr = [c for c in correlations if c["split"] == split]
+        b.append(Table(["k", "layer", *[titles.get(c, c) for c in columns]],
+                       [[r["k"], r["layer"], *[number(r[c], 4) for c in columns]]
+                        for r in table if r["split"] == split]))
+        corr = [c for c in correlations if c["split"] == split and c["pairs"] > 0]
         if corr:
             b.append(Paragraph("Spearman rank correlation with the AnB accuracy at n = k, pooled over replicates, "
                                "directions and n: " + "; ".join(f"{c['score']} rho = {number(c['rho'], 4)} "
@@ -203,16 +228,16 @@ def _representation_blocks(splits, table: list[dict], correlations: list[dict], 
     return b
 
 
-def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], claims, claim_split: str,
-                   figures: list[Path], out: Path, extra: list[Block]) -> list[Block]:
+def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], directions: list[dict], claims,
+                   claim_split: str, figures: list[Path], out: Path, extra: list[Block], pooled: bool) -> list[Block]:
     """The whole report; ``extra`` (the representation section) goes before the figures."""
-    return [Heading(1, TITLE), *_overview_blocks(ds, missing), *_claim_blocks(claims, claim_split),
-            *_accuracy_blocks(ds), *_decomposition_blocks(ds, summary), *extra,
+    return [Heading(1, TITLE), *_overview_blocks(ds, missing, pooled), *_claim_blocks(claims, claim_split),
+            *_accuracy_blocks(ds, pooled), *_decomposition_blocks(ds, summary, directions, pooled), *extra,
             Heading(2, "Figures"), *[Image(f.relative_to(out), f.stem) for f in figures],
             Paragraph(f"Paper's numbers: {CITATION}.")]
 
 
-def _overview_blocks(ds: xr.Dataset, missing: list[str]) -> list[Block]:
+def _overview_blocks(ds: xr.Dataset, missing: list[str], pooled: bool) -> list[Block]:
     study = json.loads(ds.attrs.get("study", "{}"))
     arch = study.get("arch", {})
     directions = "on target task B only" if one_directional(ds) else "each in both directions"
@@ -220,14 +245,36 @@ def _overview_blocks(ds: xr.Dataset, missing: list[str]) -> list[Block]:
         f"Dataset `{study.get('data', {}).get('name')}`, architecture `{arch.get('name')}` (init {arch.get('init')}, "
         f"options {arch.get('options')}), {study.get('recipe', {}).get('epochs')} epochs per network; splits "
         f"{', '.join(str(s) for s in ds['split'].values)}; replicates "
-        f"{', '.join(str(r) for r in ds['replicate'].values)}, {directions}. Intervals are 95% t "
-        "intervals over replicates (n = replicates behind each number; one replicate gives no interval).")]
+        f"{', '.join(str(r) for r in ds['replicate'].values)}, {directions}."), Paragraph(_intervals_text(ds, pooled))]
     if study.get("source"):
         b.append(Paragraph(_source_text(study["source"])))
     if missing:
         b.append(Paragraph(f"**Partial run:** {len(missing)} planned networks are not finished and are left out: "
                            + ", ".join(f"`{m}`" for m in missing[:20]) + (" ..." if len(missing) > 20 else "")))
     return b
+
+
+def _intervals_text(ds: xr.Dataset, pooled: bool) -> str:
+    """What the intervals are over, and what a run of one seed can and cannot tell."""
+    seeds = min((seed_count(ds, str(s)) for s in ds["split"].values), default=0)
+    one_way = one_directional(ds)
+    if pooled:
+        return ("Intervals are 95% t intervals over seeds and directions pooled (`--pool-directions`): the two "
+                "directions of a seed share their base networks and class halves, so counting them as independent "
+                "replicates makes these intervals too narrow; the count behind each number is seeds times "
+                "directions.")
+    text = ("The unit of replication is the seed (a split and its initialization). Intervals are 95% t intervals "
+            "over seeds" + ("" if one_way else ", each seed's value the mean of its two directions, which are paired "
+                                               "measurements within it (they share their base networks)")
+            + "; the number in parentheses is the number of seeds behind each value.")
+    if seeds >= 2:
+        return text
+    return (text + f" **This run has {'no finished' if seeds == 0 else 'one'} seed**: every number below is one "
+            "measurement" + ("" if one_way else " (the mean of its two directions)") + ", no interval can be computed "
+            "and no claim can be decided, so differences of a few points may be noise between seeds. "
+            + ("" if one_way else "The per-direction tables show how much the two directions differ, which measures "
+                                  "how asymmetric the split is, not the noise between seeds. ")
+            + "Add seeds to measure it (`probe train RUN --extend --seeds 0,1,2`, then `probe analyze RUN`).")
 
 
 def _source_text(source: dict) -> str:
@@ -253,36 +300,66 @@ def _claim_blocks(claims, claim_split: str) -> list[Block]:
               if c.verdict == LEFT_OUT]]
 
 
-def _accuracy_blocks(ds: xr.Dataset) -> list[Block]:
+def _accuracy_blocks(ds: xr.Dataset, pooled: bool) -> list[Block]:
     """Per split, every variant's mean test accuracy: the base networks in row 0, the cut networks per n."""
-    means = variant_means(ds)
+    means = variant_means(ds, pooled)
     names = [str(v) for v in ds["variant"].values]
+    count = "seeds x directions" if pooled else "seeds"
     b: list[Block] = [Heading(2, "Test accuracy")]
     for split in map(str, ds["split"].values):
         table = [[0, "-", str(means[(split, BASE.name, 0)]), *[""] * len(names)]]
         for i, n in enumerate(ds["n"].values):
             layer = str(ds["layer"].values[i]) if "layer" in ds.coords else ""
             table.append([int(n), layer, "", *[str(means[(split, v, int(n))]) for v in names]])
-        b.append(Heading(3, f"{split} split: mean [95% interval] (n)"))
+        b.append(Heading(3, f"{split} split: mean [95% interval] (n = {count})"))
         b.append(Table(["n", "layer", BASE.name, *names], table))
     return b
 
 
-def _decomposition_blocks(ds: xr.Dataset, summary: list[dict]) -> list[Block]:
-    """Per split and n, every quantity of the decomposition; then the dissimilar splits against the similar one."""
+def _estimates(rows: list[dict], *keys: str) -> dict[tuple, Estimate]:
+    """Table rows of estimates by the values of ``keys``."""
+    return {tuple(r[k] for k in keys): Estimate(r["mean"], r["low"], r["high"], r["replicates"], r["p"])
+            for r in rows}
+
+
+def _decomposition_blocks(ds: xr.Dataset, summary: list[dict], directions: list[dict], pooled: bool) -> list[Block]:
+    """Per split and n, every quantity of the decomposition; each direction on its own; then the dissimilar splits
+    against the similar one."""
     formulas = quantities(ds)
     b: list[Block] = [
         Heading(2, "Decomposition per cut n"),
-        Paragraph("; ".join(f"**{k}** = {text.split(': ')[1]}" for k, (_, text) in formulas.items()) + ".")]
-    estimates = {(r["split"], r["quantity"], r["n"]): Estimate(r["mean"], r["low"], r["high"], r["replicates"], r["p"])
-                 for r in summary}
+        Paragraph("; ".join(f"**{k}** = {text.split(': ')[1]}" for k, (_, text) in formulas.items()) + ". "
+                  f"Mean [95% interval] (n = {'seeds x directions' if pooled else 'seeds'}).")]
+    estimates = _estimates(summary, "split", "quantity", "n")
     for split in map(str, ds["split"].values):
         b.append(Heading(3, f"{split} split"))
         b.append(Table(["n", *formulas], [[int(n), *[str(estimates[(split, q, int(n))]) for q in formulas]]
                                           for n in ds["n"].values]))
-    contrast = split_contrast(ds)
+    if directions:
+        b += _direction_blocks(ds, directions)
+    contrast = split_contrast(ds, pooled=pooled)
     if contrast:
         b.append(Heading(3, f"Dissimilar minus similar ({SIMILAR_SPLIT}) split: relative total drop (Welch)"))
-        b.append(Table(["split", "n", "difference [95% interval] (replicates)", "p"],
+        b.append(Table(["split", "n", f"difference [95% interval] ({'seeds x directions' if pooled else 'seeds'} "
+                                      "of both splits)", "p"],
                        [[s, n, str(e), f"{e.p:.3g}"] for (s, n), e in contrast.items()]))
+    return b
+
+
+DIRECTION_QUANTITIES = ("coadaptation", "specialization", "lingering")
+
+
+def _direction_blocks(ds: xr.Dataset, directions: list[dict]) -> list[Block]:
+    """The co-adaptation drop, specialization drop and lingering boost of each direction on its own, over seeds:
+    for an asymmetric split (one task harder, or its features more general) the two differ."""
+    estimates = _estimates(directions, "split", "direction", "quantity", "n")
+    names = [DIRECTIONS[str(t)] for t in ds["target"].values]
+    b: list[Block] = [Heading(3, "Each direction on its own"), Paragraph(
+        "A->B: target task B, layers of AnB from baseA, against baseB; B->A: the mirror image. Mean [95% interval] "
+        "over seeds (n = seeds).")]
+    for split in map(str, ds["split"].values):
+        b.append(Paragraph(f"**{split} split**"))
+        b.append(Table(["n", *[f"{q} {d}" for q in DIRECTION_QUANTITIES for d in names]],
+                       [[int(n), *[str(estimates[(split, d, q, int(n))]) for q in DIRECTION_QUANTITIES
+                                   for d in names]] for n in ds["n"].values]))
     return b
