@@ -97,8 +97,9 @@ def loader_path(spec: DataSpec) -> str:
 
 @functools.lru_cache(maxsize=2)
 def load_own(spec: DataSpec) -> ImageArrays:
-    """The images of a dataset of one's own, checked, and resized to ``spec.image_size`` where it gives one; kept
-    for the next call in this process (planning a run and training its networks both load the data)."""
+    """The images of a dataset of one's own, checked, and made ``spec.image_size`` squares (by ``spec.resize_mode``)
+    where it gives a size; kept for the next call in this process (planning a run and training its networks both
+    load the data)."""
     path = loader_path(spec)
     load = import_function(path, f"the function of dataset {spec.name!r}")
     label = f"dataset {spec.name!r}" + ("" if path == spec.name else f" ({path})")
@@ -114,7 +115,7 @@ def load_own(spec: DataSpec) -> ImageArrays:
         raise
     except Exception as e:  # the user's code may fail in any way; say where, in one line
         raise ProbeError(f"{label} raised {reason(e)}") from e
-    arrays = resized(_as_arrays(result, spec.name), spec.image_size)
+    arrays = resized(_as_arrays(result, spec.name), spec.image_size, spec.resize_mode)
     return _checked(arrays, spec.name)
 
 
@@ -181,7 +182,7 @@ def _checked(arrays: ImageArrays, label: str) -> ImageArrays:
     height, width, _ = shapes["train"]
     if height != width:
         raise ProbeError(f"dataset {label!r} has {height}x{width} images; give an image size (--image-size) to "
-                         "resize and center-crop them to squares")
+                         "make them squares (center-cropped, or as --resize-mode says)")
     out = []
     for split, x, y in (("train", arrays.train_x, arrays.train_y), ("test", arrays.test_x, arrays.test_y)):
         if y.ndim != 1 or len(y) != len(x) or not np.issubdtype(y.dtype, np.integer):

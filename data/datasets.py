@@ -11,8 +11,10 @@ source path and a fingerprint of the source files (relative path, size and modif
 of dozens of networks decodes its JPEGs once and a changed dataset is decoded again.
 
 Image-folder trees decode every image to RGB, as torchvision's ImageFolder does (grayscale and RGBA images, and whole
-grayscale trees, give three channels). A file that cannot be decoded stops the decode with its name, or with
-``DataSpec.unreadable == "skip"`` is left out and counted on stderr; a class folder without images is refused.
+grayscale trees, give three channels); Fashion-MNIST keeps its one channel. A file that cannot be decoded stops the
+decode with its name, or with ``DataSpec.unreadable == "skip"`` is left out and counted on stderr; a class folder
+without images is refused. ``DataSpec.image_size`` makes every image a square of that side, by
+``DataSpec.resize_mode`` (crop, pad or squash).
 """
 
 from __future__ import annotations
@@ -83,12 +85,12 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
 
         return ImageArrays(*synthetic_arrays())
     reader, source, files = _locate(name, root, download)
-    key = _fingerprint(reader, source, files, spec.image_size, spec.unreadable)
+    key = _fingerprint(reader, source, files, spec)
     folder = Path(cache_dir or default_cache_dir()) / f"{name}-{key}"
     if not (folder / "meta.json").exists():
         arrays = _READERS[reader](source, spec, download, progress)
         _write_cache(folder, arrays, {"reader": reader, "source": str(source), "image_size": spec.image_size,
-                                      "unreadable": spec.unreadable})
+                                      "resize_mode": spec.resize_mode, "unreadable": spec.unreadable})
     return _read_cache(folder)
 
 
@@ -141,11 +143,14 @@ def _files_under(path: Path, required: bool = True) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
-def _fingerprint(reader: str, source: Path, files: list[Path], image_size: int | None, unreadable: str) -> str:
-    h = hashlib.sha256(f"{reader}\0{source.resolve()}\0{image_size}".encode())
-    if unreadable != "error":
-        # a skipping decode differs from a refusing one; the default adds nothing, so older caches stay valid
-        h.update(f"\0unreadable={unreadable}".encode())
+def _fingerprint(reader: str, source: Path, files: list[Path], spec: DataSpec) -> str:
+    h = hashlib.sha256(f"{reader}\0{source.resolve()}\0{spec.image_size}".encode())
+    # a skipping decode differs from a refusing one, a padded image from a cropped one; the defaults add nothing, so
+    # older caches stay valid
+    if spec.unreadable != "error":
+        h.update(f"\0unreadable={spec.unreadable}".encode())
+    if spec.resize_mode != "crop":
+        h.update(f"\0resize_mode={spec.resize_mode}".encode())
     for p in files:
         st = p.stat()
         h.update(f"\0{p.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
@@ -160,10 +165,10 @@ def _read_idx_gz(source: Path, spec: DataSpec, download: bool, progress: bool) -
         for f in _FASHION_FILES:
             with gzip.open(source / f"{f}.gz") as src, open(raw / f, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        return _read_torchvision("fashion-mnist", Path(tmp), spec.image_size, False)
+        return _read_torchvision("fashion-mnist", Path(tmp), spec, False)
 
 
-def _read_torchvision(name: str, root: Path, image_size: int | None, download: bool) -> ImageArrays:
+def _read_torchvision(name: str, root: Path, spec: DataSpec, download: bool) -> ImageArrays:
     import torchvision.datasets as tvd
 
     cls = {"fashion-mnist": tvd.FashionMNIST, "cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
@@ -176,22 +181,40 @@ def _read_torchvision(name: str, root: Path, image_size: int | None, download: b
         x = np.asarray(ds.data, dtype=np.uint8)
         return (x[..., None] if x.ndim == 3 else x), np.asarray(ds.targets, dtype=np.int64)
 
-    return resized(ImageArrays(*arrays(train), *arrays(test), list(train.classes)), image_size)
+    return resized(ImageArrays(*arrays(train), *arrays(test), list(train.classes)), spec.image_size,
+                   spec.resize_mode)
 
 
-def resized(arrays: ImageArrays, image_size: int | None) -> ImageArrays:
-    """Images resized (the shorter side) and center-cropped to ``image_size`` squares; as they are without one."""
+def resized(arrays: ImageArrays, image_size: int | None, mode: str = "crop") -> ImageArrays:
+    """Images made ``image_size`` squares as :func:`to_square` does; as they are without a size."""
     if image_size is None or arrays.train_x.shape[1:3] == (image_size, image_size):
         return arrays
     import torch
-    import torchvision.transforms.v2.functional as F
 
     def resize(x):
-        t = torch.from_numpy(x).permute(0, 3, 1, 2)
-        t = F.center_crop(F.resize(t, image_size, antialias=True), image_size)
+        t = to_square(torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2), image_size, mode)
         return t.permute(0, 2, 3, 1).contiguous().numpy()
 
     return ImageArrays(resize(arrays.train_x), arrays.train_y, resize(arrays.test_x), arrays.test_y, arrays.classes)
+
+
+def to_square(images, size: int, mode: str):
+    """uint8 images ``(..., C, H, W)`` (a tensor) as ``size`` x ``size`` squares: ``crop`` resizes the shorter side to
+    ``size`` and center-crops the longer, ``pad`` resizes the longer side to ``size`` and pads the shorter with zeros
+    on both sides (centered), ``squash`` resizes each side to ``size``."""
+    import torchvision.transforms.v2.functional as F
+
+    height, width = images.shape[-2:]
+    if mode == "squash":
+        return F.resize(images, [size, size], antialias=True)
+    if mode == "crop":
+        return F.center_crop(F.resize(images, size, antialias=True), size)
+    # pad: the longer side becomes size, the shorter keeps the aspect ratio (at least one pixel)
+    scale = size / max(height, width)
+    new = [max(1, round(height * scale)), max(1, round(width * scale))]
+    images = F.resize(images, new, antialias=True)
+    top, left = (size - new[0]) // 2, (size - new[1]) // 2
+    return F.pad(images, [left, top, size - new[1] - left, size - new[0] - top], fill=0)
 
 
 def _read_imagefolder(source: Path, spec: DataSpec, download: bool, progress: bool) -> ImageArrays:
@@ -230,7 +253,7 @@ def _decode(folder: Path, samples: list[tuple[str, int]], classes: list[str], sp
     import torch
     from tqdm import tqdm
 
-    loader = torch.utils.data.DataLoader(_Decoder(samples, spec.image_size), batch_size=256,
+    loader = torch.utils.data.DataLoader(_Decoder(samples, spec.image_size, spec.resize_mode), batch_size=256,
                                          num_workers=min(4, os.cpu_count() or 1), collate_fn=_as_list)
     xs, ys, skipped, shape = [], [], [], None
     # closed on the way out, so an error below is printed after the bar is cleared, not appended to it
@@ -247,8 +270,8 @@ def _decode(folder: Path, samples: list[tuple[str, int]], classes: list[str], sp
                 shape = shape or x.shape
                 if x.shape != shape:
                     raise ProbeError(f"image {path!r} is {tuple(x.shape)} (channels, height, width), unlike the "
-                                     f"{tuple(shape)} before it; give an image size (--image-size) to resize and "
-                                     "center-crop every image to")
+                                     f"{tuple(shape)} before it; give an image size (--image-size) to resize every "
+                                     "image to (center-cropped, or as --resize-mode says)")
                 kept.append((x, label))
             if kept:
                 xs.append(torch.stack([x for x, _ in kept]).permute(0, 2, 3, 1).numpy())
@@ -274,13 +297,8 @@ class _Decoder:
     the reason in place of the image when the file cannot be decoded: an exception raised in a worker would reach the
     main process without the file's name."""
 
-    def __init__(self, samples: list[tuple[str, int]], image_size: int | None) -> None:
-        import torchvision.transforms.v2 as T
-
-        steps = [T.PILToTensor()]
-        if image_size is not None:
-            steps += [T.Resize(image_size, antialias=True), T.CenterCrop(image_size)]
-        self.samples, self.transform = samples, T.Compose(steps)
+    def __init__(self, samples: list[tuple[str, int]], image_size: int | None, mode: str = "crop") -> None:
+        self.samples, self.image_size, self.mode = samples, image_size, mode
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -288,7 +306,12 @@ class _Decoder:
     def __getitem__(self, index: int) -> tuple[str, int, object]:
         path, label = self.samples[index]
         image = _open_rgb(path)
-        return path, label, image if isinstance(image, str) else self.transform(image)
+        if isinstance(image, str):
+            return path, label, image
+        import torchvision.transforms.v2.functional as F
+
+        tensor = F.pil_to_tensor(image)
+        return path, label, tensor if self.image_size is None else to_square(tensor, self.image_size, self.mode)
 
 
 def _open_rgb(path: str):
@@ -312,9 +335,9 @@ def _as_list(batch: list) -> list:
 _READERS = {
     "idx-gz": _read_idx_gz,
     "imagefolder": _read_imagefolder,
-    "torchvision-fashion-mnist": lambda s, spec, d, p: _read_torchvision("fashion-mnist", s, spec.image_size, d),
-    "torchvision-cifar10": lambda s, spec, d, p: _read_torchvision("cifar10", s, spec.image_size, d),
-    "torchvision-cifar100": lambda s, spec, d, p: _read_torchvision("cifar100", s, spec.image_size, d),
+    "torchvision-fashion-mnist": lambda s, spec, d, p: _read_torchvision("fashion-mnist", s, spec, d),
+    "torchvision-cifar10": lambda s, spec, d, p: _read_torchvision("cifar10", s, spec, d),
+    "torchvision-cifar100": lambda s, spec, d, p: _read_torchvision("cifar100", s, spec, d),
 }
 
 

@@ -3,7 +3,9 @@
 ``random`` halves the classes with a seed (the paper's "similar" tasks, Yosinski et al. 2014, Sec. 3). The named
 semantic splits are the dissimilar tasks of the paper's Sec. 4.1 (ImageNet natural vs man-made) and their
 counterparts on the small datasets. ``file:PATH`` reads a user's JSON ``{"A": [...], "B": [...]}`` of class names or
-indices. Task A is always the first group a split's name mentions.
+indices, optionally with a ``"name"`` (a short label: letters, digits, ``-_.``) and a ``"note"`` (free text) for
+reports; a run reads the file once, when it is planned, and its plan keeps what it resolved to. Task A is always the
+first group a split's name mentions.
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ SEMANTIC_SPLITS = {
     "natural-man-made": ("imagenet (imagefolder)", _imagenet),
 }
 SPLITS = ("random", *SEMANTIC_SPLITS, "file:PATH")
+# What a split file may hold besides its two tasks: labels for reports, which change no network
+SPLIT_FILE_LABELS = ("name", "note")
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # The split of a one-directional plan, whose layers come from a source network trained elsewhere: every class (or a
 # study's chosen target classes) is task B, the target, and there is no task A
 TARGET_SPLIT = "target"
@@ -73,9 +78,16 @@ def check_split_name(split: str) -> None:
                          "source network)")
 
 
-def resolve_split(split: str, classes: list[str], seed: int | None = None) -> dict[str, list[str]]:
-    """Return ``{"A": [...], "B": [...]}``: each task's class names, in the dataset's class order."""
+def resolve_split(split: str, classes: list[str], seed: int | None = None,
+                  recorded: dict | None = None) -> dict:
+    """Return ``{"A": [...], "B": [...]}``: each task's class names, in the dataset's class order, with the
+    ``"name"`` and ``"note"`` a split file gives. ``recorded``: what a ``file:`` split resolved to when its run was
+    planned (the same dict, from the run's plan.json), used in place of the file, which a resumed run need not find
+    again (a relative path read from another directory, a file moved since); it is checked against ``classes``."""
     check_split_name(split)
+    if recorded is not None and split.startswith("file:"):
+        labels = {k: recorded[k] for k in SPLIT_FILE_LABELS if k in recorded}
+        return {**_checked(split, classes, list(recorded["A"]), list(recorded["B"])), **labels}
     if split == TARGET_SPLIT:
         return {"A": [], "B": list(classes)}
     if split == "random":
@@ -87,7 +99,8 @@ def resolve_split(split: str, classes: list[str], seed: int | None = None) -> di
         a = [c for i, c in enumerate(classes) if i in set(chosen.tolist())]
         return _checked(split, classes, a, [c for c in classes if c not in a])
     if split.startswith("file:"):
-        return _checked(split, classes, *_read_split_file(split[len("file:"):], classes))
+        a, b, labels = _read_split_file(split[len("file:"):], classes)
+        return {**_checked(split, classes, a, b), **labels}
     meant_for, groups = SEMANTIC_SPLITS[split]
     a, b = groups(classes)
     missing = [c for c in a + b if c not in classes]
@@ -97,7 +110,8 @@ def resolve_split(split: str, classes: list[str], seed: int | None = None) -> di
     return _checked(split, classes, a, b)
 
 
-def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str]]:
+def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str], dict[str, str]]:
+    """Task A's and task B's class names, and the file's labels (name, note; those it gives)."""
     try:
         with open(path) as f:
             obj = json.load(f)
@@ -113,9 +127,9 @@ def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str
                          '{"A": [...], "B": [...]}') from None
     except json.JSONDecodeError as e:
         raise ProbeError(f"split file {path!r} is not JSON: {e}") from None
-    if not isinstance(obj, dict) or set(obj) != {"A", "B"}:
-        raise ProbeError(f"split file {path!r} must hold an object with exactly the keys 'A' and 'B', "
-                         f"got {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
+    if not isinstance(obj, dict) or not {"A", "B"} <= set(obj) <= {"A", "B", *SPLIT_FILE_LABELS}:
+        raise ProbeError(f"split file {path!r} must hold an object with the keys 'A' and 'B' (and optionally "
+                         f"'name' and 'note'), got {sorted(obj) if isinstance(obj, dict) else type(obj).__name__}")
     tasks = []
     for task in ("A", "B"):
         if not isinstance(obj[task], list):
@@ -133,7 +147,20 @@ def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str
                 c = classes[c]
             names.append(c)
         tasks.append(names)
-    return tasks[0], tasks[1]
+    return tasks[0], tasks[1], _labels(path, obj)
+
+
+def _labels(path: str, obj: dict) -> dict[str, str]:
+    """A split file's name and note, checked: the name is shown where the split is (reports, ``probe plan``), so
+    it is a short label that is safe in a file name or a table cell; the note is any one string."""
+    name, note = obj.get("name"), obj.get("note")
+    if name is not None and not (isinstance(name, str) and _SPLIT_NAME.fullmatch(name)):
+        raise ProbeError(f"split file {path!r}: name {name!r} must be 1 to 64 letters, digits, '-', '_' or '.'")
+    if name is not None and (name in SPLITS or name == TARGET_SPLIT):
+        raise ProbeError(f"split file {path!r}: name {name!r} is one of probe's own splits; choose another")
+    if note is not None and not isinstance(note, str):
+        raise ProbeError(f"split file {path!r}: note {note!r} must be a string")
+    return {k: obj[k] for k in SPLIT_FILE_LABELS if obj.get(k) is not None}
 
 
 def _checked(split: str, classes: list[str], a: list[str], b: list[str]) -> dict[str, list[str]]:

@@ -29,8 +29,24 @@ class TaskData:
     test_y: np.ndarray
 
 
-def task_data(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> TaskData:
-    """Select ``classes`` from ``arrays``: labels follow the order of ``classes``."""
+@dataclass(frozen=True)
+class TaskIndices:
+    """Which images of the dataset a task uses: indices into its train split (``train``, ``val``) and test split
+    (``test``), ascending, with their labels ``*_y`` in 0..len(classes)-1. Only labels are read to choose them, so a
+    plan can count a task's images without copying any."""
+
+    classes: list[str]
+    train: np.ndarray
+    train_y: np.ndarray
+    val: np.ndarray
+    val_y: np.ndarray
+    test: np.ndarray
+    test_y: np.ndarray
+
+
+def task_indices(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> TaskIndices:
+    """Select ``classes`` from ``arrays``: labels follow the order of ``classes``; at most ``spec.train_per_class``
+    training and ``spec.test_per_class`` test images per class, then the validation fraction held out of train."""
     unknown = [c for c in classes if c not in arrays.classes]
     if unknown:
         raise ProbeError(f"class {unknown[0]!r} is not in the dataset (its classes: {', '.join(arrays.classes)})")
@@ -38,16 +54,17 @@ def task_data(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> TaskDa
     relabel = np.full(len(arrays.classes), -1, dtype=np.int64)
     relabel[index] = np.arange(len(classes))
 
-    def pick(x, y):
+    def pick(y, per_class):
         keep = np.flatnonzero(relabel[np.asarray(y)] >= 0)
-        return keep, relabel[np.asarray(y)[keep]]
-
-    train_idx, train_y = pick(arrays.train_x, arrays.train_y)
-    if spec.train_per_class is not None:
+        labels = relabel[np.asarray(y)[keep]]
+        if per_class is None:
+            return keep, labels
         rng = np.random.default_rng(_HOLDOUT_SEED)
-        chosen = [rng.permutation(np.flatnonzero(train_y == k))[: spec.train_per_class] for k in range(len(classes))]
-        chosen = np.sort(np.concatenate(chosen))
-        train_idx, train_y = train_idx[chosen], train_y[chosen]
+        chosen = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == k))[:per_class]
+                                         for k in range(len(classes))]))
+        return keep[chosen], labels[chosen]
+
+    train_idx, train_y = pick(arrays.train_y, spec.train_per_class)
     val_idx = np.array([], dtype=np.int64)
     val_y = np.array([], dtype=np.int64)
     if spec.val_fraction > 0:
@@ -55,13 +72,32 @@ def task_data(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> TaskDa
             train_idx, val_idx, train_y, val_y = train_test_split(
                 train_idx, train_y, test_size=spec.val_fraction, stratify=train_y, random_state=_HOLDOUT_SEED)
         except ValueError as e:
+            counts = np.bincount(train_y, minlength=len(classes))
             per_class = f", train_per_class {spec.train_per_class}" if spec.train_per_class else ""
             raise ProbeError(f"cannot hold out a stratified validation fraction {spec.val_fraction} from "
-                             f"{len(train_y)} training images of {len(classes)} classes{per_class} ({e}); use more "
-                             "images per class or a validation fraction of 0") from None
-    test_idx, test_y = pick(arrays.test_x, arrays.test_y)
+                             f"{len(train_y)} training images of {len(classes)} classes{per_class}: the smallest "
+                             f"class {classes[counts.argmin()]!r} has {counts.min()} ({e}); use more images per "
+                             "class or a validation fraction of 0") from None
+    test_idx, test_y = pick(arrays.test_y, spec.test_per_class)
     if len(test_idx) == 0:
         raise ProbeError(f"the dataset's test split has no image of classes {classes}")
-    return TaskData(list(classes), np.asarray(arrays.train_x[np.sort(train_idx)]), train_y[np.argsort(train_idx)],
-                    np.asarray(arrays.train_x[np.sort(val_idx)]), val_y[np.argsort(val_idx)],
-                    np.asarray(arrays.test_x[test_idx]), test_y)
+    train_order, val_order = np.argsort(train_idx), np.argsort(val_idx)
+    return TaskIndices(list(classes), train_idx[train_order], train_y[train_order], val_idx[val_order],
+                       val_y[val_order], test_idx, test_y)
+
+
+def task_data(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> TaskData:
+    """The images :func:`task_indices` selects, copied out of ``arrays`` (which may be memory-mapped)."""
+    t = task_indices(arrays, classes, spec)
+    return TaskData(t.classes, np.asarray(arrays.train_x[t.train]), t.train_y, np.asarray(arrays.train_x[t.val]),
+                    t.val_y, np.asarray(arrays.test_x[t.test]), t.test_y)
+
+
+def task_counts(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> dict:
+    """How many images a task trains, validates and tests on (after the per-class caps and the hold-out), with its
+    smallest and largest class by training images as ``(name, count)``: what a plan shows before anything trains."""
+    t = task_indices(arrays, classes, spec)
+    per_class = np.bincount(t.train_y, minlength=len(classes))
+    return {"train": len(t.train), "val": len(t.val), "test": len(t.test),
+            "smallest": (classes[per_class.argmin()], int(per_class.min())),
+            "largest": (classes[per_class.argmax()], int(per_class.max()))}

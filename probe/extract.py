@@ -2,9 +2,10 @@
 
 The store is a tree with one group per network (its id, e.g. ``random-s0/init0/A3B+``), one variable per cut layer
 (through the architecture's ``forward_intermediates``) plus ``logits``. Every network of a run sees the same test
-images in the same order, so groups line up sample by sample. Batches are appended as they come, so memory stays
-bounded. How a group is written so that it is whole or marked incomplete, and checked before it is trusted, is
-:mod:`probe.activation_store`'s.
+images in the same order, so groups line up sample by sample; that order is a seeded shuffle, so that consecutive
+samples (a streaming estimator's minibatches) are random draws rather than one class after another. Batches are
+appended as they come, so memory stays bounded. How a group is written so that it is whole or marked incomplete,
+and checked before it is trusted, is :mod:`probe.activation_store`'s.
 """
 
 from __future__ import annotations
@@ -48,24 +49,32 @@ from probe.sweep import read_run_data
 from probe.train import resolve_device
 
 IMAGE_TASKS = ("target", "source", "both")
+PER_CLASS_MODES = ("exactly", "at-most")
 DTYPES = ("float32", "float16")
+# A group's "sample_order" attr: its samples are in the seeded shuffled order. Groups written before lack it (their
+# samples are sorted by test-set index, so by class) and are written again, so that a store's groups line up
+SAMPLE_ORDER = "shuffled"
 
 
 @dataclass(frozen=True)
 class ExtractionImages:
     """Which test images go through every network (``--probe-set``): the target task's (default), the source
     task's (the task whose base donated the copied layers; the target for base and random networks), or both
-    tasks'; optionally a seeded, class-balanced subset of ``per_class`` images per class."""
+    tasks'; optionally a seeded subset of ``per_class`` images per class: ``exactly`` that many (a class with fewer
+    is refused, so the set is balanced), or ``at-most`` that many (a class with fewer gives all of its own)."""
 
     tasks: str = "target"
     per_class: int | None = None
     seed: int = 0
+    per_class_mode: str = "exactly"
 
     def __post_init__(self) -> None:
         if self.tasks not in IMAGE_TASKS:
             raise ProbeError(f"probe set {self.tasks!r} is not one of {', '.join(IMAGE_TASKS)}")
         if self.per_class is not None and self.per_class < 1:
             raise ProbeError(f"per-class probe size {self.per_class} must be a positive integer")
+        if self.per_class_mode not in PER_CLASS_MODES:
+            raise ProbeError(f"per-class mode {self.per_class_mode!r} is not one of {', '.join(PER_CLASS_MODES)}")
 
     def classes(self, spec: NetworkSpec) -> list[str]:
         """The classes of the images for ``spec``, in the dataset's class order (A's then B's for ``both``)."""
@@ -77,20 +86,24 @@ class ExtractionImages:
         return list(spec.classes_a if task == "A" else spec.classes_b)
 
     def indices(self, arrays: ImageArrays, classes: list[str]) -> np.ndarray:
-        """Test-split indices of the images, in ascending order (the same order for every network)."""
+        """Test-split indices of the images, in a permutation seeded by ``seed``: the same set of images comes in
+        the same order for every network, and consecutive images are random draws of the set, not sorted by class."""
         labels = np.asarray(arrays.test_y)
         wanted = [arrays.classes.index(c) for c in classes]
-        if self.per_class is None:
-            return np.flatnonzero(np.isin(labels, wanted))
         rng = np.random.default_rng(self.seed)
-        picked = []
-        for k in wanted:
-            members = np.flatnonzero(labels == k)
-            if len(members) < self.per_class:
-                raise ProbeError(f"class {arrays.classes[k]!r} has {len(members)} test images, fewer than the "
-                                 f"{self.per_class} per class asked for")
-            picked.append(rng.choice(members, self.per_class, replace=False))
-        return np.sort(np.concatenate(picked))
+        if self.per_class is None:
+            return rng.permutation(np.flatnonzero(np.isin(labels, wanted)))
+        members = [np.flatnonzero(labels == k) for k in wanted]
+        sizes = [len(m) for m in members]
+        if self.per_class_mode == "exactly" and min(sizes) < self.per_class:
+            smallest = int(np.argmin(sizes))
+            raise ProbeError(f"class {classes[smallest]!r} has the fewest test images, {sizes[smallest]}, fewer "
+                             f"than the {self.per_class} per class asked for; ask for at most {sizes[smallest]} per "
+                             "class, or take at most that many of each class with --per-class-mode at-most "
+                             "(per_class_mode='at-most')")
+        picked = [rng.choice(m, min(self.per_class, len(m)), replace=False) for m in members]
+        # the subset chosen as before shuffled order existed, then shuffled
+        return rng.permutation(np.sort(np.concatenate(picked)))
 
 
 @dataclass(frozen=True)
@@ -159,7 +172,7 @@ def _group_attrs(spec: NetworkSpec, images: ExtractionImages, reduction: Reducti
     return {"spec": json.dumps(spec.to_dict(), sort_keys=True), "network": spec.id, "name": spec.name,
             "probe_set": json.dumps(asdict(images)), "reduction": json.dumps(asdict(reduction)),
             "weights": str(weights), "weights_fingerprint": fingerprint, "layers": json.dumps(layers),
-            "complete": False}
+            "sample_order": SAMPLE_ORDER, "complete": False}
 
 
 def weights_fingerprint(path: Path) -> str:
@@ -346,10 +359,16 @@ def extract_one(run_dir: Path, planned: PlannedNetwork, store: Path, arrays: Ima
     damage = verify_group(store, spec.id, list(planned.cut_points)) if (store / spec.id).exists() else None
     done = group_attrs(store, spec.id) if (store / spec.id).exists() and damage is None else None
     if done is not None and done.get("weights_fingerprint") == weights_fingerprint(weights):
-        if (json.loads(done["probe_set"]), json.loads(done["reduction"])) != (asdict(images), asdict(reduction)):
+        # fields added since a group was written compare at their defaults (a group without per_class_mode took
+        # exactly per_class images of each class)
+        probe_set = {**asdict(ExtractionImages()), **json.loads(done["probe_set"])}
+        if (probe_set, json.loads(done["reduction"])) != (asdict(images), asdict(reduction)):
             raise ProbeError(f"{store} already holds {spec.id} with probe set {done['probe_set']} and reduction "
                              f"{done['reduction']}; write other settings to another store (--out)")
-        return "skipped", None
+        if done.get("sample_order") == SAMPLE_ORDER:
+            return "skipped", None
+        damage = ("its samples are sorted by class (written before probe shuffled them); written again in the "
+                  "shuffled order the other groups have")
     model = build_model(spec)
     try:
         load_state(model, load_weights(weights, spec)[0], weights)

@@ -22,7 +22,7 @@ from probe.data.splits import TARGET_SPLIT, check_split_name, resolve_split, spl
 from probe.errors import ProbeError
 from probe.run import Run
 from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec
-from probe.variants import CUT_NAMES, ONE_DIRECTION, SOURCE_CUT_NAMES, TASKS, Variant
+from probe.variants import CUT_NAMES, ONE_DIRECTION, SOURCE_CUT_NAMES, STITCH_NAMES, TASKS, Variant
 
 PLAN_VERSION = 1
 
@@ -80,7 +80,7 @@ class Study:
             object.__setattr__(self, "data", complete_data_spec(self.data))
 
     def _check_variants(self) -> None:
-        allowed = SOURCE_CUT_NAMES if self.source else CUT_NAMES
+        allowed = SOURCE_CUT_NAMES if self.source else (*CUT_NAMES, *STITCH_NAMES)
         for v in self.variants:
             if v in allowed:
                 continue
@@ -89,6 +89,9 @@ class Study:
                                  f"networks are SnB and SnB+ (variants: some of {', '.join(allowed)})")
             if v in SOURCE_CUT_NAMES:
                 raise ProbeError(f"variant {v} copies its layers from a source network file; name one (--source)")
+            if v in STITCH_NAMES:
+                raise ProbeError(f"variant {v} stitches two base networks of the study; a study with a source "
+                                 "network trains only task B's")
             raise ProbeError(f"unknown variant {v!r}; expected some of {', '.join(allowed)} "
                              "(base networks are always planned)")
 
@@ -123,6 +126,14 @@ class PlannedNetwork:
     spec: NetworkSpec
     depends_on: tuple[str, ...]
     layers: tuple[str, ...]  # the architecture's layers, bottom up, as its networks name them
+    # A split file's name and note (plan.json's "split_files"), for reports: labels only, so no spec or id has them
+    split_name: str | None = None
+    split_note: str | None = None
+
+    @property
+    def split_labels(self) -> dict[str, str]:
+        """Its split file's name and note, those the file gives."""
+        return {k: v for k, v in (("name", self.split_name), ("note", self.split_note)) if v is not None}
 
     @property
     def cut_points(self) -> tuple[str, ...]:
@@ -130,8 +141,11 @@ class PlannedNetwork:
         return self.layers[:-1]
 
 
-def make_plan(study: Study, classes: list[str], in_channels: int, image_size: int) -> list[PlannedNetwork]:
-    """The networks of ``study`` on a dataset with these ``classes`` and images of this shape, bases first."""
+def make_plan(study: Study, classes: list[str], in_channels: int, image_size: int,
+              recorded: dict[str, dict] | None = None) -> list[PlannedNetwork]:
+    """The networks of ``study`` on a dataset with these ``classes`` and images of this shape, bases first.
+    ``recorded``: what the ``file:`` splits of the run's existing plan resolved to (:func:`recorded_splits`), used in
+    place of reading their files again."""
     input_size = study.recipe.crop_size or image_size
     if input_size > image_size + 2 * study.recipe.crop_padding:
         raise ProbeError(f"crop size {input_size} is larger than the {image_size}-pixel images padded by "
@@ -147,12 +161,13 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
                              f"({', '.join(arch.cut_points)})")
     init_seeds = study.init_seeds or study.seeds
     targets = ONE_DIRECTION if study.source else TASKS
-    bases, others = [], []
+    bases, others, labels = [], [], {}
     for split in study.splits:
         seeded = split_is_seeded(split)
         replicates = list(zip(study.seeds, init_seeds)) if seeded else [(None, s) for s in init_seeds]
         for split_seed, init_seed in replicates:
-            tasks = _tasks(study, split, classes, split_seed)
+            tasks = _tasks(study, split, classes, split_seed, (recorded or {}).get(split))
+            labels[split] = (tasks.get("name"), tasks.get("note"))
             common = dict(data=study.data, split=split, split_seed=split_seed, init_seed=init_seed, arch=study.arch,
                           recipe=study.recipe, classes_a=tasks["A"], classes_b=tasks["B"], in_channels=in_channels,
                           input_size=input_size)
@@ -164,14 +179,79 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
                         donor = study.source if v.source == "external" else None
                         others.append(NetworkSpec(target=target, variant=v.family, source=v.source_task(target),
                                                   cut=n, fine_tune=v.fine_tune, source_network=donor, **common))
+    _check_split_names(labels)
     if study.source is not None and bases:
         _check_source(study.source, bases[0], max(cuts, default=0))
-    return [PlannedNetwork(s, (s.parent.id,) if s.parent else (), arch.layers) for s in bases + others]
+    return [PlannedNetwork(s, tuple(p.id for p in s.parents), arch.layers, *labels[s.split])
+            for s in bases + others]
 
 
-def _tasks(study: Study, split: str, classes: list[str], split_seed: int | None) -> dict[str, list[str]]:
-    """The split's tasks; on split ``target``, task B is narrowed to the study's target classes, if it names any."""
-    tasks = resolve_split(split, classes, split_seed)
+def recorded_splits(plan: list[PlannedNetwork]) -> dict[str, dict]:
+    """What each ``file:`` split of ``plan`` resolved to, as :func:`resolve_split` returns it (its tasks, name and
+    note): a run reads its split files once, when it is planned (see :func:`make_plan`)."""
+    out = {}
+    for p in plan:
+        if p.spec.split.startswith("file:"):
+            out[p.spec.split] = {"A": list(p.spec.classes_a), "B": list(p.spec.classes_b), **p.split_labels}
+    return out
+
+
+def task_summaries(plan: list[PlannedNetwork], arrays) -> list[dict]:
+    """What each split and split seed of ``plan`` trains on: ``split``, ``split_seed``, its ``replicates`` (their
+    ids' first part), its file's ``name`` and ``note`` where given, and ``tasks``: per task with classes, its
+    ``classes`` and the image counts of :func:`probe.data.tasks.task_counts`. ``arrays``: the dataset's images."""
+    from probe.data.tasks import task_counts  # sklearn, which reading a run (status, analyze) does without
+
+    out: dict[tuple, dict] = {}
+    for p in plan:
+        spec = p.spec
+        key = (spec.split, spec.split_seed)
+        if key not in out:
+            tasks = {task: {"classes": list(classes), **task_counts(arrays, list(classes), spec.data)}
+                     for task, classes in (("A", spec.classes_a), ("B", spec.classes_b)) if classes}
+            out[key] = {"split": spec.split, "split_seed": spec.split_seed, "replicates": [], **p.split_labels,
+                        "tasks": tasks}
+        if spec.replicate not in out[key]["replicates"]:
+            out[key]["replicates"].append(spec.replicate)
+    return list(out.values())
+
+
+def format_task_summaries(summaries: list[dict], names_shown: int = 20) -> list[str]:
+    """:func:`task_summaries` as lines for a terminal (no line starts with an id, so a plan's network lines stay the
+    only ones that do); a task of more than ``names_shown`` classes lists its first ones."""
+    lines = []
+    for s in summaries:
+        split = s["split"] if s["split_seed"] is None else f"{s['split']} seed {s['split_seed']}"
+        named = f"{s['name']} ({split})" if "name" in s else split
+        lines.append(f"split {named}, replicates {', '.join(s['replicates'])}")
+        if "note" in s:
+            lines.append(f"  note: {s['note']}")
+        for task, t in s["tasks"].items():
+            names = ", ".join(t["classes"][:names_shown]) + (", ..." if len(t["classes"]) > names_shown else "")
+            (small, n_small), (large, n_large) = t["smallest"], t["largest"]
+            lines.append(f"  task {task}, {len(t['classes'])} classes: {names}")
+            lines.append(f"    train {t['train']} (smallest class {small!r}: {n_small}, largest {large!r}: {n_large}), "
+                         f"val {t['val']}, test {t['test']}")
+    return lines
+
+
+def _check_split_names(labels: dict[str, tuple[str | None, str | None]]) -> None:
+    """Reports show a split file's name in place of its path, so two splits of a study may not share one."""
+    named = {}
+    for split, (name, _) in labels.items():
+        if name is None:
+            continue
+        if name in named:
+            raise ProbeError(f"split files {named[name][len('file:'):]!r} and {split[len('file:'):]!r} are both "
+                             f"named {name!r}; give each split of a study its own name")
+        named[name] = split
+
+
+def _tasks(study: Study, split: str, classes: list[str], split_seed: int | None,
+           recorded: dict | None = None) -> dict:
+    """The split's tasks (with a split file's name and note); on split ``target``, task B is narrowed to the
+    study's target classes, if it names any."""
+    tasks = resolve_split(split, classes, split_seed, recorded)
     if study.target_classes is None:
         return tasks
     unknown = [c for c in study.target_classes if c not in classes]
@@ -193,9 +273,16 @@ def _check_source(source: SourceSpec, spec: NetworkSpec, cut: int) -> None:
 
 
 def plan_to_dict(study: Study, plan: list[PlannedNetwork]) -> dict:
-    return {"version": PLAN_VERSION, "study": study.to_dict(),
-            "networks": [{"id": p.spec.id, "depends_on": list(p.depends_on), "layers": list(p.layers),
-                          "spec": p.spec.to_dict()} for p in plan]}
+    """plan.json: the study, the networks and, when a split file names itself or carries a note, ``split_files``:
+    ``{"file:PATH": {"name": ..., "note": ...}}`` keyed by the split as the networks' specs give it (absent otherwise,
+    so a plan without them reads as before)."""
+    d = {"version": PLAN_VERSION, "study": study.to_dict(),
+         "networks": [{"id": p.spec.id, "depends_on": list(p.depends_on), "layers": list(p.layers),
+                       "spec": p.spec.to_dict()} for p in plan]}
+    labels = {p.spec.split: p.split_labels for p in plan if p.split_labels}
+    if labels:
+        d["split_files"] = labels
+    return d
 
 
 def study_from_dict(d: dict) -> Study:
@@ -236,9 +323,14 @@ def read_plan_file(path: Path) -> tuple[dict, Study, list[PlannedNetwork]]:
                          "with the probe that wrote it")
     try:
         study = study_from_dict(d["study"])
-        plan = [PlannedNetwork(NetworkSpec.from_dict(n["spec"]), tuple(n["depends_on"]),
-                               tuple(n["layers"]) if "layers" in n else _declared_layers(path, study))
-                for n in d["networks"]]
+        labels = d.get("split_files", {})
+        plan = []
+        for n in d["networks"]:
+            spec = NetworkSpec.from_dict(n["spec"])
+            label = labels.get(spec.split, {})
+            plan.append(PlannedNetwork(spec, tuple(n["depends_on"]),
+                                       tuple(n["layers"]) if "layers" in n else _declared_layers(path, study),
+                                       label.get("name"), label.get("note")))
         return d, study, plan
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # ProbeError is a ValueError
         raise ProbeError(f"{path} does not describe a plan ({type(e).__name__}: {e}); {fix}") from None

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.variants import FAMILIES, TASKS, Variant, family_source_task
+from probe.variants import FAMILIES, STITCH_FAMILIES, TASKS, Variant, family_source_task
 
 INITS = ("gaussian", "kaiming", "none")  # none: keep the builder's own initialization
 SCHEDULES = ("step", "cosine", "constant")
 UNREADABLE = ("error", "skip")
+RESIZE_MODES = ("crop", "pad", "squash")
 # Seeds go into numpy (non-negative) and torch (below 2**64) generators, some scaled on the way (``init_seed *
 # 1_000_003 + 29`` in training): below 2**32, every seed derived that way is still below 2**63.
 SEED_LIMIT = 2**32
@@ -49,28 +50,45 @@ def _non_finite(value: Any) -> bool:
 
 @dataclass(frozen=True)
 class DataSpec:
-    """Which images: a dataset by name, where it lives, and how much of its training split to use.
+    """Which images: a dataset by name, where it lives, how they are sized, and how much of each split to use.
 
     ``name`` is one of probe's datasets (``cifar10``, ``imagefolder:PATH``, ...), a registered dataset, or a
     function's import path ``module:function`` (:mod:`probe.data.custom`). ``builder``: where a dataset registered
-    outside probe is defined (a study fills it in from the registry), so that every other process imports it."""
+    outside probe is defined (a study fills it in from the registry), so that every other process imports it.
+
+    ``image_size`` makes every image an ``image_size`` square, as ``resize_mode`` says: ``crop`` resizes the shorter
+    side and center-crops (the longer side loses its ends), ``pad`` resizes the longer side and pads the shorter
+    one with zeros (the whole image is kept, smaller), ``squash`` resizes both sides (the aspect ratio changes).
+
+    ``train_per_class`` and ``test_per_class`` keep at most that many images of each class of a task, a seeded
+    subset that every network of a run shares (the training cap applies before the validation hold-out). A class
+    with fewer keeps all of its own, so a capped split is balanced only when every class has at least that many."""
 
     name: str
     root: str | None = None
-    image_size: int | None = None  # resize + center-crop side for image-folder trees of mixed sizes
-    train_per_class: int | None = None  # keep only this many training images per class (smoke runs)
+    image_size: int | None = None  # the side images are resized to (image-folder trees of mixed sizes)
+    resize_mode: str = "crop"  # how a non-square image becomes an image_size square: crop, pad or squash
+    train_per_class: int | None = None  # at most this many training images per class (smoke runs, balancing)
+    test_per_class: int | None = None  # at most this many test images per class (None: every one)
     val_fraction: float = 0.1  # held out of train, stratified, for model selection; test is only reported
     unreadable: str = "error"  # image-folder files that cannot be decoded: "error" names the first, "skip" drops them
     builder: str | None = None
 
     def __post_init__(self) -> None:
         _check_choice("unreadable", self.unreadable, UNREADABLE)
+        _check_choice("resize mode", self.resize_mode, RESIZE_MODES)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ProbeError(f"val_fraction {self.val_fraction} must lie in [0, 1)")
-        if self.train_per_class is not None and self.train_per_class < 1:
-            raise ProbeError(f"train_per_class {self.train_per_class} must be a positive integer")
+        for name in ("train_per_class", "test_per_class"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                                      or value < 1):
+                raise ProbeError(f"{name} {value!r} must be a positive integer")
         if self.image_size is not None and self.image_size < 8:
             raise ProbeError(f"image_size {self.image_size} must be at least 8 pixels")
+        if self.resize_mode != "crop" and self.image_size is None:
+            # without a size nothing is resized, and a spec that names a mode it does not use would mislead
+            raise ProbeError(f"resize mode {self.resize_mode!r} needs an image size to resize to (--image-size)")
 
 
 @dataclass(frozen=True)
@@ -238,6 +256,8 @@ class NetworkSpec:
                     f"not {self.source}")
             if self.variant == "random" and self.fine_tune:
                 raise ProbeError("the random-weights baseline keeps its first n layers frozen; it has no '+' form")
+            if self.variant in STITCH_FAMILIES and self.fine_tune:
+                raise ProbeError("a stitched network trains only its stitch; it has no '+' form")
         if (self.variant == "source") != (self.source_network is not None):
             raise ProbeError("a source-transfer network, and only one, copies its layers from a source network file")
 
@@ -264,9 +284,23 @@ class NetworkSpec:
     @property
     def parent(self) -> NetworkSpec | None:
         """The base network whose first ``cut`` layers this one copies, or None."""
-        if self.variant not in ("selffer", "transfer"):
+        if self.variant not in ("selffer", "transfer", *STITCH_FAMILIES):
             return None
         return dataclasses.replace(self, variant="base", target=self.source, source=None, cut=0, fine_tune=False)
+
+    @property
+    def top_parent(self) -> NetworkSpec | None:
+        """A stitched network's other parent: the base of its target task, whose layers cut+1..L it runs above the
+        stitch (None for every other network)."""
+        if self.variant not in STITCH_FAMILIES:
+            return None
+        return dataclasses.replace(self, variant="base", source=None, cut=0, fine_tune=False)
+
+    @property
+    def parents(self) -> tuple[NetworkSpec, ...]:
+        """Every network this one copies layers from, each once."""
+        found = [p for p in (self.parent, self.top_parent) if p is not None]
+        return tuple(p for i, p in enumerate(found) if p not in found[:i])
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

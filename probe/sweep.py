@@ -33,7 +33,7 @@ from probe.errors import ProbeError
 from probe.executor import Executor, Future, LocalExecutor
 from probe.loaded import loaded_dataset
 from probe.lock import LockUnsupported, NetworkBusy
-from probe.plan import PlannedNetwork, Study, make_plan, plan_to_dict, read_plan_file, write_plan
+from probe.plan import PlannedNetwork, Study, make_plan, plan_to_dict, read_plan_file, recorded_splits, write_plan
 from probe.run import NetworkFiles, Run
 from probe.spec import DataSpec, NetworkSpec, SourceSpec
 from probe.state import network_state
@@ -51,14 +51,20 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
     """Resolve ``study`` against its dataset; with a ``run_dir``, write (or check) the run's plan.json.
 
     With ``extend``, a run may grow into ``study`` (more seeds, splits, cuts or variants) as long as every network
-    it already plans stays planned with the same spec, so nothing finished is invalidated."""
+    it already plans stays planned with the same spec, so nothing finished is invalidated.
+
+    The ``file:`` splits the run's plan already holds are taken from it, not read again: resuming a run needs no
+    split file (a relative path from another directory, a file moved since), and a file edited since cannot change
+    a network already planned; a split new to the run is read from its file."""
     arrays = load_dataset(study.data, cache_dir, download, progress)
-    plan = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1])
+    path = Run(run_dir).plan if run_dir is not None else None
+    existing = read_plan_file(path)[1:] if path is not None and path.exists() else None
+    plan = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1],
+                     recorded_splits(existing[1]) if existing else None)
     if run_dir is not None:
-        path = Run(run_dir).plan
-        if path.exists():
+        if existing is not None:
             # the stored plan as this probe writes it, so fields added since it was written compare at their defaults
-            stored = json.loads(json.dumps(plan_to_dict(*read_plan_file(path)[1:])))
+            stored = json.loads(json.dumps(plan_to_dict(*existing)))
             now = json.loads(json.dumps(plan_to_dict(study, plan)))
             if stored == now:
                 return plan, arrays
