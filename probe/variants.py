@@ -9,6 +9,10 @@ random layers stay frozen unless the variant is fine-tuned.
 A plan whose donor is a network trained elsewhere (a source file, :class:`probe.spec.SourceSpec`) is one-directional:
 it trains only on task B, and the source-transfer networks ``SnB`` and ``SnB+`` (layers 1..n copied from the source
 network, frozen or fine-tuned) take the places of AnB and AnB+.
+
+Two more variants probe the features directly, by model stitching (:mod:`probe.architectures.stitch`): ``AnB-stitch``
+runs layers 1..n of baseA, a trainable stitching layer and layers n+1..L of baseB, all but the stitch frozen; its
+control ``BnB-stitch`` stitches baseB to itself. A study plans them only when asked (``--variants``).
 """
 
 from __future__ import annotations
@@ -52,7 +56,8 @@ class Variant:
         if self.family == "base":
             return f"base{target}"
         donor = {"external": "S", "none": "R"}.get(self.source) or self.source_task(target)
-        return f"{donor}{cut}{target}{'+' if self.fine_tune else ''}"
+        suffix = "-stitch" if self.family in STITCH_FAMILIES else "+" if self.fine_tune else ""
+        return f"{donor}{cut}{target}{suffix}"
 
     @classmethod
     def named(cls, name: str) -> Variant:
@@ -85,8 +90,13 @@ CUT_VARIANTS = (_BNB, _BNB_PLUS,
 # The same for a one-directional plan: SnB and SnB+ where the paper's plan has AnB and AnB+
 SOURCE_CUT_VARIANTS = (_BNB, _BNB_PLUS, *SOURCE_VARIANTS, _RNB)
 VARIANTS = (BASE, *CUT_VARIANTS)  # the paper's
-EVERY_VARIANT = (*VARIANTS, *SOURCE_VARIANTS)
-CUT_NAMES = tuple(v.name for v in CUT_VARIANTS)  # what a study's variants are chosen from
+# Model stitching: the bottom of the source task's base, a trainable stitch, the frozen top of the target's base
+STITCH_VARIANTS = (Variant("BnB-stitch", "self-stitch", fine_tune=False, source="own"),
+                   Variant("AnB-stitch", "stitch", fine_tune=False, source="other"))
+STITCH_FAMILIES = ("self-stitch", "stitch")
+EVERY_VARIANT = (*VARIANTS, *SOURCE_VARIANTS, *STITCH_VARIANTS)
+CUT_NAMES = tuple(v.name for v in CUT_VARIANTS)  # a study's default variants
+STITCH_NAMES = tuple(v.name for v in STITCH_VARIANTS)  # planned when a study names them
 SOURCE_CUT_NAMES = tuple(v.name for v in SOURCE_CUT_VARIANTS)  # ... and those of a study with a source network
 FAMILIES = tuple(dict.fromkeys(v.family for v in EVERY_VARIANT))
 

@@ -8,9 +8,11 @@ from torch import nn
 from probe.architectures.builders import layered_network
 from probe.architectures.layered import LayeredNet
 from probe.architectures.registry import check_arch_spec
+from probe.architectures.stitch import add_stitch
 from probe.errors import ProbeError
 from probe.plugins import reason
 from probe.spec import ArchSpec, NetworkSpec
+from probe.variants import STITCH_FAMILIES
 
 
 def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int, seed: int) -> LayeredNet:
@@ -28,8 +30,12 @@ def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size
 
 
 def build_model(spec: NetworkSpec) -> LayeredNet:
-    """The network ``spec`` describes, freshly initialized from its init seed (nothing copied, nothing frozen)."""
-    return build_network(spec.arch, spec.in_channels, len(spec.target_classes), spec.input_size, spec.init_seed)
+    """The network ``spec`` describes, freshly initialized from its init seed (nothing copied, nothing frozen); a
+    stitched network's with its stitch after layer ``cut``."""
+    net = build_network(spec.arch, spec.in_channels, len(spec.target_classes), spec.input_size, spec.init_seed)
+    if spec.variant in STITCH_FAMILIES:
+        add_stitch(net, spec.cut, spec.in_channels, spec.input_size, spec.init_seed)
+    return net
 
 
 def network_layers(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int) -> tuple[str, ...]:

@@ -3,6 +3,11 @@
 A network is a sequence of named stages; stage i (1-based) is the paper's layer i, so layers 1..L-1 are the cut
 points and stage L is the classifier. Cutting, freezing, re-initializing and activation extraction all address
 layers through this class (after timm's ``feature_info`` / ``forward_intermediates``).
+
+A stitched network (Lenc & Vedaldi 2015; Bansal, Nakkiran & Barak 2021) carries a trainable ``stitch`` module between
+layer n and layer n+1 (:meth:`LayeredNet.add_stitch`): layers 1..n of one network, the stitch, layers n+1..L of
+another. The stitch is no layer of its own: layer n's output is what comes out of layer n, before the stitch, and
+its parameters are keyed ``stitch.*``, apart from every layer's.
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ class LayeredNet(nn.Module):
         self.stages = nn.ModuleDict(stages)
         self.n_frozen = 0
         self.source_keys = dict(source_keys or {})
+        self.stitch: nn.Module | None = None
+        self.stitch_after = 0  # the layer n whose output the stitch maps (0: no stitch)
+
+    def add_stitch(self, n: int, stitch: nn.Module) -> None:
+        """Insert ``stitch`` between layer ``n`` and layer n+1."""
+        if not 1 <= n < len(self.stages):
+            raise ProbeError(f"cannot stitch after layer {n} of a {len(self.stages)}-layer network "
+                             f"(cut points 1..{len(self.cut_points)})")
+        self.stitch, self.stitch_after = stitch, n
 
     @property
     def layer_names(self) -> list[str]:
@@ -54,8 +68,10 @@ class LayeredNet(nn.Module):
         return int(layer)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for stage in self.stages.values():
+        for i, stage in enumerate(self.stages.values(), start=1):
             x = stage(x)
+            if i == self.stitch_after:
+                x = self.stitch(x)
         return x
 
     def forward_intermediates(self, x: torch.Tensor, layers: Sequence[int | str] | None = None,
@@ -74,6 +90,8 @@ class LayeredNet(nn.Module):
             x = stage(x)
             if i in wanted:
                 out[name] = x
+            if i == self.stitch_after:
+                x = self.stitch(x)
         return x, out
 
     def freeze(self, n: int) -> None:
@@ -85,6 +103,13 @@ class LayeredNet(nn.Module):
         for i, stage in enumerate(self.stages.values(), start=1):
             for p in stage.parameters():
                 p.requires_grad_(i > n)
+        self.train(self.training)
+
+    def freeze_all_layers(self) -> None:
+        """Freeze every layer, so that only the stitch trains (a stitched network's training)."""
+        for p in self.stages.parameters():
+            p.requires_grad_(False)
+        self.n_frozen = len(self.stages)
         self.train(self.training)
 
     def train(self, mode: bool = True) -> LayeredNet:
@@ -99,6 +124,8 @@ class LayeredNet(nn.Module):
         return {k: v for k, v in self.state_dict().items() if k.startswith(keep)}
 
     def parameter_groups(self, n: int) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
-        """Parameters of layers 1..n and of layers n+1..L."""
+        """Parameters of layers 1..n and of layers n+1..L (with the stitch's, which trains as a new layer does)."""
         stages = list(self.stages.values())
-        return ([p for s in stages[:n] for p in s.parameters()], [p for s in stages[n:] for p in s.parameters()])
+        stitch = list(self.stitch.parameters()) if self.stitch is not None else []
+        return ([p for s in stages[:n] for p in s.parameters()],
+                [*stitch, *(p for s in stages[n:] for p in s.parameters())])
