@@ -3,7 +3,12 @@
 Dims: ``split`` (random, vehicles-animals, ...), ``replicate`` (split seed and init seed, e.g. ``s0/init0``),
 ``target`` (A or B: both directions of a split count as replicates, as in Yosinski et al. 2014, Sec. 4.1), ``n``
 (the cut layer) and ``variant`` (BnB, BnB+, AnB, AnB+, RnB). ``base`` holds baseA/baseB per split, replicate and
-target; ``acc`` holds the cut networks. Missing networks are NaN.
+target; ``acc`` holds the cut networks; ``classes`` and ``chance`` (1 / classes) the target task's class count and
+chance level per split and target. Missing networks are NaN.
+
+The accuracy is one of :data:`METRICS` (the Dataset's ``metric`` attr says which): top-1, the paper's, or the
+class-balanced accuracy (mean per-class recall), which an imbalanced test set cannot inflate by its large classes.
+A network whose metrics.json predates the balanced accuracy has NaN there.
 
 A one-directional run's (a source network trained elsewhere donates the layers) has the one target B, and SnB and
 SnB+ in the places of AnB and AnB+.
@@ -12,7 +17,9 @@ SnB+ in the places of AnB and AnB+.
 from __future__ import annotations
 
 import json
+import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,36 +34,83 @@ from probe.spec import NetworkSpec
 from probe.variants import BASE, ONE_DIRECTION, SOURCE_VARIANTS, TASKS, Variant, cut_variants
 
 
+@dataclass(frozen=True)
+class Metric:
+    field: str  # metrics.json's field, and accuracies.csv's column
+    name: str
+    meaning: str
+
+
+METRICS = {"top1": Metric("test_acc", "top-1", "the fraction of test images classified correctly"),
+           "balanced": Metric("test_balanced_acc", "class-balanced", "the mean over classes of each class's recall")}
+
+
+def check_metric(metric: str) -> None:
+    if metric not in METRICS:
+        raise ProbeError(f"accuracy metric {metric!r} is not one of {', '.join(METRICS)}")
+
+
 def replicate_label(spec: NetworkSpec) -> str:
     """``s0/init0`` for a seeded split, ``init0`` for a fixed one."""
     init = f"init{spec.init_seed}"
     return init if spec.split_seed is None else f"s{spec.split_seed}/{init}"
 
 
-def accuracy_dataset(run_dir: Path) -> tuple[xr.Dataset, list[str]]:
-    """The run's test accuracies, and the ids of planned networks that are not finished."""
+@dataclass(frozen=True)
+class RunMetrics:
+    """A run's planned networks and their metrics.json (an empty dict where a network has none, or a damaged one),
+    read once for everything the analysis derives from them."""
+
+    study: dict
+    specs: list[NetworkSpec]
+    layers: tuple[str, ...] | None
+    metrics: dict[str, dict]
+
+    @property
+    def missing(self) -> list[str]:
+        """The planned networks that are not finished."""
+        return [s.id for s in self.specs if self.metrics[s.id].get("status") != "done"]
+
+    def dataset(self, metric: str = "top1") -> xr.Dataset:
+        """The accuracy Dataset in ``metric``; NaN for a finished network whose metrics.json lacks it."""
+        check_metric(metric)
+        field = METRICS[metric].field
+        found = {i: _accuracy(m.get(field)) for i, m in self.metrics.items() if m.get("status") == "done"}
+        return build_dataset(self.specs, found, self.study, self.layers, metric)
+
+
+def _accuracy(value) -> float:
+    """A metrics.json accuracy, NaN where it is absent (older files) or not a number."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+
+
+def read_run_metrics(run_dir: Path) -> RunMetrics:
+    """The plan of ``run_dir`` and every planned network's metrics."""
     study, plan = read_plan(run_dir)
-    found: dict[str, float] = {}
-    missing = []
+    metrics = {}
     for p in plan:
         try:
-            m = read_metrics(Run(run_dir).network(p.spec.id).metrics) or {}
+            metrics[p.spec.id] = read_metrics(Run(run_dir).network(p.spec.id).metrics) or {}
         except ProbeError as e:  # one damaged file leaves its network out, not the whole analysis
             print(f"warning: {e}; left out as unfinished", file=sys.stderr)
-            m = {}
-        if m.get("status") == "done":
-            found[p.spec.id] = m["test_acc"]
-        else:
-            missing.append(p.spec.id)
-    specs = [p.spec for p in plan]
-    return build_dataset(specs, found, study.to_dict(), plan[0].layers if plan else None), missing
+            metrics[p.spec.id] = {}
+    return RunMetrics(study.to_dict(), [p.spec for p in plan], plan[0].layers if plan else None, metrics)
+
+
+def accuracy_dataset(run_dir: Path, metric: str = "top1") -> tuple[xr.Dataset, list[str]]:
+    """The run's test accuracies in ``metric`` (:data:`METRICS`), and the ids of planned networks that are not
+    finished."""
+    check_metric(metric)
+    run = read_run_metrics(run_dir)
+    return run.dataset(metric), run.missing
 
 
 def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: dict | None = None,
-                  layers: tuple[str, ...] | None = None) -> xr.Dataset:
-    """Arrange ``accuracy`` (network id -> test accuracy) of ``specs`` on the dims above; ``layers``: the
-    architecture's layer names (default: as the registry declares them), for the ``layer`` coord of each n. The
-    run is one-directional when its ``study`` has a source network, or one of ``specs`` copies from one."""
+                  layers: tuple[str, ...] | None = None, metric: str = "top1") -> xr.Dataset:
+    """Arrange ``accuracy`` (network id -> test accuracy in ``metric``) of ``specs`` on the dims above; ``layers``:
+    the architecture's layer names (default: as the registry declares them), for the ``layer`` coord of each n.
+    The run is one-directional when its ``study`` has a source network, or one of ``specs`` copies from one."""
+    check_metric(metric)
     splits = list(dict.fromkeys(s.split for s in specs))
     replicates = list(dict.fromkeys(replicate_label(s) for s in specs))
     cuts = sorted({s.cut for s in specs if s.cut > 0})
@@ -65,8 +119,10 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
     base = np.full((len(splits), len(replicates), len(targets)), np.nan)
     acc = np.full((len(splits), len(replicates), len(targets), len(cuts), len(variants)), np.nan)
     planned = np.zeros(acc.shape, dtype=bool)
+    classes = np.zeros((len(splits), len(targets)), dtype=np.int64)
     for s in specs:
         i, r, t = splits.index(s.split), replicates.index(replicate_label(s)), targets.index(s.target)
+        classes[i, t] = len(s.target_classes)  # the same for every seed of a split: its halves' sizes are fixed
         value, variant = accuracy.get(s.id, np.nan), Variant.of(s)
         if variant == BASE:
             base[i, r, t] = value
@@ -78,14 +134,21 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
     if specs:
         names = layers or get_architecture(specs[0].arch.name).layers
         layer_names = {"layer": ("n", _strings([names[n - 1] for n in cuts]))}
+    with np.errstate(divide="ignore"):
+        chance = np.where(classes > 0, 1.0 / classes, np.nan)  # NaN: specs that do not name their classes
     ds = xr.Dataset(
         {"base": (("split", "replicate", "target"), base),
          "acc": (("split", "replicate", "target", "n", "variant"), acc),
-         "planned": (("split", "replicate", "target", "n", "variant"), planned)},
+         "planned": (("split", "replicate", "target", "n", "variant"), planned),
+         "classes": (("split", "target"), classes), "chance": (("split", "target"), chance)},
         coords={"split": _strings(splits), "replicate": _strings(replicates), "target": _strings(targets),
                 "n": cuts, "variant": _strings(v.name for v in variants), **layer_names})
-    ds["acc"].attrs["description"] = "test accuracy (top-1) on the target task"
-    ds["base"].attrs["description"] = "test accuracy (top-1) of baseA/baseB on their own task"
+    text = f"{METRICS[metric].name}: {METRICS[metric].meaning}"
+    ds.attrs["metric"] = metric
+    ds["acc"].attrs["description"] = f"test accuracy ({text}) on the target task"
+    ds["base"].attrs["description"] = f"test accuracy ({text}) of baseA/baseB on their own task"
+    ds["classes"].attrs["description"] = "classes of the target task"
+    ds["chance"].attrs["description"] = "chance level of the target task: 1 / classes"
     if study is not None:
         ds.attrs["study"] = json.dumps(study, sort_keys=True)
     return ds
@@ -102,20 +165,46 @@ def one_directional(ds: xr.Dataset) -> bool:
 
 
 def format_table(ds: xr.Dataset) -> str:
-    """Mean test accuracy per split, cut n and variant over replicates (and both directions), with the count."""
+    """Mean test accuracy per split, cut n and variant over replicates (and both directions), with the count, and
+    the split's chance level."""
     lines = []
     names = [str(v) for v in ds["variant"].values]
     over = "replicates" if one_directional(ds) else "replicates and directions"
+    metric = METRICS[ds.attrs.get("metric", "top1")].name
     for split in ds["split"].values:
         d = ds.sel(split=split)
-        lines.append(f"split {split}: mean test accuracy over {over} (count)")
+        lines.append(f"split {split}: mean test accuracy ({metric}) over {over} (count)")
         lines.append("   n  " + "".join(f"{v:>15}" for v in [BASE.name, *names]))
         base = d["base"].values.ravel()
         lines.append(f"{0:>4}  " + _cell(base) + "".join(f"{'':>15}" for _ in names))
         for n in d["n"].values:
             cells = [_cell(d["acc"].sel(n=n, variant=v).values.ravel()) for v in names]
             lines.append(f"{int(n):>4}  " + f"{'':>15}" + "".join(cells))
+        lines.append(f"chance: {chance_text(ds, split)}")
     return "\n".join(lines) if lines else "no networks planned"
+
+
+def chance_levels(ds: xr.Dataset, split: str) -> list[tuple[float, int, list[str]]]:
+    """The distinct chance levels of ``split``'s target tasks: ``(chance, classes, targets)``, one entry when its
+    tasks have as many classes (random halves of an even count), two for a split of unequal tasks."""
+    levels: dict[int, list[str]] = {}
+    if "classes" not in ds:  # a Dataset rebuilt from an accuracies.csv, which does not record them
+        return []
+    for t in ds["target"].values:
+        k = int(ds["classes"].sel(split=split, target=t))
+        if k > 0:
+            levels.setdefault(k, []).append(str(t))
+    return [(1.0 / k, k, targets) for k, targets in levels.items()]
+
+
+def chance_text(ds: xr.Dataset, split: str) -> str:
+    """``0.200 (5 classes)``, or per target task where they differ: ``0.250 (4 classes, target A), ...``."""
+    levels = chance_levels(ds, split)
+    if not levels:
+        return "unknown (the plan does not name the classes)"
+    if len(levels) == 1:
+        return f"{levels[0][0]:.3f} ({levels[0][1]} classes)"
+    return ", ".join(f"{c:.3f} ({k} classes, target {'/'.join(t)})" for c, k, t in levels)
 
 
 def _cell(values: np.ndarray) -> str:
@@ -123,20 +212,41 @@ def _cell(values: np.ndarray) -> str:
     return f"{values.mean():>10.4f} ({len(values)})" if len(values) else f"{'-':>15}"
 
 
-def rows(ds: xr.Dataset) -> list[dict]:
-    """One row per finished network: split, replicate, target, variant, n, test accuracy."""
+def rows(ds: xr.Dataset, *others: xr.Dataset) -> list[dict]:
+    """One row per finished network: split, replicate, target, variant, n, and its test accuracy in the metric of
+    ``ds`` and of each of ``others`` (the same networks in other metrics), one column each: ``test_acc`` (top-1),
+    ``test_balanced_acc`` (class-balanced). A network is a row when any of them is finite."""
+    datasets = (ds, *others)
+    columns = [METRICS[d.attrs.get("metric", "top1")].field for d in datasets]
     out = []
+
+    def add(key: dict, values: list[float]) -> None:
+        if any(np.isfinite(v) for v in values):
+            out.append({**key, **dict(zip(columns, values))})
+
     for split in ds["split"].values:
         for rep in ds["replicate"].values:
             for t in ds["target"].values:
-                b = float(ds["base"].sel(split=split, replicate=rep, target=t))
-                if np.isfinite(b):
-                    out.append({"split": split, "replicate": rep, "target": t, "variant": BASE.name, "n": 0,
-                                "test_acc": b})
+                cell = dict(split=split, replicate=rep, target=t)
+                add({**cell, "variant": BASE.name, "n": 0}, [float(d["base"].sel(**cell)) for d in datasets])
                 for n in ds["n"].values:
                     for v in ds["variant"].values:
-                        a = float(ds["acc"].sel(split=split, replicate=rep, target=t, n=n, variant=v))
-                        if np.isfinite(a):
-                            out.append({"split": split, "replicate": rep, "target": t, "variant": v, "n": int(n),
-                                        "test_acc": a})
+                        add({**cell, "variant": v, "n": int(n)},
+                            [float(d["acc"].sel(**cell, n=n, variant=v)) for d in datasets])
+    return out
+
+
+def per_class_rows(run: RunMetrics) -> list[dict]:
+    """One row per finished network and class of its target task: correct and total test images, and their ratio
+    (the class's recall). Networks whose metrics.json predates the per-class counts have none."""
+    out = []
+    for s in run.specs:
+        m = run.metrics[s.id]
+        per_class = m.get("test_per_class") if m.get("status") == "done" else None
+        if not isinstance(per_class, dict):
+            continue
+        for name, correct, count in zip(per_class["classes"], per_class["correct"], per_class["count"]):
+            out.append({"network": s.id, "split": s.split, "replicate": replicate_label(s), "target": s.target,
+                        "variant": Variant.of(s).name, "n": s.cut, "class": name, "correct": correct, "count": count,
+                        "accuracy": correct / count if count else math.nan})
     return out

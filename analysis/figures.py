@@ -5,11 +5,16 @@ drop (baseB - BnB) and the specialization drop (BnB - AnB) shaded. A third panel
 the relative scale (accuracy / base). Figure 3: the dissimilar split and the random-weights baseline, relative to
 base, beside the paper's natural/man-made and random-weight runs. In a one-directional run (layers donated by a
 source network trained elsewhere) SnB and SnB+ are drawn where AnB and AnB+ are, and the paper's lines keep their
-names.
+names. Every panel draws the chance level (1 / the target task's classes; on the relative scale chance / base): a
+network near it has learned nothing that could transfer.
+
+Files are named after the split (``figure2_random.png``), in a stem of letters, digits and ``-_.`` only: a split
+file's name ``file:PATH`` would otherwise put a colon, or folders, into the file name.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -18,7 +23,7 @@ import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from probe.analysis.accuracies import one_directional
+from probe.analysis.accuracies import chance_levels, one_directional
 from probe.analysis.decomposition import SIMILAR_SPLIT, replicates, transfer_names
 from probe.analysis.reference import CITATION, reference_relative
 from probe.atomic import write_atomic
@@ -37,16 +42,48 @@ def _per_n(values: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
     return values["n"].values, means
 
 
+def safe_stem(text: str) -> str:
+    """``text`` as a file name's stem: every run of other characters than letters, digits and ``-_.`` becomes one
+    ``-`` (``figure2_file:split.json`` -> ``figure2_file-split.json``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+
+
 def _save(fig: Figure, out: Path, stem: str) -> list[Path]:
+    """Write ``fig`` as ``out/STEM.png`` and ``.svg``, ``stem`` made safe (:func:`safe_stem`)."""
     out.mkdir(parents=True, exist_ok=True)
+    stem = safe_stem(stem)
     paths = [out / f"{stem}.png", out / f"{stem}.svg"]
     for p in paths:  # a Figure of its own, not pyplot's: drawing sets no backend for the user's process
         write_atomic(p, lambda tmp, fmt=p.suffix[1:]: fig.savefig(tmp, format=fmt, dpi=120, bbox_inches="tight"))
     return paths
 
 
+def _chance_lines(ax: Axes, ds: xr.Dataset, split: str) -> None:
+    """The chance level of ``split``'s target tasks, one line per distinct class count."""
+    levels = chance_levels(ds, split)
+    for chance, k, targets in levels:
+        which = f", target {'/'.join(targets)}" if len(levels) > 1 else ""
+        ax.axhline(chance, color="tab:gray", lw=1, ls="--", label=f"chance (1/{k}{which})")
+
+
+def relative_chance(ds: xr.Dataset, split: str) -> float:
+    """Where a network at chance lies on the relative scale of ``split``: chance / base, the mean over its finished
+    base networks (NaN when none is finished or the classes are unknown)."""
+    if "chance" not in ds:
+        return np.nan
+    ratio = (ds["chance"].sel(split=split) / ds["base"].sel(split=split)).values
+    ratio = ratio[np.isfinite(ratio)]
+    return float(ratio.mean()) if len(ratio) else np.nan
+
+
 def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
     """Figure 2 for ``split``; returns the PNG and SVG paths."""
+    return _save(draw_figure2(ds, split), out, f"figure2_{split}")
+
+
+def draw_figure2(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> Figure:
+    """Figure 2 for ``split``: every network, the means with the drops shaded, and the relative scale beside the
+    paper's; the chance level in each."""
     d = ds.sel(split=split)
     t, t_plus = transfer_names(ds)
     ours = ("BnB", "BnB+", t, t_plus)
@@ -65,7 +102,8 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
             color, marker = STYLE[v]
             top.scatter(np.full(len(r), n + dx) + rng.uniform(-0.04, 0.04, len(r)), r, color=color, marker=marker,
                         edgecolor="black", linewidth=0.4, zorder=3, label=v if n == d["n"].values[0] else None)
-    top.set_ylabel("top-1 accuracy (target task)")
+    _chance_lines(top, ds, split)
+    top.set_ylabel(f"{_metric(ds)} accuracy (target task)")
     top.set_title(f"{split} split: every network")
     top.legend(ncol=5, fontsize=8, loc="best")
 
@@ -80,7 +118,8 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
     bottom.fill_between(n, np.full(len(n), base_mean), bnb, where=bnb < base_mean, color="tab:blue", alpha=0.2,
                         label="co-adaptation drop")
     bottom.fill_between(n, bnb, anb, where=anb < bnb, color="tab:red", alpha=0.2, label="specialization drop")
-    bottom.set_ylabel("mean top-1 accuracy")
+    _chance_lines(bottom, ds, split)
+    bottom.set_ylabel(f"mean {_metric(ds)} accuracy")
     bottom.set_title("means over replicates" + ("" if one_directional(ds) else " and both directions"))
     bottom.legend(ncol=3, fontsize=8, loc="lower left")
 
@@ -92,17 +131,30 @@ def figure2(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]
         rel.plot([0, *rn], [1.0, *[ref[paper][k].mean() for k in rn]], ls="--", color=STYLE[paper][0], alpha=0.8,
                  label=f"{paper} (paper, ImageNet)")
     rel.axhline(1.0, color="black", lw=1, ls=":")
+    if np.isfinite(relative_chance(ds, split)):
+        rel.axhline(relative_chance(ds, split), color="tab:gray", lw=1, ls="--", label="chance / base")
     rel.set_ylabel("accuracy / base")
     rel.set_xlabel("layer n at which the network is cut")
     rel.set_title("relative to base: ours beside the paper", fontsize=10)
     rel.legend(ncol=2, fontsize=7, loc="lower left")
     rel.text(0, -0.22, CITATION, transform=rel.transAxes, fontsize=6, va="top")
     _label_layers(rel, d)
-    return _save(fig, out, f"figure2_{split}")
+    return fig
+
+
+def _metric(ds: xr.Dataset) -> str:
+    """The y axes' name of ``ds``'s accuracy (:data:`analysis.accuracies.METRICS`)."""
+    return "balanced" if ds.attrs.get("metric") == "balanced" else "top-1"
 
 
 def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
-    """Figure 3: every split's AnB (SnB) and the random-weights RnB relative to base, beside the paper's."""
+    """Figure 3; returns the PNG and SVG paths."""
+    return _save(draw_figure3(ds), out, "figure3")
+
+
+def draw_figure3(ds: xr.Dataset) -> Figure:
+    """Figure 3: every split's AnB (SnB) and the random-weights RnB relative to base, beside the paper's, with each
+    split's chance level on that scale."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
     ref = reference_relative()
@@ -116,6 +168,9 @@ def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
         if np.isfinite(r).any():
             ax.plot([0, *n], [1.0, *r], marker="s", ls="-.", color=colors[i % 10], alpha=0.7,
                     label=f"RnB, {split} split (ours)")
+        if np.isfinite(relative_chance(ds, split)):
+            ax.axhline(relative_chance(ds, split), color=colors[i % 10], lw=1, ls="--",
+                       label=f"chance / base, {split} split")
     for label, paper in (("AnB", "AnB, random halves (paper)"), ("dissimilar AnB", "AnB, natural/man-made (paper)"),
                          ("RnB", "random weights (paper)")):
         rn = sorted(ref[label])
@@ -127,7 +182,7 @@ def figure3(ds: xr.Dataset, out: Path) -> list[Path]:
                  "relative to base")
     ax.legend(fontsize=7, loc="lower left")
     ax.text(0, -0.18, CITATION, transform=ax.transAxes, fontsize=6, va="top")
-    return _save(fig, out, "figure3")
+    return fig
 
 
 def _label_layers(ax: Axes, d: xr.Dataset) -> None:

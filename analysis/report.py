@@ -1,11 +1,11 @@
 """``probe analyze``: the decomposition, its statistics, the figures and a report, written into ``RUN/analysis/``.
 
 Files: ``report.md`` and a self-contained ``report.html`` (figures embedded), ``figures/`` (PNG and SVG),
-``accuracies.zarr`` (the accuracy Dataset), ``accuracies.csv`` (one row per network), ``decomposition.csv`` (mean,
-95% interval, number of seeds and p-value per split, quantity and n), ``directions.csv`` (the same for each direction
-on its own), ``relative.csv`` (each variant's accuracy relative to its base, per split and n) and ``claims.json``;
-with an activation store also ``representations.zarr``, ``representations.csv`` (per layer) and
-``correlations.csv`` (scores against AnB accuracy).
+``accuracies.zarr`` (the accuracy Dataset), ``accuracies.csv`` (one row per network: top-1 and balanced),
+``per_class.csv`` (one row per network and class), ``decomposition.csv`` (mean, 95% interval, number of seeds and
+p-value per split, quantity and n), ``directions.csv`` (the same for each direction on its own), ``relative.csv`` (each
+variant's accuracy relative to its base, per split and n) and ``claims.json``; with an activation store also
+``representations.zarr``, ``representations.csv`` (per layer) and ``correlations.csv`` (scores against AnB accuracy).
 
 A one-directional run's report (layers donated by a source network trained elsewhere) names SnB and SnB+ where the
 paper's names AnB and AnB+, says which source file, and leaves out what needs task A: the claim and the contrast of
@@ -24,7 +24,14 @@ import numpy as np
 import xarray as xr
 
 from probe.activation_store import consolidate
-from probe.analysis.accuracies import accuracy_dataset, format_table, one_directional, rows
+from probe.analysis.accuracies import (
+    check_metric,
+    format_table,
+    one_directional,
+    per_class_rows,
+    read_run_metrics,
+    rows,
+)
 from probe.analysis.claims import LEFT_OUT, MARGIN, check_claims
 from probe.analysis.decomposition import (
     DIRECTIONS,
@@ -43,6 +50,7 @@ from probe.analysis.figures import diagonal, figure2, figure3, figure_cka
 from probe.analysis.reference import CITATION
 from probe.analysis.render import Block, Heading, Image, Paragraph, Table, html, markdown, number
 from probe.analysis.representations import representation_dataset, score_correlations
+from probe.analysis.sanity import report_blocks, run_findings
 from probe.analysis.stats import Estimate
 from probe.analysis.transferability import DESCRIPTIONS
 from probe.atomic import write_atomic, write_json
@@ -78,7 +86,7 @@ def _write_zarr(ds: xr.Dataset, path: Path) -> None:
 
 
 def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 2000, client=None,
-                pooled: bool = False) -> dict:
+                pooled: bool = False, metric: str = "top1") -> dict:
     """Write everything into ``run_dir/analysis`` and return a summary (table text, missing ids, claims, paths).
 
     Intervals are over seeds, each seed the mean of its two directions; ``pooled`` counts every direction of every
@@ -86,9 +94,14 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
 
     When the run has an activation store (``store``, default ``RUN/activations.zarr``), the representation views
     (CKA, linear probes, transferability estimators; :mod:`analysis.representations`) are added, on at most
-    ``max_samples`` images per comparison; with a dask ``client`` they are computed on its workers."""
+    ``max_samples`` images per comparison; with a dask ``client`` they are computed on its workers.
+
+    The decomposition and the claims read ``metric``: ``top1`` (the paper's) or ``balanced`` (the class-balanced
+    accuracy); accuracies.csv holds both, per_class.csv every class's. The report opens with the sanity checks
+    (:mod:`analysis.sanity`)."""
     run = Run(run_dir)
     read_plan(run)  # not a run directory (a typo): refused before anything is written there
+    check_metric(metric)
     store = Path(store) if store else run.store
     rep, extra = None, []
     if store.exists():  # first, so that a damaged store is refused before anything is written
@@ -96,9 +109,13 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
                                      client=client)
     out = run.analysis
     out.mkdir(parents=True, exist_ok=True)
-    ds, missing = accuracy_dataset(run)
+    metrics = read_run_metrics(run)  # once: the accuracies in both metrics, the checks and per_class.csv read them
+    ds, missing = metrics.dataset(metric), metrics.missing
+    top1, balanced = metrics.dataset("top1"), metrics.dataset("balanced")
+    found = run_findings(metrics, metric)
     _write_zarr(ds, out / "accuracies.zarr")
-    _write_text(out / "accuracies.csv", _csv_text(rows(ds)))
+    _write_text(out / "accuracies.csv", _csv_text(rows(top1, balanced)))
+    _write_text(out / "per_class.csv", _csv_text(per_class_rows(metrics)))
     summary, directions, claims, claim_split, figures = write_decomposition(ds, out, pooled)
     if rep is not None:
         _write_zarr(rep, out / "representations.zarr")
@@ -112,10 +129,12 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "representations.zarr", ignore_errors=True)
     blocks = _report_blocks(ds, missing, summary, directions, claims, claim_split, figures, out, extra, pooled)
+    # the sanity checks right after the title: they say whether anything below can be read as transfer
+    blocks = [blocks[0], *report_blocks(found, top1, balanced, metric), *blocks[1:]]
     _write_text(out / "report.md", markdown(blocks))
     _write_text(out / "report.html", html(blocks, TITLE, out))
     return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out, "figures": figures,
-            "dataset": ds, "representations": rep}
+            "dataset": ds, "representations": rep, "warnings": found}
 
 
 def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False) -> tuple:

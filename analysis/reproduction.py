@@ -34,6 +34,8 @@ import pandas as pd
 import xarray as xr
 
 from probe.analysis.claims import MARGIN
+from probe.analysis.initialization import Initialization
+from probe.analysis.ladder import Ladder
 from probe.analysis.reference import CITATION
 from probe.analysis.render import Block, Code, Heading, Image, Items, Paragraph, Table, estimate, markdown, number
 from probe.analysis.report import VIEW_TITLES, analyze_run, write_decomposition
@@ -336,7 +338,11 @@ def _convergence(split: str, c: dict) -> str:
 def render(docs: Path = DOCS) -> str:
     """``docs/reproduction.in.md`` with its placeholders filled from ``docs/reproduction/*/``."""
     template = (docs / "reproduction.in.md").read_text()
-    results = {p.name: Results(p) for p in sorted((docs / "reproduction").iterdir()) if (p / "run.json").exists()}
+    folders = sorted((docs / "reproduction").iterdir())
+    results: dict[str, Results | Ladder | Initialization] = {
+        p.name: Results(p) for p in folders if (p / "run.json").exists()}
+    results |= {p.name: Ladder(p) for p in folders if (p / "ladder.json").exists()}
+    results |= {p.name: Initialization(p) for p in folders if (p / "initialization.json").exists()}
 
     def fill(match: re.Match) -> str:
         kind = match.group(1)

@@ -96,16 +96,30 @@ def parse_arch_options(pairs: tuple[str, ...]) -> dict:
 
 def study_options(f):
     """The options that describe a study (shared by ``plan`` and ``train``)."""
+    from probe.spec import RESIZE_MODES
+
     opts = [
         click.option("--dataset", default="fashion-mnist", show_default=True,
                      help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (NAME:ROOT also works); "
-                          "or your own: a registered dataset, or MODULE:FUNCTION returning the images."),
+                          "or your own: a registered dataset, or MODULE:FUNCTION returning the images. Image-folder "
+                          "trees are decoded to RGB (grayscale images give 3 equal channels); Fashion-MNIST keeps "
+                          "its 1 channel."),
         click.option("--data-root", default=None, help="Where the dataset lives (torchvision root or image-folder "
                                                        "tree); Fashion-MNIST defaults to Debian's package."),
-        click.option("--image-size", type=int, default=None, help="Resize and center-crop images to this side "
-                                                                  "(image-folder trees of mixed sizes)."),
-        click.option("--train-per-class", type=int, default=None, help="Use only this many training images per "
-                                                                       "class (smoke runs). Default: all."),
+        click.option("--image-size", type=int, default=None,
+                     help="Resize every image to a square of this side, as --resize-mode says (image-folder trees "
+                          "of mixed or non-square sizes); channels are kept. Default: the images' own size."),
+        click.option("--resize-mode", type=click.Choice(RESIZE_MODES), default="crop", show_default=True,
+                     help="With --image-size: crop resizes the shorter side and center-crops the longer; pad resizes "
+                          "the longer side and pads the shorter with zeros (nothing is cut off); squash resizes both "
+                          "sides (the aspect ratio changes)."),
+        click.option("--train-per-class", type=int, default=None,
+                     help="Keep at most this many training images per class (seeded, before the validation "
+                          "hold-out); a class with fewer keeps all of its own, so the training set is balanced only "
+                          "when every class has at least this many. Default: all."),
+        click.option("--test-per-class", type=int, default=None,
+                     help="Test on at most this many test images per class (seeded; a class with fewer keeps all "
+                          "of its own). Default: every test image."),
         click.option("--val-fraction", type=float, default=0.1, show_default=True,
                      help="Fraction of train held out for validation."),
         click.option("--unreadable", type=click.Choice(UNREADABLE), default="error", show_default=True,
@@ -167,8 +181,9 @@ def _cut_at(text: str | None) -> tuple[str, ...]:
 def _study(kw: dict) -> Study:
     recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
     return Study(
-        data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], kw["train_per_class"], kw["val_fraction"],
-                      kw["unreadable"]),
+        data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], resize_mode=kw["resize_mode"],
+                      train_per_class=kw["train_per_class"], test_per_class=kw["test_per_class"],
+                      val_fraction=kw["val_fraction"], unreadable=kw["unreadable"]),
         arch=ArchSpec(kw["arch"], kw["init"], parse_arch_options(kw["arch_option"]), _cut_at(kw["cut_at"])),
         recipe=recipe, seeds=_seed_list(kw["seeds"], "seed"),
         init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
@@ -260,7 +275,8 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     """Train every network of a study into RUN_DIR; rerun to resume.
 
     With no study options, an existing RUN_DIR's own plan is resumed."""
-    from probe.analysis.accuracies import accuracy_dataset, format_table
+    from probe.analysis.accuracies import format_table, read_run_metrics
+    from probe.analysis.sanity import run_findings, warning_lines
     from probe.sweep import run_study
     from probe.train import resolve_device
 
@@ -288,7 +304,10 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
         click.echo(f"failed  {nid}: {err}", err=True)
     for nid, dep in result.blocked.items():
         click.echo(f"blocked {nid}: needs {dep}", err=True)
-    click.echo(format_table(accuracy_dataset(run_dir)[0]))
+    accuracies = read_run_metrics(run_dir)
+    click.echo(format_table(accuracies.dataset()))
+    for line in warning_lines(run_findings(accuracies)):  # bases at chance, not converged, ...: before any analysis
+        click.echo(line)
     if result.failed or result.blocked:
         sys.exit(1)
 
@@ -300,18 +319,20 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print plan.json instead of a table.")
 @errors_as_messages
 def plan(cache_dir: Path | None, as_json: bool, **kw) -> None:
-    """Print the networks a study would train, in dependency order, without training."""
-    from probe.plan import plan_to_dict
+    """Print the networks a study would train, in dependency order, without training, then each split's tasks: their
+    classes and how many images each trains, validates and tests on."""
+    from probe.plan import format_task_summaries, plan_to_dict, task_summaries
     from probe.sweep import plan_study
 
     study = _study(kw)
-    networks, _ = plan_study(None, study, cache_dir)
+    networks, arrays = plan_study(None, study, cache_dir)
     if as_json:
         click.echo(json.dumps(plan_to_dict(study, networks), indent=2))
         return
     for p in networks:
         click.echo(f"{p.spec.id:<40} {'<- ' + ', '.join(p.depends_on) if p.depends_on else ''}")
     click.echo(f"{len(networks)} networks")
+    click.echo("\n".join(format_task_summaries(task_summaries(networks, arrays))))
 
 
 @main.command()
@@ -339,8 +360,11 @@ def status(run_dir: Path) -> None:
                                              "finished ones.")
 @click.option("--probe-set", type=click.Choice(["target", "source", "both"]), default="target", show_default=True,
               help="Test images of the network's target task, of its source task, or of both tasks.")
-@click.option("--per-class", type=int, default=None, help="A seeded class-balanced subset of this many test images "
-                                                          "per class. Default: every test image.")
+@click.option("--per-class", type=int, default=None, help="A seeded subset of this many test images per class (see "
+                                                          "--per-class-mode). Default: every test image.")
+@click.option("--per-class-mode", type=click.Choice(["exactly", "at-most"]), default="exactly", show_default=True,
+              help="--per-class: exactly that many of every class (balanced; a class with fewer is an error), or at "
+                   "most that many (a class with fewer gives all of its own).")
 @click.option("--spatial", default="mean", show_default=True,
               help="Convolutional maps: mean (per channel), full (whole map) or sample:K (K random positions).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset and the sampled positions.")
@@ -355,15 +379,16 @@ def status(run_dir: Path) -> None:
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @executor_options
 @errors_as_messages
-def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_class: int | None, spatial: str,
-            seed: int, dtype: str, batch_size: int, chunk_size: int | None, device: str, cache_dir: Path | None,
-            quiet: bool, executor: str, scheduler: str | None, workers: int) -> None:
+def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_class: int | None,
+            per_class_mode: str, spatial: str, seed: int, dtype: str, batch_size: int, chunk_size: int | None,
+            device: str, cache_dir: Path | None, quiet: bool, executor: str, scheduler: str | None,
+            workers: int) -> None:
     """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
     from probe.extract import ExtractionImages, Reduction, extract_run
     from probe.train import resolve_device
 
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
-    settings = (ExtractionImages(probe_set, per_class, seed), Reduction(spatial, seed, dtype))
+    settings = (ExtractionImages(probe_set, per_class, seed, per_class_mode), Reduction(spatial, seed, dtype))
     if executor == "dask":
         from probe.distributed import dask_client, extract_run_dask
 
@@ -392,14 +417,18 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
               help="Activation store for the representation views. Default: RUN_DIR/activations.zarr when present.")
 @click.option("--max-samples", type=int, default=2000, show_default=True,
               help="Images per CKA comparison and per task for the probes and estimators (seeded subsample).")
+@click.option("--metric", type=click.Choice(("top1", "balanced")), default="top1", show_default=True,
+              help="Accuracy the decomposition and the claims read: top1 (the paper's) or balanced (the mean "
+                   "per-class recall, which a test set of unequal classes cannot inflate).")
 @executor_options
 @errors_as_messages
-def analyze(run_dir: Path, store: Path | None, max_samples: int, executor: str, scheduler: str | None,
+def analyze(run_dir: Path, store: Path | None, max_samples: int, metric: str, executor: str, scheduler: str | None,
             workers: int) -> None:
     """Decompose RUN_DIR's accuracies into co-adaptation and specialization, check the paper's claims, and write
     the report, figures and tables into RUN_DIR/analysis (works on a partial run). With an activation store
     ('probe extract'), the report adds CKA views, per-layer probes and transferability estimators."""
     from probe.analysis.report import analyze_run
+    from probe.analysis.sanity import warning_lines
 
     if store is not None and not store.exists():
         raise click.ClickException(f"no activation store at {store}")
@@ -407,16 +436,37 @@ def analyze(run_dir: Path, store: Path | None, max_samples: int, executor: str, 
         from probe.distributed import dask_client
 
         with dask_client(scheduler, workers) as client:
-            result = analyze_run(run_dir, store, max_samples, client)
+            result = analyze_run(run_dir, store, max_samples, client, metric=metric)
     else:
-        result = analyze_run(run_dir, store, max_samples)
+        result = analyze_run(run_dir, store, max_samples, metric=metric)
     click.echo(result["table"])
+    for line in warning_lines(result["warnings"]):
+        click.echo(line)
     if result["missing"]:
         click.echo(f"partial run: {len(result['missing'])} planned networks not finished "
                    f"(e.g. {result['missing'][0]}); they are left out")
     for c in result["claims"]:
         click.echo(f"claim {c.number}: {c.verdict:<14} {c.text}")
     click.echo(f"report: {result['out'] / 'report.md'} (and report.html, figures/, accuracies.zarr, *.csv)")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bar.")
+@errors_as_messages
+def robustness(run_dir: Path, device: str, cache_dir: Path | None, quiet: bool) -> None:
+    """Reset each layer of every trained base network of RUN_DIR, one at a time, to its initial weights and to
+    random ones, and test it without training (Zhang, Bengio & Singer 2022); 'probe analyze' reports it beside the
+    co-adaptation drop. Forward passes only; rerun to resume."""
+    from probe.robustness import robustness_run
+    from probe.train import resolve_device
+
+    result = robustness_run(run_dir, resolve_device(device), cache_dir, progress=not quiet)
+    click.echo(f"wrote {len(result['written'])}, already current {len(result['skipped'])}, "
+               f"not trained yet {len(result['untrained'])} base networks' layer resets")
 
 
 OWN_NETWORK = """\

@@ -2,7 +2,8 @@
 
     RUN/plan.json                 every planned network, dependency-ordered, with its architecture's layer names
     RUN/data.json                 the input normalization every network shares
-    RUN/networks/<network id>/    one folder per network (ids look like random-s0/init0/A3B+)
+    RUN/networks/<network id>/    one folder per network (ids look like random-s0/init0/A3B+), with its weights,
+                                  metrics.json and, for a base network, robustness.json ('probe robustness')
     RUN/activations.zarr          the activation store 'probe extract' writes unless told otherwise
     RUN/analysis/                 what 'probe analyze' writes
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 
 PLAN, DATA, NETWORKS, STORE, ANALYSIS = "plan.json", "data.json", "networks", "activations.zarr", "analysis"
 WEIGHTS, RESUME, METRICS, SPEC = "weights.safetensors", "resume.safetensors", "metrics.json", "spec.json"
-RUNNING, LOCK = "running.json", "training.lock"
+RUNNING, LOCK, ROBUSTNESS = "running.json", "training.lock", "robustness.json"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,11 @@ class NetworkFiles:
     @property
     def lock(self) -> Path:
         return self.folder / LOCK
+
+    @property
+    def robustness(self) -> Path:
+        """A base network's layer re-initialization accuracies ('probe robustness')."""
+        return self.folder / ROBUSTNESS
 
 
 @dataclass(frozen=True)

@@ -135,20 +135,52 @@ def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
     return warm * recipe.lr_gamma ** math.floor(step / (recipe.lr_step_every * total_steps) + 1e-9)
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """Per class (label order): the images classified correctly and the images there are. Top-1 counts every
+    image alike, so on an imbalanced test set it mostly measures the large classes; the class-balanced accuracy
+    (the mean per-class recall over the classes present) weighs every class alike."""
+
+    correct: list[int]
+    count: list[int]
+
+    @property
+    def top1(self) -> float:
+        total = sum(self.count)
+        return sum(self.correct) / total if total else float("nan")
+
+    @property
+    def balanced(self) -> float:
+        recalls = [c / n for c, n in zip(self.correct, self.count) if n]
+        return sum(recalls) / len(recalls) if recalls else float("nan")
+
+
 @torch.inference_mode()
-def evaluate(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normalize: Normalize, input_size: int) -> float:
-    """Top-1 accuracy on center crops, in eval mode, without autograd."""
-    if len(y) == 0:
-        return float("nan")
+def evaluate_classes(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normalize: Normalize,
+                     input_size: int) -> Evaluation:
+    """Per-class correct and total counts on center crops, in eval mode, without autograd: one pass gives top-1,
+    the class-balanced and the per-class accuracy. Classes are the model's outputs."""
     was_training = model.training
     model.eval()
-    correct = 0
+    correct = count = None
     for i in range(0, len(y), EVAL_BATCH):
         batch = normalize(center_crop(x[i: i + EVAL_BATCH], input_size))
         logits = model(batch.contiguous(memory_format=torch.channels_last))
-        correct += (logits.argmax(1) == y[i: i + EVAL_BATCH]).sum().item()
+        labels = y[i: i + EVAL_BATCH]
+        # counted on the device and read back once, not once per batch
+        hit = torch.bincount(labels[logits.argmax(1) == labels], minlength=logits.shape[1])
+        seen = torch.bincount(labels, minlength=logits.shape[1])
+        correct, count = (hit, seen) if correct is None else (correct + hit, count + seen)
     model.train(was_training)
-    return correct / len(y)
+    if correct is None:
+        return Evaluation([], [])
+    return Evaluation(correct.tolist(), count.tolist())
+
+
+def evaluate(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normalize: Normalize, input_size: int) -> float:
+    """Top-1 accuracy on center crops (NaN on no images): :func:`evaluate_classes` for a caller that needs only
+    that."""
+    return evaluate_classes(model, x, y, normalize, input_size).top1
 
 
 def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: torch.device,
@@ -181,11 +213,18 @@ def _train_locked(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
             model, history, resumed_at, earlier, spans = _train_epochs(spec, data, files, run_dir, device, progress,
                                                                        started, started_at)
 
-        test_acc = evaluate(model, data.test_x, data.test_y, data.normalize, spec.input_size)
+        test = evaluate_classes(model, data.test_x, data.test_y, data.normalize, spec.input_size)
         save_tensors(files.weights, model.state_dict(), spec, normalization=data.normalize.stats)
         finished = time.time()
-        metrics = {"id": spec.id, "name": spec.name, "status": "done", "test_acc": test_acc,
-                   "val_acc": history[-1]["val_acc"] if history else None, "epochs": history,
+        classes = list(spec.target_classes)
+        train_counts = torch.bincount(data.train_y, minlength=len(classes)).tolist()
+        metrics = {"id": spec.id, "name": spec.name, "status": "done",
+                   # test_acc is top-1, the paper's measure; the balanced accuracy weighs every class alike
+                   "test_acc": test.top1, "test_balanced_acc": test.balanced,
+                   "val_acc": history[-1]["val_acc"] if history else None,
+                   "val_balanced_acc": history[-1].get("val_balanced_acc") if history else None,
+                   "test_per_class": {"classes": classes, "correct": test.correct, "count": test.count},
+                   "train_class_counts": dict(zip(classes, train_counts)), "epochs": history,
                    "n_train": len(data.train_y), "n_val": len(data.val_y), "n_test": len(data.test_y),
                    "device": str(device),
                    # seconds: training time over every session, and sessions: their wall-clock [start, end] spans;
@@ -228,9 +267,12 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
     try:
         for epoch in range(start_epoch, r.epochs):
             loss, acc = _train_epoch(spec, data, model, optimizer, generator, epoch, steps_per_epoch, device, bar)
-            history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": acc,
-                            "val_acc": evaluate(model, data.val_x, data.val_y, data.normalize, spec.input_size),
-                            "lr": optimizer.param_groups[-1]["lr"]})
+            val = evaluate_classes(model, data.val_x, data.val_y, data.normalize, spec.input_size)
+            # the base learning rate of the epoch's last step: the parameter groups' own are scaled (biases by
+            # bias_lr_scale, copied layers by finetune_lr_scale)
+            lr = r.lr * lr_factor(r, (epoch + 1) * steps_per_epoch - 1, r.epochs * steps_per_epoch)
+            history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "val_acc": val.top1,
+                            "val_balanced_acc": val.balanced, "lr": lr})
             bar.set_postfix(val=f"{history[-1]['val_acc']:.3f}")
             _save_resume(files.resume, spec, model, optimizer, generator, epoch + 1, history,
                          earlier + time.perf_counter() - started, [*spans, [started_at, time.time()]])

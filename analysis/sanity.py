@@ -1,0 +1,314 @@
+"""Sanity checks of a run before anything is read into its decomposition: findings that make its numbers
+meaningless or misleading, each one plain sentence with the numbers and what to do.
+
+The decomposition compares cut networks with their base networks, so it only measures transfer when the bases
+learned their task (above chance), finished learning it (their validation accuracy stopped rising: cut networks are
+trained as long, so an under-trained base makes BnB beat it and the co-adaptation drop negative), and when the
+accuracy measures every class (a test set of unequal classes lets top-1 reward the large ones). ``probe train``
+prints the findings after its table, ``probe analyze`` at the top of the report.
+
+The checks are pure functions on the accuracy Dataset (:mod:`analysis.accuracies`) and the networks' metrics.json
+dicts; :func:`run_findings` runs them all on what :func:`analysis.accuracies.read_run_metrics` read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import xarray as xr
+
+from probe.analysis.accuracies import METRICS, RunMetrics, one_directional, replicate_label
+from probe.analysis.render import Block, Heading, Items, Paragraph, Table, number
+from probe.variants import BASE
+
+if TYPE_CHECKING:
+    from probe.spec import NetworkSpec
+
+# A mean validation gain below this per epoch counts as "stopped improving" (half a point: below what a few hundred
+# validation images resolve, well below the gains of a network still learning)
+PLATEAU = 0.005
+# A base is at or near chance below chance + CHANCE_SHARE * (1 - chance): it covered less than a tenth of the way
+# from guessing to perfect, a bar with the same meaning for 2 classes (0.55) as for 50 (0.118) or 1000 (0.101)
+CHANCE_SHARE = 0.1
+# A frozen cut network (BnB; AnB in a two-way run) whose mean gain over its base exceeds this, and two standard errors
+# of that mean over seeds: in the paper neither beats its base by more than about 0.01 at any n, so a gain beyond the
+# claims' own margin (0.02) that noise does not explain points at an under-trained base
+BEAT_MARGIN = 0.03
+# A class with fewer than 1/IMBALANCE of the largest class's images: top-1 then mostly measures the large classes
+IMBALANCE = 4
+# Top-1 and balanced accuracy of the bases further apart than this: the test set's imbalance moves the accuracy by
+# more than the claims' margin, so which metric is read changes the answer
+METRIC_GAP = 0.05
+
+CHECKED = (f"every base network is above chance (chance + {CHANCE_SHARE} x (1 - chance))",
+           f"the bases' mean validation accuracy gained less than {PLATEAU} in their last epoch",
+           f"no frozen cut network beats its base by more than {BEAT_MARGIN}",
+           "no network failed",
+           f"no class has under 1/{IMBALANCE} of the largest class's training or test images",
+           f"the bases' top-1 and balanced accuracy agree within {METRIC_GAP}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # chance, convergence, beats-base, failed, imbalance, metric-gap, old-metrics
+    text: str
+
+
+def _base_name(target: str) -> str:
+    return f"{BASE.name}{target}"
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _listed(items: list[str], at_most: int = 5) -> str:
+    more = len(items) - at_most
+    return ", ".join(items[:at_most]) + (f" and {more} more" if more > 0 else "")
+
+
+# --------------------------------------------------------------------------------------------------- the checks
+
+
+def chance_findings(ds: xr.Dataset) -> list[Finding]:
+    """Per split and target task: the base networks at or near chance (``ds``'s metric)."""
+    out = []
+    for split in map(str, ds["split"].values):
+        for t in map(str, ds["target"].values):
+            chance, k = float(ds["chance"].sel(split=split, target=t)), int(ds["classes"].sel(split=split, target=t))
+            if not np.isfinite(chance):
+                continue
+            bar = chance + CHANCE_SHARE * (1 - chance)
+            base = ds["base"].sel(split=split, target=t)
+            low = [(rep, a) for rep, a in zip(map(str, base["replicate"].values), base.values)
+                   if np.isfinite(a) and a < bar]
+            if not low:
+                continue
+            finished = int(np.isfinite(base.values).sum())
+            if finished == 1:
+                which, values = f"({low[0][0]}) is", f"{low[0][1]:.3f}"
+            else:
+                which = f"is, in {len(low)} of {_count(finished, 'replicate')},"
+                values = _listed([f"{rep} {a:.3f}" for rep, a in low])
+            out.append(Finding("chance", (
+                f"{_base_name(t)} of split {split} {which} at or near chance ({values}; chance {chance:.3f} with {k} "
+                f"classes, near it below {bar:.3f}): nothing below measures transfer there; train longer (--epochs), "
+                "change the learning rate or schedule (--lr, --schedule, --warmup), or check the data")))
+    return out
+
+
+def convergence(metrics: list[dict], specs: dict[str, dict]) -> dict[str, dict]:
+    """Per split: the base networks' mean validation accuracy per epoch, and the first epoch from which on it gains
+    less than PLATEAU per epoch (None: it still gained that much in the last epoch)."""
+    out = {}
+    for split in sorted({s["split"] for s in specs.values()}):
+        curves = [[e["val_acc"] for e in m["epochs"]] for m in metrics if m.get("status") == "done"
+                  and specs[m["id"]]["split"] == split and specs[m["id"]]["variant"] == "base"]
+        if not curves:
+            continue
+        mean = np.mean(np.array(curves, dtype=float), axis=0)
+        gains = np.diff(mean)
+        flat = next((i + 1 for i in range(len(gains)) if np.all(gains[i:] < PLATEAU)), None)
+        out[split] = {"bases": len(curves), "mean_val_acc": [round(float(v), 4) for v in mean], "plateau": flat}
+    return out
+
+
+def convergence_findings(metrics: list[dict], specs: dict[str, dict]) -> list[Finding]:
+    """Per split: base networks still improving in their last epoch, or too few epochs (or no validation images) to
+    tell. ``specs``: network id -> spec dict (at least ``split`` and ``variant``)."""
+    out = []
+    for split, c in convergence(metrics, specs).items():
+        curve = c["mean_val_acc"]
+        if not np.all(np.isfinite(curve)):
+            out.append(Finding("convergence", (
+                f"the base networks of split {split} have no validation accuracy (no validation images: "
+                "--val-fraction 0), so whether they converged was not checked; train with a validation fraction")))
+        elif len(curve) < 2:
+            out.append(Finding("convergence", (
+                f"the base networks of split {split} trained one epoch, so whether they converged cannot be told "
+                "and cut networks (trained as long) may be compared with under-trained bases; train with more "
+                "--epochs")))
+        elif c["plateau"] is None:
+            out.append(Finding("convergence", (
+                f"the base networks of split {split} still gained {curve[-1] - curve[-2]:.3f} validation accuracy "
+                f"in their last epoch ({curve[-2]:.3f} to {curve[-1]:.3f}, mean of {c['bases']}; converged means "
+                f"below {PLATEAU} a epoch): they have not converged, so cut networks (trained as long) are compared "
+                "with under-trained bases; train with more --epochs")))
+    return out
+
+
+def beats_base_findings(ds: xr.Dataset) -> list[Finding]:
+    """Per split and frozen cut variant: the cuts n where it beats its base by more than BEAT_MARGIN and two
+    standard errors, in pairs of the same seed and direction. Only the variants whose layers come from a base of
+    the run: a source network trained elsewhere (SnB) may well beat a base trained from scratch."""
+    variants = ["BnB"] if one_directional(ds) else ["BnB", "AnB"]
+    out = []
+    for split in map(str, ds["split"].values):
+        d = ds.sel(split=split)
+        for v in variants:
+            flagged = []
+            for n in d["n"].values:
+                acc = d["acc"].sel(n=n, variant=v)
+                paired = acc.notnull() & d["base"].notnull()
+                # per seed, the mean of its finished directions (xarray's mean skips NaN; an empty seed stays NaN)
+                cut, base = (x.where(paired).mean("target").values for x in (acc, d["base"]))
+                gains = (cut - base)[np.isfinite(cut - base)]
+                if not len(gains):
+                    continue
+                gain = float(gains.mean())
+                noise = 2 * gains.std(ddof=1) / np.sqrt(len(gains)) if len(gains) > 1 else 0.0
+                if gain > BEAT_MARGIN and gain > noise:
+                    flagged.append((int(n), float(np.nanmean(cut)), float(np.nanmean(base)), gain, len(gains)))
+            if flagged:
+                n, a, b, gain, count = max(flagged, key=lambda f: f[3])
+                where = f"n = {', '.join(str(f[0]) for f in flagged)}"
+                out.append(Finding("beats-base", (
+                    f"{v} beats its base network on split {split} at {where} by more than {BEAT_MARGIN}; most at "
+                    f"n = {n}: {a:.3f} against the base's {b:.3f} ({gain:+.3f}, {_count(count, 'seed')}): an "
+                    "under-trained base, so the decomposition's drops are not meaningful until the bases converge; "
+                    "train with more --epochs")))
+    return out
+
+
+def failure_findings(metrics: list[dict]) -> list[Finding]:
+    """The networks marked failed: how many, which, and how many of them diverged."""
+    failed = [m for m in metrics if m.get("status") == "failed"]
+    if not failed:
+        return []
+    diverged = [m["id"] for m in failed if "diverged" in str(m.get("error", ""))]
+    other = [m["id"] for m in failed if m["id"] not in diverged]
+    parts = [f"{len(ids)} {what} ({_listed(ids, 3)})" for what, ids in (("diverged", diverged), ("other", other))
+             if ids]
+    advice = []
+    if diverged:
+        advice.append("a diverged network diverges again on retraining: train a new run directory with a smaller "
+                      "--lr, a --warmup or another --init")
+    if other:
+        advice.append("'probe status RUN' shows why the others failed; rerun 'probe train RUN' to retry them")
+    return [Finding("failed", f"{_count(len(failed), 'network')} failed, {' and '.join(parts)}; the networks that "
+                              f"copy from a failed base are missing too: {'; '.join(advice)}")]
+
+
+def imbalance_findings(metrics: list[dict], specs: dict[str, NetworkSpec]) -> list[Finding]:
+    """Tasks whose smallest class has under 1/IMBALANCE of the images of its largest, in the training or the test
+    split (per-class counts of metrics.json; older files have none). ``specs``: network id -> NetworkSpec, to name
+    the task."""
+    out = []
+    for what, counts_of in (("training", _train_counts), ("test", _test_counts)):
+        tasks: dict[tuple[str, ...], tuple[dict[str, int], str]] = {}
+        for m in metrics:
+            counts = counts_of(m) if m.get("status") == "done" else None
+            if counts and m["id"] in specs:
+                spec = specs[m["id"]]
+                tasks.setdefault(tuple(counts), (counts, f"task {spec.target} of split {spec.split}, "
+                                                         f"{replicate_label(spec)}"))
+        skewed = [(min(c.values()) / max(c.values()), c, label) for c, label in tasks.values()
+                  if max(c.values()) and min(c.values()) * IMBALANCE < max(c.values())]
+        if skewed:
+            _, counts, label = min(skewed, key=lambda s: s[0])
+            small, large = min(counts, key=counts.get), max(counts, key=counts.get)
+            out.append(Finding("imbalance", (
+                f"class '{small}' has {counts[small]} {what} images, the largest '{large}' {counts[large]} ({label}; "
+                f"{len(skewed)} of {len(tasks)} tasks have a class under 1/{IMBALANCE} of their largest): top-1 "
+                "favours the large classes; see the balanced accuracy (--metric balanced), or cap with "
+                "--train-per-class/--test-per-class")))
+    return out
+
+
+def _train_counts(m: dict) -> dict[str, int] | None:
+    counts = m.get("train_class_counts")
+    return counts if isinstance(counts, dict) else None
+
+
+def _test_counts(m: dict) -> dict[str, int] | None:
+    per_class = m.get("test_per_class")
+    return dict(zip(per_class["classes"], per_class["count"])) if isinstance(per_class, dict) else None
+
+
+def metric_gap_findings(top1: xr.Dataset, balanced: xr.Dataset) -> list[Finding]:
+    """Per split and target task: bases whose mean top-1 and balanced accuracy differ by more than METRIC_GAP."""
+    out = []
+    for split in map(str, top1["split"].values):
+        for t in map(str, top1["target"].values):
+            a = top1["base"].sel(split=split, target=t).values
+            b = balanced["base"].sel(split=split, target=t).values
+            both = np.isfinite(a) & np.isfinite(b)
+            if both.any() and abs(a[both].mean() - b[both].mean()) > METRIC_GAP:
+                out.append(Finding("metric-gap", (
+                    f"{_base_name(t)} of split {split} has top-1 accuracy {a[both].mean():.3f} but class-balanced "
+                    f"accuracy {b[both].mean():.3f} (mean of {_count(int(both.sum()), 'replicate')}): its test set's "
+                    "classes are unequal and top-1 weighs the large ones more; compare with --metric balanced, or cap "
+                    "the test set with --test-per-class")))
+    return out
+
+
+def old_metrics_findings(metrics: list[dict]) -> list[Finding]:
+    """Finished networks whose metrics.json predates the balanced accuracy and the per-class counts."""
+    old = [m["id"] for m in metrics if m.get("status") == "done" and METRICS["balanced"].field not in m]
+    if not old:
+        return []
+    return [Finding("old-metrics", (
+        f"{_count(len(old), 'finished network')} ({_listed(old, 3)}) {'has' if len(old) == 1 else 'have'} a "
+        "metrics.json from before probe recorded "
+        "balanced and per-class accuracy: their balanced accuracy is NaN (--metric balanced leaves them out) and the "
+        "class checks skip them; delete their folders and rerun 'probe train' to measure them"))]
+
+
+# ------------------------------------------------------------------------------------------------- all of them
+
+
+def findings(top1: xr.Dataset, balanced: xr.Dataset, metrics: dict[str, dict], specs: dict[str, NetworkSpec],
+             metric: str = "top1") -> list[Finding]:
+    """Every check: on the accuracy Datasets in both metrics (chance and under-trained bases judged in the
+    decomposition's ``metric``), the networks' ``metrics`` (id -> metrics.json, empty where none) and their
+    ``specs`` (id -> NetworkSpec)."""
+    ds = balanced if metric == "balanced" else top1
+    recorded = [{"id": i, **m} for i, m in metrics.items() if m]  # done or failed
+    kinds = {i: {"split": s.split, "variant": s.variant} for i, s in specs.items()}
+    return [*chance_findings(ds), *convergence_findings(recorded, kinds), *beats_base_findings(ds),
+            *failure_findings(recorded), *imbalance_findings(recorded, specs), *metric_gap_findings(top1, balanced),
+            *old_metrics_findings(recorded)]
+
+
+def run_findings(run: RunMetrics, metric: str = "top1") -> list[Finding]:
+    """:func:`findings` of a run's metrics, as read once by :func:`analysis.accuracies.read_run_metrics`."""
+    return findings(run.dataset("top1"), run.dataset("balanced"), run.metrics, {s.id: s for s in run.specs}, metric)
+
+
+def no_warnings_text() -> str:
+    return "No warnings: " + "; ".join(CHECKED) + "."
+
+
+def warning_lines(found: list[Finding]) -> list[str]:
+    """What ``probe train`` prints after its table: one line per finding, or the one line of what was checked."""
+    return [f"warning: {f.text}" for f in found] or [no_warnings_text()]
+
+
+def report_blocks(found: list[Finding], top1: xr.Dataset, balanced: xr.Dataset, metric: str) -> list[Block]:
+    """The report's first section: the warnings (or what was checked), which accuracy the report reads, and the
+    base networks' top-1 and balanced accuracy beside their chance level."""
+    b: list[Block] = ([Heading(2, "Warnings"), Items([f"{f.text}." for f in found])] if found
+                      else [Paragraph(no_warnings_text())])
+    other = "balanced" if metric == "top1" else "top1"
+    paper = ", the paper's measure" if metric == "top1" else ""
+    b.append(Paragraph(f"Accuracy in this report: **{METRICS[metric].name}** ({METRICS[metric].meaning}{paper}); "
+                       f"`probe analyze --metric {other}` reads the {METRICS[other].name} accuracy instead. The base "
+                       "networks, mean over replicates:"))
+    rows = []
+    for split in map(str, top1["split"].values):
+        for t in map(str, top1["target"].values):
+            a, c = top1["base"].sel(split=split, target=t).values, balanced["base"].sel(split=split, target=t).values
+            finished = np.isfinite(a)
+            if not finished.any():
+                continue
+            chance = float(top1["chance"].sel(split=split, target=t))
+            rows.append([split, _base_name(t), int(top1["classes"].sel(split=split, target=t)), number(chance),
+                         number(a[finished].mean()),
+                         number(c[np.isfinite(c)].mean()) if np.isfinite(c).any() else "-", int(finished.sum())])
+    if rows:
+        b.append(Table(["split", "network", "classes", "chance", "top-1", "balanced", "replicates"], rows))
+    else:
+        b.append(Paragraph("No base network is finished."))
+    return b
