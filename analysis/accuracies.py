@@ -31,7 +31,7 @@ from probe.errors import ProbeError
 from probe.plan import read_plan
 from probe.run import Run
 from probe.spec import NetworkSpec
-from probe.variants import BASE, ONE_DIRECTION, SOURCE_VARIANTS, TASKS, Variant, cut_variants
+from probe.variants import BASE, ONE_DIRECTION, SOURCE_VARIANTS, STITCH_VARIANTS, TASKS, Variant, cut_variants
 
 
 @dataclass(frozen=True)
@@ -116,6 +116,7 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
     cuts = sorted({s.cut for s in specs if s.cut > 0})
     one_way = bool((study or {}).get("source")) or any(s.source_network for s in specs)
     targets, variants = ONE_DIRECTION if one_way else TASKS, cut_variants(one_way)
+    variants += tuple(v for v in STITCH_VARIANTS if any(Variant.of(s) == v for s in specs))  # when planned
     base = np.full((len(splits), len(replicates), len(targets)), np.nan)
     acc = np.full((len(splits), len(replicates), len(targets), len(cuts), len(variants)), np.nan)
     planned = np.zeros(acc.shape, dtype=bool)

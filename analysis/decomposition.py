@@ -14,6 +14,11 @@ intervals are t intervals over seeds. ``pooled=True`` gives the older form, ever
 a replicate, for comparison with earlier reports; per-direction summaries (:func:`direction_rows`) show each
 direction on its own, over seeds, which matters for an asymmetric split.
 
+Where the run has the stitched networks (:mod:`probe.architectures.stitch`), three more: the **stitching penalty**
+baseB - AnB-stitch, how much B's frozen top loses reading A's layer n through a trained linear stitch; **stitch over
+transfer** AnB-stitch - AnB, positive where A's features were fine and re-training the top is what failed; and the
+**self-stitching penalty** baseB - BnB-stitch, the stitch's own cost, the control.
+
 In a one-directional run, whose layers come from a source network trained elsewhere, SnB and SnB+ take the places
 of AnB and AnB+: specialization is BnB - SnB (how specific the source's layers 1..n are to the task it was trained
 on), the lingering boost SnB+ - baseB.
@@ -51,6 +56,14 @@ def quantities(ds: xr.Dataset) -> dict[str, tuple[Callable[[xr.Dataset], xr.Data
         "selffer_finetune": (lambda d: acc(d, "BnB+") - d["base"], "selffer fine-tune effect: BnB+ - baseB"),
         "lingering": (lambda d: acc(d, t_plus) - d["base"], f"lingering boost: {t_plus} - baseB"),
         "random_drop": (lambda d: d["base"] - acc(d, "RnB"), "random-weights drop: baseB - RnB"),
+        **({} if "AnB-stitch" not in ds["variant"].values else {
+            "stitching": (lambda d: d["base"] - acc(d, "AnB-stitch"),
+                          "stitching penalty: baseB - AnB-stitch (A's layers 1..n read by B's top through a stitch)"),
+            "stitch_over_transfer": (lambda d: acc(d, "AnB-stitch") - acc(d, t),
+                                     f"stitch over transfer: AnB-stitch - {t} (what re-training the top loses)")}),
+        **({} if "BnB-stitch" not in ds["variant"].values else {
+            "self_stitching": (lambda d: d["base"] - acc(d, "BnB-stitch"),
+                               "self-stitching penalty: baseB - BnB-stitch (the stitch's own cost, a control)")}),
     }
 
 

@@ -47,7 +47,7 @@ from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
 from probe.plan import read_plan_file
 from probe.run import METRICS, Run
-from probe.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, TASKS, cut_variants
+from probe.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VARIANTS, TASKS, cut_variants
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = ("decomposition.csv", "directions.csv", "relative.csv", "accuracies.csv", "claims.json",
@@ -117,6 +117,7 @@ def dataset_from_table(rows: list[dict], study: dict) -> xr.Dataset:
     splits = list(dict.fromkeys(r["split"] for r in rows))
     replicates = list(dict.fromkeys(r["replicate"] for r in rows))
     variants = [v.name for v in cut_variants(one_way)]
+    variants += [v.name for v in STITCH_VARIANTS if any(r["variant"] == v.name for r in rows)]
     table = pd.DataFrame(rows).astype({"n": int, "test_acc": float})
     cuts = sorted(set(table["n"]) - {0})
     base = table[table["variant"] == BASE.name].set_index(["split", "replicate", "target"])["test_acc"]

@@ -92,21 +92,30 @@ def resolve_device(name: str) -> torch.device:
 def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
     """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
     base network (selffer, transfer) or its source network file (source), and frozen unless fine-tuned (random:
-    frozen at their random values)."""
+    frozen at their random values). A stitched network copies layers 1..cut from its parent and layers cut+1..L from
+    its target task's base, and freezes them all: only its stitch trains."""
     model = build_model(spec)
     if spec.source_network is not None:
         load_source_layers(model, spec.source_network, spec.cut)
-    parent = spec.parent
-    if parent is not None:
-        path = Run(run_dir).network(parent.id).weights
-        if not path.exists():
-            raise checkpoint_error(path, f"{spec.id} needs the trained weights of {parent.id}, which are missing "
-                                         f"({path})")
-        state, _, _ = load_weights(path, parent)
-        load_state(model, state, path, list(model.prefix_state(spec.cut)))
-    if spec.variant == "random" or (spec.cut and not spec.fine_tune):
+    bottom = list(model.prefix_state(spec.cut))
+    if spec.parent is not None:
+        _copy_from(model, spec, spec.parent, run_dir, bottom)
+    if spec.top_parent is not None:
+        top = [k for k in model.prefix_state(len(model.layer_names)) if k not in set(bottom)]
+        _copy_from(model, spec, spec.top_parent, run_dir, top)
+        model.freeze_all_layers()
+    elif spec.variant == "random" or (spec.cut and not spec.fine_tune):
         model.freeze(spec.cut)
     return model
+
+
+def _copy_from(model: LayeredNet, spec: NetworkSpec, parent: NetworkSpec, run_dir: Path, keys: list[str]) -> None:
+    """Copy the tensors ``keys`` of the trained base network ``parent`` into ``model`` (the network ``spec``)."""
+    path = Run(run_dir).network(parent.id).weights
+    if not path.exists():
+        raise checkpoint_error(path, f"{spec.id} needs the trained weights of {parent.id}, which are missing ({path})")
+    state, _, _ = load_weights(path, parent)
+    load_state(model, state, path, keys)
 
 
 def make_optimizer(model: LayeredNet, spec: NetworkSpec) -> torch.optim.SGD:

@@ -71,3 +71,76 @@ def test_a_stitched_spec_has_no_plus_form():
     spec = next(p.spec for p in _specs() if p.spec.name == "A2B-stitch")
     with pytest.raises(ValueError, match="stitch"):
         dataclasses.replace(spec, fine_tune=True)
+
+
+@pytest.fixture(scope="module")
+def stitched_run(tmp_path_factory, cache_dir):
+    from conftest import invoke
+
+    run = tmp_path_factory.mktemp("stitch") / "run"
+    # bases that learn the synthetic task well (about 0.9 against chance 0.2): the control needs a base to match
+    result = invoke(cache_dir, "train", run, "--dataset", "synthetic", "--arch", "caffenet-small", "--arch-option",
+                    "width=0.25", "--epochs", "8", "--batch-size", "32", "--schedule", "cosine", "--lr", "0.01",
+                    "--warmup", "0.2", "--crop-padding", "2", "--cuts", "3", "--variants", "AnB,BnB-stitch,AnB-stitch")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _metrics(run):
+    import json
+
+    from probe.plan import read_plan
+    from probe.run import Run
+
+    _, plan = read_plan(run)
+    return {p.spec.id: (p.spec, json.loads(Run(run).network(p.spec.id).metrics.read_text())) for p in plan}
+
+
+def test_a_self_stitched_network_is_within_noise_of_its_base(stitched_run):
+    """Stitched to itself through a trained stitch, a base loses nothing real: its accuracy stays within three
+    standard errors of a difference of two accuracies on the same test images (the control of model stitching,
+    Bansal et al. 2021). A stitch that did not train, or a top that was not copied, is at chance."""
+    import math
+
+    metrics = _metrics(stitched_run)
+    bases = {(s.replicate, s.target): m for s, m in metrics.values() if s.variant == "base"}
+    checked = 0
+    for spec, m in metrics.values():
+        if spec.variant != "self-stitch":
+            continue
+        base = bases[(spec.replicate, spec.target)]
+        assert base["test_acc"] > 1 / 3, base  # a base that learned the task, or the control proves nothing
+        n, p = m["n_test"], base["test_acc"]
+        assert abs(m["test_acc"] - p) <= 3 * math.sqrt(2 * p * (1 - p) / n) + 1 / n, (spec.id, m["test_acc"], p)
+        checked += 1
+    assert checked == 2  # both targets
+
+
+def test_only_the_stitch_changed_in_training(stitched_run):
+    """The stitched network's layers are its parents', bit for bit (copied and frozen): only the stitch trained."""
+    from probe.checkpoint import load_weights
+    from probe.run import Run
+
+    metrics = _metrics(stitched_run)
+    spec = next(s for s, _ in metrics.values() if s.name == "A3B-stitch")
+    state = load_weights(Run(stitched_run).network(spec.id).weights, spec)[0]
+    bottom = load_weights(Run(stitched_run).network(spec.parent.id).weights, spec.parent)[0]
+    top = load_weights(Run(stitched_run).network(spec.top_parent.id).weights, spec.top_parent)[0]
+    layers = build_model(spec).layer_names
+    for key, value in state.items():
+        if key.startswith("stitch."):
+            continue
+        layer = layers.index(key.split(".")[1]) + 1
+        assert torch.equal(value, (bottom if layer <= 3 else top)[key]), key
+
+
+def test_analysis_reports_the_stitching_penalty(stitched_run, cli):
+    import csv
+
+    result = cli("analyze", stitched_run)
+    assert result.exit_code == 0, result.output
+    with (stitched_run / "analysis" / "decomposition.csv").open() as f:
+        quantities = {r["quantity"] for r in csv.DictReader(f)}
+    assert {"stitching", "stitch_over_transfer", "self_stitching"} <= quantities
+    report = (stitched_run / "analysis" / "report.md").read_text()
+    assert "stitching penalty" in report and "AnB-stitch" in report and "BnB-stitch" in report
