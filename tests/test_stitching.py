@@ -143,4 +143,4 @@ def test_analysis_reports_the_stitching_penalty(stitched_run, cli):
         quantities = {r["quantity"] for r in csv.DictReader(f)}
     assert {"stitching", "stitch_over_transfer", "self_stitching"} <= quantities
     report = (stitched_run / "analysis" / "report.md").read_text()
-    assert "stitching penalty" in report and "AnB-stitch" in report and "BnB-stitch" in report
+    assert "**stitching** = baseB - AnB-stitch" in report and "baseB - BnB-stitch" in report
