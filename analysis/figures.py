@@ -211,6 +211,10 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
     for label, values, color in views:
         n, m = _per_n(values)
         left.plot(n, m, marker="o", color=color, label=label)
+    if "RnB" in d["variant"].values:  # the floor: what a layer fed by random frozen layers 1..k shares with baseB_k
+        n, m = _per_n(diagonal(d["cka_target"].sel(variant="RnB")))
+        if np.isfinite(m).any():
+            left.plot(n, m, ls="--", color="tab:gray", marker="s", label="floor: CKA(RnB_k, baseB_k)")
     layer_names = list(d["layer"].values)
     left.set_xticks(d["n"].values, [f"{n}\n{layer_names[int(n) - 1]}" for n in d["n"].values], fontsize=8)
     left.set_xlabel("layer k (network cut at n = k)")
@@ -227,6 +231,11 @@ def _cross_layer_cka(fig: Figure, ax: Axes, d: xr.Dataset) -> None:
     bases = d["cka_bases"]  # xarray's NaN-skipping mean leaves an all-NaN cell NaN (blank) without a warning
     heat = bases.mean([dim for dim in bases.dims if dim not in ("source_layer", "layer")]).transpose(
         "source_layer", "layer").values
+    if not np.isfinite(heat).any():  # a store of target-task images only: say so rather than draw a blank square
+        ax.axis("off")
+        ax.text(0.5, 0.5, "cross-layer CKA of baseA and baseB needs a store\nextracted with --probe-set both",
+                ha="center", va="center", fontsize=9, transform=ax.transAxes)
+        return
     im = ax.imshow(heat, vmin=0, vmax=1, cmap="viridis", origin="lower")
     ax.set_xticks(range(d.sizes["layer"]), d["layer"].values, rotation=45, fontsize=8)
     ax.set_yticks(range(d.sizes["source_layer"]), d["source_layer"].values, fontsize=8)
@@ -241,3 +250,53 @@ def diagonal(values: xr.DataArray) -> xr.DataArray:
     names = list(values["layer"].values)
     return xr.concat([values.sel(n=n, layer=names[int(n) - 1], drop=True) for n in values["n"].values], dim="n",
                      coords="minimal", compat="override").assign_coords(n=values["n"].values)
+
+
+def figure_directions(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
+    """The co-adaptation and specialization drops of each direction on its own (A->B and B->A), means over seeds:
+    an asymmetric split (one task harder, or its features more general) draws two different pairs of curves."""
+    from probe.analysis.decomposition import DIRECTIONS, decompose
+
+    d = decompose(ds.sel(split=[split]))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    for target, ls in zip(ds["target"].values, ("-", "--")):
+        for quantity, color in (("coadaptation", "tab:blue"), ("specialization", "tab:red")):
+            values = d[quantity].sel(split=split, target=target)
+            with np.errstate(all="ignore"):
+                m = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan
+                              for v in values.transpose("n", "replicate").values])
+            ax.plot(values["n"].values, m, ls=ls, marker="o", color=color,
+                    label=f"{quantity} {DIRECTIONS[str(target)]}")
+    ax.axhline(0, color="black", lw=1, ls=":")
+    ax.set_xlabel("layer n at which the network is cut")
+    ax.set_ylabel(f"accuracy drop ({_metric(ds)})")
+    ax.set_title(f"{split} split: each direction on its own, means over seeds", fontsize=10)
+    ax.legend(fontsize=8)
+    _label_layers(ax, ds.sel(split=split))
+    return _save(fig, out, f"figure_directions_{split}")
+
+
+def figure_robustness(rob: xr.Dataset, ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
+    """Per layer k: the base network's accuracy with layer k reset to its initial and to random weights, relative to
+    the base (Zhang, Bengio & Singer 2022), beside the selffer BnB cut at n = k relative to its base."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    relative = (rob["acc"] / rob["base"]).sel(split=split)
+    for kind, color in (("initial", "tab:orange"), ("random", "tab:brown")):
+        per_seed = replicates(relative.sel(reset=kind))
+        with np.errstate(all="ignore"):
+            m = np.nanmean(per_seed.transpose("layer", "rep").values, axis=1)
+        ax.plot(rob["k"].values, m, marker="o", color=color, label=f"layer k reset to {kind} weights")
+    if "BnB" in ds["variant"].values and split in ds["split"].values:
+        n, m = _per_n((ds["acc"].sel(variant="BnB") / ds["base"]).sel(split=split))
+        ax.plot(n, m, marker="o", color=STYLE["BnB"][0], ls="--", label="BnB cut at n = k (trained)")
+    ax.axhline(1.0, color="black", lw=1, ls=":")
+    ax.set_xticks(rob["k"].values, [f"{k}\n{name}" for k, name in zip(rob["k"].values, rob["layer"].values)],
+                  fontsize=8)
+    ax.set_xlabel("layer k")
+    ax.set_ylabel("accuracy / base")
+    ax.set_ylim(-0.05, 1.25)
+    ax.set_title(f"{split} split: critical and robust layers of the base networks", fontsize=10)
+    ax.legend(fontsize=8)
+    return _save(fig, out, f"figure_robustness_{split}")

@@ -37,19 +37,22 @@ from probe.analysis.decomposition import (
     DIRECTIONS,
     OVER,
     SIMILAR_SPLIT,
+    decompose,
     direction_rows,
     quantities,
     relative_rows,
     replicates,
     seed_count,
     split_contrast,
+    summarize,
     summary_rows,
     variant_means,
 )
-from probe.analysis.figures import diagonal, figure2, figure3, figure_cka
+from probe.analysis.figures import diagonal, figure2, figure3, figure_cka, figure_directions, figure_robustness
 from probe.analysis.reference import CITATION
 from probe.analysis.render import Block, Heading, Image, Paragraph, Table, html, markdown, number
 from probe.analysis.representations import representation_dataset, score_correlations
+from probe.analysis.robustness import CRITICAL, ROBUST, robustness_dataset, robustness_rows
 from probe.analysis.sanity import report_blocks, run_findings
 from probe.analysis.stats import Estimate
 from probe.analysis.transferability import DESCRIPTIONS
@@ -100,7 +103,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     accuracy); accuracies.csv holds both, per_class.csv every class's. The report opens with the sanity checks
     (:mod:`analysis.sanity`)."""
     run = Run(run_dir)
-    read_plan(run)  # not a run directory (a typo): refused before anything is written there
+    _, plan = read_plan(run)  # not a run directory (a typo): refused before anything is written there
     check_metric(metric)
     store = Path(store) if store else run.store
     rep, extra = None, []
@@ -128,13 +131,19 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         for stale in ("representations.csv", "correlations.csv"):
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "representations.zarr", ignore_errors=True)
+        extra = [Heading(2, "Representations"), Paragraph(
+            f"No activation store at `{store}`: run `probe extract {run_dir} --probe-set both`, then `probe analyze "
+            f"{run_dir}`, for the CKA views, per-layer probes and transferability estimators.")]
+    robust, robust_figures = _robustness(run, ds, out)
+    figures += robust_figures
+    extra = [*_stitching_blocks(ds, run_dir), *robust, *extra]
     blocks = _report_blocks(ds, missing, summary, directions, claims, claim_split, figures, out, extra, pooled)
     # the sanity checks right after the title: they say whether anything below can be read as transfer
-    blocks = [blocks[0], *report_blocks(found, top1, balanced, metric), *blocks[1:]]
+    blocks = [blocks[0], *report_blocks(found, top1, balanced, metric), *_split_file_blocks(plan), *blocks[1:]]
     _write_text(out / "report.md", markdown(blocks))
     _write_text(out / "report.html", html(blocks, TITLE, out))
     return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out, "figures": figures,
-            "dataset": ds, "representations": rep, "warnings": found}
+            "dataset": ds, "representations": rep, "warnings": found, "intervals": intervals_text(ds, pooled)}
 
 
 def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False) -> tuple:
@@ -153,7 +162,62 @@ def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False) -> tupl
                                      "claims": [c.to_dict() for c in claims]})
     figures = [figure2(ds, out / "figures", split)[0] for split in splits]
     figures.append(figure3(ds, out / "figures")[0])
+    if directions:
+        figures += [figure_directions(ds, out / "figures", split)[0] for split in splits]
     return summary, directions, claims, claim_split, figures
+
+
+def _robustness(run: Run, ds: xr.Dataset, out: Path) -> tuple[list[Block], list[Path]]:
+    """The layer re-initialization section (robustness.csv and its figure), or the one line that says how to get
+    it."""
+    rob = robustness_dataset(run)
+    if rob is None:
+        (out / "robustness.csv").unlink(missing_ok=True)
+        return [Heading(2, "Layer re-initialization"), Paragraph(
+            f"Not measured: run `probe robustness {run.path}`, then `probe analyze {run.path}`, to test every base "
+            "network with each layer reset to its initial and to random weights (forward passes only).")], []
+    rows = robustness_rows(rob, summarize(decompose(ds)["coadaptation"]))
+    _write_text(out / "robustness.csv", _csv_text(rows))
+    figures = [figure_robustness(rob, ds, out / "figures", str(split))[0] for split in rob["split"].values]
+    b: list[Block] = [Heading(2, "Layer re-initialization"), Paragraph(
+        "Each base network with one layer k reset, to the weights it started from (*initial*) or to random weights "
+        "of the same scheme (*random*), every other layer as trained and nothing trained again (Zhang, Bengio & "
+        "Singer 2022): accuracy relative to the base, mean [95% interval] (seeds). A layer is *robust* when the "
+        f"reset network keeps at least {ROBUST:.0%} of the base's accuracy above chance, *critical* when it keeps "
+        f"at most {CRITICAL:.0%}. Beside it, the co-adaptation drop (baseB - BnB) of the selffer cut at n = k.")]
+    for split in map(str, rob["split"].values):
+        table = []
+        for k, layer in zip(rob["k"].values, rob["layer"].values):
+            cells = {r["reset"]: r for r in rows if r["split"] == split and r["k"] == int(k)}
+            drop = cells["initial"]["coadaptation_at_n"]
+            table.append([int(k), str(layer), *[f"{_relative(cells[kind])} {cells[kind]['verdict']}"
+                                                for kind in ("initial", "random")], number(drop)])
+        b.append(Heading(3, f"{split} split"))
+        b.append(Table(["k", "layer", "reset to initial", "reset to random", "co-adaptation drop at n = k"], table))
+    return b, figures
+
+
+def _split_file_blocks(plan) -> list[Block]:
+    """What the run's split files call themselves, and their notes."""
+    labels = {p.spec.split: p.split_labels for p in plan if p.split_labels}
+    return [Paragraph(f"Split `{split}`" + (f" is **{label['name']}**" if "name" in label else "")
+                      + (f": {label['note']}" if "note" in label else "") + ".") for split, label in labels.items()]
+
+
+def _relative(row: dict) -> str:
+    return str(Estimate(row["relative"], row["low"], row["high"], row["seeds"], np.nan)).replace("+", "")
+
+
+def _stitching_blocks(ds: xr.Dataset, run_dir: Path) -> list[Block]:
+    """One line on model stitching where the run has none of its networks (the decomposition tables show them
+    where it does)."""
+    if one_directional(ds) or {"AnB-stitch", "BnB-stitch"} <= set(ds["variant"].values):
+        return []
+    return [Heading(2, "Model stitching"), Paragraph(
+        "Not planned: `probe train RUN --extend --variants BnB,BnB+,AnB,AnB+,RnB,BnB-stitch,AnB-stitch` (with the "
+        "run's other study options) adds the stitched networks (the bottom of one base, a trained linear stitch and "
+        "the frozen top of the other, Bansal, Nakkiran & Barak 2021) and their self-stitched controls; the "
+        "decomposition then shows the stitching penalty beside the specialization drop.")]
 
 
 def _mean_over_replicates(values: xr.DataArray) -> np.ndarray:
@@ -169,11 +233,13 @@ def representation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
     if one_way:
         views = {"cka_snb_baseb": diagonal(rep["cka_target"].sel(variant="SnB")),
                  "cka_bnbplus_baseb": diagonal(rep["cka_source"].sel(variant="BnB+")),
+                 "cka_rnb_baseb": diagonal(rep["cka_target"].sel(variant="RnB")),
                  "snb_acc": acc["acc"].sel(variant="SnB")}
     else:
         views = {"cka_anb_baseb": diagonal(rep["cka_target"].sel(variant="AnB")),
                  "cka_anbplus_basea": diagonal(rep["cka_source"].sel(variant="AnB+")),
                  "cka_bnbplus_baseb": diagonal(rep["cka_source"].sel(variant="BnB+")),
+                 "cka_rnb_baseb": diagonal(rep["cka_target"].sel(variant="RnB")),
                  "anb_acc": acc["acc"].sel(variant="AnB")}
     scores = () if one_way else DESCRIPTIONS
     layer_names = list(rep["layer"].values)
@@ -200,10 +266,12 @@ def correlation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
     return out
 
 
+# CKA(RnB_k, baseB_k) is the floor of every view: layer k fed by random frozen layers 1..k, against the trained one
+FLOOR_TITLE = "floor: CKA(RnB_k, baseB_k)"
 VIEW_TITLES = {"cka_anb_baseb": "CKA(AnB_k, baseB_k)", "cka_anbplus_basea": "CKA(AnB+_k, baseA_k)",
-               "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)", "anb_acc": "AnB accuracy"}
+               "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)", "cka_rnb_baseb": FLOOR_TITLE, "anb_acc": "AnB accuracy"}
 SOURCE_VIEW_TITLES = {"cka_snb_baseb": "CKA(SnB_k, baseB_k)", "cka_bnbplus_baseb": "CKA(BnB+_k, baseB_k)",
-                      "snb_acc": "SnB accuracy"}  # a one-directional run's
+                      "cka_rnb_baseb": FLOOR_TITLE, "snb_acc": "SnB accuracy"}  # a one-directional run's
 TITLE = "Transferability report"
 
 
@@ -264,7 +332,7 @@ def _overview_blocks(ds: xr.Dataset, missing: list[str], pooled: bool) -> list[B
         f"Dataset `{study.get('data', {}).get('name')}`, architecture `{arch.get('name')}` (init {arch.get('init')}, "
         f"options {arch.get('options')}), {study.get('recipe', {}).get('epochs')} epochs per network; splits "
         f"{', '.join(str(s) for s in ds['split'].values)}; replicates "
-        f"{', '.join(str(r) for r in ds['replicate'].values)}, {directions}."), Paragraph(_intervals_text(ds, pooled))]
+        f"{', '.join(str(r) for r in ds['replicate'].values)}, {directions}."), Paragraph(intervals_text(ds, pooled))]
     if study.get("source"):
         b.append(Paragraph(_source_text(study["source"])))
     if missing:
@@ -273,7 +341,7 @@ def _overview_blocks(ds: xr.Dataset, missing: list[str], pooled: bool) -> list[B
     return b
 
 
-def _intervals_text(ds: xr.Dataset, pooled: bool) -> str:
+def intervals_text(ds: xr.Dataset, pooled: bool) -> str:
     """What the intervals are over, and what a run of one seed can and cannot tell."""
     seeds = min((seed_count(ds, str(s)) for s in ds["split"].values), default=0)
     one_way = one_directional(ds)
@@ -293,7 +361,8 @@ def _intervals_text(ds: xr.Dataset, pooled: bool) -> str:
             "and no claim can be decided, so differences of a few points may be noise between seeds. "
             + ("" if one_way else "The per-direction tables show how much the two directions differ, which measures "
                                   "how asymmetric the split is, not the noise between seeds. ")
-            + "Add seeds to measure it (`probe train RUN --extend --seeds 0,1,2`, then `probe analyze RUN`).")
+            + "Add seeds to measure it (`probe train RUN --extend --seeds 0,1,2`, then `probe analyze RUN`); probe's "
+              "reproduction report (docs/reproduction.md in its repository) runs the whole protocol at three seeds.")
 
 
 def _source_text(source: dict) -> str:

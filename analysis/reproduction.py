@@ -306,9 +306,10 @@ class Results:
             rows = [r for r in self.representations if r["split"] == split]
             if not rows:
                 continue
+            views = [v for v in VIEW_TITLES if v in rows[0]]  # tables collected before a view existed lack it
             b.append(Paragraph(f"**{split} split**"))
-            b.append(Table(["k", "layer", *VIEW_TITLES.values(), *DESCRIPTIONS],
-                           [[r["k"], r["layer"], *[number(r[v]) for v in VIEW_TITLES],
+            b.append(Table(["k", "layer", *(VIEW_TITLES[v] for v in views), *DESCRIPTIONS],
+                           [[r["k"], r["layer"], *[number(r[v]) for v in views],
                              *[number(r[k]) for k in DESCRIPTIONS]] for r in rows]))
             corr = [c for c in self.correlations if c["split"] == split]
             if corr:

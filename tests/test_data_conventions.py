@@ -445,3 +445,12 @@ def test_task_summaries_of_a_one_task_plan_have_only_task_b(cache_dir, synthetic
     one_task = dataclasses.replace(base_b, spec=dataclasses.replace(base_b.spec, classes_a=()))
     summary = task_summaries([one_task], synthetic_arrays)
     assert list(summary[0]["tasks"]) == ["B"] and summary[0]["tasks"]["B"]["train"] == 135
+
+
+def test_the_report_names_a_split_file_by_its_name(tmp_path, cli, split_file, synthetic_classes):
+    named = split_file({"A": [0, 1], "B": [2, 3], "name": "halves", "note": "the first four classes"}, "named.json")
+    run = tmp_path / "run"
+    assert cli("train", run, *TINY_STUDY, "--split", named, "--cuts", "1", "--variants", "BnB").exit_code == 0
+    assert cli("analyze", run).exit_code == 0
+    report = (run / "analysis" / "report.md").read_text()
+    assert f"Split `{named}` is **halves**: the first four classes." in report

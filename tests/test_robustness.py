@@ -107,3 +107,23 @@ def test_a_damaged_record_is_named(trained_run, tmp_path):
 def test_verdicts():
     assert verdict(0.95) == "robust" and verdict(0.3) == "critical" and verdict(0.7) == "in between"
     assert verdict(float("nan")) == ""
+
+
+def test_the_report_shows_the_resets_once_measured(tmp_path, cli, cache_dir):
+    run = tmp_path / "run"
+    assert cli("train", run, *TINY_STUDY, "--cuts", "2", "--variants", "BnB").exit_code == 0
+    result = cli("analyze", run)
+    assert result.exit_code == 0, result.output
+    report = (run / "analysis" / "report.md").read_text()
+    assert "## Layer re-initialization" in report and f"probe robustness {run}" in report
+    assert not (run / "analysis" / "robustness.csv").exists()
+    assert cli("robustness", run, "--device", "cpu", "--quiet", "--cache-dir", cache_dir).exit_code == 0
+    assert cli("analyze", run).exit_code == 0
+    report = (run / "analysis" / "report.md").read_text()
+    assert "reset to initial" in report and "figure_robustness_random.png" in report
+    import csv
+
+    with (run / "analysis" / "robustness.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["reset"] for r in rows} == {"initial", "random"} and {r["layer"] for r in rows} >= {"conv1", "fc8"}
+    assert (run / "analysis" / "figures" / "figure_robustness_random.png").exists()
