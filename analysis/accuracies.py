@@ -170,11 +170,11 @@ def format_table(ds: xr.Dataset) -> str:
     the split's chance level."""
     lines = []
     names = [str(v) for v in ds["variant"].values]
-    over = "replicates" if one_directional(ds) else "replicates and directions"
+    over = "seeds" if one_directional(ds) else "seeds and both directions"
     metric = METRICS[ds.attrs.get("metric", "top1")].name
     for split in ds["split"].values:
         d = ds.sel(split=split)
-        lines.append(f"split {split}: mean test accuracy ({metric}) over {over} (count)")
+        lines.append(f"split {split}: mean test accuracy ({metric}) over {over} (networks)")
         lines.append("   n  " + "".join(f"{v:>15}" for v in [BASE.name, *names]))
         base = d["base"].values.ravel()
         lines.append(f"{0:>4}  " + _cell(base) + "".join(f"{'':>15}" for _ in names))

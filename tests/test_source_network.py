@@ -113,7 +113,7 @@ def test_status_and_analyze(target_run, cli):
     assert status.exit_code == 0 and "11 done, 0 running" in status.output, status.output
     result = cli("analyze", target_run)
     assert result.exit_code == 0, result.output
-    assert "claim 7: left out" in result.output and "over replicates (count)" in result.output
+    assert "claim 7: left out" in result.output and "over seeds (networks)" in result.output
     out = Run(target_run).analysis
     md = (out / "report.md").read_text()
     for text in ("specialization** = BnB - SnB", "lingering** = SnB+ - baseB", "on target task B only",
