@@ -14,7 +14,8 @@ from probe.variants import BASE, CUT_NAMES, FAMILIES, TASKS, VARIANTS, Variant, 
 def test_the_papers_variants_in_order():
     assert [v.name for v in VARIANTS] == ["base", "BnB", "BnB+", "AnB", "AnB+", "RnB"]
     assert VARIANTS[0] is BASE and CUT_NAMES == ("BnB", "BnB+", "AnB", "AnB+", "RnB")
-    assert FAMILIES == ("base", "selffer", "transfer", "random", "source")  # source: SnB/SnB+, from a source file
+    # source: SnB/SnB+, from a source file; the stitched networks and their self-stitched controls
+    assert FAMILIES == ("base", "selffer", "transfer", "random", "source", "self-stitch", "stitch")
     assert [v.name for v in VARIANTS if v.fine_tune] == ["BnB+", "AnB+"]
     assert TASKS == ("A", "B") and other_task("A") == "B" and other_task("B") == "A"
 
@@ -26,6 +27,8 @@ def test_the_papers_variants_in_order():
     ("AnB", "B", "A", 7, "A7B"),
     ("AnB+", "A", "B", 2, "B2A+"),
     ("RnB", "B", None, 12, "R12B"),
+    ("AnB-stitch", "B", "A", 3, "A3B-stitch"),
+    ("BnB-stitch", "A", "A", 5, "A5A-stitch"),
 ])
 def test_source_task_and_network_name(name, target, source, cut, network):
     v = Variant.named(name)
