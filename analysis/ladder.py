@@ -10,7 +10,9 @@ in where layers 1..n come from (copied and frozen). ``collect`` writes ``docs/re
 - ``ladder.csv``: one row per rung and cut n: the rung's scale (training images per class and in all, width,
   epochs, trainable parameters of the base, images seen in training), its base accuracy with the interval over
   seeds, whether the bases' validation accuracy reached a plateau, and the co-adaptation drop with its interval over
-  seeds (each seed the mean of its two directions: :mod:`analysis.decomposition`);
+  seeds (each seed the mean of its two directions: :mod:`analysis.decomposition`), and where the rung's bases were
+  tested with ``probe robustness``, their accuracy relative to the base with layer k = n reset to its initial and to
+  random weights (mean over seeds);
 - ``ladder.json``: per rung, its study, the command that trains it, and its bases' convergence;
 - ``figures/ladder.png``: the drop against n per rung, and against the images seen per n.
 
@@ -29,13 +31,15 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from probe.analysis.accuracies import accuracy_dataset
-from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, summarize, variant_means
-from probe.analysis.render import Block, Code, Image, Paragraph, Table, estimate, markdown
+from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
+from probe.analysis.render import Block, Code, Image, Paragraph, Table, estimate, markdown, number
+from probe.analysis.robustness import robustness_dataset
 from probe.analysis.sanity import PLATEAU, convergence
 from probe.atomic import read_json, write_atomic, write_json
 from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
 from probe.plan import read_plan
+from probe.robustness import RESETS
 from probe.run import Run
 from probe.variants import BASE
 
@@ -64,6 +68,7 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict]]:
     ds = ds.sel(split=[split])
     base = variant_means(ds)[(split, BASE.name, 0)]
     drops = summarize(decompose(ds)["coadaptation"])
+    resets = _resets(run_dir, split)
     n_train = [m["n_train"] for m in metrics if spec_dicts[m["id"]]["variant"] == "base"]
     base_spec = next(s for s in specs if s.variant == "base")
     recipe = base_spec.recipe
@@ -85,8 +90,20 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict]]:
                      "parameters": info["parameters"], "images_seen": info["images_seen"] or "",
                      "base_mean": base.mean, "base_low": base.low, "base_high": base.high,
                      "plateau": (converged or {}).get("plateau") or "", "n": int(n),
-                     "mean": e.mean, "low": e.low, "high": e.high, "seeds": e.replicates, "p": e.p})
+                     "mean": e.mean, "low": e.low, "high": e.high, "seeds": e.replicates, "p": e.p,
+                     **{f"reset_{kind}": resets.get((kind, int(n)), "") for kind in RESETS}})
     return info, rows
+
+
+def _resets(run_dir: Path, split: str) -> dict[tuple[str, int], float]:
+    """(reset kind, layer k) -> the bases' mean accuracy relative to their own with layer k reset, over seeds (each
+    the mean of its directions); empty where the rung's bases have no robustness records."""
+    rob = robustness_dataset(run_dir)
+    if rob is None or split not in rob["split"].values:
+        return {}
+    per_seed = replicates((rob["acc"] / rob["base"]).sel(split=split))
+    return {(str(kind), int(k)): float(per_seed.sel(reset=kind, layer=layer).mean())
+            for kind in rob["reset"].values for k, layer in zip(rob["k"].values, rob["layer"].values)}
 
 
 def _csv_text(records: list[dict]) -> str:
@@ -156,7 +173,8 @@ class Ladder:
             self.rows = list(csv.DictReader(f))
 
     def value(self, kind: str, *keys: str) -> str:
-        """``drop:RUNG:N`` (the co-adaptation drop and its interval), ``base:RUNG``, ``rungs``, ``seeds:RUNG``."""
+        """``drop:RUNG:N`` (the co-adaptation drop and its interval), ``base:RUNG``, ``rungs``,
+        ``reset:RUNG:N:initial|random`` (the bases with layer k = n reset, relative to their own)."""
         try:
             if kind == "drop":
                 name, n = keys
@@ -169,10 +187,14 @@ class Ladder:
                                  "replicates": row["seeds"]})
             if kind == "rungs":
                 return str(len(self.info["rungs"]))
-        except (StopIteration, ValueError):
+            if kind == "reset":
+                name, n, which = keys
+                row = next(r for r in self.rows if r["rung"] == name and r["n"] == n)
+                return number(row[f"reset_{which}"])
+        except (StopIteration, ValueError, KeyError):
             pass
         raise ProbeError(f"no ladder result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: "
-                         "drop:RUNG:N, base:RUNG, rungs)")
+                         "drop:RUNG:N, base:RUNG, rungs, reset:RUNG:N:initial|random)")
 
     def section(self) -> str:
         return markdown(self.blocks())
@@ -193,11 +215,27 @@ class Ladder:
                           *[estimate({**rs[n], "replicates": rs[n]["seeds"]}) if n in rs else "-" for n in cuts]])
         return [Table(["rung", "train images per class", "width", "epochs", "parameters", "images seen", "baseB",
                        f"plateau (gain < {self.info['plateau']})", *[f"drop n={n}" for n in cuts]], table),
+                *self._reset_blocks(rungs, cuts),
                 Paragraph("Commands (each rung resumes; the last line collects them and renders this report):"),
                 Code([*(f"make ladder LADDER_IMAGES={r['train_per_class'] or 5000} LADDER_WIDTH={r['width']} "
                         f"LADDER_EPOCHS={r['epochs']}" for r in rungs),
                       "python -m probe.analysis.ladder collect runs/ladder/cifar10-*"]),
                 Image(f"reproduction/{FOLDER}/figures/ladder.png", "co-adaptation ladder")]
+
+
+    def _reset_blocks(self, rungs: list[dict], cuts: list[int]) -> list[Block]:
+        """The bases' accuracy with layer k = n reset, relative to their own, where the rungs have it."""
+        if not any(r.get("reset_initial") for r in self.rows):
+            return []
+        table = []
+        for info in rungs:
+            rs = {int(r["n"]): r for r in self.rows if r["rung"] == info["name"]}
+            table.append([f"`{info['name']}`", *[" / ".join(number(rs[n][f"reset_{kind}"] or "nan")
+                                                            for kind in RESETS) if n in rs else "-" for n in cuts]])
+        return [Paragraph("The same rungs' base networks with layer k reset to its initial / to random weights, "
+                          "nothing trained again (`probe robustness`), accuracy relative to the base, mean over "
+                          "seeds:"),
+                Table(["rung", *[f"k={n}" for n in cuts]], table)]
 
 
 @click.group()

@@ -94,3 +94,17 @@ def test_the_initialization_study_reads_accuracy_and_the_training_loss(init_runs
     assert "(2)" in study.value("relative", "synthetic-kaiming", "4")
     section = study.section()
     assert "train loss, epoch 1" in section and "`synthetic-gaussian`" in section
+
+
+def test_the_ladder_shows_the_rungs_layer_resets_once_measured(rungs, tmp_path, cache_dir):
+    import torch
+
+    from probe.robustness import robustness_run
+
+    robustness_run(rungs[0], torch.device("cpu"), cache_dir, progress=False)
+    dest = collect_ladder(rungs, tmp_path)
+    ladder = Ladder(dest)
+    rows = {(r["rung"], r["n"]): r for r in ladder.rows}
+    assert rows[("synthetic-20", "2")]["reset_initial"] != "" and rows[("synthetic-40", "2")]["reset_initial"] == ""
+    assert float(ladder.value("reset", "synthetic-20", "5", "random")) >= 0
+    assert "layer k reset" in ladder.section()
