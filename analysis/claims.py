@@ -126,7 +126,9 @@ def _coadaptation_dip(s: _Split) -> Verdict:
         return UNDECIDED, ["needs cuts between n = 3 and the top"]
     dips = {n: estimate(s.at(s.dec["coadaptation"], n)) for n in middle_cuts}
     n_dip = max(dips, key=lambda n: dips[n].mean if np.isfinite(dips[n].mean) else -np.inf)
-    recovery = s.at(s.acc("BnB"), s.top) - s.at(s.acc("BnB"), n_dip)
+    # a difference between cuts is taken within each seed and direction, then averaged: averaging first would set
+    # the directions finished at one cut against those finished at the other
+    recovery = s.reps(s.acc("BnB").sel(n=s.top) - s.acc("BnB").sel(n=n_dip)).values
     dip = s.at(s.dec["coadaptation"], n_dip)
     return _all_on_side([(f"baseB - BnB at n={n_dip} (deepest middle dip)", _on(dip)),
                          (f"BnB(n={s.top}) - BnB(n={n_dip}) (recovery)", _on(recovery))], positive=True,
@@ -139,11 +141,15 @@ def _selffer_finetune(s: _Split) -> Verdict:
 
 
 def _specialization_grows(s: _Split) -> Verdict:
-    """Decided on the per-seed least-squares slope of AnB - BnB (SnB - BnB) over n."""
-    gap = s.reps(s.acc(s.t) - s.acc("BnB")).transpose("rep", "n").values
-    slopes = np.array([np.polyfit(s.cuts, row, 1)[0] if np.isfinite(row).all() and len(s.cuts) > 1 else np.nan
-                       for row in gap])
-    return _all_on_side([(f"slope of {s.t} - BnB per layer", _on(slopes))], positive=False)
+    """Decided on the least-squares slope of AnB - BnB (SnB - BnB) over n, per seed (the mean of its directions'
+    slopes)."""
+    gap = (s.acc(s.t) - s.acc("BnB")).transpose("replicate", "target", "n")
+
+    def slope(row: np.ndarray) -> float:
+        return np.polyfit(s.cuts, row, 1)[0] if np.isfinite(row).all() and len(s.cuts) > 1 else np.nan
+
+    slopes = gap.isel(n=0, drop=True).copy(data=np.apply_along_axis(slope, -1, gap.values))
+    return _all_on_side([(f"slope of {s.t} - BnB per layer", _on(s.reps(slopes).values))], positive=False)
 
 
 def _transfer_falls(s: _Split) -> Verdict:
@@ -151,7 +157,7 @@ def _transfer_falls(s: _Split) -> Verdict:
     if middle == s.top:
         return UNDECIDED, ["needs a middle cut and a top cut"]
     anb = {n: s.at(s.acc(s.t), n) for n in s.cuts}
-    fall = estimate(anb[s.top] - anb[middle])
+    fall = estimate(s.reps(s.acc(s.t).sel(n=s.top) - s.acc(s.t).sel(n=middle)).values)  # within each direction
     means = {n: np.nanmean(v) for n, v in anb.items() if np.isfinite(v).any()}
     lowest = min(means, key=means.get, default=None)
     evidence = [f"{s.t}(n={s.top}) - {s.t}(n={middle}): {fall}", f"lowest mean {s.t} at n={lowest}"]
@@ -164,7 +170,7 @@ def _transfer_falls(s: _Split) -> Verdict:
 
 def _lingering_boost(s: _Split) -> Verdict:
     """Decided on the boost averaged over n per seed."""
-    boost = s.reps(s.dec["lingering"]).mean("n", skipna=False).values
+    boost = s.reps(s.dec["lingering"].mean("n", skipna=False)).values  # each direction's mean over n first
     return _all_on_side([(f"{s.t_plus} - baseB, mean over n", _on(boost))], positive=True)
 
 

@@ -14,6 +14,7 @@ file's name ``file:PATH`` would otherwise put a colon, or folders, into the file
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -44,8 +45,11 @@ def _per_n(values: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
 
 def safe_stem(text: str) -> str:
     """``text`` as a file name's stem: every run of other characters than letters, digits and ``-_.`` becomes one
-    ``-`` (``figure2_file:split.json`` -> ``figure2_file-split.json``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    ``-``, and a stem so changed ends in six hex digits of ``text``'s hash, so that two splits which differ only in
+    those characters (``file:a/b.json``, ``file:a-b.json``) never write one file (``figure2_file:split.json`` ->
+    ``figure2_file-split.json-1b2c3d``)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", text)
+    return safe if safe == text else f"{safe}-{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 def _save(fig: Figure, out: Path, stem: str) -> list[Path]:

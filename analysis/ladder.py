@@ -89,6 +89,7 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict]]:
                      "train_images": images or "", "width": info["width"], "epochs": recipe.epochs,
                      "parameters": info["parameters"], "images_seen": info["images_seen"] or "",
                      "base_mean": base.mean, "base_low": base.low, "base_high": base.high,
+                     "base_seeds": base.replicates,
                      "plateau": (converged or {}).get("plateau") or "", "n": int(n),
                      "mean": e.mean, "low": e.low, "high": e.high, "seeds": e.replicates, "p": e.p,
                      **{f"reset_{kind}": resets.get((kind, int(n)), "") for kind in RESETS}})
@@ -184,7 +185,7 @@ class Ladder:
                 (name,) = keys
                 row = next(r for r in self.rows if r["rung"] == name)
                 return estimate({"mean": row["base_mean"], "low": row["base_low"], "high": row["base_high"],
-                                 "replicates": row["seeds"]})
+                                 "replicates": row["base_seeds"]})
             if kind == "rungs":
                 return str(len(self.info["rungs"]))
             if kind == "reset":
@@ -211,7 +212,7 @@ class Ladder:
             table.append([f"`{info['name']}`", first["train_images_per_class"], info["width"], info["epochs"],
                           f"{info['parameters']:,}", f"{info['images_seen']:,}" if info["images_seen"] else "",
                           estimate({"mean": first["base_mean"], "low": first["base_low"], "high": first["base_high"],
-                                    "replicates": first["seeds"]}), plateau,
+                                    "replicates": first["base_seeds"]}), plateau,
                           *[estimate({**rs[n], "replicates": rs[n]["seeds"]}) if n in rs else "-" for n in cuts]])
         return [Table(["rung", "train images per class", "width", "epochs", "parameters", "images seen", "baseB",
                        f"plateau (gain < {self.info['plateau']})", *[f"drop n={n}" for n in cuts]], table),

@@ -134,7 +134,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         extra = [Heading(2, "Representations"), Paragraph(
             f"No activation store at `{store}`: run `probe extract {run_dir} --probe-set both`, then `probe analyze "
             f"{run_dir}`, for the CKA views, per-layer probes and transferability estimators.")]
-    robust, robust_figures = _robustness(run, ds, out)
+    robust, robust_figures = _robustness(run, ds, out, metric)
     figures += robust_figures
     extra = [*_stitching_blocks(ds, run_dir), *robust, *extra]
     blocks = _report_blocks(ds, missing, summary, directions, claims, claim_split, figures, out, extra, pooled)
@@ -167,10 +167,10 @@ def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False) -> tupl
     return summary, directions, claims, claim_split, figures
 
 
-def _robustness(run: Run, ds: xr.Dataset, out: Path) -> tuple[list[Block], list[Path]]:
-    """The layer re-initialization section (robustness.csv and its figure), or the one line that says how to get
-    it."""
-    rob = robustness_dataset(run)
+def _robustness(run: Run, ds: xr.Dataset, out: Path, metric: str) -> tuple[list[Block], list[Path]]:
+    """The layer re-initialization section (robustness.csv and its figure) in the decomposition's ``metric``, or the
+    one line that says how to get it."""
+    rob = robustness_dataset(run, metric)
     if rob is None:
         (out / "robustness.csv").unlink(missing_ok=True)
         return [Heading(2, "Layer re-initialization"), Paragraph(

@@ -28,8 +28,9 @@ from probe.variants import TASKS
 ROBUST, CRITICAL = 0.9, 0.5
 
 
-def robustness_dataset(run_dir) -> xr.Dataset | None:
-    """The robustness records of the run's base networks, None where no base network has one."""
+def robustness_dataset(run_dir, metric: str = "top1") -> xr.Dataset | None:
+    """The robustness records of the run's base networks in ``metric`` (top1 or balanced: the decomposition's, so
+    that the two read side by side), None where no base network has one."""
     run = Run(run_dir)
     _, plan = read_plan(run)
     bases = [p for p in plan if p.spec.variant == "base"]
@@ -55,11 +56,15 @@ def robustness_dataset(run_dir) -> xr.Dataset | None:
         where = (splits.index(p.spec.split), reps.index(replicate_label(p.spec)), targets.index(p.spec.target))
         chance[where] = 1 / len(p.spec.target_classes)
         record = records.get(p.spec.id)
-        if record is None or record["layers"] != layers:
+        if record is None:
             continue
-        base[where] = record["test_acc"]
+        if record["layers"] != layers:
+            print(f"warning: {run.network(p.spec.id).robustness} was written for layers {record['layers']}, not the "
+                  f"plan's {layers}; left out (rerun 'probe robustness {run.path}')", file=sys.stderr)
+            continue
+        base[where] = record["test_acc" if metric == "top1" else "test_balanced_acc"]
         for r, kind in enumerate(RESETS):
-            acc[where + (r,)] = [x["top1"] for x in record[kind]]
+            acc[where + (r,)] = [x[metric] for x in record[kind]]
     dims = ("split", "replicate", "target")
     return xr.Dataset({"acc": (dims + ("reset", "layer"), acc), "base": (dims, base), "chance": (dims, chance)},
                       coords={"split": splits, "replicate": reps, "target": targets, "reset": list(RESETS),

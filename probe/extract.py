@@ -75,6 +75,9 @@ class ExtractionImages:
             raise ProbeError(f"per-class probe size {self.per_class} must be a positive integer")
         if self.per_class_mode not in PER_CLASS_MODES:
             raise ProbeError(f"per-class mode {self.per_class_mode!r} is not one of {', '.join(PER_CLASS_MODES)}")
+        if self.per_class is None and self.per_class_mode != "exactly":
+            raise ProbeError(f"per-class mode {self.per_class_mode!r} says how many images per class --per-class "
+                             "takes; give --per-class K with it")
 
     def classes(self, spec: NetworkSpec) -> list[str]:
         """The classes of the images for ``spec``, in the dataset's class order (A's then B's for ``both``)."""

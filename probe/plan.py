@@ -182,6 +182,8 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
     _check_split_names(labels)
     if study.source is not None and bases:
         _check_source(study.source, bases[0], max(cuts, default=0))
+    if bases and any(v in STITCH_NAMES for v in study.variants):
+        _check_stitchable(bases[0], cuts)
     return [PlannedNetwork(s, tuple(p.id for p in s.parents), arch.layers, *labels[s.split])
             for s in bases + others]
 
@@ -270,6 +272,15 @@ def _check_source(source: SourceSpec, spec: NetworkSpec, cut: int) -> None:
     from probe.source import check_source
 
     check_source(source, build_model(spec), cut, spec.in_channels)
+
+
+def _check_stitchable(spec: NetworkSpec, cuts: tuple[int, ...]) -> None:
+    """Refuse stitched variants at cuts a stitch cannot follow before anything trains; it builds a network (torch),
+    as planning otherwise never does."""
+    from probe.architectures.build import build_model
+    from probe.architectures.stitch import check_stitchable
+
+    check_stitchable(build_model(spec), list(cuts), spec.in_channels, spec.input_size)
 
 
 def plan_to_dict(study: Study, plan: list[PlannedNetwork]) -> dict:

@@ -315,12 +315,19 @@ def _train_epoch(spec: NetworkSpec, data: TaskTensors, model: LayeredNet, optimi
     n, total = len(data.train_y), r.epochs * steps_per_epoch
     model.train()
     order = torch.randperm(n, generator=generator).to(device)
+    # BatchNorm cannot normalize a batch of one image (a stitch's, or a torchvision network's): such a last batch
+    # is left out, and the epoch's loss and accuracy are over the images trained on
+    batchnorm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
     loss_sum = correct = 0.0
+    seen = 0
     for i in range(steps_per_epoch):
         step = epoch * steps_per_epoch + i
         for g in optimizer.param_groups:
             g["lr"] = r.lr * g["lr_scale"] * lr_factor(r, step, total)
         idx = order[i * r.batch_size: (i + 1) * r.batch_size]
+        if batchnorm and len(idx) < 2:
+            bar.update()
+            continue
         x = random_crop_flip(data.train_x[idx], spec.input_size, r.crop_padding, r.flip, generator)
         x = data.normalize(x).contiguous(memory_format=torch.channels_last)
         y = data.train_y[idx]
@@ -337,8 +344,9 @@ def _train_epoch(spec: NetworkSpec, data: TaskTensors, model: LayeredNet, optimi
         optimizer.step()
         loss_sum += value * len(y)
         correct += (logits.argmax(1) == y).sum().item()
+        seen += len(y)
         bar.update()
-    return loss_sum / n, correct / n
+    return loss_sum / seen, correct / seen
 
 
 def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:

@@ -249,3 +249,19 @@ def test_one_seed_gives_no_interval_unless_directions_are_pooled():
     assert e.replicates == 1 and not e.has_interval
     assert summarize(decompose(ds)["coadaptation"], pooled=True)[("random", 4)].has_interval
     assert {c.verdict for c in check_claims(ds)} == {UNDECIDED}
+
+
+def test_a_missing_direction_at_one_cut_does_not_make_a_difference_between_cuts():
+    """Claims 2 and 5 compare cuts: with the B->A direction of every seed missing at the top cut, the differences
+    are taken within the direction that has both cuts, never between different directions."""
+    specs = _specs()
+
+    def bases_apart(s):
+        v = paper_like(s)
+        return v + (0.1 if s.target == "A" else -0.2)  # the two tasks' accuracies far apart
+
+    acc = {s.id: bases_apart(s) for s in specs if not (s.target == "A" and s.cut == 7)}
+    claims = {c.number: c for c in check_claims(build_dataset(specs, acc))}
+    recovery = next(e for e in claims[2].evidence if "recovery" in e)
+    assert "+0.0500" in recovery, recovery  # the paper_like recovery from the dip at n = 4 to n = 7
+    assert claims[2].verdict == HOLDS and claims[5].verdict == HOLDS

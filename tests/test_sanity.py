@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import json
 import math
+import re
 import shutil
 import warnings
 
@@ -387,12 +388,14 @@ def test_one_directional_and_partial_runs_are_checked():
 
 
 def test_figure_files_of_a_split_file_have_safe_names(tmp_path):
-    assert safe_stem("figure2_file:split.json") == "figure2_file-split.json"
-    assert safe_stem("figure_cka_file:/data/my splits/a.json") == "figure_cka_file-data-my-splits-a.json"
+    assert safe_stem("figure2_random") == "figure2_random"
+    assert re.fullmatch(r"figure2_file-split\.json-[0-9a-f]{6}", safe_stem("figure2_file:split.json"))
+    assert safe_stem("figure_cka_file:/data/my splits/a.json").startswith("figure_cka_file-data-my-splits-a.json-")
+    assert safe_stem("figure2_file:a/b.json") != safe_stem("figure2_file:a-b.json")  # no two splits share a file
     split = "file:/data/my splits/a.json"
     specs = [dataclasses.replace(s, split=split) for s in _specs(cuts=(1,))]
     paths = figure2(_dataset(specs, healthy), tmp_path, split)
-    stem = "figure2_file-data-my-splits-a.json"
+    stem = safe_stem(f"figure2_{split}")
     assert [p.name for p in paths] == [f"{stem}.png", f"{stem}.svg"]
     assert all(p.parent == tmp_path and p.is_file() for p in paths)
 

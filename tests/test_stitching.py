@@ -144,3 +144,26 @@ def test_analysis_reports_the_stitching_penalty(stitched_run, cli):
     assert {"stitching", "stitch_over_transfer", "self_stitching"} <= quantities
     report = (stitched_run / "analysis" / "report.md").read_text()
     assert "**stitching** = baseB - AnB-stitch" in report and "baseB - BnB-stitch" in report
+
+
+def test_a_stitch_on_flat_features_trains_when_the_last_batch_is_one_image(tmp_path, cache_dir):
+    """n_train % batch_size == 1: a stitch's BatchNorm1d cannot take a batch of one image, which is left out."""
+    from conftest import invoke
+
+    # synthetic: 5 classes x 30 per class, 10% held out: 135 training images, 135 % 67 == 1
+    result = invoke(cache_dir, "train", tmp_path / "run", "--dataset", "synthetic", "--arch", "caffenet-small",
+                    "--arch-option", "width=0.125", "--epochs", "1", "--batch-size", "67", "--train-per-class", "30",
+                    "--cuts", "6", "--variants", "BnB-stitch")
+    assert result.exit_code == 0, result.output
+    assert "failed 0" in result.output
+
+
+def test_a_stitch_after_a_token_sequence_is_refused_when_planned():
+    from probe.errors import ProbeError
+
+    study = Study(DataSpec("synthetic"), ArchSpec("torchvision.models.vision_transformer:VisionTransformer", None,
+                                                  {"patch_size": 4, "num_layers": 2, "num_heads": 2,
+                                                   "hidden_dim": 16, "mlp_dim": 32}),
+                  variants=("BnB-stitch",), cuts=(1,))
+    with pytest.raises(ProbeError, match=r"a stitch cannot follow layer 1 .*shape"):
+        make_plan(study, CLASSES, 3, 16)

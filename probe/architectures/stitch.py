@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from probe.architectures.layered import LayeredNet
+from probe.errors import ProbeError
 
 
 class Stitch(nn.Module):
@@ -30,16 +31,33 @@ class Stitch(nn.Module):
         return self.after(self.map(self.before(x)))
 
 
+def _layer_shapes(net: LayeredNet, layers: list[int], in_channels: int, input_size: int) -> dict[int, tuple]:
+    """The output shape of each of ``layers`` on one blank image."""
+    with torch.no_grad():
+        was_training = net.training
+        _, out = net.eval().forward_intermediates(torch.zeros(1, in_channels, input_size, input_size), layers,
+                                                   stop_early=True)
+        net.train(was_training)
+    return {net.layer_index(name): tuple(x.shape) for name, x in out.items()}
+
+
+def check_stitchable(net: LayeredNet, cuts: list[int], in_channels: int, input_size: int) -> None:
+    """Refuse cuts whose outputs a stitch cannot map: it takes channel maps (N, C, H, W) or flat features (N, D), not
+    token sequences (N, T, D) such as a vision transformer's."""
+    for n, shape in _layer_shapes(net, cuts, in_channels, input_size).items():
+        if len(shape) not in (2, 4):
+            raise ProbeError(f"a stitch cannot follow layer {n} ({net.layer_names[n - 1]}) of this network: its "
+                             f"output has shape {list(shape)}, and a stitch maps channel maps (N, C, H, W) or flat "
+                             "features (N, D); leave the stitched variants out, or cut where the output is one of "
+                             "those")
+
+
 def add_stitch(net: LayeredNet, n: int, in_channels: int, input_size: int, seed: int) -> None:
     """Insert a stitch after layer ``n`` of ``net``, sized by the output of layer n on one blank image and
     initialized from ``seed`` (the network's init seed: a stitched network is built from its spec alone)."""
-    with torch.no_grad():
-        was_training = net.training
-        _, out = net.eval().forward_intermediates(torch.zeros(1, in_channels, input_size, input_size), [n],
-                                                   stop_early=True)
-        net.train(was_training)
-    x = next(iter(out.values()))
+    check_stitchable(net, [n], in_channels, input_size)
+    shape = _layer_shapes(net, [n], in_channels, input_size)[n]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1_000_003 + 41)
-        stitch = Stitch(x.shape[1], spatial=x.ndim == 4)
+        stitch = Stitch(shape[1], spatial=len(shape) == 4)
     net.add_stitch(n, stitch)
