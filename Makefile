@@ -107,7 +107,7 @@ ladder: $(STAMP)
 		$(BIN)/probe train runs/ladder/cifar10-$$n-w$(LADDER_WIDTH)-e$(LADDER_EPOCHS) $(LADDER_OPTS) \
 			--train-per-class $$n --arch-option width=$(LADDER_WIDTH) --epochs $(LADDER_EPOCHS) $(DASK) || exit 1; \
 	done
-	$(BIN)/python -m probe.analysis.ladder collect runs/ladder/cifar10-*
+	$(BIN)/python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*
 	$(BIN)/python -m probe.analysis.reproduction render
 
 init-study: $(STAMP) fashion-mnist
@@ -116,7 +116,7 @@ init-study: $(STAMP) fashion-mnist
 		$(BIN)/probe train runs/init/fashion-mnist-$$init $(INIT_FASHION_OPTS) --init $$init $(DASK) || exit 1; \
 		$(BIN)/probe train runs/init/cifar10-$$init $(INIT_CIFAR_OPTS) --init $$init $(DASK) || exit 1; \
 	done
-	$(BIN)/python -m probe.analysis.initialization collect runs/init/*
+	$(BIN)/python -m probe.analysis.reproduction initialization runs/init/*
 	$(BIN)/python -m probe.analysis.reproduction render
 
 test: $(STAMP)

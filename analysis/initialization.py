@@ -14,25 +14,23 @@ learned from poor features.
 relative to the base, with intervals over seeds, and the mean first- and last-epoch training loss of the bases and
 of RnB, beside ln(classes)) and ``initialization.json`` (each run's study and its bases' accuracy).
 
-    python -m probe.analysis.initialization collect runs/init/*
+    python -m probe.analysis.reproduction initialization runs/init/*
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import math
 import shutil
 from pathlib import Path
 
-import click
 import numpy as np
 
 from probe.analysis.accuracies import accuracy_dataset
 from probe.analysis.decomposition import relative, replicates, variant_means
-from probe.analysis.render import Block, Code, Paragraph, Table, estimate, markdown, number
+from probe.analysis.render import Block, Code, Paragraph, Table, estimate, markdown, number, write_table
 from probe.analysis.stats import estimate as estimate_of
-from probe.atomic import read_json, write_atomic, write_json
+from probe.atomic import read_json, write_json
 from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
 from probe.plan import read_plan
@@ -94,12 +92,7 @@ def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
     dest = docs / "reproduction" / FOLDER
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    rows = [row for _, rs in runs for row in rs]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(dest / "initialization.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    write_table(dest / "initialization.csv", [row for _, rs in runs for row in rs])
     write_json(dest / "initialization.json", {"runs": [info for info, _ in runs]})
     return dest
 
@@ -148,23 +141,3 @@ class Initialization:
                 Paragraph("Commands:"),
                 Code(["make init-study", *(f"# {r['name']}: {r['study']['data']['name']}, --init {r['init']}"
                                            for r in runs)])]
-
-
-@click.group()
-def main() -> None:
-    """Claim 8 and initialization: collect the study's runs into docs/reproduction/initialization/."""
-
-
-@main.command("collect")
-@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
-def collect_command(run_dirs: tuple[Path, ...]) -> None:
-    """Collect the runs RUN_DIRS (bases and RnB under one initialization each)."""
-    try:
-        dest = collect(list(run_dirs))
-    except ProbeError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"wrote {dest}")
-
-
-if __name__ == "__main__":
-    main()

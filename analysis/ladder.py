@@ -16,23 +16,21 @@ in where layers 1..n come from (copied and frozen). ``collect`` writes ``docs/re
 - ``ladder.json``: per rung, its study, the command that trains it, and its bases' convergence;
 - ``figures/ladder.png``: the drop against n per rung, and against the images seen per n.
 
-    python -m probe.analysis.ladder collect runs/ladder/cifar10-*
+    python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import shutil
 from pathlib import Path
 
-import click
 import numpy as np
 from matplotlib.figure import Figure
 
 from probe.analysis.accuracies import accuracy_dataset
 from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
-from probe.analysis.render import Block, Code, Image, Paragraph, Table, estimate, markdown, number
+from probe.analysis.render import Block, Code, Image, Paragraph, Table, estimate, markdown, number, write_table
 from probe.analysis.robustness import robustness_dataset
 from probe.analysis.sanity import PLATEAU, convergence
 from probe.atomic import read_json, write_atomic, write_json
@@ -107,14 +105,6 @@ def _resets(run_dir: Path, split: str) -> dict[tuple[str, int], float]:
             for kind in rob["reset"].values for k, layer in zip(rob["k"].values, rob["layer"].values)}
 
 
-def _csv_text(records: list[dict]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(records[0]))
-    writer.writeheader()
-    writer.writerows(records)
-    return buf.getvalue()
-
-
 def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
     """Write ladder.csv, ladder.json and the figure of the rungs ``run_dirs`` (ordered by images seen) into
     ``docs/reproduction/ladder/``."""
@@ -126,7 +116,7 @@ def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "figures").mkdir(parents=True)
     rows = [row for _, rs in rungs for row in rs]
-    write_atomic(dest / "ladder.csv", lambda tmp: Path(tmp).write_text(_csv_text(rows)))
+    write_table(dest / "ladder.csv", rows)
     infos = [info for info, _ in rungs]
     write_json(dest / "ladder.json", {"rungs": infos, "plateau": PLATEAU})
     figure(rows, dest / "figures" / "ladder.png")
@@ -220,7 +210,7 @@ class Ladder:
                 Paragraph("Commands (each rung resumes; the last line collects them and renders this report):"),
                 Code([*(f"make ladder LADDER_IMAGES={r['train_per_class'] or 5000} LADDER_WIDTH={r['width']} "
                         f"LADDER_EPOCHS={r['epochs']}" for r in rungs),
-                      "python -m probe.analysis.ladder collect runs/ladder/cifar10-*"]),
+                      "python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*"]),
                 Image(f"reproduction/{FOLDER}/figures/ladder.png", "co-adaptation ladder")]
 
 
@@ -237,24 +227,3 @@ class Ladder:
                           "nothing trained again (`probe robustness`), accuracy relative to the base, mean over "
                           "seeds:"),
                 Table(["rung", *[f"k={n}" for n in cuts]], table)]
-
-
-@click.group()
-def main() -> None:
-    """The co-adaptation ladder: collect its rungs into docs/reproduction/ladder/."""
-
-
-@main.command("collect")
-@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
-def collect_command(run_dirs: tuple[Path, ...]) -> None:
-    """Collect the rungs RUN_DIRS (run directories of selffer-only studies) into docs/reproduction/ladder/."""
-    try:
-        dest = collect(list(run_dirs))
-    except ProbeError as e:
-        raise click.ClickException(str(e)) from None
-    click.echo(f"wrote {dest}")
-
-
-if __name__ == "__main__":
-    main()
-

@@ -8,6 +8,8 @@ Text may use Markdown's **bold**, *italic* and `code`; the HTML page translates 
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from html import escape
 from pathlib import Path, PurePath
 
 import numpy as np
+
+from probe.atomic import write_atomic
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,22 @@ class Image:
 
 
 Block = Heading | Paragraph | Items | Code | Table | Image
+
+
+def csv_text(records: Sequence[Mapping]) -> str:
+    """Rows of one shape as CSV text, the first row's keys the header (empty text for no rows)."""
+    buf = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buf, fieldnames=list(records[0]))
+        writer.writeheader()
+        writer.writerows(records)
+    return buf.getvalue()
+
+
+def write_table(path: Path, records: Sequence[Mapping]) -> None:
+    """Write ``records`` as a CSV file, atomically."""
+    text = csv_text(records)
+    write_atomic(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def number(x: float | str, digits: int = 3) -> str:

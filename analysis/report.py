@@ -14,8 +14,6 @@ a dissimilar split, the probes and estimators of baseA and its CKA with baseB.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import shutil
 from pathlib import Path
@@ -50,7 +48,7 @@ from probe.analysis.decomposition import (
 )
 from probe.analysis.figures import diagonal, figure2, figure3, figure_cka, figure_directions, figure_robustness
 from probe.analysis.reference import CITATION
-from probe.analysis.render import Block, Heading, Image, Paragraph, Table, html, markdown, number
+from probe.analysis.render import Block, Heading, Image, Paragraph, Table, html, markdown, number, write_table
 from probe.analysis.representations import representation_dataset, score_correlations
 from probe.analysis.robustness import CRITICAL, ROBUST, robustness_dataset, robustness_rows
 from probe.analysis.sanity import report_blocks, run_findings
@@ -60,15 +58,6 @@ from probe.atomic import write_atomic, write_json
 from probe.plan import read_plan
 from probe.run import Run
 from probe.variants import BASE
-
-
-def _csv_text(records: list[dict]) -> str:
-    buf = io.StringIO()
-    if records:
-        writer = csv.DictWriter(buf, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    return buf.getvalue()
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -117,14 +106,14 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     top1, balanced = metrics.dataset("top1"), metrics.dataset("balanced")
     found = run_findings(metrics, metric)
     _write_zarr(ds, out / "accuracies.zarr")
-    _write_text(out / "accuracies.csv", _csv_text(rows(top1, balanced)))
-    _write_text(out / "per_class.csv", _csv_text(per_class_rows(metrics)))
+    write_table(out / "accuracies.csv", rows(top1, balanced))
+    write_table(out / "per_class.csv", per_class_rows(metrics))
     summary, directions, claims, claim_split, figures = write_decomposition(ds, out, pooled)
     if rep is not None:
         _write_zarr(rep, out / "representations.zarr")
         table, correlations = representation_rows(rep, ds), correlation_rows(rep, ds)
-        _write_text(out / "representations.csv", _csv_text(table))
-        _write_text(out / "correlations.csv", _csv_text(correlations))
+        write_table(out / "representations.csv", table)
+        write_table(out / "correlations.csv", correlations)
         figures += [figure_cka(rep, out / "figures", str(split))[0] for split in rep["split"].values]
         extra = _representation_blocks(rep["split"].values, table, correlations, store, one_directional(ds))
     else:  # no store: tables of an earlier analysis with one would describe other activations
@@ -152,9 +141,9 @@ def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False) -> tupl
     report recomputes from its accuracies.csv). Returns the summary and direction rows, the claims, the split they
     were checked on and the figures' PNG paths."""
     summary, directions = summary_rows(ds, pooled), direction_rows(ds)
-    _write_text(out / "decomposition.csv", _csv_text(summary))
-    _write_text(out / "directions.csv", _csv_text(directions))
-    _write_text(out / "relative.csv", _csv_text(relative_rows(ds, pooled)))
+    write_table(out / "decomposition.csv", summary)
+    write_table(out / "directions.csv", directions)
+    write_table(out / "relative.csv", relative_rows(ds, pooled))
     splits = [str(s) for s in ds["split"].values]
     claim_split = SIMILAR_SPLIT if SIMILAR_SPLIT in splits else splits[0]
     claims = check_claims(ds, claim_split, pooled=pooled)
@@ -177,7 +166,7 @@ def _robustness(run: Run, ds: xr.Dataset, out: Path, metric: str) -> tuple[list[
             f"Not measured: run `probe robustness {run.path}`, then `probe analyze {run.path}`, to test every base "
             "network with each layer reset to its initial and to random weights (forward passes only).")], []
     rows = robustness_rows(rob, summarize(decompose(ds)["coadaptation"]))
-    _write_text(out / "robustness.csv", _csv_text(rows))
+    write_table(out / "robustness.csv", rows)
     figures = [figure_robustness(rob, ds, out / "figures", str(split))[0] for split in rob["split"].values]
     b: list[Block] = [Heading(2, "Layer re-initialization"), Paragraph(
         "Each base network with one layer k reset, to the weights it started from (*initial*) or to random weights "

@@ -35,7 +35,9 @@ import xarray as xr
 
 from probe.analysis.claims import MARGIN
 from probe.analysis.initialization import Initialization
+from probe.analysis.initialization import collect as collect_initialization
 from probe.analysis.ladder import Ladder
+from probe.analysis.ladder import collect as collect_ladder
 from probe.analysis.reference import CITATION
 from probe.analysis.render import Block, Code, Heading, Image, Items, Paragraph, Table, estimate, markdown, number
 from probe.analysis.report import VIEW_TITLES, analyze_run, write_decomposition
@@ -396,6 +398,29 @@ def recompute_command(names: tuple[str, ...]) -> None:
             raise click.ClickException(f"{folder} holds no accuracies.csv to recompute from")
         recompute(folder)
         click.echo(f"recomputed {folder}")
+
+
+@main.command("ladder")
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def ladder_command(run_dirs: tuple[Path, ...]) -> None:
+    """Collect the co-adaptation ladder's rungs RUN_DIRS (selffer-only runs) into docs/reproduction/ladder/."""
+    _collected(collect_ladder, run_dirs)
+
+
+@main.command("initialization")
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+def initialization_command(run_dirs: tuple[Path, ...]) -> None:
+    """Collect the initialization study's runs RUN_DIRS (bases and RnB under one initialization each) into
+    docs/reproduction/initialization/."""
+    _collected(collect_initialization, run_dirs)
+
+
+def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:
+    try:
+        dest = collect_study(list(run_dirs))
+    except ProbeError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {dest}")
 
 
 @main.command("render")
