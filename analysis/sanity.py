@@ -134,7 +134,7 @@ def convergence_findings(metrics: list[dict], specs: dict[str, dict]) -> list[Fi
             out.append(Finding("convergence", (
                 f"the base networks of split {split} still gained {curve[-1] - curve[-2]:.3f} validation accuracy "
                 f"in their last epoch ({curve[-2]:.3f} to {curve[-1]:.3f}, mean of {c['bases']}; converged means "
-                f"below {PLATEAU} a epoch): they have not converged, so cut networks (trained as long) are compared "
+                f"below {PLATEAU} per epoch): they have not converged, so cut networks (trained as long) are compared "
                 "with under-trained bases; train with more --epochs")))
     return out
 
