@@ -25,6 +25,7 @@ import csv
 import shutil
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -141,9 +142,12 @@ def figure(rows: list[dict], path: Path) -> None:
     left.set_ylabel("co-adaptation drop: baseB - BnB")
     left.set_title("co-adaptation drop per rung (95% interval over seeds)", fontsize=10)
     left.legend(fontsize=7)
-    for n in sorted({r["n"] for r in rows}):
+    cuts = sorted({r["n"] for r in rows})
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(cuts)))  # not the rungs' colours on the left
+    for n, color in zip(cuts, colors):
         rs = [r for r in rows if r["n"] == n and r["images_seen"] != ""]
-        right.plot([float(r["images_seen"]) for r in rs], [float(r["mean"]) for r in rs], marker="o", label=f"n = {n}")
+        right.plot([float(r["images_seen"]) for r in rs], [float(r["mean"]) for r in rs], marker="s", color=color,
+                   label=f"n = {n}")
     right.axhline(0, color="black", lw=1, ls=":")
     right.set_xscale("log")
     right.set_xlabel("images seen in training (images x epochs)")
