@@ -28,13 +28,12 @@ REPRO_EXTRACT_OPTS ?= --probe-set both --per-class 100
 DASK ?= --executor dask --workers 2
 
 # The co-adaptation ladder: the selffer alone (bases and BnB/AnA at cuts 1, 3, 5, 7) on CIFAR-10's random split at
-# three seeds, one rung per number of training images per class (LADDER_IMAGES; 5000 is all of them, 4500 after the
-# validation hold-out), at width LADDER_WIDTH for LADDER_EPOCHS epochs. Each rung is a run directory of its own, so
-# the ladder resumes rung by rung and a GPU extends it with other values, e.g.
-#   make ladder LADDER_IMAGES=5000 LADDER_WIDTH=1 LADDER_EPOCHS=30 DASK=
-LADDER_IMAGES ?= 250 500 1000
+# three seeds, one rung per IMAGES:EPOCHS of LADDER_RUNGS (training images per class, --train-per-class: 5000 is all of
+# them, 4500 after the validation hold-out; and epochs), at width LADDER_WIDTH. Each rung is a run directory of its
+# own, so the ladder resumes rung by rung and a GPU extends it with other values, e.g.
+#   make ladder LADDER_RUNGS=5000:30 LADDER_WIDTH=1 DASK=
+LADDER_RUNGS ?= 250:10 500:10 1000:10 500:30
 LADDER_WIDTH ?= 0.125
-LADDER_EPOCHS ?= 10
 LADDER_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --variants BnB --cuts 1,3,5,7 \
 	--arch caffenet-small --arch-option dropout=0 --batch-size 64 --crop-padding 4 --schedule cosine --lr 0.02 \
 	--warmup 0.2
@@ -103,9 +102,10 @@ repro-cifar10: $(STAMP)
 
 ladder: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
-	for n in $(LADDER_IMAGES); do \
-		$(BIN)/probe train runs/ladder/cifar10-$$n-w$(LADDER_WIDTH)-e$(LADDER_EPOCHS) $(LADDER_OPTS) \
-			--train-per-class $$n --arch-option width=$(LADDER_WIDTH) --epochs $(LADDER_EPOCHS) $(DASK) || exit 1; \
+	for rung in $(LADDER_RUNGS); do \
+		n=$${rung%%:*}; e=$${rung##*:}; \
+		$(BIN)/probe train runs/ladder/cifar10-$$n-w$(LADDER_WIDTH)-e$$e $(LADDER_OPTS) \
+			--train-per-class $$n --arch-option width=$(LADDER_WIDTH) --epochs $$e $(DASK) || exit 1; \
 	done
 	$(BIN)/python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*
 	$(BIN)/python -m probe.analysis.reproduction render

@@ -212,8 +212,8 @@ class Ladder:
                        f"plateau (gain < {self.info['plateau']})", *[f"drop n={n}" for n in cuts]], table),
                 *self._reset_blocks(rungs, cuts),
                 Paragraph("Commands (each rung resumes; the last line collects them and renders this report):"),
-                Code([*(f"make ladder LADDER_IMAGES={r['train_per_class'] or 5000} LADDER_WIDTH={r['width']} "
-                        f"LADDER_EPOCHS={r['epochs']}" for r in rungs),
+                Code([*(f"make ladder LADDER_RUNGS={r['train_per_class'] or 5000}:{r['epochs']} "
+                        f"LADDER_WIDTH={r['width']}" for r in rungs),
                       "python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*"]),
                 Image(f"reproduction/{FOLDER}/figures/ladder.png", "co-adaptation ladder")]
 

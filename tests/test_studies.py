@@ -53,7 +53,7 @@ def test_the_ladder_has_one_row_per_rung_and_cut(rungs, tmp_path):
     with pytest.raises(ProbeError, match="drop:synthetic-40:3"):
         ladder.value("drop", "synthetic-40", "3")
     section = ladder.section()
-    assert "make ladder LADDER_IMAGES=40" in section and "drop n=5" in section and "ladder.png" in section
+    assert "make ladder LADDER_RUNGS=40:1" in section and "drop n=5" in section and "ladder.png" in section
 
 
 def test_the_ladder_renders_in_the_report(rungs, tmp_path):
