@@ -369,8 +369,8 @@ def _claim_blocks(claims, claim_split: str) -> list[Block]:
             Paragraph(f"On the `{claim_split}` split. *holds*: every interval lies on the claimed side (for the "
                       f"no-difference claims 1 and 3: within +-{MARGIN} accuracy); *does not hold*: an interval "
                       "lies on the other side (wholly beyond the margin, for claims 1 and 3); *undecided*: neither, "
-                      "or too few replicates. A claim resting on m intervals uses Bonferroni-corrected 1 - 0.05/m "
-                      "intervals."),
+                      "or too few seeds (one seed never decides). A claim resting on m intervals uses "
+                      "Bonferroni-corrected 1 - 0.05/m intervals."),
             Table(["#", "claim", "verdict", "evidence"],
                   [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in checked]),
             *[Paragraph(f"Claim {c.number} ({c.text}) is left out: {c.evidence[0]}.") for c in claims

@@ -295,7 +295,7 @@ def report_blocks(found: list[Finding], top1: xr.Dataset, balanced: xr.Dataset, 
     paper = ", the paper's measure" if metric == "top1" else ""
     b.append(Paragraph(f"Accuracy in this report: **{METRICS[metric].name}** ({METRICS[metric].meaning}{paper}); "
                        f"`probe analyze --metric {other}` reads the {METRICS[other].name} accuracy instead. The base "
-                       "networks, mean over replicates:"))
+                       "networks, mean over seeds:"))
     rows = []
     for split in map(str, top1["split"].values):
         for t in map(str, top1["target"].values):
@@ -308,7 +308,7 @@ def report_blocks(found: list[Finding], top1: xr.Dataset, balanced: xr.Dataset, 
                          number(a[finished].mean()),
                          number(c[np.isfinite(c)].mean()) if np.isfinite(c).any() else "-", int(finished.sum())])
     if rows:
-        b.append(Table(["split", "network", "classes", "chance", "top-1", "balanced", "replicates"], rows))
+        b.append(Table(["split", "network", "classes", "chance", "top-1", "balanced", "seeds"], rows))
     else:
         b.append(Paragraph("No base network is finished."))
     return b
