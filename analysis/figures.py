@@ -266,12 +266,8 @@ def figure_directions(ds: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> 
     ax = fig.subplots()
     for target, ls in zip(ds["target"].values, ("-", "--")):
         for quantity, color in (("coadaptation", "tab:blue"), ("specialization", "tab:red")):
-            values = d[quantity].sel(split=split, target=target)
-            with np.errstate(all="ignore"):
-                m = np.array([np.nanmean(v) if np.isfinite(v).any() else np.nan
-                              for v in values.transpose("n", "replicate").values])
-            ax.plot(values["n"].values, m, ls=ls, marker="o", color=color,
-                    label=f"{quantity} {DIRECTIONS[str(target)]}")
+            n, m = _per_n(d[quantity].sel(split=split, target=[target]))  # one direction: its mean over seeds
+            ax.plot(n, m, ls=ls, marker="o", color=color, label=f"{quantity} {DIRECTIONS[str(target)]}")
     ax.axhline(0, color="black", lw=1, ls=":")
     ax.set_xlabel("layer n at which the network is cut")
     ax.set_ylabel(f"accuracy drop ({_metric(ds)})")

@@ -19,7 +19,6 @@ of RnB, beside ln(classes)) and ``initialization.json`` (each run's study and it
 
 from __future__ import annotations
 
-import csv
 import math
 import shutil
 from pathlib import Path
@@ -27,9 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from probe.analysis.accuracies import accuracy_dataset
-from probe.analysis.decomposition import relative, replicates, variant_means
-from probe.analysis.render import Block, Code, Paragraph, Table, estimate, markdown, number, write_table
-from probe.analysis.stats import estimate as estimate_of
+from probe.analysis.decomposition import relative, summarize, variant_means
+from probe.analysis.render import Block, Code, Paragraph, Table, estimate, markdown, number, read_table, write_table
 from probe.atomic import read_json, write_json
 from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
@@ -58,8 +56,7 @@ def run_rows(run_dir: Path) -> tuple[dict, list[dict]]:
     ds, missing = accuracy_dataset(run)
     ds = ds.sel(split=[split])
     means = variant_means(ds)
-    rel = relative(ds).sel(split=split, variant="RnB")
-    per_seed = replicates(rel)
+    rel = summarize(relative(ds).sel(variant="RnB", drop=True))  # over seeds, each the mean of its directions
     name = Path(run_dir).name
     info = {"name": name, "run": str(run_dir), "dataset": study.data.name.partition(":")[0],
             "init": study.arch.init, "classes": classes, "study": study.to_dict(), "missing": missing}
@@ -76,7 +73,7 @@ def run_rows(run_dir: Path) -> tuple[dict, list[dict]]:
              **losses("base", 0)}]
     for n in ds["n"].values:
         acc = means[(split, "RnB", int(n))]
-        r = estimate_of(per_seed.sel(n=n).values)
+        r = rel[(split, int(n))]
         rows.append({"run": name, "dataset": info["dataset"], "init": info["init"], "n": int(n), "variant": "RnB",
                      "acc": acc.mean, "acc_low": acc.low, "acc_high": acc.high, "relative": r.mean,
                      "rel_low": r.low, "rel_high": r.high, "seeds": r.replicates, "chance": 1 / classes,
@@ -97,14 +94,24 @@ def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
     return dest
 
 
+def _accuracy(row: dict) -> str:
+    """An initialization.csv row's test accuracy, as the report prints an estimate."""
+    return estimate({"mean": row["acc"], "low": row["acc_low"], "high": row["acc_high"], "replicates": row["seeds"]})
+
+
+def _relative(row: dict) -> str:
+    """An initialization.csv row's accuracy relative to its base (no interval for the bases' own row)."""
+    return estimate({"mean": row["relative"], "low": row["rel_low"] or "nan", "high": row["rel_high"] or "nan",
+                     "replicates": row["seeds"]})
+
+
 class Initialization:
     """The committed tables of the initialization study, as the reproduction report renders them."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.info = read_json(folder / "initialization.json")
-        with (folder / "initialization.csv").open(newline="") as f:
-            self.rows = list(csv.DictReader(f))
+        self.rows = read_table(folder / "initialization.csv")
 
     def value(self, kind: str, *keys: str) -> str:
         """``relative:RUN:N`` (RnB relative to base), ``acc:RUN:N`` (n = 0: the bases), ``loss:RUN:N:first|last``."""
@@ -113,11 +120,9 @@ class Initialization:
                 name, n, *rest = keys
                 row = next(r for r in self.rows if r["run"] == name and r["n"] == n)
                 if kind == "relative":
-                    return estimate({"mean": row["relative"], "low": row["rel_low"] or "nan",
-                                     "high": row["rel_high"] or "nan", "replicates": row["seeds"]})
+                    return _relative(row)
                 if kind == "acc":
-                    return estimate({"mean": row["acc"], "low": row["acc_low"], "high": row["acc_high"],
-                                     "replicates": row["seeds"]})
+                    return _accuracy(row)
                 (which,) = rest
                 return number(row[f"{which}_loss"])
         except (StopIteration, ValueError, KeyError):
@@ -130,9 +135,7 @@ class Initialization:
 
     def blocks(self) -> list[Block]:
         table = [[f"`{r['run']}`", r["init"], r["n"] if r["n"] != "0" else "base",
-                  estimate({"mean": r["acc"], "low": r["acc_low"], "high": r["acc_high"], "replicates": r["seeds"]}),
-                  estimate({"mean": r["relative"], "low": r["rel_low"] or "nan", "high": r["rel_high"] or "nan",
-                            "replicates": r["seeds"]}) if r["n"] != "0" else "1",
+                  _accuracy(r), _relative(r) if r["n"] != "0" else "1",
                   number(r["chance"]), number(r["first_loss"]), number(r["last_loss"]), number(r["ln_classes"])]
                  for r in self.rows]
         runs = self.info["runs"]

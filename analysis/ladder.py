@@ -21,7 +21,6 @@ in where layers 1..n come from (copied and frozen). ``collect`` writes ``docs/re
 
 from __future__ import annotations
 
-import csv
 import shutil
 from pathlib import Path
 
@@ -31,7 +30,18 @@ from matplotlib.figure import Figure
 
 from probe.analysis.accuracies import accuracy_dataset
 from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
-from probe.analysis.render import Block, Code, Image, Paragraph, Table, estimate, markdown, number, write_table
+from probe.analysis.render import (
+    Block,
+    Code,
+    Image,
+    Paragraph,
+    Table,
+    estimate,
+    markdown,
+    number,
+    read_table,
+    write_table,
+)
 from probe.analysis.robustness import robustness_dataset
 from probe.analysis.sanity import PLATEAU, convergence
 from probe.atomic import read_json, write_atomic, write_json
@@ -158,14 +168,24 @@ def figure(rows: list[dict], path: Path) -> None:
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
 
+def _drop(row: dict) -> str:
+    """A ladder.csv row's co-adaptation drop, as the report prints an estimate."""
+    return estimate({**row, "replicates": row["seeds"]})
+
+
+def _base(row: dict) -> str:
+    """A ladder.csv row's base accuracy, as the report prints an estimate."""
+    return estimate({"mean": row["base_mean"], "low": row["base_low"], "high": row["base_high"],
+                     "replicates": row["base_seeds"]})
+
+
 class Ladder:
     """The committed ladder tables, as the reproduction report renders them."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.info = read_json(folder / "ladder.json")
-        with (folder / "ladder.csv").open(newline="") as f:
-            self.rows = list(csv.DictReader(f))
+        self.rows = read_table(folder / "ladder.csv")
 
     def value(self, kind: str, *keys: str) -> str:
         """``drop:RUNG:N`` (the co-adaptation drop and its interval), ``base:RUNG``, ``rungs``,
@@ -174,12 +194,11 @@ class Ladder:
             if kind == "drop":
                 name, n = keys
                 row = next(r for r in self.rows if r["rung"] == name and r["n"] == n)
-                return estimate({**row, "replicates": row["seeds"]})
+                return _drop(row)
             if kind == "base":
                 (name,) = keys
                 row = next(r for r in self.rows if r["rung"] == name)
-                return estimate({"mean": row["base_mean"], "low": row["base_low"], "high": row["base_high"],
-                                 "replicates": row["base_seeds"]})
+                return _base(row)
             if kind == "rungs":
                 return str(len(self.info["rungs"]))
             if kind == "reset":
@@ -205,9 +224,7 @@ class Ladder:
             plateau = f"from epoch {c['plateau']}" if c.get("plateau") else "not reached"
             table.append([f"`{info['name']}`", first["train_images_per_class"], info["width"], info["epochs"],
                           f"{info['parameters']:,}", f"{info['images_seen']:,}" if info["images_seen"] else "",
-                          estimate({"mean": first["base_mean"], "low": first["base_low"], "high": first["base_high"],
-                                    "replicates": first["base_seeds"]}), plateau,
-                          *[estimate({**rs[n], "replicates": rs[n]["seeds"]}) if n in rs else "-" for n in cuts]])
+                          _base(first), plateau, *[_drop(rs[n]) if n in rs else "-" for n in cuts]])
         return [Table(["rung", "train images per class", "width", "epochs", "parameters", "images seen", "baseB",
                        f"plateau (gain < {self.info['plateau']})", *[f"drop n={n}" for n in cuts]], table),
                 *self._reset_blocks(rungs, cuts),

@@ -73,6 +73,14 @@ def csv_text(records: Sequence[Mapping]) -> str:
     return buf.getvalue()
 
 
+def read_table(path: Path) -> list[dict]:
+    """A CSV file's rows as dicts of strings (none where the file does not exist)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def write_table(path: Path, records: Sequence[Mapping]) -> None:
     """Write ``records`` as a CSV file, atomically."""
     text = csv_text(records)

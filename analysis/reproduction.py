@@ -22,7 +22,6 @@ quotes tables rather than typing numbers.
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import shutil
@@ -39,7 +38,19 @@ from probe.analysis.initialization import collect as collect_initialization
 from probe.analysis.ladder import Ladder
 from probe.analysis.ladder import collect as collect_ladder
 from probe.analysis.reference import CITATION
-from probe.analysis.render import Block, Code, Heading, Image, Items, Paragraph, Table, estimate, markdown, number
+from probe.analysis.render import (
+    Block,
+    Code,
+    Heading,
+    Image,
+    Items,
+    Paragraph,
+    Table,
+    estimate,
+    markdown,
+    number,
+    read_table,
+)
 from probe.analysis.report import VIEW_TITLES, analyze_run, write_decomposition
 from probe.analysis.sanity import PLATEAU, convergence
 from probe.analysis.transferability import DESCRIPTIONS
@@ -138,7 +149,7 @@ def dataset_from_table(rows: list[dict], study: dict) -> xr.Dataset:
 def recompute(folder: Path) -> None:
     """Write a collected dataset's decomposition tables, claims and figures 2 and 3 again from its accuracies.csv."""
     results = read_json(folder / "run.json")
-    ds = dataset_from_table(_read_csv(folder / "accuracies.csv"), results["study"])
+    ds = dataset_from_table(read_table(folder / "accuracies.csv"), results["study"])
     pngs = write_decomposition(ds, folder)[-1]
     for png in pngs:  # the committed report shows the PNGs, as collect copies them
         png.with_suffix(".svg").unlink(missing_ok=True)
@@ -150,24 +161,17 @@ def recompute(folder: Path) -> None:
 # ------------------------------------------------------------------------------------------------ rendering
 
 
-def _read_csv(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
 class Results:
     """One dataset's committed tables, as ``render`` reads them."""
 
     def __init__(self, folder: Path):
         self.folder = folder
         self.run = read_json(folder / "run.json")
-        self.relative = _read_csv(folder / "relative.csv")
-        self.decomposition = _read_csv(folder / "decomposition.csv")
-        self.directions = _read_csv(folder / "directions.csv")
-        self.representations = _read_csv(folder / "representations.csv")
-        self.correlations = _read_csv(folder / "correlations.csv")
+        self.relative = read_table(folder / "relative.csv")
+        self.decomposition = read_table(folder / "decomposition.csv")
+        self.directions = read_table(folder / "directions.csv")
+        self.representations = read_table(folder / "representations.csv")
+        self.correlations = read_table(folder / "correlations.csv")
         self.claims = read_json(folder / "claims.json")
 
     @property

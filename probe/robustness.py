@@ -24,15 +24,13 @@ from probe.architectures.build import build_model
 from probe.architectures.layered import LayeredNet
 from probe.atomic import read_json_file, write_json
 from probe.checkpoint import load_state, load_weights
-from probe.data.tasks import task_data
 from probe.errors import ProbeError
 from probe.extract import weights_fingerprint
-from probe.loaded import loaded_dataset
 from probe.plan import read_plan
 from probe.run import Run
 from probe.spec import SEED_LIMIT, NetworkSpec
 from probe.state import network_state
-from probe.sweep import read_run_data
+from probe.sweep import read_run_data, task_tensors
 from probe.train import TaskTensors, evaluate_classes
 
 RESETS = ("initial", "random")
@@ -105,10 +103,10 @@ def robustness_run(run_dir: Path, device: torch.device, cache_dir: Path | None =
         if done is not None and done.get("weights_fingerprint") == weights_fingerprint(files.weights):
             result["skipped"].append(spec.id)
             continue
-        task = task_data(loaded_dataset(spec.data, str(cache_dir) if cache_dir else None),
-                         list(spec.target_classes), spec.data)
-        data = TaskTensors.from_task(task, stats["mean"], stats["std"], device)
+        data = task_tensors(spec.data, spec.target_classes, tuple(stats["mean"]), tuple(stats["std"]),
+                            str(cache_dir) if cache_dir else None, str(device))
         write_json(path, network_robustness(spec, files.weights, data, device))
         result["written"].append(spec.id)
+    task_tensors.cache_clear()  # this process is done with the run's tasks
     return result
 

@@ -137,7 +137,7 @@ def train_study(executor: Executor, run_dir: Path, study: Study, device: str, ca
         _gather(executor, run, {p.spec.id: p for p in plan}, futures, result, progress)
     finally:
         if executor.in_process:  # a worker keeps its tasks' tensors for the next sweep; this process is done
-            _task.cache_clear()
+            task_tensors.cache_clear()
     return result
 
 
@@ -217,7 +217,7 @@ def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[flo
     if network_state(run_dir, spec)[0] == "done":  # finished earlier, or recomputed after a lost worker
         return {"id": spec.id, "status": "done", "trained": False}
     with _TRAINING:
-        data = _task(spec.data, spec.target_classes, *(tuple(v) for v in stats), cache_dir, device)
+        data = task_tensors(spec.data, spec.target_classes, *(tuple(v) for v in stats), cache_dir, device)
         try:
             metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=progress)
         except FinishedElsewhere:
@@ -233,7 +233,7 @@ def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[flo
 
 
 @functools.lru_cache(maxsize=2)
-def _task(data: DataSpec, classes: tuple[str, ...], mean: tuple[float, ...], std: tuple[float, ...],
+def task_tensors(data: DataSpec, classes: tuple[str, ...], mean: tuple[float, ...], std: tuple[float, ...],
           cache_dir: str | None, device: str) -> TaskTensors:
     """A task's tensors on this process's device, kept for the next network of the same replicate (plans run
     replicate by replicate, and a replicate has two tasks)."""

@@ -41,22 +41,23 @@ def _layer_shapes(net: LayeredNet, layers: list[int], in_channels: int, input_si
     return {net.layer_index(name): tuple(x.shape) for name, x in out.items()}
 
 
-def check_stitchable(net: LayeredNet, cuts: list[int], in_channels: int, input_size: int) -> None:
-    """Refuse cuts whose outputs a stitch cannot map: it takes channel maps (N, C, H, W) or flat features (N, D), not
-    token sequences (N, T, D) such as a vision transformer's."""
-    for n, shape in _layer_shapes(net, cuts, in_channels, input_size).items():
+def check_stitchable(net: LayeredNet, cuts: list[int], in_channels: int, input_size: int) -> dict[int, tuple]:
+    """The output shape of each cut, refusing cuts whose outputs a stitch cannot map: it takes channel maps
+    (N, C, H, W) or flat features (N, D), not token sequences (N, T, D) such as a vision transformer's."""
+    shapes = _layer_shapes(net, cuts, in_channels, input_size)
+    for n, shape in shapes.items():
         if len(shape) not in (2, 4):
             raise ProbeError(f"a stitch cannot follow layer {n} ({net.layer_names[n - 1]}) of this network: its "
                              f"output has shape {list(shape)}, and a stitch maps channel maps (N, C, H, W) or flat "
                              "features (N, D); leave the stitched variants out, or cut where the output is one of "
                              "those")
+    return shapes
 
 
 def add_stitch(net: LayeredNet, n: int, in_channels: int, input_size: int, seed: int) -> None:
     """Insert a stitch after layer ``n`` of ``net``, sized by the output of layer n on one blank image and
     initialized from ``seed`` (the network's init seed: a stitched network is built from its spec alone)."""
-    check_stitchable(net, [n], in_channels, input_size)
-    shape = _layer_shapes(net, [n], in_channels, input_size)[n]
+    shape = check_stitchable(net, [n], in_channels, input_size)[n]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed * 1_000_003 + 41)
         stitch = Stitch(shape[1], spatial=len(shape) == 4)
