@@ -28,15 +28,22 @@ REPRO_EXTRACT_OPTS ?= --probe-set both --per-class 100
 DASK ?= --executor dask --workers 2
 
 # The co-adaptation ladder: the selffer alone (bases and BnB/AnA at cuts 1, 3, 5, 7) on CIFAR-10's random split at
-# three seeds, one rung per IMAGES:EPOCHS of LADDER_RUNGS (training images per class, --train-per-class: 5000 is all of
-# them, 4500 after the validation hold-out; and epochs), at width LADDER_WIDTH. Each rung is a run directory of its
-# own, so the ladder resumes rung by rung and a GPU extends it with other values, e.g.
-#   make ladder LADDER_RUNGS=5000:30 LADDER_WIDTH=1 DASK=
-LADDER_RUNGS ?= 250:10 500:10 1000:10 500:30
+# three seeds, one rung per IMAGES:EPOCHS[:WIDTH] of LADDER_RUNGS (training images per class, --train-per-class: 5000
+# is all of them, 4500 after the validation hold-out; epochs; and the width, LADDER_WIDTH where left out), then the
+# layer resets of its bases (probe robustness). Each rung is a run directory of its own, so the ladder resumes rung by
+# rung and a GPU extends it with other values, e.g.
+#   make ladder LADDER_RUNGS=5000:30:1 DASK=
+# The committed rungs: the data axis at width 1/8 (225 to 4,500 images per class) and the width axis at 225 per class.
+LADDER_RUNGS ?= 250:30:0.125 250:30:0.25 250:30:0.5 500:30:0.125 1000:20:0.125 5000:12:0.125
 LADDER_WIDTH ?= 0.125
-LADDER_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --variants BnB --cuts 1,3,5,7 \
+LADDER_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --cuts 1,3,5,7 \
 	--arch caffenet-small --arch-option dropout=0 --batch-size 64 --crop-padding 4 --schedule cosine --lr 0.02 \
 	--warmup 0.2
+# Model stitching, the CKA floor and the transfer networks on the ladder's largest converged rung: its run grows by
+# AnB, RnB and the stitched networks (the rung's bases and selffers are reused), then its activations are extracted
+# and the whole run is collected as docs/reproduction/stitching-converged.
+LADDER_TOP ?= 1000:20:0.125
+LADDER_TOP_VARIANTS ?= BnB,AnB,RnB,BnB-stitch,AnB-stitch
 
 # Claim 8 and initialization: the random-weights baseline alone (bases and RnB at cuts 1, 3, 5, 7) on the random split
 # of the reproduction's Fashion-MNIST and CIFAR-10 recipes at three seeds, under the paper's Gaussian initialization
@@ -51,7 +58,7 @@ INIT_CIFAR_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --v
 # One target at a time: the reproduction's sweeps each fill the machine (and make -j would run them together).
 .NOTPARALLEL:
 
-.PHONY: setup demo test fashion-mnist reproduction repro-fashion-mnist repro-cifar10 ladder init-study clean
+.PHONY: setup demo test fashion-mnist reproduction repro-fashion-mnist repro-cifar10 ladder ladder-top init-study clean
 
 setup: $(STAMP)
 
@@ -103,11 +110,24 @@ repro-cifar10: $(STAMP)
 ladder: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	for rung in $(LADDER_RUNGS); do \
-		n=$${rung%%:*}; e=$${rung##*:}; \
-		$(BIN)/probe train runs/ladder/cifar10-$$n-w$(LADDER_WIDTH)-e$$e $(LADDER_OPTS) \
-			--train-per-class $$n --arch-option width=$(LADDER_WIDTH) --epochs $$e $(DASK) || exit 1; \
+		n=$${rung%%:*}; rest=$${rung#*:}; e=$${rest%%:*}; w=$${rest#*:}; [ "$$w" != "$$rest" ] || w=$(LADDER_WIDTH); \
+		$(BIN)/probe train runs/ladder/cifar10-$$n-w$$w-e$$e $(LADDER_OPTS) --variants BnB \
+			--train-per-class $$n --arch-option width=$$w --epochs $$e $(DASK) || exit 1; \
+		$(BIN)/probe robustness runs/ladder/cifar10-$$n-w$$w-e$$e || exit 1; \
 	done
 	$(BIN)/python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*
+	$(BIN)/python -m probe.analysis.reproduction render
+
+ladder-top: $(STAMP)
+	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
+	rung=$(LADDER_TOP); n=$${rung%%:*}; rest=$${rung#*:}; e=$${rest%%:*}; w=$${rest#*:}; \
+	run=runs/ladder/cifar10-$$n-w$$w-e$$e; \
+	$(BIN)/probe train $$run $(LADDER_OPTS) --variants $(LADDER_TOP_VARIANTS) --train-per-class $$n \
+		--arch-option width=$$w --epochs $$e --extend $(DASK) && \
+	$(BIN)/probe extract $$run $(REPRO_EXTRACT_OPTS) $(DASK) && \
+	$(BIN)/python -m probe.analysis.reproduction collect $$run stitching-converged \
+		--title "Model stitching on the largest converged rung" \
+		--command "make ladder-top LADDER_TOP=$(LADDER_TOP)"
 	$(BIN)/python -m probe.analysis.reproduction render
 
 init-study: $(STAMP) fashion-mnist

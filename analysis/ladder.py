@@ -13,10 +13,20 @@ in where layers 1..n come from (copied and frozen). ``collect`` writes ``docs/re
   seeds (each seed the mean of its two directions: :mod:`analysis.decomposition`), and where the rung's bases were
   tested with ``probe robustness``, their accuracy relative to the base with layer k = n reset to its initial and to
   random weights (mean over seeds);
-- ``ladder.json``: per rung, its study, the command that trains it, and its bases' convergence;
-- ``figures/ladder.png``: the drop against n per rung, and against the images seen per n.
+- ``ladder_seeds.csv``: the same per seed (the mean of its two directions), the unit the trend is fitted over;
+- ``trend.csv``: per axis of scale (training images at one width, width at one number of images per class) and cut
+  n, the slope of the drop against log scale over the converged rungs of that axis, fitted per seed, with its
+  interval over seeds; and what the two slopes predict at the paper's scale (:func:`trend_rows`);
+- ``ladder.json``: per rung, its study, the command that trains it, its bases' convergence and whether they
+  converged (the report's convergence measure: a plateau reached), and the rungs of each axis;
+- ``figures/ladder.png``: the drop against n per rung, and against the images seen per n;
+- ``figures/trend.png``: the drop against each axis of scale, one line per n, beside the paper's.
+
+A rung whose bases did not converge is shown in the tables, marked, and never enters a trend: a drop measured
+against a base still improving is extra training, not co-adaptation.
 
     python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*
+    python -m probe.analysis.reproduction ladder --recompute   # trend and figures from the committed tables
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from matplotlib.figure import Figure
 
 from probe.analysis.accuracies import accuracy_dataset
 from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
+from probe.analysis.reference import reference_runs
 from probe.analysis.render import (
     Block,
     Code,
@@ -44,6 +55,8 @@ from probe.analysis.render import (
 )
 from probe.analysis.robustness import robustness_dataset
 from probe.analysis.sanity import PLATEAU, convergence
+from probe.analysis.stats import estimate as interval
+from probe.analysis.stats import line_fits
 from probe.atomic import read_json, write_atomic, write_json
 from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
@@ -63,8 +76,9 @@ def _trainable_parameters(spec) -> int:
     return sum(p.numel() for p in build_model(spec).parameters())
 
 
-def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict]]:
-    """One rung's description and its rows of ladder.csv (one per cut n)."""
+def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], list[dict]]:
+    """One rung's description, its rows of ladder.csv (one per cut n) and of ladder_seeds.csv (one per seed and
+    cut)."""
     run = Run(run_dir)
     study, plan = read_plan(run)
     specs = [p.spec for p in plan if p.spec.split == split]
@@ -76,7 +90,8 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict]]:
     ds, missing = accuracy_dataset(run)
     ds = ds.sel(split=[split])
     base = variant_means(ds)[(split, BASE.name, 0)]
-    drops = summarize(decompose(ds)["coadaptation"])
+    coadaptation = decompose(ds)["coadaptation"]
+    drops = summarize(coadaptation)
     resets = _resets(run_dir, split)
     n_train = [m["n_train"] for m in metrics if spec_dicts[m["id"]]["variant"] == "base"]
     base_spec = next(s for s in specs if s.variant == "base")
@@ -85,24 +100,30 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict]]:
     per_class = study.data.train_per_class
     classes = len(base_spec.classes_b)
     images = int(np.mean(n_train)) if n_train else None
+    done = bool(converged and converged.get("plateau"))
     info = {"name": Path(run_dir).name, "run": str(run_dir), "split": split, "study": study.to_dict(),
             "train_per_class": per_class, "train_images": images, "classes": classes,
             "width": options.get("width"), "epochs": recipe.epochs,
             "parameters": _trainable_parameters(base_spec), "images_seen": images * recipe.epochs if images else None,
-            "convergence": converged, "networks_done": len(metrics), "networks_planned": len(plan),
-            "missing": missing}
+            "convergence": converged, "converged": done, "networks_done": len(metrics),
+            "networks_planned": len(plan), "missing": missing}
+    scale = {"rung": info["name"], "train_images_per_class": images // classes if images else "",
+             "train_images": images or "", "width": info["width"], "epochs": recipe.epochs}
     rows = []
     for n in ds["n"].values:
         e = drops[(split, int(n))]
-        rows.append({"rung": info["name"], "train_images_per_class": images // classes if images else "",
-                     "train_images": images or "", "width": info["width"], "epochs": recipe.epochs,
-                     "parameters": info["parameters"], "images_seen": info["images_seen"] or "",
+        rows.append({**scale, "parameters": info["parameters"], "images_seen": info["images_seen"] or "",
                      "base_mean": base.mean, "base_low": base.low, "base_high": base.high,
-                     "base_seeds": base.replicates,
-                     "plateau": (converged or {}).get("plateau") or "", "n": int(n),
+                     "base_seeds": base.replicates, "plateau": (converged or {}).get("plateau") or "",
+                     "converged": "yes" if done else "no", "n": int(n),
                      "mean": e.mean, "low": e.low, "high": e.high, "seeds": e.replicates, "p": e.p,
                      **{f"reset_{kind}": resets.get((kind, int(n)), "") for kind in RESETS}})
-    return info, rows
+    per_seed = replicates(coadaptation.sel(split=split))
+    seed_base = replicates(ds["base"].sel(split=split))
+    seed_rows = [{**scale, "converged": "yes" if done else "no", "seed": str(rep), "n": int(n),
+                  "base": float(seed_base.sel(rep=rep)), "drop": float(per_seed.sel(rep=rep, n=n))}
+                 for rep in per_seed["rep"].values for n in per_seed["n"].values]
+    return info, rows, seed_rows
 
 
 def _resets(run_dir: Path, split: str) -> dict[tuple[str, int], float]:
@@ -117,8 +138,8 @@ def _resets(run_dir: Path, split: str) -> dict[tuple[str, int], float]:
 
 
 def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
-    """Write ladder.csv, ladder.json and the figure of the rungs ``run_dirs`` (ordered by images seen) into
-    ``docs/reproduction/ladder/``."""
+    """Write ladder.csv, ladder_seeds.csv, ladder.json, trend.csv and the figures of the rungs ``run_dirs``
+    (ordered by images seen) into ``docs/reproduction/ladder/``."""
     rungs = [rung(Path(r)) for r in run_dirs]
     if not rungs:
         raise ProbeError("no rung to collect: name the run directories of the ladder")
@@ -126,12 +147,131 @@ def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
     dest = docs / "reproduction" / FOLDER
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "figures").mkdir(parents=True)
-    rows = [row for _, rs in rungs for row in rs]
-    write_table(dest / "ladder.csv", rows)
-    infos = [info for info, _ in rungs]
-    write_json(dest / "ladder.json", {"rungs": infos, "plateau": PLATEAU})
-    figure(rows, dest / "figures" / "ladder.png")
+    write_table(dest / "ladder.csv", [row for _, rows, _ in rungs for row in rows])
+    write_table(dest / "ladder_seeds.csv", [row for _, _, seeds in rungs for row in seeds])
+    write_json(dest / "ladder.json", {"rungs": [info for info, _, _ in rungs], "plateau": PLATEAU})
+    derive(dest)
     return dest
+
+
+def derive(folder: Path) -> None:
+    """The trend and the figures from the committed tables alone (``ladder --recompute``): collect ends here too,
+    reading back what it wrote, so that both give the same bytes."""
+    seeds = read_table(folder / "ladder_seeds.csv")
+    write_table(folder / "trend.csv", trend_rows(seeds))
+    figure(read_table(folder / "ladder.csv"), folder / "figures" / "ladder.png")
+    trend_figure(seeds, read_table(folder / "trend.csv"), folder / "figures" / "trend.png")
+
+
+# ------------------------------------------------------------------------------------------------ the trend
+
+# The paper's scale: one task of a random split of ILSVRC-2012 (half of its 1,281,167 training images), at the
+# paper's own channel widths (width 1)
+PAPER_TASK_IMAGES = 1_281_167 // 2
+PAPER_WIDTH = 1.0
+# The axes of scale: the x each is fitted against (log10 training images of the task, log2 width) and what the
+# rungs of one axis share
+AXES = {"data": ("train_images", np.log10, "log10 training images of the task", "width"),
+        "width": ("width", np.log2, "log2 width (a doubling of every layer's channels)", "train_images_per_class")}
+
+
+def _scale(row: dict) -> tuple[int, float, int]:
+    return int(row["train_images_per_class"]), float(row["width"]), int(row["epochs"])
+
+
+def axes(seed_rows: list[dict]) -> dict[str, dict]:
+    """The converged rungs of each axis of scale: along ``data``, the rungs at the width with the most different
+    numbers of training images; along ``width``, those at the number of images per class with the most different
+    widths. Where two converged rungs differ only in epochs, the longer counts. An axis with fewer than two rungs
+    has none (no line to fit)."""
+    scales = {r["rung"]: _scale(r) for r in seed_rows if r["converged"] == "yes"}
+    out = {}
+    for axis, (_, _, _, fixed) in AXES.items():
+        keep = 1 if axis == "data" else 0  # the index in _scale() of the field the axis holds fixed
+        moves = 1 - keep
+        groups: dict = {}
+        for name, scale in scales.items():
+            group = groups.setdefault(scale[keep], {})
+            if scale[moves] not in group or scale[2] > scales[group[scale[moves]]][2]:
+                group[scale[moves]] = name
+        best = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+        if best and len(best[0][1]) >= 2:
+            value, group = best[0]
+            out[axis] = {"fixed": fixed, "value": value, "rungs": [group[k] for k in sorted(group)]}
+        else:
+            out[axis] = {"fixed": fixed, "value": "", "rungs": []}
+    return out
+
+
+def paper_drops() -> dict[int, np.ndarray]:
+    """n -> the paper's selffer drops below the base of their own split (baseB - BnB, one per network)."""
+    runs = reference_runs()
+    base = {(r["split"], r["target"]): r["top1"] for r in runs if r["kind"] == "base"}
+    out: dict[int, list[float]] = {}
+    for r in runs:
+        if r["kind"] == "selffer_frozen":
+            out.setdefault(r["n"], []).append(base[(r["split"], r["target"])] - r["top1"])
+    return {n: np.array(v) for n, v in sorted(out.items())}
+
+
+def _fits(seed_rows: list[dict], axis: str, rungs: list[str], seeds: list[str], n: int):
+    """(x of the rungs, per-seed intercepts, per-seed slopes) of the drop at cut n along ``axis``."""
+    field, transform = AXES[axis][:2]
+    first = {r["rung"]: r for r in seed_rows}
+    x = transform(np.array([float(first[name][field]) for name in rungs]))
+    drop = {(r["rung"], r["seed"]): float(r["drop"]) for r in seed_rows if int(r["n"]) == n}
+    y = np.array([[drop.get((name, s), np.nan) for name in rungs] for s in seeds])
+    return (x, *line_fits(x, y))
+
+
+def trend_rows(seed_rows: list[dict]) -> list[dict]:
+    """Per axis and cut n, the slope of the co-adaptation drop against log scale over that axis's converged rungs,
+    fitted per seed (the seeds' class halves are the same at every rung, so each seed's line is a paired
+    comparison) with its t interval over seeds; then per n the drop the two lines predict at the paper's scale,
+    again per seed: the data line at its own width carried to the paper's images, plus the width slope times the
+    doublings from that width to the paper's (adding the two assumes no interaction between them)."""
+    found = axes(seed_rows)
+    seeds = sorted({r["seed"] for r in seed_rows})
+    cuts = sorted({int(r["n"]) for r in seed_rows})
+    paper = paper_drops()
+    first = {r["rung"]: r for r in seed_rows}
+    empty = {"mean": "", "low": "", "high": "", "seeds": 0, "p": "", "beyond": "", "paper_mean": "",
+             "paper_low": "", "paper_high": ""}
+    rows, fits = [], {}
+    for axis, info in found.items():
+        for n in cuts:
+            row = {"quantity": "slope", "axis": axis, "fixed": f"{info['fixed']} {info['value']}", "n": n,
+                   "rungs": " ".join(info["rungs"]), "x": AXES[axis][2], **empty}
+            if info["rungs"]:
+                fits[(axis, n)] = x, a, b = _fits(seed_rows, axis, info["rungs"], seeds, n)
+                row |= _estimate(interval(b))
+                # how far the paper lies beyond the axis's largest converged rung, in the units of its x
+                target = np.log10(PAPER_TASK_IMAGES) if axis == "data" else np.log2(PAPER_WIDTH)
+                row["beyond"] = float(target - x.max())
+            rows.append(row)
+    for n in cuts:
+        row = {"quantity": "prediction", "axis": "paper",
+               "fixed": f"train_images {PAPER_TASK_IMAGES} width {PAPER_WIDTH}", "n": n,
+               "rungs": " ".join(dict.fromkeys(found["data"]["rungs"] + found["width"]["rungs"])),
+               "x": "both", **empty}
+        if (("data", n) in fits) and (("width", n) in fits):
+            _, a, b = fits[("data", n)]
+            _, _, c = fits[("width", n)]
+            width = float(first[found["data"]["rungs"][0]]["width"])
+            predicted = a + b * np.log10(PAPER_TASK_IMAGES) + c * (np.log2(PAPER_WIDTH) - np.log2(width))
+            row |= _estimate(interval(predicted))
+        if n in paper:
+            row |= {"paper_mean": float(paper[n].mean()), "paper_low": float(paper[n].min()),
+                    "paper_high": float(paper[n].max())}
+        rows.append(row)
+    return rows
+
+
+def _estimate(e) -> dict:
+    return {"mean": e.mean, "low": e.low, "high": e.high, "seeds": e.replicates, "p": e.p}
+
+
+# ------------------------------------------------------------------------------------------------ figures
 
 
 def figure(rows: list[dict], path: Path) -> None:
@@ -142,28 +282,77 @@ def figure(rows: list[dict], path: Path) -> None:
     names = list(dict.fromkeys(r["rung"] for r in rows))
     for i, name in enumerate(names):
         rs = [r for r in rows if r["rung"] == name]
-        n = np.array([r["n"] for r in rs]) + 0.06 * (i - (len(names) - 1) / 2)
+        n = np.array([int(r["n"]) for r in rs]) + 0.06 * (i - (len(names) - 1) / 2)
         mean = np.array([float(r["mean"]) for r in rs])
         err = np.array([[float(r["mean"]) - float(r["low"]), float(r["high"]) - float(r["mean"])] for r in rs]).T
+        mark = "" if rs[0]["converged"] == "yes" else ", not converged"
         left.errorbar(n, mean, yerr=np.nan_to_num(err), marker="o", capsize=3,
-                      label=f"{name} (base {float(rs[0]['base_mean']):.3f})")
+                      ls="-" if not mark else ":", label=f"{name} (base {float(rs[0]['base_mean']):.3f}{mark})")
     left.axhline(0, color="black", lw=1, ls=":")
     left.set_xlabel("layer n at which the selffer is cut")
     left.set_ylabel("co-adaptation drop: baseB - BnB")
     left.set_title("co-adaptation drop per rung (95% interval over seeds)", fontsize=10)
     left.legend(fontsize=7)
-    cuts = sorted({r["n"] for r in rows})
+    cuts = sorted({int(r["n"]) for r in rows})
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(cuts)))  # not the rungs' colours on the left
     for n, color in zip(cuts, colors):
-        rs = [r for r in rows if r["n"] == n and r["images_seen"] != ""]
+        rs = sorted((r for r in rows if int(r["n"]) == n and r["images_seen"] != ""),
+                    key=lambda r: float(r["images_seen"]))
         right.plot([float(r["images_seen"]) for r in rs], [float(r["mean"]) for r in rs], marker="s", color=color,
-                   label=f"n = {n}")
+                   ls="none", label=f"n = {n}")
     right.axhline(0, color="black", lw=1, ls=":")
     right.set_xscale("log")
     right.set_xlabel("images seen in training (images x epochs)")
     right.set_ylabel("co-adaptation drop: baseB - BnB")
-    right.set_title("the drop against scale", fontsize=10)
+    right.set_title("the drop against scale, every rung", fontsize=10)
     right.legend(fontsize=7)
+    _save(fig, path)
+
+
+def trend_figure(seed_rows: list[dict], trend: list[dict], path: Path) -> None:
+    """The drop against each axis of scale, one line per n over the converged rungs (95% interval over seeds), the
+    fitted mean line carried to the paper's scale, and the paper's drops at n = 5 as a band."""
+    found = axes(seed_rows)
+    cuts = sorted({int(r["n"]) for r in seed_rows})
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(cuts)))
+    band = paper_drops().get(5)
+    fig = Figure(figsize=(12, 4.5))
+    for ax, axis in zip(fig.subplots(1, 2), AXES):
+        field, transform, label, _ = AXES[axis]
+        info = found[axis]
+        first = {r["rung"]: r for r in seed_rows}
+        for n, color in zip(cuts, colors):
+            xs, means, errs = [], [], []
+            for name in info["rungs"]:
+                e = interval([float(r["drop"]) for r in seed_rows if r["rung"] == name and int(r["n"]) == n])
+                xs.append(float(first[name][field]))
+                means.append(e.mean)
+                errs.append([e.mean - e.low, e.high - e.mean])
+            if not xs:
+                continue
+            ax.errorbar(xs, means, yerr=np.nan_to_num(np.array(errs).T), marker="o", capsize=3, color=color,
+                        label=f"n = {n}")
+            slope = next((r for r in trend if r["axis"] == axis and int(r["n"]) == n and r["mean"] != ""), None)
+            if slope is not None:
+                x = transform(np.array(xs))
+                target = transform(PAPER_TASK_IMAGES if axis == "data" else PAPER_WIDTH)
+                grid = np.linspace(x.min(), max(x.max(), target), 50)
+                line = np.mean(means) + float(slope["mean"]) * (grid - x.mean())
+                ax.plot(10 ** grid if axis == "data" else 2 ** grid, line, color=color, ls="--", lw=1)
+        if band is not None:
+            ax.axhspan(band.min(), band.max(), color="tab:red", alpha=0.2,
+                       label=f"paper, n = 5 (ImageNet, {len(band)} selffers)")
+        ax.axhline(0, color="black", lw=1, ls=":")
+        ax.set_xscale("log", base=10 if axis == "data" else 2)
+        ax.set_xlabel(("training images of the task" if axis == "data" else "width")
+                      + f" ({info['fixed']} {info['value']}; dashed: the fitted line to the paper's scale)")
+        ax.set_ylabel("co-adaptation drop: baseB - BnB")
+        ax.set_title(f"along {axis}: converged rungs only (95% interval over seeds)", fontsize=10)
+        ax.legend(fontsize=7)
+    _save(fig, path)
+
+
+def _save(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
 
@@ -186,29 +375,45 @@ class Ladder:
         self.folder = folder
         self.info = read_json(folder / "ladder.json")
         self.rows = read_table(folder / "ladder.csv")
+        self.trend = read_table(folder / "trend.csv")
 
     def value(self, kind: str, *keys: str) -> str:
-        """``drop:RUNG:N`` (the co-adaptation drop and its interval), ``base:RUNG``, ``rungs``,
-        ``reset:RUNG:N:initial|random`` (the bases with layer k = n reset, relative to their own)."""
+        """``drop:RUNG:N`` (the co-adaptation drop and its interval), ``base:RUNG``, ``rungs``, ``converged``
+        (how many rungs converged), ``reset:RUNG:N:initial|random`` (the bases with layer k = n reset, relative to
+        their own), ``slope:AXIS:N`` (the drop's slope along ``data`` or ``width``), ``beyond:AXIS`` (how far the
+        paper's scale lies beyond the axis's largest converged rung), ``predict:N`` (the drop the trend predicts at
+        the paper's scale), ``paper:N`` (the paper's own drop, mean and range over its selffers)."""
         try:
-            if kind == "drop":
-                name, n = keys
+            if kind in ("drop", "reset"):
+                name, n, *which = keys
                 row = next(r for r in self.rows if r["rung"] == name and r["n"] == n)
-                return _drop(row)
+                return _drop(row) if kind == "drop" else number(row[f"reset_{which[0]}"])
             if kind == "base":
                 (name,) = keys
-                row = next(r for r in self.rows if r["rung"] == name)
-                return _base(row)
+                return _base(next(r for r in self.rows if r["rung"] == name))
             if kind == "rungs":
                 return str(len(self.info["rungs"]))
-            if kind == "reset":
-                name, n, which = keys
-                row = next(r for r in self.rows if r["rung"] == name and r["n"] == n)
-                return number(row[f"reset_{which}"])
-        except (StopIteration, ValueError, KeyError):
+            if kind == "converged":
+                return str(sum(r["converged"] for r in self.info["rungs"]))
+            if kind == "slope":
+                axis, n = keys
+                return _drop(next(r for r in self.trend if r["axis"] == axis and r["n"] == n and r["mean"]))
+            if kind == "beyond":
+                (axis,) = keys
+                return number(next(r for r in self.trend if r["axis"] == axis and r["beyond"])["beyond"], 2)
+            if kind == "predict":
+                (n,) = keys
+                return _drop(next(r for r in self.trend if r["quantity"] == "prediction" and r["n"] == n
+                                  and r["mean"]))
+            if kind == "paper":
+                (n,) = keys
+                r = next(r for r in self.trend if r["quantity"] == "prediction" and r["n"] == n)
+                return f"{number(r['paper_mean'])} ({number(r['paper_low'])} to {number(r['paper_high'])})"
+        except (StopIteration, ValueError, KeyError, IndexError):
             pass
         raise ProbeError(f"no ladder result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: "
-                         "drop:RUNG:N, base:RUNG, rungs, reset:RUNG:N:initial|random)")
+                         "drop:RUNG:N, base:RUNG, rungs, converged, reset:RUNG:N:initial|random, slope:AXIS:N, "
+                         "beyond:AXIS, predict:N, paper:N)")
 
     def section(self) -> str:
         return markdown(self.blocks())
@@ -222,18 +427,25 @@ class Ladder:
             first = next(iter(rs.values()))
             c = info.get("convergence") or {}
             plateau = f"from epoch {c['plateau']}" if c.get("plateau") else "not reached"
-            table.append([f"`{info['name']}`", first["train_images_per_class"], info["width"], info["epochs"],
+            done = "" if info["networks_done"] == info["networks_planned"] else \
+                f" ({info['networks_done']} of {info['networks_planned']} networks trained)"
+            table.append([f"`{info['name']}`{done}", first["train_images_per_class"], info["width"], info["epochs"],
                           f"{info['parameters']:,}", f"{info['images_seen']:,}" if info["images_seen"] else "",
-                          _base(first), plateau, *[_drop(rs[n]) if n in rs else "-" for n in cuts]])
+                          _base(first), plateau, "yes" if info["converged"] else "**no**",
+                          *[_drop(rs[n]) if n in rs else "-" for n in cuts]])
         return [Table(["rung", "train images per class", "width", "epochs", "parameters", "images seen", "baseB",
-                       f"plateau (gain < {self.info['plateau']})", *[f"drop n={n}" for n in cuts]], table),
+                       f"plateau (gain < {self.info['plateau']})", "converged", *[f"drop n={n}" for n in cuts]],
+                      table),
                 *self._reset_blocks(rungs, cuts),
-                Paragraph("Commands (each rung resumes; the last line collects them and renders this report):"),
-                Code([*(f"make ladder LADDER_RUNGS={r['train_per_class'] or 5000}:{r['epochs']} "
-                        f"LADDER_WIDTH={r['width']}" for r in rungs),
-                      "python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*"]),
-                Image(f"reproduction/{FOLDER}/figures/ladder.png", "co-adaptation ladder")]
-
+                *self._trend_blocks(cuts),
+                Paragraph("Commands (each rung resumes; the last lines collect them and render this report, and "
+                          "recompute the trend and figures from the committed tables alone):"),
+                Code([*(f"make ladder LADDER_RUNGS={r['train_per_class'] or 5000}:{r['epochs']}:{r['width']}"
+                        for r in rungs),
+                      "python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*",
+                      "python -m probe.analysis.reproduction ladder --recompute"]),
+                Image(f"reproduction/{FOLDER}/figures/ladder.png", "co-adaptation ladder"),
+                Image(f"reproduction/{FOLDER}/figures/trend.png", "co-adaptation drop against scale")]
 
     def _reset_blocks(self, rungs: list[dict], cuts: list[int]) -> list[Block]:
         """The bases' accuracy with layer k = n reset, relative to their own, where the rungs have it."""
@@ -242,9 +454,41 @@ class Ladder:
         table = []
         for info in rungs:
             rs = {int(r["n"]): r for r in self.rows if r["rung"] == info["name"]}
+            if not any(rs[n]["reset_initial"] for n in rs):
+                continue
             table.append([f"`{info['name']}`", *[" / ".join(number(rs[n][f"reset_{kind}"] or "nan")
                                                             for kind in RESETS) if n in rs else "-" for n in cuts]])
         return [Paragraph("The same rungs' base networks with layer k reset to its initial / to random weights, "
                           "nothing trained again (`probe robustness`), accuracy relative to the base, mean over "
                           "seeds:"),
                 Table(["rung", *[f"k={n}" for n in cuts]], table)]
+
+    def _trend_blocks(self, cuts: list[int]) -> list[Block]:
+        """The slopes along each axis and the prediction at the paper's scale, or one line saying what is missing."""
+        slopes = [r for r in self.trend if r["quantity"] == "slope"]
+        if not any(r["mean"] for r in slopes):
+            return [Paragraph("No trend: no axis of scale has two converged rungs yet.")]
+        axis_rows = []
+        for axis in AXES:
+            rs = {int(r["n"]): r for r in slopes if r["axis"] == axis}
+            first = next(iter(rs.values()), None)
+            if first is None or not first["mean"]:
+                axis_rows.append([axis, "fewer than two converged rungs", "", *["-" for _ in cuts]])
+                continue
+            axis_rows.append([axis, f"{first['fixed'].replace('_', ' ')}; x = {first['x']}",
+                              " ".join(f"`{name}`" for name in first["rungs"].split()),
+                              *[_drop(rs[n]) if n in rs and rs[n]["mean"] else "-" for n in cuts]])
+        predicted = {int(r["n"]): r for r in self.trend if r["quantity"] == "prediction"}
+        paper = [f"{number(predicted[n]['paper_mean'])} ({number(predicted[n]['paper_low'])} to "
+                 f"{number(predicted[n]['paper_high'])})" if n in predicted and predicted[n]["paper_mean"] else "-"
+                 for n in cuts]
+        prediction = [_drop(predicted[n]) if n in predicted and predicted[n]["mean"] else "-" for n in cuts]
+        return [Paragraph("The trend: per seed, a least-squares line of the drop against log scale through the "
+                          "converged rungs of each axis; the slope's mean [95% interval] (seeds) over the seeds' "
+                          "lines, per unit of x:"),
+                Table(["axis", "held fixed; x", "rungs", *[f"slope n={n}" for n in cuts]], axis_rows),
+                Paragraph(f"What the two lines predict at the paper's scale ({PAPER_TASK_IMAGES:,} training "
+                          f"images of one task, width {PAPER_WIDTH:g}), per seed, beside the paper's drops (mean, "
+                          "and range over its selffers):"),
+                Table(["", *[f"n={n}" for n in cuts]], [["predicted drop", *prediction],
+                                                         ["the paper's drop", *paper]])]

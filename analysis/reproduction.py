@@ -35,8 +35,10 @@ import xarray as xr
 from probe.analysis.claims import MARGIN
 from probe.analysis.initialization import Initialization
 from probe.analysis.initialization import collect as collect_initialization
+from probe.analysis.ladder import FOLDER as LADDER_FOLDER
 from probe.analysis.ladder import Ladder
 from probe.analysis.ladder import collect as collect_ladder
+from probe.analysis.ladder import derive as derive_ladder
 from probe.analysis.reference import CITATION
 from probe.analysis.render import (
     Block,
@@ -406,8 +408,19 @@ def recompute_command(names: tuple[str, ...]) -> None:
 
 @main.command("ladder")
 @click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
-def ladder_command(run_dirs: tuple[Path, ...]) -> None:
+@click.option("--recompute", is_flag=True, help="Write the trend and figures again from the committed tables "
+              "(ladder_seeds.csv, ladder.csv); no run directory is read.")
+def ladder_command(run_dirs: tuple[Path, ...], recompute: bool) -> None:
     """Collect the co-adaptation ladder's rungs RUN_DIRS (selffer-only runs) into docs/reproduction/ladder/."""
+    if recompute:
+        if run_dirs:
+            raise click.UsageError("--recompute reads the committed tables alone: name no run directory")
+        folder = DOCS / "reproduction" / LADDER_FOLDER
+        if not (folder / "ladder_seeds.csv").exists():
+            raise click.ClickException(f"{folder} holds no ladder_seeds.csv to recompute from: collect the rungs")
+        derive_ladder(folder)
+        click.echo(f"recomputed {folder}")
+        return
     _collected(collect_ladder, run_dirs)
 
 

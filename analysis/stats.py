@@ -104,3 +104,20 @@ def _t_estimate(mean: float, se: float, df: float, replicates: int, level: float
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
     p = float(2 * stats.t.sf(abs(mean / se), df))
     return Estimate(mean, mean - half, mean + half, replicates, p)
+
+
+def line_fits(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Per replicate, the least-squares line ``y = intercept + slope x`` through its finite points: ``x`` is 1-D
+    (k,), ``y`` is (replicates, k). A replicate with fewer than two distinct x gets NaN, so that :func:`estimate`
+    over the slopes has one value per replicate that could be fitted: the replicate, not the point, is the unit."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or y.ndim != 2 or y.shape[1] != len(x):
+        raise ProbeError(f"line_fits needs x of shape (k,) and y of shape (replicates, k), got {x.shape} and {y.shape}")
+    intercepts, slopes = np.full(len(y), np.nan), np.full(len(y), np.nan)
+    for i, row in enumerate(y):
+        ok = np.isfinite(row) & np.isfinite(x)
+        if len(np.unique(x[ok])) < 2:
+            continue
+        slopes[i], intercepts[i] = np.polyfit(x[ok], row[ok], 1)
+    return intercepts, slopes

@@ -265,3 +265,23 @@ def test_a_missing_direction_at_one_cut_does_not_make_a_difference_between_cuts(
     recovery = next(e for e in claims[2].evidence if "recovery" in e)
     assert "+0.0500" in recovery, recovery  # the paper_like recovery from the dip at n = 4 to n = 7
     assert claims[2].verdict == HOLDS and claims[5].verdict == HOLDS
+
+
+def test_line_fits_agree_with_the_closed_form_and_skip_what_cannot_be_fitted():
+    import numpy as np
+
+    from probe.analysis.stats import line_fits
+    from probe.errors import ProbeError
+
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    y = np.array([[1.0, 3.0, 2.0, 5.0], [0.0, np.nan, 1.0, 2.0], [1.0, np.nan, np.nan, np.nan]])
+    a, b = line_fits(x, y)
+    slope = np.cov(x, y[0], ddof=1)[0, 1] / np.var(x, ddof=1)
+    assert b[0] == pytest.approx(slope) and a[0] == pytest.approx(y[0].mean() - slope * x.mean())
+    ok = np.isfinite(y[1])
+    assert b[1] == pytest.approx(np.polyfit(x[ok], y[1][ok], 1)[0])
+    assert np.isnan(a[2]) and np.isnan(b[2])  # one point: no line
+    # adding a constant to a replicate moves its intercept, never its slope
+    assert line_fits(x, y + 7.0)[1][:2] == pytest.approx(b[:2])
+    with pytest.raises(ProbeError, match=r"\(replicates, k\)"):
+        line_fits(x, y[:, :3])

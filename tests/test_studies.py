@@ -108,3 +108,85 @@ def test_the_ladder_shows_the_rungs_layer_resets_once_measured(rungs, tmp_path, 
     assert rows[("synthetic-20", "2")]["reset_initial"] != "" and rows[("synthetic-40", "2")]["reset_initial"] == ""
     assert float(ladder.value("reset", "synthetic-20", "5", "random")) >= 0
     assert "layer k reset" in ladder.section()
+
+
+def test_the_ladder_records_seeds_convergence_and_a_trend_that_recomputes_byte_for_byte(rungs, tmp_path):
+    from probe.analysis.ladder import derive
+
+    dest = collect_ladder(rungs, tmp_path)
+    with (dest / "ladder_seeds.csv").open() as f:
+        seeds = list(csv.DictReader(f))
+    assert {(r["rung"], r["seed"], r["n"]) for r in seeds} == {
+        (f"synthetic-{k}", s, n) for k in (20, 40) for s in {r["seed"] for r in seeds} for n in ("2", "5")}
+    assert len({r["seed"] for r in seeds}) == 2
+    with (dest / "ladder.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    # one-epoch rungs: the convergence measure cannot say they converged, and the table says so
+    assert {r["converged"] for r in rows} == {"no"} and "width" in rows[0]
+    assert "**no**" in Ladder(dest).section() and "No trend" in Ladder(dest).section()
+    written = {p.name: p.read_bytes() for p in dest.glob("*.csv")}
+    (dest / "trend.csv").unlink()
+    derive(dest)
+    assert {p.name: p.read_bytes() for p in dest.glob("*.csv")} == written
+
+
+def _seed_rows(drops: dict, converged: dict | None = None) -> list[dict]:
+    """ladder_seeds.csv rows as read back (strings): drops maps (per_class, width, epochs) -> seed -> n -> drop."""
+    out = []
+    for (per_class, width, epochs), by_seed in drops.items():
+        name = f"r{per_class}-w{width}-e{epochs}"
+        done = "yes" if (converged or {}).get(name, True) else "no"
+        for seed, by_n in by_seed.items():
+            for n, drop in by_n.items():
+                out.append({"rung": name, "train_images_per_class": str(per_class), "train_images": str(5 * per_class),
+                            "width": str(width), "epochs": str(epochs), "converged": done, "seed": seed,
+                            "n": str(n), "base": "0.6", "drop": repr(float(drop))})
+    return out
+
+
+def test_the_trend_fits_each_seed_along_each_axis_and_predicts_at_the_paper_scale():
+    """A drop exactly linear in log10 images (slope 0.01 per decade) and log2 width (0.002 per doubling), with a
+    different offset per seed (its class halves): every seed's line has those slopes, the interval has no width,
+    and the prediction is the line at the paper's scale. Unconverged rungs and shorter twins stay out."""
+    import numpy as np
+
+    from probe.analysis.ladder import PAPER_TASK_IMAGES, axes, trend_rows
+
+    def drop(per_class, width, seed):
+        return 0.003 * seed + 0.01 * np.log10(5 * per_class) + 0.002 * np.log2(width / 0.125)
+
+    scales = [(225, 0.125, 30), (450, 0.125, 30), (900, 0.125, 20), (225, 0.25, 30), (225, 0.5, 30)]
+    drops = {s: {str(seed): {5: drop(s[0], s[1], seed)} for seed in range(3)} for s in scales}
+    drops[(4500, 0.125, 12)] = {str(seed): {5: 1.0} for seed in range(3)}  # not converged: left out
+    drops[(450, 0.125, 10)] = {str(seed): {5: -1.0} for seed in range(3)}  # a shorter twin of a converged rung
+    rows = _seed_rows(drops, {"r4500-w0.125-e12": False})
+    found = axes(rows)
+    assert found["data"]["rungs"] == ["r225-w0.125-e30", "r450-w0.125-e30", "r900-w0.125-e20"]
+    assert found["width"]["rungs"] == ["r225-w0.125-e30", "r225-w0.25-e30", "r225-w0.5-e30"]
+    trend = {(r["quantity"], r["axis"], r["n"]): r for r in trend_rows(rows)}
+    data, width = trend[("slope", "data", 5)], trend[("slope", "width", 5)]
+    assert data["mean"] == pytest.approx(0.01) and data["high"] - data["low"] == pytest.approx(0, abs=1e-9)
+    assert width["mean"] == pytest.approx(0.002) and data["seeds"] == width["seeds"] == 3
+    assert data["beyond"] == pytest.approx(np.log10(PAPER_TASK_IMAGES / 4500)) and width["beyond"] == pytest.approx(1)
+    expected = np.mean([drop(PAPER_TASK_IMAGES / 5, 1.0, seed) for seed in range(3)])
+    predicted = trend[("prediction", "paper", 5)]
+    assert predicted["mean"] == pytest.approx(expected)
+    assert 0.0274 <= predicted["paper_low"] < predicted["paper_high"] <= 0.0320  # the paper's drops at n = 5
+
+
+def test_the_trend_interval_is_over_seeds_not_points():
+    """Noise that differs between seeds widens the slope's interval; more rungs per seed do not make three seeds
+    into more replicates (the interval's t has two degrees of freedom)."""
+    from probe.analysis.ladder import trend_rows
+
+    slopes = {"0": 0.01, "1": 0.02, "2": 0.03}
+    drops = {(k, 0.125, 30): {s: {5: b * k / 1000} for s, b in slopes.items()} for k in (225, 450, 900, 1800)}
+    row = next(r for r in trend_rows(_seed_rows(drops)) if r["axis"] == "data" and r["n"] == 5)
+    import numpy as np
+    from scipy import stats
+
+    per_seed = [np.polyfit(np.log10([5 * k for k in (225, 450, 900, 1800)]), [b * k / 1000 for k in
+                                                                               (225, 450, 900, 1800)], 1)[0]
+                for b in slopes.values()]
+    half = stats.t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3)
+    assert row["seeds"] == 3 and row["high"] - row["mean"] == pytest.approx(half)
