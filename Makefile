@@ -88,24 +88,24 @@ demo: $(STAMP) fashion-mnist
 	@echo "reproduced and what did not: docs/reproduction.md"
 
 reproduction: repro-fashion-mnist repro-cifar10
-	$(BIN)/python -m probe.analysis.reproduction render
+	$(BIN)/python -m probe.studies.reproduction render
 
 repro-fashion-mnist: $(STAMP) fashion-mnist
 	$(BIN)/probe train runs/repro-fashion-mnist $(REPRO_FASHION_OPTS) $(DASK)
 	$(BIN)/probe extract runs/repro-fashion-mnist $(REPRO_EXTRACT_OPTS) $(DASK)
-	$(BIN)/python -m probe.analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
+	$(BIN)/python -m probe.studies.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
 		--command "probe train runs/repro-fashion-mnist $(REPRO_FASHION_OPTS) $(DASK)" \
 		--command "probe extract runs/repro-fashion-mnist $(REPRO_EXTRACT_OPTS) $(DASK)" \
-		--command "python -m probe.analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST"
+		--command "python -m probe.studies.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST"
 
 repro-cifar10: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	$(BIN)/probe train runs/repro-cifar10 $(REPRO_CIFAR_OPTS) $(DASK)
 	$(BIN)/probe extract runs/repro-cifar10 $(REPRO_EXTRACT_OPTS) $(DASK)
-	$(BIN)/python -m probe.analysis.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10 \
+	$(BIN)/python -m probe.studies.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10 \
 		--command "probe train runs/repro-cifar10 $(REPRO_CIFAR_OPTS) $(DASK)" \
 		--command "probe extract runs/repro-cifar10 $(REPRO_EXTRACT_OPTS) $(DASK)" \
-		--command "python -m probe.analysis.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10"
+		--command "python -m probe.studies.reproduction collect runs/repro-cifar10 cifar10 --title CIFAR-10"
 
 ladder: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
@@ -115,8 +115,8 @@ ladder: $(STAMP)
 			--train-per-class $$n --arch-option width=$$w --epochs $$e $(DASK) || exit 1; \
 		$(BIN)/probe robustness runs/ladder/cifar10-$$n-w$$w-e$$e || exit 1; \
 	done
-	$(BIN)/python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*
-	$(BIN)/python -m probe.analysis.reproduction render
+	$(BIN)/python -m probe.studies.reproduction ladder runs/ladder/cifar10-*
+	$(BIN)/python -m probe.studies.reproduction render
 
 ladder-top: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
@@ -125,10 +125,10 @@ ladder-top: $(STAMP)
 	$(BIN)/probe train $$run $(LADDER_OPTS) --variants $(LADDER_TOP_VARIANTS) --train-per-class $$n \
 		--arch-option width=$$w --epochs $$e --extend $(DASK) && \
 	$(BIN)/probe extract $$run $(REPRO_EXTRACT_OPTS) $(DASK) && \
-	$(BIN)/python -m probe.analysis.reproduction collect $$run stitching-converged \
+	$(BIN)/python -m probe.studies.reproduction collect $$run stitching-converged \
 		--title "Model stitching on the largest converged rung" \
 		--command "make ladder-top LADDER_TOP=$(LADDER_TOP)"
-	$(BIN)/python -m probe.analysis.reproduction render
+	$(BIN)/python -m probe.studies.reproduction render
 
 init-study: $(STAMP) fashion-mnist
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
@@ -136,8 +136,8 @@ init-study: $(STAMP) fashion-mnist
 		$(BIN)/probe train runs/init/fashion-mnist-$$init $(INIT_FASHION_OPTS) --init $$init $(DASK) || exit 1; \
 		$(BIN)/probe train runs/init/cifar10-$$init $(INIT_CIFAR_OPTS) --init $$init $(DASK) || exit 1; \
 	done
-	$(BIN)/python -m probe.analysis.reproduction initialization runs/init/*
-	$(BIN)/python -m probe.analysis.reproduction render
+	$(BIN)/python -m probe.studies.reproduction initialization runs/init/*
+	$(BIN)/python -m probe.studies.reproduction render
 
 test: $(STAMP)
 	$(BIN)/ruff check .

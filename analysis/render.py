@@ -1,6 +1,6 @@
 """Results as documents: a list of blocks, written out as Markdown or as one self-contained HTML page, and the number
 formats of their tables. ``probe analyze`` (:mod:`analysis.report`) and the committed reproduction report
-(:mod:`analysis.reproduction`) both render through here.
+(:mod:`probe.studies.reproduction`) both render through here.
 
 Text may use Markdown's **bold**, *italic* and `code`; the HTML page translates them and escapes everything else.
 """

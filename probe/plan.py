@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 
-from probe.architectures.registry import complete_arch_spec, get_architecture, planned_architecture
+from probe.architectures.registry import complete_arch_spec, get_architecture
 from probe.atomic import read_json_file, write_json
 from probe.data.custom import complete_data_spec
 from probe.data.splits import TARGET_SPLIT, check_split_name, resolve_split, split_is_seeded
@@ -152,6 +152,8 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
                          f"{study.recipe.crop_padding}")
     # checked here too: a study read back from a plan.json was not checked when it was made; the layers are declared,
     # or (an import path's, say) learnt by building one network
+    from probe.architectures.build import planned_architecture  # torch, imported where a study is planned
+
     arch = planned_architecture(study.arch, in_channels, len(classes), input_size)
     n_cuts = len(arch.cut_points)
     cuts = study.cuts if study.cuts is not None else tuple(range(1, n_cuts + 1))

@@ -40,7 +40,9 @@ from probe.source import load_source_layers
 from probe.spec import NetworkSpec, Recipe
 from probe.state import is_finished
 
-EVAL_BATCH = 1024
+# Images per forward pass in evaluation. On a CPU a batch of 256 keeps a small network's activations in cache and
+# evaluates about a quarter faster than 1024 (two cores, caffenet-small); a GPU wants the larger batch
+EVAL_BATCH = {"cpu": 256, "cuda": 1024}
 
 
 class TrainingDiverged(ProbeError):
@@ -172,10 +174,11 @@ def evaluate_classes(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normal
     was_training = model.training
     model.eval()
     correct = count = None
-    for i in range(0, len(y), EVAL_BATCH):
-        batch = normalize(center_crop(x[i: i + EVAL_BATCH], input_size))
+    step = EVAL_BATCH.get(x.device.type, EVAL_BATCH["cpu"])
+    for i in range(0, len(y), step):
+        batch = normalize(center_crop(x[i: i + step], input_size))
         logits = model(batch.contiguous(memory_format=torch.channels_last))
-        labels = y[i: i + EVAL_BATCH]
+        labels = y[i: i + step]
         # counted on the device and read back once, not once per batch
         hit = torch.bincount(labels[logits.argmax(1) == labels], minlength=logits.shape[1])
         seen = torch.bincount(labels, minlength=logits.shape[1])

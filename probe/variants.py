@@ -18,12 +18,8 @@ control ``BnB-stitch`` stitches baseB to itself. A study plans them only when as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
-
-if TYPE_CHECKING:
-    from probe.spec import NetworkSpec
 
 TASKS = ("A", "B")
 ONE_DIRECTION = ("B",)  # the target of a one-directional plan: a source network trained elsewhere is its donor
@@ -68,8 +64,9 @@ class Variant:
         raise ProbeError(f"unknown variant {name!r}; expected one of {', '.join(v.name for v in EVERY_VARIANT)}")
 
     @classmethod
-    def of(cls, spec: NetworkSpec) -> Variant:
-        """The variant of the network ``spec`` describes."""
+    def of(cls, spec) -> Variant:
+        """The variant of the network a NetworkSpec ``spec`` describes (read from its ``variant`` and ``fine_tune``;
+        not imported here, since spec.py builds on this module)."""
         for v in EVERY_VARIANT:
             if (v.family, v.fine_tune) == (spec.variant, spec.fine_tune):
                 return v

@@ -14,7 +14,8 @@ from torch import nn
 from torch.testing import assert_close
 
 from probe.architectures.adapter import layered_from_module
-from probe.architectures.torchvision_models import default_cut_points, layered_torchvision, torchvision_network
+from probe.architectures.builders import torchvision_network
+from probe.architectures.torchvision_models import default_cut_points, layered_torchvision
 from probe.errors import ProbeError
 
 NUM_CLASSES = 5

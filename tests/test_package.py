@@ -92,10 +92,11 @@ def test_drawing_the_figures_leaves_the_users_backend_alone(tmp_path):
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG" and (tmp_path / "f.svg").exists()
 
 
-# The layers, bottom up: what a module may import of probe's own. probe.cli sits on top; the analysis and the
-# training library beside each other on the data; the data on the specs, errors and import paths (plugins) alone.
+# The layers, bottom up: what a module may import of probe's own. This repository's studies of the paper sit on top,
+# then probe.cli; the analysis and the training library beside each other on the data; the data on the specs,
+# errors and import paths (plugins) alone.
 FOUNDATION = {"probe.errors", "probe.spec", "probe.variants", "probe.atomic", "probe.plugins"}
-LAYER_OF = {"probe.cli": 3, "probe.analysis": 2, "probe.data": 1}
+LAYER_OF = {"probe.studies": 4, "probe.cli": 3, "probe.analysis": 2, "probe.data": 1}
 
 
 def _layer(module: str) -> int:
@@ -127,7 +128,7 @@ def _imports(path: Path) -> set[str]:
 
 def import_graph() -> dict[str, set[str]]:
     """Every module of the package and the modules of probe it imports (at any depth in the file)."""
-    files = [p for d in ("probe", "cli", "analysis", "data") for p in (REPO_ROOT / d).rglob("*.py")]
+    files = [p for d in ("probe", "cli", "analysis", "data", "studies") for p in (REPO_ROOT / d).rglob("*.py")]
     return {_module_name(p): _imports(p) for p in files}
 
 
@@ -137,3 +138,57 @@ def test_imports_only_point_down_the_layers():
     upward = [(m, i) for m, imported in import_graph().items() for i in imported
               if m != "probe" and _layer(i) > _layer(m)]
     assert not upward, upward
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (and modules importing themselves): Tarjan's
+    algorithm over the graph of probe's own modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in graph:
+                continue
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph[v]:
+                circles.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return circles
+
+
+def test_import_circles_are_found():
+    assert import_circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert import_circles({"a": {"a"}, "b": set()}) == [["a"]]
+    assert import_circles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_anywhere_in_the_package():
+    """Counting imports inside functions too: a circle means two modules that can only be read together."""
+    assert import_circles(import_graph()) == []
+
+
+def test_nothing_in_the_toolkit_imports_the_studies():
+    """The paper's studies (reproduction, ladder, initialization) use the toolkit; no run's analysis goes through
+    them."""
+    into = [(m, i) for m, imported in import_graph().items() for i in imported
+            if not m.startswith("probe.studies") and i.startswith("probe.studies")]
+    assert not into, into

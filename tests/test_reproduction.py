@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 
-from probe.analysis.reproduction import DOCS, busy_seconds, collect, render
+from probe.studies.reproduction import DOCS, busy_seconds, collect, render
 from probe.plan import Study
 from probe.spec import ArchSpec, DataSpec, Recipe
 from probe.sweep import run_study
@@ -123,7 +123,7 @@ def test_wall_time_counts_every_session_and_says_when_it_cannot(docs, tiny_run, 
 def test_recompute_from_the_committed_accuracies_gives_what_collect_wrote(docs, tmp_path):
     """The accuracy Dataset read back from accuracies.csv decomposes to the same tables as the run's own (two ways
     of arranging the accuracies agree), so the report can follow a change of the statistics without retraining."""
-    from probe.analysis.reproduction import DECOMPOSITION_TABLES, recompute
+    from probe.studies.reproduction import DECOMPOSITION_TABLES, recompute
 
     folder = tmp_path / "tiny"
     shutil.copytree(docs / "reproduction" / "tiny", folder)

@@ -70,7 +70,7 @@ def test_balanced_accuracy_equals_sklearns_on_an_imbalanced_case(monkeypatch):
     pred = np.where(rng.random(len(y)) < 0.6, y, rng.integers(0, 4, len(y)))
     x = torch.zeros((len(y), 1, 2, 2), dtype=torch.uint8)
     x[:, 0, 0, 0] = torch.as_tensor(pred)
-    monkeypatch.setattr(train, "EVAL_BATCH", 7)  # counts added up over several batches
+    monkeypatch.setattr(train, "EVAL_BATCH", {"cpu": 7})  # counts added up over several batches
     ev = train.evaluate_classes(Oracle(), x, torch.as_tensor(y), Normalize([0.0], [1 / 255], "cpu"), 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns of the predicted class that is no label
@@ -323,7 +323,7 @@ def test_bases_still_improving_are_warned_of():
 
 
 def test_the_reproduction_report_uses_the_same_convergence():
-    from probe.analysis import reproduction
+    from probe.studies import reproduction
 
     assert reproduction.convergence is sanity.convergence and reproduction.PLATEAU == sanity.PLATEAU
 

@@ -10,11 +10,11 @@ import math
 import pytest
 from conftest import TINY_STUDY
 
-from probe.analysis.initialization import Initialization
-from probe.analysis.initialization import collect as collect_initialization
-from probe.analysis.ladder import Ladder
-from probe.analysis.ladder import collect as collect_ladder
-from probe.analysis.reproduction import render
+from probe.studies.initialization import Initialization
+from probe.studies.initialization import collect as collect_initialization
+from probe.studies.ladder import Ladder
+from probe.studies.ladder import collect as collect_ladder
+from probe.studies.reproduction import render
 from probe.errors import ProbeError
 
 SELFFER = [*TINY_STUDY, "--variants", "BnB", "--cuts", "2,5", "--seeds", "0,1"]
@@ -111,7 +111,7 @@ def test_the_ladder_shows_the_rungs_layer_resets_once_measured(rungs, tmp_path, 
 
 
 def test_the_ladder_records_seeds_convergence_and_a_trend_that_recomputes_byte_for_byte(rungs, tmp_path):
-    from probe.analysis.ladder import derive
+    from probe.studies.ladder import derive
 
     dest = collect_ladder(rungs, tmp_path)
     with (dest / "ladder_seeds.csv").open() as f:
@@ -150,7 +150,7 @@ def test_the_trend_fits_each_seed_along_each_axis_and_predicts_at_the_paper_scal
     and the prediction is the line at the paper's scale. Unconverged rungs and shorter twins stay out."""
     import numpy as np
 
-    from probe.analysis.ladder import PAPER_TASK_IMAGES, axes, trend_rows
+    from probe.studies.ladder import PAPER_TASK_IMAGES, axes, trend_rows
 
     def drop(per_class, width, seed):
         return 0.003 * seed + 0.01 * np.log10(5 * per_class) + 0.002 * np.log2(width / 0.125)
@@ -177,7 +177,7 @@ def test_the_trend_fits_each_seed_along_each_axis_and_predicts_at_the_paper_scal
 def test_the_trend_interval_is_over_seeds_not_points():
     """Noise that differs between seeds widens the slope's interval; more rungs per seed do not make three seeds
     into more replicates (the interval's t has two degrees of freedom)."""
-    from probe.analysis.ladder import trend_rows
+    from probe.studies.ladder import trend_rows
 
     slopes = {"0": 0.01, "1": 0.02, "2": 0.03}
     drops = {(k, 0.125, 30): {s: {5: b * k / 1000} for s, b in slopes.items()} for k in (225, 450, 900, 1800)}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 from torch import nn
 
 from probe.architectures.builders import layered_network
 from probe.architectures.layered import LayeredNet
-from probe.architectures.registry import check_arch_spec
+from probe.architectures.registry import Architecture, check_arch_spec, declared_layers
 from probe.architectures.stitch import add_stitch
 from probe.errors import ProbeError
 from probe.plugins import reason
@@ -75,3 +77,13 @@ def initialize(net: LayeredNet, scheme: str, gaussian: dict[str, tuple[float, fl
                 m.reset_running_stats()
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
+
+
+def planned_architecture(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int) -> Architecture:
+    """The architecture of ``arch``, checked for this input, with the layers its networks have: as declared, or
+    else from building one network now (which also refuses a builder that cannot take this input)."""
+    entry = check_arch_spec(arch)
+    entry.check(arch, in_channels, input_size)
+    if declared_layers(arch):
+        return entry
+    return dataclasses.replace(entry, layers=network_layers(arch, in_channels, num_classes, input_size))

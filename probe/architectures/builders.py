@@ -14,6 +14,7 @@ cut points (:mod:`probe.architectures.torchvision_models`); anything else is ref
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
 
@@ -97,3 +98,41 @@ def as_layered(model: nn.Module, label: str, cut_at: Sequence[str] = (),
     children = ", ".join(name for name, _ in model.named_children()) or "none"
     raise ProbeError(f"{label} returned a {type(model).__name__}, which has no default cut points; give the modules "
                      f"to cut after as dotted paths, --cut-at a,b,c (its children: {children})")
+
+
+def torchvision_network(function_path_or_name: str, in_channels: int, num_classes: int, input_size: int,
+                        blocks: bool = False, cut_after: Sequence[str] | None = None, **options) -> LayeredNet:
+    """Build a torchvision classification model (``resnet18``) or any builder by import path
+    (``torchvision.models.vgg11_bn``, ``package.module:function``) and return it as a LayeredNet.
+
+    The builder is called as :func:`probe.architectures.builders.call_builder` calls it: ``num_classes``,
+    ``weights=None`` where it takes weights (nothing is ever downloaded), ``image_size=input_size`` for a vision
+    transformer, and ``options``; the model is fitted to the input (:func:`fit_input`). The cut points are the
+    family's defaults (``blocks``: after each residual block of a ResNet) unless ``cut_after`` gives dotted module
+    paths.
+    """
+    build = _builder(function_path_or_name)
+    model = call_builder(build, function_path_or_name, in_channels, num_classes, input_size, options)
+    if cut_after is not None:
+        return layered_from_module(model, cut_after)
+    return layered_torchvision(model, blocks)
+
+
+def _builder(function_path_or_name: str) -> Callable[..., nn.Module]:
+    """A torchvision model name, or an import path ``module.function`` / ``module:function``."""
+    if "." not in function_path_or_name and ":" not in function_path_or_name:
+        from torchvision import models
+
+        try:
+            return models.get_model_builder(function_path_or_name)
+        except ValueError:
+            raise ProbeError(f"torchvision has no model {function_path_or_name!r} "
+                             f"(torchvision.models.list_models() lists them)") from None
+    module_name, _, attr = function_path_or_name.replace(":", ".").rpartition(".")
+    try:
+        build = getattr(importlib.import_module(module_name), attr, None)
+    except ImportError as e:
+        raise ProbeError(f"cannot import {module_name!r} for builder {function_path_or_name!r}: {e}") from None
+    if not callable(build):
+        raise ProbeError(f"{module_name} has no callable {attr!r} to build a network")
+    return build

@@ -221,15 +221,3 @@ def check_arch_spec(arch: ArchSpec) -> Architecture:
 
 def describe_options(options: dict[str, object]) -> str:
     return ", ".join(k if v is inspect.Parameter.empty else f"{k}={v}" for k, v in options.items()) or "none"
-
-
-def planned_architecture(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int) -> Architecture:
-    """The architecture of ``arch``, checked for this input, with the layers its networks have: as declared, or
-    else from building one network now (which also refuses a builder that cannot take this input)."""
-    entry = check_arch_spec(arch)
-    entry.check(arch, in_channels, input_size)
-    if declared_layers(arch):
-        return entry
-    from probe.architectures.build import network_layers  # torch
-
-    return dataclasses.replace(entry, layers=network_layers(arch, in_channels, num_classes, input_size))

@@ -1,4 +1,7 @@
-"""torchvision's classification families as LayeredNets: default cut points by model type, and building one by name.
+"""torchvision's classification families as LayeredNets: default cut points by model type, and fitting a model to
+the input.
+
+Building one by name, or by import path, with cut points: :func:`probe.architectures.builders.torchvision_network`.
 
 Default cut points, with the layer names the rest of the code sees (the last layer is always ``head``):
 
@@ -17,34 +20,13 @@ torchvision is imported on first use, not with this module.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from torch import nn
 
 from probe.architectures.adapter import HEAD, layer_name, layered_from_module
 from probe.architectures.layered import LayeredNet
 from probe.errors import ProbeError
-
-
-def torchvision_network(function_path_or_name: str, in_channels: int, num_classes: int, input_size: int,
-                        blocks: bool = False, cut_after: Sequence[str] | None = None, **options) -> LayeredNet:
-    """Build a torchvision classification model (``resnet18``) or any builder by import path
-    (``torchvision.models.vgg11_bn``, ``package.module:function``) and return it as a LayeredNet.
-
-    The builder is called as :func:`probe.architectures.builders.call_builder` calls it: ``num_classes``,
-    ``weights=None`` where it takes weights (nothing is ever downloaded), ``image_size=input_size`` for a vision
-    transformer, and ``options``; the model is fitted to the input (:func:`fit_input`). The cut points are the
-    family's defaults (``blocks``: after each residual block of a ResNet) unless ``cut_after`` gives dotted module
-    paths.
-    """
-    from probe.architectures.builders import call_builder  # which imports this module
-
-    build = _builder(function_path_or_name)
-    model = call_builder(build, function_path_or_name, in_channels, num_classes, input_size, options)
-    if cut_after is not None:
-        return layered_from_module(model, cut_after)
-    return layered_torchvision(model, blocks)
 
 
 def layered_torchvision(model: nn.Module, blocks: bool = False) -> LayeredNet:
@@ -113,26 +95,6 @@ def _vit_cuts(model: nn.Module) -> list[tuple[str, str]]:
     # the embedding ends with the dropout after the position embedding; encoder.ln goes with the head
     layers = [f"encoder.layers.{name}" for name, _ in model.encoder.layers.named_children()]
     return [("encoder.dropout", "embedding"), *((p, f"encoder{k}") for k, p in enumerate(layers, start=1))]
-
-
-def _builder(function_path_or_name: str) -> Callable[..., nn.Module]:
-    """A torchvision model name, or an import path ``module.function`` / ``module:function``."""
-    if "." not in function_path_or_name and ":" not in function_path_or_name:
-        from torchvision import models
-
-        try:
-            return models.get_model_builder(function_path_or_name)
-        except ValueError:
-            raise ProbeError(f"torchvision has no model {function_path_or_name!r} "
-                             f"(torchvision.models.list_models() lists them)") from None
-    module_name, _, attr = function_path_or_name.replace(":", ".").rpartition(".")
-    try:
-        build = getattr(importlib.import_module(module_name), attr, None)
-    except ImportError as e:
-        raise ProbeError(f"cannot import {module_name!r} for builder {function_path_or_name!r}: {e}") from None
-    if not callable(build):
-        raise ProbeError(f"{module_name} has no callable {attr!r} to build a network")
-    return build
 
 
 def fit_input(model: nn.Module, in_channels: int, input_size: int) -> None:

@@ -14,7 +14,7 @@ learned from poor features.
 relative to the base, with intervals over seeds, and the mean first- and last-epoch training loss of the bases and
 of RnB, beside ln(classes)) and ``initialization.json`` (each run's study and its bases' accuracy).
 
-    python -m probe.analysis.reproduction initialization runs/init/*
+    python -m probe.studies.reproduction initialization runs/init/*
 """
 
 from __future__ import annotations

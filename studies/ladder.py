@@ -17,6 +17,8 @@ in where layers 1..n come from (copied and frozen). ``collect`` writes ``docs/re
 - ``trend.csv``: per axis of scale (training images at one width, width at one number of images per class) and cut
   n, the slope of the drop against log scale over the converged rungs of that axis, fitted per seed, with its
   interval over seeds; and what the two slopes predict at the paper's scale (:func:`trend_rows`);
+- ``cka_profile.csv``: for a rung whose analysis holds a representations store, per cut n and layer k the CKA of
+  BnB's, RnB's and AnB's layer k with baseB's (mean over seeds);
 - ``ladder.json``: per rung, its study, the command that trains it, its bases' convergence and whether they
   converged (the report's convergence measure: a plateau reached), and the rungs of each axis;
 - ``figures/ladder.png``: the drop against n per rung, and against the images seen per n;
@@ -25,8 +27,8 @@ in where layers 1..n come from (copied and frozen). ``collect`` writes ``docs/re
 A rung whose bases did not converge is shown in the tables, marked, and never enters a trend: a drop measured
 against a base still improving is extra training, not co-adaptation.
 
-    python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*
-    python -m probe.analysis.reproduction ladder --recompute   # trend and figures from the committed tables
+    python -m probe.studies.reproduction ladder runs/ladder/cifar10-*
+    python -m probe.studies.reproduction ladder --recompute   # trend and figures from the committed tables
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import xarray as xr
 from matplotlib.figure import Figure
 
 from probe.analysis.accuracies import accuracy_dataset
@@ -137,6 +140,29 @@ def _resets(run_dir: Path, split: str) -> dict[tuple[str, int], float]:
             for kind in rob["reset"].values for k, layer in zip(rob["k"].values, rob["layer"].values)}
 
 
+# The views of the CKA profile: the selffer's layers against its base's (copies up to the cut, retrained above
+# it: how far retraining the top recovers the base's representation), the floor of random frozen layers, and the
+# transfer network
+PROFILE = {"BnB": "cka_bnb_baseb", "RnB": "cka_rnb_baseb", "AnB": "cka_anb_baseb"}
+
+
+def cka_profile(run_dir: Path, split: str = SIMILAR_SPLIT) -> list[dict]:
+    """Rows of cka_profile.csv for a rung whose analysis holds a representations store (``probe extract``, then
+    ``probe analyze``): per cut n and layer k, the mean over seeds of CKA(V_k, baseB_k) for each variant V of
+    PROFILE that the rung trained; none where the rung has no store."""
+    path = Run(run_dir).analysis / "representations.zarr"
+    if not path.exists():
+        return []
+    cka = xr.open_zarr(path)["cka_target"].sel(split=split).load()
+    present = [v for v in PROFILE if v in cka["variant"].values]
+    per_seed = replicates(cka.sel(variant=present))
+    mean, seeds = per_seed.mean("rep"), per_seed.notnull().sum("rep")
+    return [{"rung": Path(run_dir).name, "n": int(n), "k": k + 1, "layer": str(layer),
+             **{PROFILE[v]: float(mean.sel(variant=v, n=n, layer=layer)) for v in present},
+             "seeds": int(seeds.sel(variant=present[0], n=n, layer=layer))}
+            for n in cka["n"].values for k, layer in enumerate(cka["layer"].values)]
+
+
 def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
     """Write ladder.csv, ladder_seeds.csv, ladder.json, trend.csv and the figures of the rungs ``run_dirs``
     (ordered by images seen) into ``docs/reproduction/ladder/``."""
@@ -150,6 +176,9 @@ def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
     write_table(dest / "ladder.csv", [row for _, rows, _ in rungs for row in rows])
     write_table(dest / "ladder_seeds.csv", [row for _, _, seeds in rungs for row in seeds])
     write_json(dest / "ladder.json", {"rungs": [info for info, _, _ in rungs], "plateau": PLATEAU})
+    profile = [row for info, _, _ in rungs for row in cka_profile(Path(info["run"]))]
+    if profile:
+        write_table(dest / "cka_profile.csv", profile)
     derive(dest)
     return dest
 
@@ -376,6 +405,7 @@ class Ladder:
         self.info = read_json(folder / "ladder.json")
         self.rows = read_table(folder / "ladder.csv")
         self.trend = read_table(folder / "trend.csv")
+        self.profile = read_table(folder / "cka_profile.csv")
 
     def value(self, kind: str, *keys: str) -> str:
         """``drop:RUNG:N`` (the co-adaptation drop and its interval), ``base:RUNG``, ``rungs``, ``converged``
@@ -438,12 +468,13 @@ class Ladder:
                       table),
                 *self._reset_blocks(rungs, cuts),
                 *self._trend_blocks(cuts),
+                *self._profile_blocks(),
                 Paragraph("Commands (each rung resumes; the last lines collect them and render this report, and "
                           "recompute the trend and figures from the committed tables alone):"),
                 Code([*(f"make ladder LADDER_RUNGS={r['train_per_class'] or 5000}:{r['epochs']}:{r['width']}"
                         for r in rungs),
-                      "python -m probe.analysis.reproduction ladder runs/ladder/cifar10-*",
-                      "python -m probe.analysis.reproduction ladder --recompute"]),
+                      "python -m probe.studies.reproduction ladder runs/ladder/cifar10-*",
+                      "python -m probe.studies.reproduction ladder --recompute"]),
                 Image(f"reproduction/{FOLDER}/figures/ladder.png", "co-adaptation ladder"),
                 Image(f"reproduction/{FOLDER}/figures/trend.png", "co-adaptation drop against scale")]
 
@@ -492,3 +523,22 @@ class Ladder:
                           "and range over its selffers):"),
                 Table(["", *[f"n={n}" for n in cuts]], [["predicted drop", *prediction],
                                                          ["the paper's drop", *paper]])]
+
+    def _profile_blocks(self) -> list[Block]:
+        """Per rung with a store, the CKA of each cut network's layer k with baseB's layer k: rows by variant and n."""
+        out = []
+        for name in dict.fromkeys(r["rung"] for r in self.profile):
+            rs = [r for r in self.profile if r["rung"] == name]
+            layers = list(dict.fromkeys(r["layer"] for r in rs))
+            cell = {(r["n"], r["layer"]): r for r in rs}
+            table = [[f"{variant} cut at n = {n}", *[number(cell[(n, layer)][column] or "nan") if (n, layer) in cell
+                                                     else "" for layer in layers]]
+                     for variant, column in PROFILE.items() if column in rs[0]
+                     for n in dict.fromkeys(r["n"] for r in rs)]
+            out += [Paragraph(f"The CKA profile of `{name}`: debiased linear CKA between layer k of each cut "
+                              "network and layer k of baseB on B's test images, mean over seeds "
+                              f"({rs[0]['seeds']}) and directions. BnB's layers up to its cut are baseB's own "
+                              "(CKA 1); above it they are retrained, and RnB's layers up to its cut are random "
+                              "(the floor):"),
+                    Table(["network", *[f"k={i + 1} ({layer})" for i, layer in enumerate(layers)]], table)]
+        return out

@@ -2,10 +2,10 @@
 rendered from them, so that every number the report shows comes from a table (``tests/test_reproduction.py``
 renders it again and compares).
 
-    python -m probe.analysis.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
+    python -m probe.studies.reproduction collect runs/repro-fashion-mnist fashion-mnist --title Fashion-MNIST \
         --command "probe train runs/repro-fashion-mnist ..."
-    python -m probe.analysis.reproduction recompute   # after a change to the statistics: no network retrains
-    python -m probe.analysis.reproduction render
+    python -m probe.studies.reproduction recompute   # after a change to the statistics: no network retrains
+    python -m probe.studies.reproduction render
 
 ``collect`` runs the analysis of a run (``probe analyze``) and copies its tables and figures, never checkpoints or
 activation stores, into ``docs/reproduction/NAME/`` with ``run.json``. ``recompute`` writes a collected dataset's
@@ -33,12 +33,12 @@ import pandas as pd
 import xarray as xr
 
 from probe.analysis.claims import MARGIN
-from probe.analysis.initialization import Initialization
-from probe.analysis.initialization import collect as collect_initialization
-from probe.analysis.ladder import FOLDER as LADDER_FOLDER
-from probe.analysis.ladder import Ladder
-from probe.analysis.ladder import collect as collect_ladder
-from probe.analysis.ladder import derive as derive_ladder
+from probe.studies.initialization import Initialization
+from probe.studies.initialization import collect as collect_initialization
+from probe.studies.ladder import FOLDER as LADDER_FOLDER
+from probe.studies.ladder import Ladder
+from probe.studies.ladder import collect as collect_ladder
+from probe.studies.ladder import derive as derive_ladder
 from probe.analysis.reference import CITATION
 from probe.analysis.render import (
     Block,
