@@ -66,7 +66,7 @@ from probe.errors import ProbeError
 from probe.plan import read_plan
 from probe.robustness import RESETS
 from probe.run import Run
-from probe.variants import BASE
+from probe.variants import BASE, Variant
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FOLDER = "ladder"
@@ -87,6 +87,9 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], l
     specs = [p.spec for p in plan if p.spec.split == split]
     if not specs:
         raise ProbeError(f"{run_dir} plans no network on split {split!r}")
+    # a rung's own networks: its bases and selffers (the largest rung's run holds more, trained for the stitching
+    # and the CKA profile, which the report collects as a study of its own)
+    plan = [p for p in plan if Variant.of(p.spec) in (BASE, Variant.named("BnB"))]
     metrics = [m for p in plan if (m := read_metrics(run.network(p.spec.id).metrics)) and m.get("status") == "done"]
     spec_dicts = {p.spec.id: p.spec.to_dict() for p in plan}
     converged = convergence(metrics, spec_dicts).get(split)

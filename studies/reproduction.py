@@ -33,12 +33,6 @@ import pandas as pd
 import xarray as xr
 
 from probe.analysis.claims import MARGIN
-from probe.studies.initialization import Initialization
-from probe.studies.initialization import collect as collect_initialization
-from probe.studies.ladder import FOLDER as LADDER_FOLDER
-from probe.studies.ladder import Ladder
-from probe.studies.ladder import collect as collect_ladder
-from probe.studies.ladder import derive as derive_ladder
 from probe.analysis.reference import CITATION
 from probe.analysis.render import (
     Block,
@@ -62,6 +56,12 @@ from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
 from probe.plan import read_plan_file
 from probe.run import METRICS, Run
+from probe.studies.initialization import Initialization
+from probe.studies.initialization import collect as collect_initialization
+from probe.studies.ladder import FOLDER as LADDER_FOLDER
+from probe.studies.ladder import Ladder
+from probe.studies.ladder import collect as collect_ladder
+from probe.studies.ladder import derive as derive_ladder
 from probe.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VARIANTS, TASKS, cut_variants
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
