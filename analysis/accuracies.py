@@ -26,12 +26,12 @@ import numpy as np
 import xarray as xr
 
 from probe.architectures.registry import get_architecture
-from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
-from probe.plan import read_plan
-from probe.run import Run
-from probe.spec import NetworkSpec
-from probe.variants import BASE, ONE_DIRECTION, SOURCE_VARIANTS, STITCH_VARIANTS, TASKS, Variant, cut_variants
+from probe.planning.plan import read_plan
+from probe.planning.spec import NetworkSpec
+from probe.planning.variants import BASE, ONE_DIRECTION, SOURCE_VARIANTS, STITCH_VARIANTS, TASKS, Variant, cut_variants
+from probe.storage.checkpoint import read_metrics
+from probe.storage.run import Run
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from matplotlib.figure import Figure
 from probe.analysis.accuracies import chance_levels, one_directional
 from probe.analysis.decomposition import SIMILAR_SPLIT, replicates, transfer_names
 from probe.analysis.reference import CITATION, reference_relative
-from probe.atomic import write_atomic
+from probe.storage.atomic import write_atomic
 
 STYLE = {"base": ("white", "o"), "BnB": ("tab:blue", "o"), "BnB+": ("lightskyblue", "P"),
          "AnB": ("tab:red", "D"), "AnB+": ("lightsalmon", "P"), "RnB": ("tab:gray", "s"),

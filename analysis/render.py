@@ -18,7 +18,7 @@ from pathlib import Path, PurePath
 
 import numpy as np
 
-from probe.atomic import write_atomic
+from probe.storage.atomic import write_atomic
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from probe.activation_store import consolidate
 from probe.analysis.accuracies import (
     check_metric,
     format_table,
@@ -54,10 +53,11 @@ from probe.analysis.robustness import CRITICAL, ROBUST, robustness_dataset, robu
 from probe.analysis.sanity import report_blocks, run_findings
 from probe.analysis.stats import Estimate
 from probe.analysis.transferability import DESCRIPTIONS
-from probe.atomic import write_atomic, write_json
-from probe.plan import read_plan
-from probe.run import Run
-from probe.variants import BASE
+from probe.planning.plan import read_plan
+from probe.planning.variants import BASE
+from probe.storage.activation_store import consolidate
+from probe.storage.atomic import write_atomic, write_json
+from probe.storage.run import Run
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -32,10 +32,10 @@ from probe.analysis.similarity import UndefinedCKA, linear_cka
 from probe.analysis.stores import list_networks, open_checked, open_networks, repair_command
 from probe.analysis.transferability import DESCRIPTIONS, layer_scores, rank_correlation
 from probe.errors import ProbeError
-from probe.executor import DaskExecutor, LocalExecutor
-from probe.plan import PlannedNetwork, read_plan
-from probe.spec import NetworkSpec
-from probe.variants import Variant, other_task
+from probe.execution.executor import DaskExecutor, LocalExecutor
+from probe.planning.plan import PlannedNetwork, read_plan
+from probe.planning.spec import NetworkSpec
+from probe.planning.variants import Variant, other_task
 
 
 def layer_matrix(da: xr.DataArray) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""The base networks' layer re-initialization robustness (:mod:`probe.robustness`), read into a labelled Dataset and
-summarized per layer beside the selffer's co-adaptation drop.
+"""The base networks' layer re-initialization robustness (:mod:`probe.execution.robustness`), read into a labelled
+Dataset and summarized per layer beside the selffer's co-adaptation drop.
 
 Dims ``split``, ``replicate``, ``target``, ``reset`` (initial, random) and ``layer``: ``acc`` is the test accuracy
 of the base network with that one layer reset, ``base`` its own accuracy. A layer is **robust** where the reset
@@ -20,10 +20,10 @@ from probe.analysis.accuracies import replicate_label
 from probe.analysis.decomposition import replicates
 from probe.analysis.stats import estimate
 from probe.errors import ProbeError
-from probe.plan import read_plan
-from probe.robustness import RESETS, read_robustness
-from probe.run import Run
-from probe.variants import TASKS
+from probe.execution.robustness import RESETS, read_robustness
+from probe.planning.plan import read_plan
+from probe.planning.variants import TASKS
+from probe.storage.run import Run
 
 ROBUST, CRITICAL = 0.9, 0.5
 

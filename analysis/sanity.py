@@ -21,10 +21,10 @@ import xarray as xr
 
 from probe.analysis.accuracies import METRICS, RunMetrics, one_directional, replicate_label
 from probe.analysis.render import Block, Heading, Items, Paragraph, Table, number
-from probe.variants import BASE
+from probe.planning.variants import BASE
 
 if TYPE_CHECKING:
-    from probe.spec import NetworkSpec
+    from probe.planning.spec import NetworkSpec
 
 # A mean validation gain below this per epoch counts as "stopped improving" (half a point: below what a few hundred
 # validation images resolve, well below the gains of a network still learning)

@@ -4,7 +4,7 @@
     tree = open_store("runs/demo")
     fc7 = layer_arrays(tree, "fc7", ["random-s0/init0/baseB", "random-s0/init0/A3B"])
 
-The tree holds the groups that verify (:func:`probe.activation_store.verify_group`), found from each group's own
+The tree holds the groups that verify (:func:`probe.storage.activation_store.verify_group`), found from each group's own
 metadata rather than the root's consolidated copy, so that one damaged or half-written group leaves the others
 readable.
 """
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import xarray as xr
 
-from probe.activation_store import META, verify_group
 from probe.errors import ProbeError
-from probe.plan import PlannedNetwork
-from probe.run import Run
+from probe.planning.plan import PlannedNetwork
+from probe.storage.activation_store import META, verify_group
+from probe.storage.run import Run
 
 
 def store_path(path: str | Path) -> Path:

@@ -21,9 +21,9 @@ import click
 import torch
 from bench import cpu_name, print_table, save
 
-from probe.distributed import dask_client, run_study_dask
-from probe.plan import Study
-from probe.spec import ArchSpec, DataSpec, Recipe
+from probe.execution.distributed import dask_client, run_study_dask
+from probe.planning.plan import Study
+from probe.planning.spec import ArchSpec, DataSpec, Recipe
 
 
 @click.command()

@@ -22,12 +22,12 @@ import torch
 from bench import best_of, cpu_name, print_table, save
 
 from probe.architectures import build_model
-from probe.batches import Normalize, center_crop, channel_stats, to_device
 from probe.data.datasets import load_dataset
 from probe.data.splits import resolve_split
-from probe.extract import ExtractionImages, Reduction, extract_network
-from probe.spec import ArchSpec, DataSpec, NetworkSpec
-from probe.train import resolve_device
+from probe.execution.batches import Normalize, center_crop, channel_stats, to_device
+from probe.execution.extract import ExtractionImages, Reduction, extract_network
+from probe.execution.train import resolve_device
+from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
 
 
 def forward_only(model, arrays, samples, normalize, input_size, device, batch_size) -> None:

@@ -22,9 +22,9 @@ import click
 import torch
 from bench import cpu_name, print_table, save
 
-from probe.checkpoint import read_metrics
-from probe.plan import read_plan
-from probe.run import Run
+from probe.planning.plan import read_plan
+from probe.storage.checkpoint import read_metrics
+from probe.storage.run import Run
 
 KINDS = {"base": lambda s: s["variant"] == "base", "frozen (BnB, AnB)": lambda s: s["variant"] != "base" and
          s["variant"] != "random" and not s["fine_tune"], "fine-tuned (BnB+, AnB+)": lambda s: s["fine_tune"],

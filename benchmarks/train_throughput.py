@@ -35,13 +35,21 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from bench import best_of, cpu_name, print_table, save
 
-from probe.batches import channel_stats
 from probe.cli.main import parse_arch_options
 from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
-from probe.plan import Study, make_plan
-from probe.spec import ArchSpec, DataSpec, Recipe
-from probe.train import TaskTensors, evaluate, lr_factor, make_optimizer, prepare_model, resolve_device, train_network
+from probe.execution.batches import channel_stats
+from probe.execution.train import (
+    TaskTensors,
+    evaluate,
+    lr_factor,
+    make_optimizer,
+    prepare_model,
+    resolve_device,
+    train_network,
+)
+from probe.planning.plan import Study, make_plan
+from probe.planning.spec import ArchSpec, DataSpec, Recipe
 
 
 class PerSampleImages(torch.utils.data.Dataset):

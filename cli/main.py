@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 
 from probe.errors import ProbeError
-from probe.plan import Study, read_plan
-from probe.run import Run
-from probe.source import NORMALIZATIONS, OWN_STATISTICS, describe_source, parse_key_map, parse_normalization
-from probe.spec import INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
-from probe.variants import CUT_NAMES, SOURCE_CUT_NAMES
+from probe.planning.plan import Study, read_plan
+from probe.planning.source import NORMALIZATIONS, OWN_STATISTICS, describe_source, parse_key_map, parse_normalization
+from probe.planning.spec import INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
+from probe.planning.variants import CUT_NAMES, SOURCE_CUT_NAMES
+from probe.storage.run import Run
 
 RECIPE_HELP = {
     "epochs": "Training epochs per network.",
@@ -96,7 +96,7 @@ def parse_arch_options(pairs: tuple[str, ...]) -> dict:
 
 def study_options(f):
     """The options that describe a study (shared by ``plan`` and ``train``)."""
-    from probe.spec import RESIZE_MODES
+    from probe.planning.spec import RESIZE_MODES
 
     opts = [
         click.option("--dataset", default="fashion-mnist", show_default=True,
@@ -277,8 +277,8 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     With no study options, an existing RUN_DIR's own plan is resumed."""
     from probe.analysis.accuracies import format_table, read_run_metrics
     from probe.analysis.sanity import run_findings, warning_lines
-    from probe.sweep import run_study
-    from probe.train import resolve_device
+    from probe.execution.sweep import run_study
+    from probe.execution.train import resolve_device
 
     if Run(run_dir).plan.exists() and not _study_given(ctx):
         study, _ = read_plan(run_dir)
@@ -286,7 +286,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
         study = _study(kw)
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
     if executor == "dask":
-        from probe.distributed import dask_client, run_study_dask
+        from probe.execution.distributed import dask_client, run_study_dask
 
         if not scheduler:
             resolve_device(device)  # the LocalCluster's workers are this machine: check the device here
@@ -321,8 +321,8 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
 def plan(cache_dir: Path | None, as_json: bool, **kw) -> None:
     """Print the networks a study would train, in dependency order, without training, then each split's tasks: their
     classes and how many images each trains, validates and tests on."""
-    from probe.plan import format_task_summaries, plan_to_dict, task_summaries
-    from probe.sweep import plan_study
+    from probe.execution.sweep import plan_study
+    from probe.planning.plan import format_task_summaries, plan_to_dict, task_summaries
 
     study = _study(kw)
     networks, arrays = plan_study(None, study, cache_dir)
@@ -343,7 +343,7 @@ def status(run_dir: Path) -> None:
     network cannot be used; 'probe train' trains it again)."""
     from collections import Counter
 
-    from probe.state import STATES, run_status
+    from probe.storage.state import STATES, run_status
 
     rows = run_status(run_dir)
     for spec, state, detail in rows:
@@ -384,13 +384,13 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_
             device: str, cache_dir: Path | None, quiet: bool, executor: str, scheduler: str | None,
             workers: int) -> None:
     """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
-    from probe.extract import ExtractionImages, Reduction, extract_run
-    from probe.train import resolve_device
+    from probe.execution.extract import ExtractionImages, Reduction, extract_run
+    from probe.execution.train import resolve_device
 
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
     settings = (ExtractionImages(probe_set, per_class, seed, per_class_mode), Reduction(spatial, seed, dtype))
     if executor == "dask":
-        from probe.distributed import dask_client, extract_run_dask
+        from probe.execution.distributed import dask_client, extract_run_dask
 
         if not scheduler:
             resolve_device(device)
@@ -436,7 +436,7 @@ def analyze(run_dir: Path, store: Path | None, max_samples: int, metric: str, po
     if store is not None and not store.exists():
         raise click.ClickException(f"no activation store at {store}")
     if executor == "dask":
-        from probe.distributed import dask_client
+        from probe.execution.distributed import dask_client
 
         with dask_client(scheduler, workers) as client:
             result = analyze_run(run_dir, store, max_samples, client, metric=metric, pooled=pool_directions)
@@ -465,8 +465,8 @@ def robustness(run_dir: Path, device: str, cache_dir: Path | None, quiet: bool) 
     """Reset each layer of every trained base network of RUN_DIR, one at a time, to its initial weights and to
     random ones, and test it without training (Zhang, Bengio & Singer 2022); 'probe analyze' reports it beside the
     co-adaptation drop. Forward passes only; rerun to resume."""
-    from probe.robustness import robustness_run
-    from probe.train import resolve_device
+    from probe.execution.robustness import robustness_run
+    from probe.execution.train import resolve_device
 
     result = robustness_run(run_dir, resolve_device(device), cache_dir, progress=not quiet)
     click.echo(f"wrote {len(result['written'])}, already current {len(result['skipped'])}, "

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from probe.data.datasets import DATASETS, ImageArrays, resized
+from probe.data.arrays import DATASETS, ImageArrays, resized
 from probe.errors import ProbeError
+from probe.planning.spec import DataSpec
 from probe.plugins import function_path, import_function, is_import_path, load_plugins_into, reason
-from probe.spec import DataSpec
 
 ENTRY_POINTS = "probe.datasets"
 

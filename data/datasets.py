@@ -26,29 +26,18 @@ import os
 import shutil
 import sys
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from probe.data.arrays import DATASETS, ImageArrays, resized, to_square
+from probe.data.custom import load_own
 from probe.errors import ProbeError
-from probe.spec import DataSpec
+from probe.planning.spec import DataSpec
 
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
                   "t10k-labels-idx1-ubyte")
-
-
-@dataclass(frozen=True)
-class ImageArrays:
-    """A whole dataset as arrays: images ``(N, H, W, C)`` uint8, labels ``(N,)`` int64 indexing ``classes``."""
-
-    train_x: np.ndarray
-    train_y: np.ndarray
-    test_x: np.ndarray
-    test_y: np.ndarray
-    classes: list[str]
 
 
 def parse_dataset(text: str, root: str | None = None) -> tuple[str, str | None]:
@@ -76,8 +65,6 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
     image-folder tree shows a progress bar unless ``progress`` is false). A dataset of one's own is loaded by its
     function, every time: nothing tells when what it reads has changed."""
     if spec.name.partition(":")[0] not in DATASETS:
-        from probe.data.custom import load_own  # which imports this module
-
         return load_own(spec)
     name, root = parse_dataset(spec.name, spec.root)
     if name == "synthetic":
@@ -183,38 +170,6 @@ def _read_torchvision(name: str, root: Path, spec: DataSpec, download: bool) -> 
 
     return resized(ImageArrays(*arrays(train), *arrays(test), list(train.classes)), spec.image_size,
                    spec.resize_mode)
-
-
-def resized(arrays: ImageArrays, image_size: int | None, mode: str = "crop") -> ImageArrays:
-    """Images made ``image_size`` squares as :func:`to_square` does; as they are without a size."""
-    if image_size is None or arrays.train_x.shape[1:3] == (image_size, image_size):
-        return arrays
-    import torch
-
-    def resize(x):
-        t = to_square(torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2), image_size, mode)
-        return t.permute(0, 2, 3, 1).contiguous().numpy()
-
-    return ImageArrays(resize(arrays.train_x), arrays.train_y, resize(arrays.test_x), arrays.test_y, arrays.classes)
-
-
-def to_square(images, size: int, mode: str):
-    """uint8 images ``(..., C, H, W)`` (a tensor) as ``size`` x ``size`` squares: ``crop`` resizes the shorter side to
-    ``size`` and center-crops the longer, ``pad`` resizes the longer side to ``size`` and pads the shorter with zeros
-    on both sides (centered), ``squash`` resizes each side to ``size``."""
-    import torchvision.transforms.v2.functional as F
-
-    height, width = images.shape[-2:]
-    if mode == "squash":
-        return F.resize(images, [size, size], antialias=True)
-    if mode == "crop":
-        return F.center_crop(F.resize(images, size, antialias=True), size)
-    # pad: the longer side becomes size, the shorter keeps the aspect ratio (at least one pixel)
-    scale = size / max(height, width)
-    new = [max(1, round(height * scale)), max(1, round(width * scale))]
-    images = F.resize(images, new, antialias=True)
-    top, left = (size - new[0]) // 2, (size - new[1]) // 2
-    return F.pad(images, [left, top, size - new[1] - left, size - new[0] - top], fill=0)
 
 
 def _read_imagefolder(source: Path, spec: DataSpec, download: bool, progress: bool) -> ImageArrays:

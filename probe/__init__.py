@@ -18,14 +18,14 @@ from importlib import import_module
 # public name -> the module that defines it
 _EXPORTS = {
     "ProbeError": "probe.errors",
-    **dict.fromkeys(("ArchSpec", "DataSpec", "NetworkSpec", "Recipe"), "probe.spec"),
-    "Study": "probe.plan",
-    "SourceSpec": "probe.spec",  # a source network trained elsewhere, as describe_source reads it
-    "describe_source": "probe.source",
+    **dict.fromkeys(("ArchSpec", "DataSpec", "NetworkSpec", "Recipe"), "probe.planning.spec"),
+    "Study": "probe.planning.plan",
+    "SourceSpec": "probe.planning.spec",  # a source network trained elsewhere, as describe_source reads it
+    "describe_source": "probe.planning.source",
     "register_architecture": "probe.architectures.registry",
     "register_dataset": "probe.data.custom",
-    "run_study": "probe.sweep",
-    "extract_run": "probe.extract",
+    "run_study": "probe.execution.sweep",
+    "extract_run": "probe.execution.extract",
     "analyze_run": "probe.analysis.report",
     **dict.fromkeys(("open_store", "layer_arrays", "list_networks"), "probe.analysis.stores"),
     **dict.fromkeys(("linear_cka", "rbf_cka", "minibatch_cka", "streaming_cka", "cca", "svcca", "pwcca",

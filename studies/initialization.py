@@ -28,12 +28,12 @@ import numpy as np
 from probe.analysis.accuracies import accuracy_dataset
 from probe.analysis.decomposition import relative, summarize, variant_means
 from probe.analysis.render import Block, Code, Paragraph, Table, estimate, markdown, number, read_table, write_table
-from probe.atomic import read_json, write_json
-from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
-from probe.plan import read_plan
-from probe.run import Run
-from probe.variants import BASE
+from probe.planning.plan import read_plan
+from probe.planning.variants import BASE
+from probe.storage.atomic import read_json, write_json
+from probe.storage.checkpoint import read_metrics
+from probe.storage.run import Run
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FOLDER = "initialization"

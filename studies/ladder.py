@@ -60,13 +60,13 @@ from probe.analysis.robustness import robustness_dataset
 from probe.analysis.sanity import PLATEAU, convergence
 from probe.analysis.stats import estimate as interval
 from probe.analysis.stats import line_fits
-from probe.atomic import read_json, write_atomic, write_json
-from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
-from probe.plan import read_plan
-from probe.robustness import RESETS
-from probe.run import Run
-from probe.variants import BASE, Variant
+from probe.execution.robustness import RESETS
+from probe.planning.plan import read_plan
+from probe.planning.variants import BASE, Variant
+from probe.storage.atomic import read_json, write_atomic, write_json
+from probe.storage.checkpoint import read_metrics
+from probe.storage.run import Run
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FOLDER = "ladder"

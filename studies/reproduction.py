@@ -51,18 +51,18 @@ from probe.analysis.report import VIEW_TITLES, analyze_run, write_decomposition
 from probe.analysis.sanity import PLATEAU, convergence
 from probe.analysis.transferability import DESCRIPTIONS
 from probe.architectures.registry import get_architecture
-from probe.atomic import read_json, write_atomic, write_json
-from probe.checkpoint import read_metrics
 from probe.errors import ProbeError
-from probe.plan import read_plan_file
-from probe.run import METRICS, Run
+from probe.planning.plan import read_plan_file
+from probe.planning.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VARIANTS, TASKS, cut_variants
+from probe.storage.atomic import read_json, write_atomic, write_json
+from probe.storage.checkpoint import read_metrics
+from probe.storage.run import METRICS, Run
 from probe.studies.initialization import Initialization
 from probe.studies.initialization import collect as collect_initialization
 from probe.studies.ladder import FOLDER as LADDER_FOLDER
 from probe.studies.ladder import Ladder
 from probe.studies.ladder import collect as collect_ladder
 from probe.studies.ladder import derive as derive_ladder
-from probe.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VARIANTS, TASKS, cut_variants
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = ("decomposition.csv", "directions.csv", "relative.csv", "accuracies.csv", "claims.json",

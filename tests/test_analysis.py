@@ -12,9 +12,9 @@ from probe.analysis.claims import FAILS, HOLDS, UNDECIDED, check_claims
 from probe.analysis.decomposition import decompose, direction_rows, split_contrast, summarize, summary_rows
 from probe.analysis.reference import reference_relative
 from probe.analysis.stats import estimate, paired, welch
-from probe.plan import Study, make_plan
-from probe.spec import ArchSpec, DataSpec
-from probe.variants import Variant
+from probe.planning.plan import Study, make_plan
+from probe.planning.spec import ArchSpec, DataSpec
+from probe.planning.variants import Variant
 
 CLASSES = [f"class{i}" for i in range(10)]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from probe.batches import Normalize, center_crop, channel_stats, random_crop_flip, to_device
+from probe.execution.batches import Normalize, center_crop, channel_stats, random_crop_flip, to_device
 
 
 def _images(b=16, c=3, h=8, w=8, seed=0) -> torch.Tensor:

@@ -16,16 +16,17 @@ from PIL import Image
 
 from probe.analysis.similarity import linear_cka, streaming_cka
 from probe.analysis.stores import layer_arrays, open_store
-from probe.data.datasets import ImageArrays, _fingerprint, _locate, load_dataset, to_square
+from probe.data.arrays import ImageArrays, to_square
+from probe.data.datasets import _fingerprint, _locate, load_dataset
 from probe.data.splits import resolve_split
 from probe.data.synthetic import synthetic_arrays
 from probe.data.tasks import task_counts, task_data
 from probe.errors import ProbeError
-from probe.extract import ExtractionImages, extract_run
-from probe.plan import Study, read_plan, task_summaries
-from probe.run import Run
-from probe.spec import ArchSpec, DataSpec, NetworkSpec
-from probe.sweep import plan_study
+from probe.execution.extract import ExtractionImages, extract_run
+from probe.execution.sweep import plan_study
+from probe.planning.plan import Study, read_plan, task_summaries
+from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.storage.run import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 

@@ -23,13 +23,13 @@ from conftest import assert_one_line_error, assert_same_up_to_rounding
 from probe.analysis.representations import representation_dataset
 from probe.analysis.similarity import streaming_cka
 from probe.analysis.stores import open_store
-from probe.atomic import read_json
-from probe.checkpoint import load_weights, save_tensors
-from probe.distributed import dask_client, extract_run_dask, run_study_dask
-from probe.extract import extract_run
-from probe.plan import Study
-from probe.spec import ArchSpec, DataSpec, Recipe
-from probe.sweep import run_study
+from probe.execution.distributed import dask_client, extract_run_dask, run_study_dask
+from probe.execution.extract import extract_run
+from probe.execution.sweep import run_study
+from probe.planning.plan import Study
+from probe.planning.spec import ArchSpec, DataSpec, Recipe
+from probe.storage.atomic import read_json
+from probe.storage.checkpoint import load_weights, save_tensors
 
 DATA = DataSpec("synthetic", train_per_class=30)
 ARCH = ArchSpec("caffenet-small", "kaiming", {"width": 0.125})
@@ -46,7 +46,7 @@ def test_local_workers_give_torch_their_share_of_the_cores(client, monkeypatch):
     """dask_client tells each local worker its torch threads (here 1), and a task sets torch to that number."""
     import torch
 
-    from probe.executor import THREADS, set_torch_threads
+    from probe.execution.executor import THREADS, set_torch_threads
 
     assert set(client.run(lambda: os.environ.get(THREADS)).values()) == {"1"}
     before = torch.get_num_threads()
@@ -61,7 +61,7 @@ def test_local_workers_give_torch_their_share_of_the_cores(client, monkeypatch):
 def test_the_dask_executor_keeps_the_interface(client):
     from test_executor import check_semantics
 
-    from probe.executor import DaskExecutor
+    from probe.execution.executor import DaskExecutor
 
     check_semantics(DaskExecutor(client))
 

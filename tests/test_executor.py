@@ -6,7 +6,7 @@ import operator
 
 import pytest
 
-from probe.executor import LocalExecutor
+from probe.execution.executor import LocalExecutor
 
 
 def check_semantics(executor) -> None:

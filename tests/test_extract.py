@@ -12,18 +12,18 @@ import xarray as xr
 import zarr
 from conftest import TINY_STUDY, assert_one_line_error, assert_same_up_to_rounding, invoke
 
-from probe.activation_store import group_is_complete
 from probe.analysis.stores import layer_arrays, list_networks, open_store
 from probe.architectures import build_model
-from probe.atomic import read_json
-from probe.batches import Normalize, center_crop, to_device
-from probe.checkpoint import load_weights
 from probe.data.datasets import load_dataset
 from probe.errors import ProbeError
-from probe.extract import ExtractionImages, Reduction, extract_network, extract_run
-from probe.plan import read_plan
-from probe.run import Run
-from probe.spec import NetworkSpec
+from probe.execution.batches import Normalize, center_crop, to_device
+from probe.execution.extract import ExtractionImages, Reduction, extract_network, extract_run
+from probe.planning.plan import read_plan
+from probe.planning.spec import NetworkSpec
+from probe.storage.activation_store import group_is_complete
+from probe.storage.atomic import read_json
+from probe.storage.checkpoint import load_weights
+from probe.storage.run import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 

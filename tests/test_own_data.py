@@ -15,9 +15,9 @@ from probe.data.custom import DATASET_REGISTRY, complete_data_spec
 from probe.data.datasets import load_dataset
 from probe.data.synthetic import synthetic_arrays
 from probe.errors import ProbeError
-from probe.plan import Study
-from probe.run import Run
-from probe.spec import ArchSpec, DataSpec
+from probe.planning.plan import Study
+from probe.planning.spec import ArchSpec, DataSpec
+from probe.storage.run import Run
 
 # Dataset functions of this module, importable by the tests' processes as test_own_data:NAME.
 

@@ -18,9 +18,9 @@ from probe import register_architecture
 from probe.architectures import REGISTRY, build_network, get_architecture
 from probe.architectures.registry import complete_arch_spec
 from probe.errors import ProbeError
+from probe.planning.spec import ArchSpec
 from probe.plugins import function_path
-from probe.run import Run
-from probe.spec import ArchSpec
+from probe.storage.run import Run
 
 MYNET = '''
 """A user's own networks."""

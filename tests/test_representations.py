@@ -8,7 +8,7 @@ from conftest import TINY_STUDY
 
 from probe.analysis.representations import layer_matrix, representation_dataset
 from probe.analysis.stores import open_store
-from probe.extract import ExtractionImages, extract_run
+from probe.execution.extract import ExtractionImages, extract_run
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 

@@ -10,10 +10,10 @@ import shutil
 import pytest
 import torch
 
+from probe.execution.sweep import run_study
+from probe.planning.plan import Study
+from probe.planning.spec import ArchSpec, DataSpec, Recipe
 from probe.studies.reproduction import DOCS, busy_seconds, collect, render
-from probe.plan import Study
-from probe.spec import ArchSpec, DataSpec, Recipe
-from probe.sweep import run_study
 
 
 def test_the_committed_report_is_rendered_from_the_committed_tables():

@@ -11,15 +11,15 @@ from conftest import TINY_STUDY
 
 from probe.analysis.robustness import kept_share, robustness_dataset, robustness_rows, verdict
 from probe.architectures.build import build_model
-from probe.checkpoint import load_state, load_weights
 from probe.data.tasks import task_data
 from probe.errors import ProbeError
-from probe.loaded import loaded_dataset
-from probe.plan import read_plan
-from probe.robustness import fresh_seed, layer_resets, read_robustness, robustness_run
-from probe.run import Run
-from probe.sweep import read_run_data
-from probe.train import TaskTensors, evaluate
+from probe.execution.robustness import fresh_seed, layer_resets, read_robustness, robustness_run
+from probe.execution.sweep import read_run_data
+from probe.execution.train import TaskTensors, evaluate
+from probe.planning.plan import read_plan
+from probe.storage.checkpoint import load_state, load_weights
+from probe.storage.loaded import loaded_dataset
+from probe.storage.run import Run
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_a_network_reset_to_its_initial_weights_everywhere_is_the_untrained_netw
 
 
 def test_random_weights_come_from_another_seed():
-    from probe.spec import NetworkSpec
+    from probe.planning.spec import NetworkSpec
 
     for seed in (0, 1, 2**32 - 1):
         spec = type("S", (), {"init_seed": seed})()

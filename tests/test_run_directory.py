@@ -14,14 +14,14 @@ import torch
 from conftest import REPO_ROOT, TINY_STUDY, invoke
 
 from probe.architectures import REGISTRY, build_model
-from probe.atomic import read_json, write_json
-from probe.batches import Normalize, center_crop, to_device
-from probe.checkpoint import load_weights, save_tensors
 from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
-from probe.plan import Study, make_plan, read_plan
-from probe.run import Run
-from probe.spec import ArchSpec, DataSpec
+from probe.execution.batches import Normalize, center_crop, to_device
+from probe.planning.plan import Study, make_plan, read_plan
+from probe.planning.spec import ArchSpec, DataSpec
+from probe.storage.atomic import read_json, write_json
+from probe.storage.checkpoint import load_weights, save_tensors
+from probe.storage.run import Run
 
 HEAVY = ("torch", "torchvision", "dask", "distributed", "matplotlib", "xarray", "zarr")
 

@@ -23,15 +23,15 @@ import torch
 from conftest import TINY_STUDY, assert_one_line_error, invoke
 from safetensors import SafetensorError
 
-import probe.checkpoint as checkpoint
-import probe.sweep as sweep
+import probe.execution.sweep as sweep
+import probe.storage.checkpoint as checkpoint
 from probe.architectures import build_model
-from probe.atomic import read_json, write_atomic, write_json
-from probe.checkpoint import save_tensors
 from probe.errors import ProbeError
-from probe.plan import read_plan
-from probe.run import LOCK, METRICS, RESUME, RUNNING, WEIGHTS, Run
-from probe.spec import NetworkSpec
+from probe.planning.plan import read_plan
+from probe.planning.spec import NetworkSpec
+from probe.storage.atomic import read_json, write_atomic, write_json
+from probe.storage.checkpoint import save_tensors
+from probe.storage.run import LOCK, METRICS, RESUME, RUNNING, WEIGHTS, Run
 
 SMALL = [*TINY_STUDY, "--cuts", "1", "--variants", "BnB,RnB", "--seeds", "0"]
 CPU = torch.device("cpu")
@@ -111,8 +111,8 @@ def test_a_recorded_pid_that_is_alive_does_not_make_a_network_running(run, specs
 
 
 def test_a_network_is_running_while_a_live_process_holds_its_lock(run, specs, cli, synthetic_arrays):
-    from probe.lock import NetworkBusy
-    from probe.train import train_network
+    from probe.execution.train import train_network
+    from probe.storage.lock import NetworkBusy
 
     _forget(run, specs, "baseA", "A1A")
     base = specs["baseA"]
@@ -167,7 +167,7 @@ def test_a_network_finished_by_another_process_meanwhile_is_not_trained_again(ru
 
 def _task_tensors(run: Path, arrays, spec: NetworkSpec):
     from probe.data.tasks import task_data
-    from probe.train import TaskTensors
+    from probe.execution.train import TaskTensors
 
     stats = read_json(run / "data.json")
     return TaskTensors.from_task(task_data(arrays, list(spec.target_classes), spec.data), stats["mean"],
@@ -214,7 +214,7 @@ def test_a_network_that_cannot_start_is_failed_and_blocks_its_dependents(run, sp
 
 def test_a_dask_task_records_a_network_that_cannot_start_as_failed(run, specs, cache_dir):
     """The dask executor's task records it too, as the local sweep does, instead of raising for dask to retry."""
-    from probe.sweep import train_task
+    from probe.execution.sweep import train_task
 
     _forget(run, specs, "A1A")
     (_folder(run, specs["baseA"]) / WEIGHTS).write_bytes(b"")
@@ -265,7 +265,7 @@ def test_a_damaged_metrics_file_makes_only_its_network_corrupt(run, specs, cli, 
 
 
 def test_read_metrics_names_a_bad_file(tmp_path):
-    from probe.checkpoint import read_metrics
+    from probe.storage.checkpoint import read_metrics
 
     path = tmp_path / METRICS
     assert read_metrics(path) is None

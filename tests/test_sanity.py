@@ -22,18 +22,18 @@ import torch
 from conftest import TINY_STUDY
 from sklearn.metrics import accuracy_score, balanced_accuracy_score
 
-import probe.train as train
+import probe.execution.train as train
 from probe.analysis import sanity
 from probe.analysis.accuracies import accuracy_dataset, build_dataset, format_table
 from probe.analysis.figures import draw_figure2, draw_figure3, figure2, safe_stem
 from probe.analysis.render import Paragraph, markdown
-from probe.atomic import read_json
-from probe.batches import Normalize
 from probe.data.synthetic import synthetic_arrays
-from probe.plan import Study, make_plan, read_plan
-from probe.run import Run
-from probe.spec import ArchSpec, DataSpec
-from probe.train import lr_factor
+from probe.execution.batches import Normalize
+from probe.execution.train import lr_factor
+from probe.planning.plan import Study, make_plan, read_plan
+from probe.planning.spec import ArchSpec, DataSpec
+from probe.storage.atomic import read_json
+from probe.storage.run import Run
 
 
 def _specs(n_classes=10, seeds=(0, 1, 2), cuts=(1, 3)):
@@ -371,7 +371,7 @@ def test_a_clean_run_says_what_was_checked():
 
 def test_one_directional_and_partial_runs_are_checked():
     from probe.analysis.accuracies import one_directional
-    from probe.spec import SourceSpec
+    from probe.planning.spec import SourceSpec
 
     source = SourceSpec(path="/x.pth", sha256="0" * 64)
     specs = [s for s in _specs() if s.target == "B" and s.variant in ("base", "selffer", "random")]

@@ -17,14 +17,14 @@ import torch
 from conftest import TINY_STUDY, assert_one_line_error, invoke
 from safetensors.torch import save_file
 
-from probe.checkpoint import load_weights, read_metadata
 from probe.errors import ProbeError
-from probe.plan import read_plan
-from probe.run import Run
-from probe.source import NORMALIZATIONS, file_key
-from probe.spec import DataSpec, NetworkSpec, SourceSpec
-from probe.train import prepare_model
-from probe.variants import SOURCE_CUT_NAMES, Variant
+from probe.execution.train import prepare_model
+from probe.planning.plan import read_plan
+from probe.planning.source import NORMALIZATIONS, file_key
+from probe.planning.spec import DataSpec, NetworkSpec, SourceSpec
+from probe.planning.variants import SOURCE_CUT_NAMES, Variant
+from probe.storage.checkpoint import load_weights, read_metadata
+from probe.storage.run import Run
 
 CUTS = ["--cuts", "1,2"]
 
@@ -177,7 +177,7 @@ def test_a_safetensors_source(cli, tmp_path, source_run):
 
 
 def _plan_json(cli, path: Path):
-    from probe.plan import PlannedNetwork
+    from probe.planning.plan import PlannedNetwork
 
     result = cli("plan", *TINY_STUDY, *CUTS, "--source", path, "--json")
     return [PlannedNetwork(NetworkSpec.from_dict(n["spec"]), tuple(n["depends_on"]), tuple(n["layers"]))

@@ -9,9 +9,9 @@ import torch
 
 from probe.architectures.build import build_model
 from probe.architectures.stitch import Stitch
-from probe.plan import Study, make_plan
-from probe.spec import ArchSpec, DataSpec
-from probe.variants import STITCH_NAMES, Variant
+from probe.planning.plan import Study, make_plan
+from probe.planning.spec import ArchSpec, DataSpec
+from probe.planning.variants import STITCH_NAMES, Variant
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -89,8 +89,8 @@ def stitched_run(tmp_path_factory, cache_dir):
 def _metrics(run):
     import json
 
-    from probe.plan import read_plan
-    from probe.run import Run
+    from probe.planning.plan import read_plan
+    from probe.storage.run import Run
 
     _, plan = read_plan(run)
     return {p.spec.id: (p.spec, json.loads(Run(run).network(p.spec.id).metrics.read_text())) for p in plan}
@@ -118,8 +118,8 @@ def test_a_self_stitched_network_is_within_noise_of_its_base(stitched_run):
 
 def test_only_the_stitch_changed_in_training(stitched_run):
     """The stitched network's layers are its parents', bit for bit (copied and frozen): only the stitch trained."""
-    from probe.checkpoint import load_weights
-    from probe.run import Run
+    from probe.storage.checkpoint import load_weights
+    from probe.storage.run import Run
 
     metrics = _metrics(stitched_run)
     spec = next(s for s, _ in metrics.values() if s.name == "A3B-stitch")

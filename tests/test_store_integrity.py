@@ -12,14 +12,14 @@ import xarray as xr
 import zarr
 from conftest import TINY_STUDY, assert_one_line_error, invoke
 
-from probe.activation_store import verify_group
 from probe.analysis.representations import representation_dataset
 from probe.analysis.stores import list_networks, open_store
 from probe.architectures import build_model
 from probe.errors import ProbeError
-from probe.extract import extract_run
-from probe.plan import read_plan
-from probe.run import Run
+from probe.execution.extract import extract_run
+from probe.planning.plan import read_plan
+from probe.storage.activation_store import verify_group
+from probe.storage.run import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning", "ignore::RuntimeWarning")
 
@@ -101,7 +101,7 @@ def test_a_lost_array_is_named_not_replaced_by_the_next_layer(run, store, pristi
 
 
 def test_a_killed_rewrite_leaves_no_stale_metadata_and_no_half_group(run, store, pristine, monkeypatch):
-    monkeypatch.setattr("probe.extract.weights_fingerprint", lambda path: "retrained")  # as if trained again
+    monkeypatch.setattr("probe.execution.extract.weights_fingerprint", lambda path: "retrained")  # as if trained again
     original, calls = xr.Dataset.to_zarr, {"n": 0}
 
     def dying(self, *args, **kwargs):
@@ -234,7 +234,7 @@ def test_a_full_disk_during_extraction_is_one_line_and_a_rerun_resumes(run, stor
 def test_an_unexpected_error_extracting_one_network_fails_that_network_only(run, tmp_path, monkeypatch):
     """An error of one network's own (out of memory, say) is reported for it, and the others are extracted and
     consolidated all the same."""
-    import probe.extract as extract
+    import probe.execution.extract as extract
 
     real = extract.extract_network
 

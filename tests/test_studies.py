@@ -10,12 +10,12 @@ import math
 import pytest
 from conftest import TINY_STUDY
 
+from probe.errors import ProbeError
 from probe.studies.initialization import Initialization
 from probe.studies.initialization import collect as collect_initialization
 from probe.studies.ladder import Ladder
 from probe.studies.ladder import collect as collect_ladder
 from probe.studies.reproduction import render
-from probe.errors import ProbeError
 
 SELFFER = [*TINY_STUDY, "--variants", "BnB", "--cuts", "2,5", "--seeds", "0,1"]
 
@@ -99,7 +99,7 @@ def test_the_initialization_study_reads_accuracy_and_the_training_loss(init_runs
 def test_the_ladder_shows_the_rungs_layer_resets_once_measured(rungs, tmp_path, cache_dir):
     import torch
 
-    from probe.robustness import robustness_run
+    from probe.execution.robustness import robustness_run
 
     robustness_run(rungs[0], torch.device("cpu"), cache_dir, progress=False)
     dest = collect_ladder(rungs, tmp_path)

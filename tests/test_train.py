@@ -21,18 +21,18 @@ import pytest
 import torch
 from conftest import REPO_ROOT, TINY_STUDY, assert_one_line_error, invoke
 
-import probe.sweep as sweep
-import probe.train as train
+import probe.execution.sweep as sweep
+import probe.execution.train as train
 from probe.architectures import build_model
-from probe.atomic import read_json
-from probe.batches import channel_stats
-from probe.checkpoint import load_weights, read_metadata
 from probe.data.tasks import task_data
 from probe.errors import ProbeError
-from probe.plan import Study, read_plan
-from probe.run import METRICS, RESUME, RUNNING, SPEC, WEIGHTS, Run
-from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
-from probe.train import TaskTensors, make_optimizer, prepare_model, train_network
+from probe.execution.batches import channel_stats
+from probe.execution.train import TaskTensors, make_optimizer, prepare_model, train_network
+from probe.planning.plan import Study, read_plan
+from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
+from probe.storage.atomic import read_json
+from probe.storage.checkpoint import load_weights, read_metadata
+from probe.storage.run import METRICS, RESUME, RUNNING, SPEC, WEIGHTS, Run
 
 FULL_STUDY = [*TINY_STUDY, "--seeds", "0,1"]  # all variants, all cut points
 N_FULL = 2 * (2 + 2 * 5 * 7)
@@ -351,7 +351,7 @@ def _task_tensors(arrays, spec: NetworkSpec) -> TaskTensors:
 
 
 def _first_spec(arrays, options: dict, epochs: int = 2) -> NetworkSpec:
-    from probe.plan import make_plan
+    from probe.planning.plan import make_plan
 
     study = Study(DataSpec("synthetic", train_per_class=30), ArchSpec("caffenet-small", options=options),
                   Recipe(epochs=epochs, batch_size=32), cuts=(1,), variants=("RnB",))

@@ -23,7 +23,7 @@ from probe.analysis.transferability import (
     source_probabilities,
 )
 from probe.errors import ProbeError
-from probe.extract import consolidate
+from probe.execution.extract import consolidate
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
+from probe.planning.spec import INITS, ArchSpec
 from probe.plugins import function_path, import_function, is_import_path, load_plugins_into
-from probe.spec import INITS, ArchSpec
 
 if TYPE_CHECKING:
     from torch import nn

@@ -1,9 +1,9 @@
 """Sweeps and extraction on dask.distributed: every network is one task, on any cluster dask can reach.
 
-The plan and the handling of every outcome are the local executor's (:mod:`probe.sweep`, :mod:`probe.extract`);
-only where networks run changes (:class:`probe.executor.DaskExecutor`): a network interrupted with its worker
-resumes from its last epoch checkpoint on whichever worker runs it next, and when any worker declares a ``GPU``
-resource every training task asks for one, so each network gets a GPU of its own.
+The plan and the handling of every outcome are the local executor's (:mod:`probe.execution.sweep`,
+:mod:`probe.execution.extract`); only where networks run changes (:class:`probe.execution.executor.DaskExecutor`): a
+network interrupted with its worker resumes from its last epoch checkpoint on whichever worker runs it next, and when
+any worker declares a ``GPU`` resource every training task asks for one, so each network gets a GPU of its own.
 
 Run directories and stores must be on storage that every worker sees under the same path (a local disk for a
 LocalCluster, NFS or another shared file system on a cluster).
@@ -19,12 +19,12 @@ import threading
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.executor import THREADS, DaskExecutor
-from probe.extract import ExtractionImages, Reduction, extract_with
-from probe.plan import Study
-from probe.run import Run
-from probe.sweep import SweepResult, train_study
-from probe.train import check_device_name
+from probe.execution.executor import THREADS, DaskExecutor
+from probe.execution.extract import ExtractionImages, Reduction, extract_with
+from probe.execution.sweep import SweepResult, train_study
+from probe.execution.train import check_device_name
+from probe.planning.plan import Study
+from probe.storage.run import Run
 
 
 @contextlib.contextmanager

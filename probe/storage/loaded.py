@@ -7,8 +7,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from probe.data.datasets import ImageArrays, load_dataset
-from probe.spec import DataSpec
+from probe.data.arrays import ImageArrays
+from probe.data.datasets import load_dataset
+from probe.planning.spec import DataSpec
 
 
 @functools.lru_cache(maxsize=2)

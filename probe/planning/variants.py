@@ -6,9 +6,9 @@ its own task), the transfer ``AnB`` (copied from the other task's base), their f
 ``AnB+``, and the random-weights baseline ``RnB`` (layers 1..n left at their random initialization). The copied or
 random layers stay frozen unless the variant is fine-tuned.
 
-A plan whose donor is a network trained elsewhere (a source file, :class:`probe.spec.SourceSpec`) is one-directional:
-it trains only on task B, and the source-transfer networks ``SnB`` and ``SnB+`` (layers 1..n copied from the source
-network, frozen or fine-tuned) take the places of AnB and AnB+.
+A plan whose donor is a network trained elsewhere (a source file, :class:`probe.planning.spec.SourceSpec`) is
+one-directional: it trains only on task B, and the source-transfer networks ``SnB`` and ``SnB+`` (layers 1..n copied
+from the source network, frozen or fine-tuned) take the places of AnB and AnB+.
 
 Two more variants probe the features directly, by model stitching (:mod:`probe.architectures.stitch`): ``AnB-stitch``
 runs layers 1..n of baseA, a trainable stitching layer and layers n+1..L of baseB, all but the stitch frozen; its

@@ -1,10 +1,10 @@
 """Running a whole plan in a run directory: skip what is finished, resume what was interrupted, train the rest.
 
-A run directory (:mod:`probe.run`) holds ``plan.json`` (written before anything trains), ``data.json`` (the input
-normalization every network shares) and a folder per network. Every network to train is one task of an executor
-(:mod:`probe.executor`: this process, or dask workers); a network that copies layers from a base network takes the
-base's task as an argument, so it starts only once the base finished. A network whose training fails, or cannot
-start (an unusable parent checkpoint, a resume file of other settings), is recorded as failed and the sweep goes
+A run directory (:mod:`probe.storage.run`) holds ``plan.json`` (written before anything trains), ``data.json`` (the
+input normalization every network shares) and a folder per network. Every network to train is one task of an executor
+(:mod:`probe.execution.executor`: this process, or dask workers); a network that copies layers from a base network
+takes the base's task as an argument, so it starts only once the base finished. A network whose training fails, or
+cannot start (an unusable parent checkpoint, a resume file of other settings), is recorded as failed and the sweep goes
 on; networks that copy from it are blocked until it succeeds. A damaged file of one network makes that network
 "corrupt", and it is trained again. Only a file that cannot be written (a full disk) stops the sweep, and the same
 command resumes it.
@@ -25,19 +25,28 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from probe.atomic import WriteError, read_json_file, write_json
-from probe.batches import channel_stats
-from probe.data.datasets import ImageArrays, load_dataset
+from probe.data.arrays import ImageArrays
+from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
 from probe.errors import ProbeError
-from probe.executor import Executor, Future, LocalExecutor
-from probe.loaded import loaded_dataset
-from probe.lock import LockUnsupported, NetworkBusy
-from probe.plan import PlannedNetwork, Study, make_plan, plan_to_dict, read_plan_file, recorded_splits, write_plan
-from probe.run import NetworkFiles, Run
-from probe.spec import DataSpec, NetworkSpec, SourceSpec
-from probe.state import network_state
-from probe.train import FinishedElsewhere, TaskTensors, record_failure, resolve_device, train_network
+from probe.execution.batches import channel_stats
+from probe.execution.executor import Executor, Future, LocalExecutor
+from probe.execution.train import FinishedElsewhere, TaskTensors, record_failure, resolve_device, train_network
+from probe.planning.plan import (
+    PlannedNetwork,
+    Study,
+    make_plan,
+    plan_to_dict,
+    read_plan_file,
+    recorded_splits,
+    write_plan,
+)
+from probe.planning.spec import DataSpec, NetworkSpec, SourceSpec
+from probe.storage.atomic import WriteError, read_json_file, write_json
+from probe.storage.loaded import loaded_dataset
+from probe.storage.lock import LockUnsupported, NetworkBusy
+from probe.storage.run import NetworkFiles, Run
+from probe.storage.state import network_state
 
 BUSY = "itself: running in another process"  # what a network being trained elsewhere is blocked by
 

@@ -5,7 +5,7 @@ The store is a tree with one group per network (its id, e.g. ``random-s0/init0/A
 images in the same order, so groups line up sample by sample; that order is a seeded shuffle, so that consecutive
 samples (a streaming estimator's minibatches) are random draws rather than one class after another. Batches are
 appended as they come, so memory stays bounded. How a group is written so that it is whole or marked incomplete,
-and checked before it is trusted, is :mod:`probe.activation_store`'s.
+and checked before it is trusted, is :mod:`probe.storage.activation_store`'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,17 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from probe.activation_store import (
+from probe.architectures.build import build_model
+from probe.architectures.layered import LayeredNet
+from probe.data.arrays import ImageArrays
+from probe.errors import ProbeError
+from probe.execution.batches import Normalize, center_crop, to_device
+from probe.execution.executor import Executor, LocalExecutor
+from probe.execution.sweep import read_run_data
+from probe.execution.train import resolve_device
+from probe.planning.plan import PlannedNetwork, read_plan
+from probe.planning.spec import NetworkSpec
+from probe.storage.activation_store import (
     check_store_path,
     consolidate,
     ensure_hierarchy,
@@ -32,21 +42,11 @@ from probe.activation_store import (
     scratch,
     verify_group,
 )
-from probe.architectures.build import build_model
-from probe.architectures.layered import LayeredNet
-from probe.atomic import write_error
-from probe.batches import Normalize, center_crop, to_device
-from probe.checkpoint import load_state, load_weights
-from probe.data.datasets import ImageArrays
-from probe.errors import ProbeError
-from probe.executor import Executor, LocalExecutor
-from probe.loaded import loaded_dataset
-from probe.plan import PlannedNetwork, read_plan
-from probe.run import Run
-from probe.spec import NetworkSpec
-from probe.state import network_state
-from probe.sweep import read_run_data
-from probe.train import resolve_device
+from probe.storage.atomic import write_error
+from probe.storage.checkpoint import load_state, load_weights
+from probe.storage.loaded import loaded_dataset
+from probe.storage.run import Run
+from probe.storage.state import network_state
 
 IMAGE_TASKS = ("target", "source", "both")
 PER_CLASS_MODES = ("exactly", "at-most")
@@ -191,7 +191,7 @@ def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: I
                     fingerprint: str = "") -> None:
     """Write one network's activations as the group ``spec.id`` of ``store``: forward passes of ``batch_size``
     images, appended in zarr chunks of ``chunk_size`` samples (default four batches), written aside until the last
-    one is in (see :mod:`probe.activation_store`)."""
+    one is in (see :mod:`probe.storage.activation_store`)."""
     store = Path(store)
     samples = images.indices(arrays, images.classes(spec))
     model = model.to(device).eval()

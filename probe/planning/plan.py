@@ -16,13 +16,13 @@ from dataclasses import InitVar, asdict, dataclass, field
 from pathlib import Path
 
 from probe.architectures.registry import complete_arch_spec, get_architecture
-from probe.atomic import read_json_file, write_json
 from probe.data.custom import complete_data_spec
 from probe.data.splits import TARGET_SPLIT, check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
-from probe.run import Run
-from probe.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec
-from probe.variants import CUT_NAMES, ONE_DIRECTION, SOURCE_CUT_NAMES, STITCH_NAMES, TASKS, Variant
+from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec
+from probe.planning.variants import CUT_NAMES, ONE_DIRECTION, SOURCE_CUT_NAMES, STITCH_NAMES, TASKS, Variant
+from probe.storage.atomic import read_json_file, write_json
+from probe.storage.run import Run
 
 PLAN_VERSION = 1
 
@@ -271,7 +271,7 @@ def _check_source(source: SourceSpec, spec: NetworkSpec, cut: int) -> None:
     """Refuse a source file that cannot donate layers 1..``cut`` to networks like ``spec``, before anything trains.
     It builds a network (torch), as planning otherwise never does."""
     from probe.architectures.build import build_model
-    from probe.source import check_source
+    from probe.planning.source import check_source
 
     check_source(source, build_model(spec), cut, spec.in_channels)
 

@@ -5,8 +5,8 @@ copied layers are frozen or fine-tuned, the seeds, the architecture and the trai
 spec alone, and ``spec.to_dict()`` is stored in every checkpoint so that a file always says what it holds.
 
 A spec's ``variant`` is the family of one of the paper's variants (base, selffer, transfer, random) or of the
-source-transfer networks (source), and ``fine_tune`` its ``+``; :mod:`probe.variants` names them (baseB, BnB, BnB+,
-AnB, AnB+, RnB, SnB, SnB+). A :class:`SourceSpec` describes a network trained elsewhere that donates the layers of
+source-transfer networks (source), and ``fine_tune`` its ``+``; :mod:`probe.planning.variants` names them (baseB, BnB,
+BnB+, AnB, AnB+, RnB, SnB, SnB+). A :class:`SourceSpec` describes a network trained elsewhere that donates the layers of
 the source-transfer networks.
 """
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.variants import FAMILIES, STITCH_FAMILIES, TASKS, Variant, family_source_task
+from probe.planning.variants import FAMILIES, STITCH_FAMILIES, TASKS, Variant, family_source_task
 
 INITS = ("gaussian", "kaiming", "none")  # none: keep the builder's own initialization
 SCHEDULES = ("step", "cosine", "constant")
@@ -183,7 +183,7 @@ class Recipe:
 class SourceSpec:
     """A network trained elsewhere whose layers 1..n the source-transfer networks (SnB, SnB+) copy: its weights file
     (``path``, absolute), the file's SHA-256 when the run was planned (a file changed since is refused), how the
-    file names its tensors (``key_map``: (network prefix, file prefix) pairs, see :mod:`probe.source`), and the
+    file names its tensors (``key_map``: (network prefix, file prefix) pairs, see :mod:`probe.planning.source`), and the
     per-channel input normalization it was trained with (``mean``, ``std`` on the 0..1 scale; None: the run's own
     data statistics)."""
 

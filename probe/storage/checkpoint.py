@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 
 from safetensors import SafetensorError, safe_open
 
-from probe.atomic import write_atomic
 from probe.errors import ProbeError
-from probe.run import RESUME
-from probe.spec import NetworkSpec
+from probe.planning.spec import NetworkSpec
+from probe.storage.atomic import write_atomic
+from probe.storage.run import RESUME
 
 if TYPE_CHECKING:
     import torch

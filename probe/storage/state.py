@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from probe.checkpoint import read_metadata, read_metrics, resume_epoch
 from probe.errors import ProbeError
-from probe.lock import lock_holder, lock_is_held
-from probe.plan import read_plan
-from probe.run import NetworkFiles, Run
-from probe.spec import NetworkSpec
+from probe.planning.plan import read_plan
+from probe.planning.spec import NetworkSpec
+from probe.storage.checkpoint import read_metadata, read_metrics, resume_epoch
+from probe.storage.lock import lock_holder, lock_is_held
+from probe.storage.run import NetworkFiles, Run
 
 STATES = ("done", "running", "interrupted", "failed", "missing", "corrupt")
 

@@ -3,7 +3,8 @@
 Per Yosinski et al. (2014), Sec. 2: a selffer (BnB) or transfer (AnB) network copies layers 1..n from a base
 network and re-initializes layers n+1..L; the copied layers are frozen, or fine-tuned ("+") at the same learning
 rate as the new layers. The random-weights baseline (RnB) keeps layers 1..n at their random initialization, frozen.
-A source-transfer network (SnB, SnB+) copies layers 1..n from a source network file instead (:mod:`probe.source`).
+A source-transfer network (SnB, SnB+) copies layers 1..n from a source network file instead
+(:mod:`probe.planning.source`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,13 @@ from tqdm import tqdm
 
 from probe.architectures.build import build_model
 from probe.architectures.layered import LayeredNet
-from probe.atomic import write_json
-from probe.batches import Normalize, center_crop, random_crop_flip, to_device
-from probe.checkpoint import (
+from probe.data.tasks import TaskData
+from probe.errors import ProbeError
+from probe.execution.batches import Normalize, center_crop, random_crop_flip, to_device
+from probe.planning.source import load_source_layers
+from probe.planning.spec import NetworkSpec, Recipe
+from probe.storage.atomic import write_json
+from probe.storage.checkpoint import (
     UnusableResume,
     checkpoint_error,
     load_state,
@@ -32,13 +37,9 @@ from probe.checkpoint import (
     resume_epoch,
     save_tensors,
 )
-from probe.data.tasks import TaskData
-from probe.errors import ProbeError
-from probe.lock import note_holder, training_lock
-from probe.run import NetworkFiles, Run
-from probe.source import load_source_layers
-from probe.spec import NetworkSpec, Recipe
-from probe.state import is_finished
+from probe.storage.lock import note_holder, training_lock
+from probe.storage.run import NetworkFiles, Run
+from probe.storage.state import is_finished
 
 # Images per forward pass in evaluation. On a CPU a batch of 256 keeps a small network's activations in cache and
 # evaluates about a quarter faster than 1024 (two cores, caffenet-small); a GPU wants the larger batch
@@ -201,7 +202,7 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
 
     Writes the network's weights (with the spec and the input normalization in their metadata), spec.json and
     metrics.json into its folder and returns the metrics. Holds the network's lock throughout, so that no two
-    processes ever train one network: raises :class:`probe.lock.NetworkBusy` when another process holds it, and
+    processes ever train one network: raises :class:`probe.storage.lock.NetworkBusy` when another process holds it, and
     :class:`FinishedElsewhere` when, once it is taken, the network is found finished. Raises
     :class:`TrainingDiverged` when the loss blows up."""
     files = Run(run_dir).network(spec.id)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
-from probe.spec import SourceSpec
+from probe.planning.spec import SourceSpec
 
 if TYPE_CHECKING:
     import torch

@@ -21,9 +21,9 @@ from urllib.parse import quote
 import zarr
 
 from probe.architectures.registry import declared_layers
-from probe.atomic import write_json
 from probe.errors import ProbeError
-from probe.spec import NetworkSpec
+from probe.planning.spec import NetworkSpec
+from probe.storage.atomic import write_json
 
 PROBE_DIR = ".probe"  # inside the store (one file system, copied with it) but outside zarr's hierarchy
 META = "zarr.json"

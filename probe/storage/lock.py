@@ -14,9 +14,9 @@ import socket
 import time
 from pathlib import Path
 
-from probe.atomic import read_json, write_error, write_json
 from probe.errors import ProbeError
-from probe.run import NetworkFiles
+from probe.storage.atomic import read_json, write_error, write_json
+from probe.storage.run import NetworkFiles
 
 # A process probing a lock (network_state) holds it for an instant; a trainer that meets such a probe retries this
 # many times this many seconds apart before it concludes that another trainer holds the lock.
