@@ -35,7 +35,7 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from bench import best_of, cpu_name, print_table, save
 
-from probe.cli.main import parse_arch_options
+from probe.cli.options import parse_arch_options
 from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
 from probe.execution.batches import channel_stats

@@ -192,3 +192,17 @@ def test_nothing_in_the_toolkit_imports_the_studies():
     into = [(m, i) for m, imported in import_graph().items() for i in imported
             if not m.startswith("probe.studies") and i.startswith("probe.studies")]
     assert not into, into
+
+
+def test_each_subcommand_lives_in_a_module_of_its_own():
+    """A subcommand's options and body are found in one place: ``probe NAME`` is cli/NAME.py."""
+    from probe.cli.main import main
+
+    assert {name: cmd.callback.__module__ for name, cmd in main.commands.items()} == {
+        name: f"probe.cli.{name}" for name in main.commands}
+
+
+def test_every_room_of_the_library_says_what_it_holds_and_may_import():
+    for room in ("planning", "storage", "execution"):
+        text = (REPO_ROOT / "probe" / room / "__init__.py").read_text()
+        assert "May import" in text, room

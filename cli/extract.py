@@ -1,0 +1,70 @@
+"""``probe extract``: its options and its body."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from probe.cli.options import errors_as_messages, executor_options
+from probe.storage.run import Run
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The zarr store to write. Default: RUN_DIR/activations.zarr.")
+@click.option("--networks", default="", help="Only these networks (ids or names, comma-separated). Default: all "
+                                             "finished ones.")
+@click.option("--probe-set", type=click.Choice(["target", "source", "both"]), default="target", show_default=True,
+              help="Test images of the network's target task, of its source task, or of both tasks.")
+@click.option("--per-class", type=int, default=None, help="A seeded subset of this many test images per class (see "
+                                                          "--per-class-mode). Default: every test image.")
+@click.option("--per-class-mode", type=click.Choice(["exactly", "at-most"]), default="exactly", show_default=True,
+              help="--per-class: exactly that many of every class (balanced; a class with fewer is an error), or at "
+                   "most that many (a class with fewer gives all of its own).")
+@click.option("--spatial", default="mean", show_default=True,
+              help="Convolutional maps: mean (per channel), full (whole map) or sample:K (K random positions).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset and the sampled positions.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
+              help="Stored dtype of activations.")
+@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per forward pass.")
+@click.option("--chunk-size", type=int, default=None, help="Samples per zarr chunk (and per write). Default: four "
+                                                           "batches.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
+@click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
+@executor_options
+@errors_as_messages
+def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_class: int | None,
+            per_class_mode: str, spatial: str, seed: int, dtype: str, batch_size: int, chunk_size: int | None,
+            device: str, cache_dir: Path | None, quiet: bool, executor: str, scheduler: str | None,
+            workers: int) -> None:
+    """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
+    from probe.execution.extract import ExtractionImages, Reduction, extract_run
+    from probe.execution.train import resolve_device
+
+    only = [n.strip() for n in networks.split(",") if n.strip()] or None
+    settings = (ExtractionImages(probe_set, per_class, seed, per_class_mode), Reduction(spatial, seed, dtype))
+    if executor == "dask":
+        from probe.execution.distributed import dask_client, extract_run_dask
+
+        if not scheduler:
+            resolve_device(device)
+        with dask_client(scheduler, workers) as client:
+            result = extract_run_dask(client, run_dir, out, only, *settings, device, batch_size, cache_dir,
+                                      not quiet, chunk_size)
+    else:
+        result = extract_run(run_dir, out, only, *settings, resolve_device(device), batch_size, cache_dir,
+                             progress=not quiet, chunk_size=chunk_size)
+    for name, problem in result["damaged"].items():
+        click.echo(f"rewrote {name}: {problem}", err=True)
+    for nid, why in result["failed"].items():
+        click.echo(f"not extracted {nid}: {why}", err=True)
+    click.echo(f"wrote {len(result['written'])}, already complete {len(result['skipped'])}, "
+               f"not trained yet {len(result['untrained'])}, failed {len(result['failed'])} "
+               f"-> {out or Run(run_dir).store}")
+    if result["failed"]:
+        sys.exit(1)

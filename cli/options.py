@@ -1,0 +1,249 @@
+"""Options the ``probe`` subcommands share, and their parsing into specs: the study options, the executor
+options, lists of cuts and seeds, and one-line errors in place of tracebacks."""
+
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import fields
+
+import click
+
+from probe.errors import ProbeError
+from probe.planning.plan import Study
+from probe.planning.source import NORMALIZATIONS, OWN_STATISTICS, describe_source, parse_key_map, parse_normalization
+from probe.planning.spec import INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
+from probe.planning.variants import CUT_NAMES, SOURCE_CUT_NAMES
+
+RECIPE_HELP = {
+    "epochs": "Training epochs per network.",
+    "batch_size": "Images per SGD step.",
+    "lr": "Base learning rate.",
+    "momentum": "SGD momentum.",
+    "weight_decay": "L2 weight decay on weights.",
+    "schedule": f"Learning-rate schedule: {', '.join(SCHEDULES)}.",
+    "lr_step_every": "Step schedule: decay the learning rate after each such fraction of training.",
+    "lr_gamma": "Step schedule: factor applied at each step.",
+    "warmup": "Fraction of training over which the learning rate ramps up linearly from zero (0: none, as the paper).",
+    "finetune_lr_scale": "Learning-rate factor for the copied layers of '+' networks (1 = same as new layers).",
+    "bias_lr_scale": "Learning-rate factor for biases (Caffe's lr_mult 2).",
+    "bias_weight_decay": "Apply weight decay to biases too (Caffe does not).",
+    "crop_padding": "Random crops are taken from images zero-padded by this many pixels.",
+    "crop_size": "Network input side (random crops in training, center crop in testing); default: image size.",
+    "flip": "Mirror training images at random.",
+    "diverge_loss": "A batch loss above this (or NaN) stops that network as diverged.",
+}
+
+
+def _recipe_options(f):
+    """One option per Recipe field, with the Recipe's own default."""
+    for field in reversed(fields(Recipe)):
+        name = "--" + field.name.replace("_", "-")
+        default = field.default
+        if field.type in ("bool", bool):
+            opt = click.option(f"{name}/--no-{field.name.replace('_', '-')}", f"recipe_{field.name}",
+                               default=default, show_default=True, help=RECIPE_HELP[field.name])
+        else:
+            kind = {"int": int, "float": float, "str": str, "int | None": int}[field.type]
+            if field.name == "schedule":
+                kind = click.Choice(SCHEDULES)
+            opt = click.option(name, f"recipe_{field.name}", type=kind, default=default,
+                               show_default=default is not None, help=RECIPE_HELP[field.name])
+        f = opt(f)
+    return f
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise click.BadParameter(f"{what} {text!r} must be comma-separated integers, e.g. 0,1,2") from None
+
+
+def _seed_list(text: str, what: str) -> tuple[int, ...]:
+    """Seeds checked here as well as in the specs: the seeds of a fixed split with --init-seeds go into no spec."""
+    seeds = _int_list(text, f"{what}s")
+    for seed in seeds:
+        check_seed(what, seed)
+    return seeds
+
+
+def _cut_list(text: str) -> tuple[int, ...] | None:
+    """``all`` (None: every cut point) or cut layers; an empty list would plan only the base networks."""
+    if text == "all":
+        return None
+    cuts = _int_list(text, "cuts")
+    if not cuts:
+        raise click.BadParameter(f"cuts {text!r} must be comma-separated integers, e.g. 1,3,5, or all")
+    return cuts
+
+
+def parse_arch_options(pairs: tuple[str, ...]) -> dict:
+    """``--arch-option KEY=VALUE`` pairs as a dict, each value read as JSON when it parses (``width=0.5``)."""
+    out = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq:
+            raise click.BadParameter(f"architecture option {pair!r} must look like KEY=VALUE, e.g. width=0.5")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def study_options(f):
+    """The options that describe a study (shared by ``plan`` and ``train``)."""
+    from probe.planning.spec import RESIZE_MODES
+
+    opts = [
+        click.option("--dataset", default="fashion-mnist", show_default=True,
+                     help="fashion-mnist, cifar10, cifar100, imagefolder:PATH or synthetic (NAME:ROOT also works); "
+                          "or your own: a registered dataset, or MODULE:FUNCTION returning the images. Image-folder "
+                          "trees are decoded to RGB (grayscale images give 3 equal channels); Fashion-MNIST keeps "
+                          "its 1 channel."),
+        click.option("--data-root", default=None, help="Where the dataset lives (torchvision root or image-folder "
+                                                       "tree); Fashion-MNIST defaults to Debian's package."),
+        click.option("--image-size", type=int, default=None,
+                     help="Resize every image to a square of this side, as --resize-mode says (image-folder trees "
+                          "of mixed or non-square sizes); channels are kept. Default: the images' own size."),
+        click.option("--resize-mode", type=click.Choice(RESIZE_MODES), default="crop", show_default=True,
+                     help="With --image-size: crop resizes the shorter side and center-crops the longer; pad resizes "
+                          "the longer side and pads the shorter with zeros (nothing is cut off); squash resizes both "
+                          "sides (the aspect ratio changes)."),
+        click.option("--train-per-class", type=int, default=None,
+                     help="Keep at most this many training images per class (seeded, before the validation "
+                          "hold-out); a class with fewer keeps all of its own, so the training set is balanced only "
+                          "when every class has at least this many. Default: all."),
+        click.option("--test-per-class", type=int, default=None,
+                     help="Test on at most this many test images per class (seeded; a class with fewer keeps all "
+                          "of its own). Default: every test image."),
+        click.option("--val-fraction", type=float, default=0.1, show_default=True,
+                     help="Fraction of train held out for validation."),
+        click.option("--unreadable", type=click.Choice(UNREADABLE), default="error", show_default=True,
+                     help="Image files of an image-folder tree that cannot be decoded: error stops at the first "
+                          "and names it; skip leaves them out and says how many."),
+        click.option("--split", "splits", multiple=True, default=(),
+                     help="Class split (repeatable): random, vehicles-animals, clothing-accessories, "
+                          "man-made-natural, natural-man-made or file:PATH. Default: random; with --source, target "
+                          "(the target classes are the one task), or a split whose task B is the target."),
+        click.option("--seeds", default="0", show_default=True,
+                     help="Replicate seeds, comma-separated: each sets the random split and the init seed."),
+        click.option("--init-seeds", default="", help="Init seeds, one per replicate seed, when they should differ."),
+        click.option("--arch", default="caffenet-small", show_default=True,
+                     help="Architecture: a registered one (see 'probe archs'), or MODULE:FUNCTION returning an "
+                          "nn.Module, e.g. torchvision.models:resnet18."),
+        click.option("--arch-option", "arch_option", multiple=True, default=(),
+                     help="Architecture option KEY=VALUE (repeatable), e.g. width=0.25."),
+        click.option("--cut-at", default=None,
+                     help="Cut the built module after these modules (dotted paths, comma-separated, e.g. "
+                          "features.2,features.5) instead of at its default cut points."),
+        click.option("--init", type=click.Choice(INITS), default=None,
+                     help="Initialization: gaussian (the paper's), kaiming, or none (the builder's own, weights it "
+                          "loads included). Default: the architecture's (none for MODULE:FUNCTION)."),
+        click.option("--cuts", default="all", show_default=True, help="Cut layers n, comma-separated, or all."),
+        click.option("--variants", default=None,
+                     help=f"Variants besides the base networks, comma-separated. Default: {','.join(CUT_NAMES)}; "
+                          f"with --source: {','.join(SOURCE_CUT_NAMES)}."),
+        click.option("--source", default=None, metavar="PATH",
+                     help="Weights of a network trained elsewhere (a state_dict saved by torch.save, or a "
+                          ".safetensors file) that donates layers 1..n: the plan trains task B only, with SnB and "
+                          "SnB+ (copied from it, frozen and fine-tuned) in the places of AnB and AnB+."),
+        click.option("--source-key-map", multiple=True, default=(),
+                     help="With --source: NETWORK_PREFIX=FILE_PREFIX (repeatable), or a .json file of such prefixes, "
+                          "where the file names its tensors otherwise than the network does."),
+        click.option("--source-normalization", default=OWN_STATISTICS, show_default=True,
+                     help=f"With --source: the input normalization its network was trained with, used by every "
+                          f"network of the run: {OWN_STATISTICS} (the run's own statistics), "
+                          f"{', '.join(NORMALIZATIONS)}, or MEAN,...:STD,... (0..1 scale)."),
+        click.option("--target-classes", default=None,
+                     help="With --source on split target: the target task's classes, comma-separated. Default: every "
+                          "class of the dataset."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return _recipe_options(f)
+
+
+def _cut_at(text: str | None) -> tuple[str, ...]:
+    """``--cut-at features.2,features.5`` as module paths; none given: the architecture's own cut points."""
+    if text is None:
+        return ()
+    paths = tuple(p.strip() for p in text.split(","))
+    if not all(paths):
+        raise click.BadParameter(f"cut points {text!r} must be dotted module paths, comma-separated, e.g. "
+                                 "features.2,features.5")
+    return paths
+
+
+def study_from_options(kw: dict) -> Study:
+    recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
+    return Study(
+        data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], resize_mode=kw["resize_mode"],
+                      train_per_class=kw["train_per_class"], test_per_class=kw["test_per_class"],
+                      val_fraction=kw["val_fraction"], unreadable=kw["unreadable"]),
+        arch=ArchSpec(kw["arch"], kw["init"], parse_arch_options(kw["arch_option"]), _cut_at(kw["cut_at"])),
+        recipe=recipe, seeds=_seed_list(kw["seeds"], "seed"),
+        init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
+        **_source_choices(kw))
+
+
+def _source_choices(kw: dict) -> dict:
+    """The study's source network and target classes, and its splits and variants (None: the study's defaults,
+    which depend on whether it has a source network)."""
+    source = None
+    if kw["source"] is not None:
+        source = describe_source(kw["source"], parse_key_map(kw["source_key_map"]),
+                                 parse_normalization(kw["source_normalization"]))
+    elif kw["source_key_map"] or kw["source_normalization"] != OWN_STATISTICS:
+        raise ProbeError("--source-key-map and --source-normalization describe a source network; name it with "
+                         "--source")
+    variants = None if kw["variants"] is None else tuple(v.strip() for v in kw["variants"].split(",") if v.strip())
+    target = None if kw["target_classes"] is None else tuple(c.strip() for c in kw["target_classes"].split(","))
+    return {"source": source, "target_classes": target, "variants": variants, "splits": kw["splits"] or None}
+
+
+def study_given(ctx: click.Context) -> bool:
+    """Whether any study option was given on the command line (rather than left at its default)."""
+    return any(ctx.get_parameter_source(p.name) not in (click.core.ParameterSource.DEFAULT, None)
+               for p in ctx.command.params if p.name not in NON_STUDY)
+
+
+NON_STUDY = {"run_dir", "device", "cache_dir", "download", "networks", "extend", "quiet", "as_json", "executor",
+             "scheduler", "workers"}
+
+
+def executor_options(f):
+    """--executor, --scheduler and --workers: where the networks' tasks run."""
+    opts = [
+        click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                     help="local: one network after another in this process; dask: one dask task per network."),
+        click.option("--scheduler", default=None,
+                     help="dask: scheduler address (tcp://host:8786) or scheduler file. Default: a LocalCluster "
+                          "on this machine."),
+        click.option("--workers", type=int, default=2, show_default=True,
+                     help="dask without --scheduler: worker processes of the LocalCluster."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+RESUMABLE = ("train", "extract")  # commands that keep finished work and resume it when run again
+
+
+def errors_as_messages(f):
+    """Bad input prints one line, not a traceback; so does Ctrl-C (exit status 130)."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except ProbeError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted" + ("; what finished is saved, and the same command resumes from there"
+                                        if f.__name__ in RESUMABLE else ""), err=True)
+            sys.exit(130)
+    return wrapper

@@ -1,0 +1,26 @@
+"""``probe status``: its options and its body."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from probe.cli.options import errors_as_messages
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@errors_as_messages
+def status(run_dir: Path) -> None:
+    """Say which networks of RUN_DIR are done, running, interrupted, failed, missing or corrupt (a file of the
+    network cannot be used; 'probe train' trains it again)."""
+    from collections import Counter
+
+    from probe.storage.state import STATES, run_status
+
+    rows = run_status(run_dir)
+    for spec, state, detail in rows:
+        click.echo(f"{spec.id:<40} {state:<12} {detail}")
+    counts = Counter(state for _, state, _ in rows)
+    click.echo(", ".join(f"{counts[s]} {s}" for s in STATES))
