@@ -384,10 +384,10 @@ def _accuracy_blocks(ds: xr.Dataset, pooled: bool) -> list[Block]:
     count = "seeds x directions" if pooled else "seeds"
     b: list[Block] = [Heading(2, "Test accuracy")]
     for split in map(str, ds["split"].values):
-        table = [[0, "-", str(means[(split, BASE.name, 0)]), *[""] * len(names)]]
+        table = [[0, "-", means[(split, BASE.name, 0)].text(signed=False), *[""] * len(names)]]
         for i, n in enumerate(ds["n"].values):
             layer = str(ds["layer"].values[i]) if "layer" in ds.coords else ""
-            table.append([int(n), layer, "", *[str(means[(split, v, int(n))]) for v in names]])
+            table.append([int(n), layer, "", *[means[(split, v, int(n))].text(signed=False) for v in names]])
         b.append(Heading(3, f"{split} split: mean [95% interval] (n = {count})"))
         b.append(Table(["n", "layer", BASE.name, *names], table))
     return b

@@ -42,12 +42,18 @@ class Estimate:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def __str__(self) -> str:
+    def text(self, signed: bool = True) -> str:
+        """``mean [low, high] (n=replicates)``; ``signed`` for a difference (its sign is the finding), unsigned for
+        an accuracy, which is never negative."""
+        f = "+.4f" if signed else ".4f"
         if self.replicates == 0:
             return "no data"
         if not self.has_interval:
-            return f"{self.mean:+.4f} (n={self.replicates}, no interval)"
-        return f"{self.mean:+.4f} [{self.low:+.4f}, {self.high:+.4f}] (n={self.replicates})"
+            return f"{self.mean:{f}} (n={self.replicates}, no interval)"
+        return f"{self.mean:{f}} [{self.low:{f}}, {self.high:{f}}] (n={self.replicates})"
+
+    def __str__(self) -> str:
+        return self.text()
 
 
 def _values(x) -> np.ndarray:

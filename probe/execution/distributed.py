@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.execution.executor import THREADS, DaskExecutor
+from probe.execution.executor import TASK_RETRIES, THREADS, DaskExecutor
 from probe.execution.extract import ExtractionImages, Reduction, extract_with
 from probe.execution.sweep import SweepResult, train_study
 from probe.execution.train import check_device_name
@@ -90,7 +90,7 @@ def _quiet_logs() -> None:
 
 def run_study_dask(client, run_dir: Path, study: Study, device: str = "auto", cache_dir: Path | None = None,
                    progress: bool = True, only: list[str] | None = None, extend: bool = False,
-                   retries: int = 2, download: bool = False) -> SweepResult:
+                   retries: int = TASK_RETRIES, download: bool = False) -> SweepResult:
     """Train ``study`` into ``run_dir`` with one dask task per network (see the module's docstring).
 
     ``retries`` re-runs a task whose code raised (a worker that dies is handled by dask's own
@@ -109,4 +109,4 @@ def extract_run_dask(client, run_dir: Path, store: Path | None = None, networks:
     check_device_name(device)
     run = Run(Path(run_dir).resolve())
     return extract_with(DaskExecutor(client), run, Path(store or run.store).resolve(), networks, images, reduction,
-                        device, batch_size, cache_dir, progress, chunk_size)
+                        device, batch_size, cache_dir, progress, chunk_size, retries=TASK_RETRIES)

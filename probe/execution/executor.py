@@ -15,6 +15,11 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 GPU = "GPU"  # the dask worker resource a task that asks for a GPU gets (workers declare it: --resources GPU=1)
+# On dask, a task whose code raised runs again this many times (a worker's passing fault: a full scratch disk, a
+# lost file handle), training and extraction alike; in this process a task runs once, its error the user's to see
+TASK_RETRIES = 2
+# What a task cancelled before it ran means (dask cancels what is pending when the client or cluster closes)
+CANCELLED = "its task, cancelled when the dask client closed; rerun the same command to resume"
 THREADS = "PROBE_TORCH_THREADS"  # torch threads per task on a dask worker (dask's nanny sets OMP_NUM_THREADS=1)
 
 
@@ -23,7 +28,7 @@ class Future(Protocol):
 
     @property
     def status(self) -> str:
-        """``pending``, ``finished`` or ``error``."""
+        """``pending``, ``finished``, ``error`` or (dask) ``cancelled``: its result then raises CancelledError."""
 
     def result(self) -> Any:
         """The task's value, waiting for it; the task's error raises here."""

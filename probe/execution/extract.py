@@ -27,7 +27,7 @@ from probe.architectures.layered import LayeredNet
 from probe.data.arrays import ImageArrays
 from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, to_device
-from probe.execution.executor import Executor, LocalExecutor
+from probe.execution.executor import CANCELLED, Executor, LocalExecutor
 from probe.execution.sweep import read_run_data
 from probe.execution.train import resolve_device
 from probe.planning.plan import PlannedNetwork, read_plan
@@ -428,19 +428,23 @@ def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | 
 
 def extract_with(executor: Executor, run_dir: Path, store: Path, networks: list[str] | None,
                  images: ExtractionImages, reduction: Reduction, device: str, batch_size: int,
-                 cache_dir: Path | None, progress: bool, chunk_size: int | None) -> dict:
+                 cache_dir: Path | None, progress: bool, chunk_size: int | None, retries: int = 0) -> dict:
     """:func:`extract_run` with one task of ``executor`` per network, on ``device`` (a name, resolved where the task
-    runs); the store's metadata is consolidated once all are done."""
+    runs), each run again up to ``retries`` times when its code raised; the store's metadata is consolidated once
+    all are done."""
     store = check_store_path(store)
     planned, stats = extraction_networks(run_dir, networks, batch_size, chunk_size)
     result = start_result(store, [p.spec.id for p in planned])  # before any task writes into the hierarchy
     cache = str(cache_dir) if cache_dir else None
     futures = {executor.submit(extract_task, str(Run(run_dir).path), p, str(store), stats, images, reduction, device,
-                               batch_size, cache, chunk_size, key=f"extract-{p.spec.id}",
+                               batch_size, cache, chunk_size, key=f"extract-{p.spec.id}", retries=retries,
                                progress=progress and executor.in_process): p.spec.id for p in planned}
     stop = None
     for future in tqdm(executor.as_completed(futures), total=len(futures), desc="extract", unit="net",
                        disable=not progress, dynamic_ncols=True):
+        if future.status == "cancelled":  # asking for its error would raise CancelledError
+            record(result, futures[future], "failed", CANCELLED)
+            continue
         error = future.exception()
         if isinstance(error, ProbeError):  # concerns the run (a full disk, a store of other settings): stop
             stop = error

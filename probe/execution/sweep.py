@@ -30,7 +30,7 @@ from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
 from probe.errors import ProbeError
 from probe.execution.batches import channel_stats
-from probe.execution.executor import Executor, Future, LocalExecutor
+from probe.execution.executor import CANCELLED, Executor, Future, LocalExecutor
 from probe.execution.train import FinishedElsewhere, TaskTensors, record_failure, resolve_device, train_network
 from probe.planning.plan import (
     PlannedNetwork,
@@ -179,6 +179,10 @@ def _gather(executor: Executor, run: Run, planned: dict[str, PlannedNetwork], fu
     try:
         for future in executor.as_completed(ids):
             nid = ids[future]
+            if future.status == "cancelled":  # its result would raise CancelledError: not trained, resumable
+                result.blocked[nid] = CANCELLED
+                bar.update()
+                continue
             out = future.result() if future.status != "error" else _task_error(run, planned[nid], futures, future)
             if out["status"] == "done":
                 (result.trained if out["trained"] else result.skipped).append(nid)

@@ -37,7 +37,7 @@ from probe.storage.checkpoint import (
     resume_epoch,
     save_tensors,
 )
-from probe.storage.lock import note_holder, training_lock
+from probe.storage.lock import NetworkBusy, note_holder, training_lock
 from probe.storage.run import NetworkFiles, Run
 from probe.storage.state import is_finished
 
@@ -354,11 +354,19 @@ def _train_epoch(spec: NetworkSpec, data: TaskTensors, model: LayeredNet, optimi
 
 
 def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
-    """Mark a network failed (it is retried on the next run, from scratch or its last epoch)."""
+    """Mark a network failed (it is retried on the next run, from scratch or its last epoch), under its lock: the
+    failed attempt released the lock when it raised, and another process may hold it by now, training the network
+    again with its own running.json; then that attempt decides, and nothing is written or removed here. Nor is a
+    network that finished in the meantime marked failed."""
     files = Run(run_dir).network(spec.id)
-    files.folder.mkdir(parents=True, exist_ok=True)
-    write_json(files.metrics, {"id": spec.id, "name": spec.name, "status": "failed", "error": error})
-    files.running.unlink(missing_ok=True)
+    try:
+        with training_lock(files, spec.id):
+            if is_finished(files):
+                return
+            write_json(files.metrics, {"id": spec.id, "name": spec.name, "status": "failed", "error": error})
+            files.running.unlink(missing_ok=True)
+    except NetworkBusy:
+        return
 
 
 def model_device(model: LayeredNet) -> torch.device:

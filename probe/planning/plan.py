@@ -27,6 +27,24 @@ from probe.storage.run import Run
 PLAN_VERSION = 1
 
 
+def probe_version() -> str:
+    """The installed probe's version (``unknown`` for a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("probe-transfer")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _newer(theirs: object, ours: str) -> bool:
+    """Whether version ``theirs`` is later than ``ours`` (both dotted numbers; anything else is not newer)."""
+    try:
+        return tuple(int(x) for x in str(theirs).split(".")) > tuple(int(x) for x in ours.split("."))
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class Study:
     """What a user asks for: one dataset and architecture, any splits, cuts, variants and seeds; optionally a source
@@ -289,7 +307,9 @@ def plan_to_dict(study: Study, plan: list[PlannedNetwork]) -> dict:
     """plan.json: the study, the networks and, when a split file names itself or carries a note, ``split_files``:
     ``{"file:PATH": {"name": ..., "note": ...}}`` keyed by the split as the networks' specs give it (absent otherwise,
     so a plan without them reads as before)."""
-    d = {"version": PLAN_VERSION, "study": study.to_dict(),
+    # the probe that wrote it: a plan of a later probe may hold fields this one has never heard of, and reading it
+    # then says to upgrade rather than that the file is damaged
+    d = {"version": PLAN_VERSION, "probe": probe_version(), "study": study.to_dict(),
          "networks": [{"id": p.spec.id, "depends_on": list(p.depends_on), "layers": list(p.layers),
                        "spec": p.spec.to_dict()} for p in plan]}
     labels = {p.spec.split: p.split_labels for p in plan if p.split_labels}
@@ -331,9 +351,15 @@ def read_plan_file(path: Path) -> tuple[dict, Study, list[PlannedNetwork]]:
     d = read_json_file(path, fix)
     if not isinstance(d, dict) or "version" not in d:
         raise ProbeError(f"{path} does not describe a plan (it has no version); {fix}")
+    ours = probe_version()
+    if _newer(d.get("probe"), ours):
+        upgrade = (f"{path} was written by probe {d['probe']} (plan format {d['version']}); this is probe {ours}, "
+                   f"which reads plan format {PLAN_VERSION}: upgrade probe (pip install -U probe-transfer) to read it")
+    else:
+        upgrade = None
     if d["version"] != PLAN_VERSION:
-        raise ProbeError(f"{path} has plan version {d['version']}, this probe reads version {PLAN_VERSION}; read it "
-                         "with the probe that wrote it")
+        raise ProbeError(upgrade or f"{path} has plan version {d['version']}, this probe reads version "
+                         f"{PLAN_VERSION}; read it with the probe that wrote it")
     try:
         study = study_from_dict(d["study"])
         labels = d.get("split_files", {})
@@ -346,7 +372,7 @@ def read_plan_file(path: Path) -> tuple[dict, Study, list[PlannedNetwork]]:
                                        label.get("name"), label.get("note")))
         return d, study, plan
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # ProbeError is a ValueError
-        raise ProbeError(f"{path} does not describe a plan ({type(e).__name__}: {e}); {fix}") from None
+        raise ProbeError(upgrade or f"{path} does not describe a plan ({type(e).__name__}: {e}); {fix}") from None
 
 
 def _declared_layers(path: Path, study: Study) -> tuple[str, ...]:

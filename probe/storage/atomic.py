@@ -30,7 +30,9 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
 
     The file gets the mode any new file would (0o666 less the umask), not mkstemp's private 0o600. A write that
     fails on the file system (disk full, no permission) is a :class:`WriteError` naming ``path``; the target keeps
-    its previous content and no temporary file is left."""
+    its previous content and no temporary file is left. The file's data reach the disk before the rename and the
+    rename before this returns (both fsynced), so that after a power loss a file written after another (weights,
+    then the metrics that say they are done) is never there without it."""
     path = Path(path)
     tmp = None
     try:
@@ -39,13 +41,23 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # after writing: a writer may replace the file (safetensors does)
+        _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+        _fsync(path.parent, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))  # the rename is an entry of the folder
     except (OSError, SafetensorError) as e:
         _discard(tmp)
         raise write_error(path, e) from None
     except BaseException:
         _discard(tmp)
         raise
+
+
+def _fsync(path: str | os.PathLike, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _discard(tmp: str | None) -> None:
