@@ -226,9 +226,32 @@ def executor_options(f):
         click.option("--workers", type=int, default=2, show_default=True,
                      help="dask without --scheduler: worker processes of the LocalCluster."),
     ]
+    f = _executor_checked(f)
     for opt in reversed(opts):
         f = opt(f)
     return f
+
+
+def _executor_checked(f):
+    """Refuse, in one line, --scheduler or --workers where they would change nothing: without --executor dask,
+    and --workers beside --scheduler (a scheduler's cluster has workers of its own)."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+
+        def given(name: str) -> bool:
+            return ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)
+
+        if kwargs.get("executor") != "dask":
+            for name in ("scheduler", "workers"):
+                if given(name):
+                    raise click.UsageError(f"--{name} {kwargs[name]} places tasks on dask workers, but the executor "
+                                           "is local: add --executor dask, or drop it")
+        elif kwargs.get("scheduler") and given("workers"):
+            raise click.UsageError(f"--workers {kwargs['workers']} sizes the LocalCluster made without --scheduler; "
+                                   f"the cluster of {kwargs['scheduler']} has its own workers: drop --workers")
+        return f(*args, **kwargs)
+    return wrapper
 
 
 RESUMABLE = ("train", "extract")  # commands that keep finished work and resume it when run again

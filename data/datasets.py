@@ -64,13 +64,14 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
     """Load the dataset ``spec`` names, from the cache when the same source was decoded before (a first decode of an
     image-folder tree shows a progress bar unless ``progress`` is false). A dataset of one's own is loaded by its
     function, every time: nothing tells when what it reads has changed."""
+    check_honoured(spec, download)
     if spec.name.partition(":")[0] not in DATASETS:
         return load_own(spec)
     name, root = parse_dataset(spec.name, spec.root)
     if name == "synthetic":
-        from probe.data.synthetic import synthetic_arrays
+        from probe.data.synthetic import IMAGE_SIZE, synthetic_arrays
 
-        return ImageArrays(*synthetic_arrays())
+        return ImageArrays(*synthetic_arrays(size=spec.image_size or IMAGE_SIZE))  # drawn at the size asked
     reader, source, files = _locate(name, root, download)
     key = _fingerprint(reader, source, files, spec)
     folder = Path(cache_dir or default_cache_dir()) / f"{name}-{key}"
@@ -79,6 +80,31 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
         _write_cache(folder, arrays, {"reader": reader, "source": str(source), "image_size": spec.image_size,
                                       "resize_mode": spec.resize_mode, "unreadable": spec.unreadable})
     return _read_cache(folder)
+
+
+# The kinds that read files through torchvision, which can fetch them (--download)
+DOWNLOADABLE = ("fashion-mnist", "cifar10", "cifar100")
+# The kinds whose images may be files that fail to decode (an image-folder tree: imagefolder, and CIFAR given as one)
+TREES = ("imagefolder", "cifar10", "cifar100")
+
+
+def check_honoured(spec: DataSpec, download: bool = False) -> None:
+    """Refuse, in one line, a setting that ``spec``'s kind of dataset would silently ignore: a data root for the
+    generated ``synthetic`` images, ``unreadable`` skipping for a kind that decodes no image files, a download for a
+    kind that cannot fetch anything (a resize mode without an image size is the DataSpec's own refusal)."""
+    name = spec.name.partition(":")[0]
+    own = name not in DATASETS
+    kind = "a dataset of one's own" if own else f"dataset {name!r}"
+    if name == "synthetic" and (spec.root or spec.name != name):
+        raise ProbeError(f"dataset 'synthetic' is generated in code and reads no files, but root "
+                         f"{spec.root or spec.name.partition(':')[2]!r} was given; drop --data-root")
+    if spec.unreadable != DataSpec.unreadable and (own or name not in TREES):
+        raise ProbeError(f"unreadable {spec.unreadable!r} concerns image files that fail to decode, which "
+                         f"{kind} has none of (image-folder trees do: imagefolder, cifar10, cifar100); drop "
+                         "--unreadable")
+    if download and (own or name not in DOWNLOADABLE):
+        raise ProbeError(f"--download fetches {', '.join(DOWNLOADABLE)} through torchvision; {kind} cannot be "
+                         "downloaded: drop --download")
 
 
 def _locate(name: str, root: str | None, download: bool) -> tuple[str, Path, list[Path]]:

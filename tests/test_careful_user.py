@@ -176,3 +176,79 @@ def test_extraction_on_dask_is_retried_as_training_is(tmp_path, monkeypatch):
     distributed.extract_run_dask(object(), tmp_path, device="cpu", progress=False)
     assert seen["retries"] == TASK_RETRIES > 0
     assert inspect.signature(distributed.run_study_dask).parameters["retries"].default == TASK_RETRIES
+
+
+def own_images():
+    """A dataset of one's own for the options test: 6 classes of 12-pixel RGB images, by import path."""
+    from probe.data.synthetic import synthetic_arrays
+
+    train_x, train_y, test_x, test_y, classes = synthetic_arrays(n_classes=6, size=12, train_per_class=20,
+                                                                 test_per_class=5)
+    return train_x, train_y, test_x, test_y, classes
+
+
+KINDS = {"synthetic": ["--dataset", "synthetic"], "own": ["--dataset", "test_careful_user:own_images"],
+         "fashion-mnist": ["--dataset", "fashion-mnist"], "cifar10": ["--dataset", "cifar10"],
+         "imagefolder": ["--dataset", "imagefolder"]}
+# option -> (the kinds that honour it, what a refusal says); a dataset of one's own takes a root where its function
+# has a root parameter (own_images has none)
+OPTIONS = {
+    ("--data-root", "/nowhere/root"): ({"fashion-mnist", "cifar10", "imagefolder"}, "drop --data-root"),
+    ("--resize-mode", "pad"): (set(), "(--image-size)"),
+    ("--unreadable", "skip"): ({"cifar10", "imagefolder"}, "drop --unreadable"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("option", sorted(OPTIONS))
+def test_every_data_option_works_or_is_refused_in_one_line_for_every_kind(kind, option, cache_dir, tmp_path):
+    """Planned with an option its kind cannot honour, a study is refused in one line naming the option; an option
+    it honours gets past that check (to the data, absent here for the file kinds, which is another error)."""
+    from conftest import assert_one_line_error, invoke
+
+    honoured, culprit = OPTIONS[option]
+    result = invoke(cache_dir, "plan", *KINDS[kind], *option, "--arch", "caffenet-small")
+    if kind in honoured:
+        assert culprit not in result.output, result.output
+    else:
+        assert_one_line_error(result, culprit)
+
+
+@pytest.mark.parametrize("kind, size", [("synthetic", 32), ("own", 20)])
+def test_the_generated_and_ones_own_images_take_the_image_size(kind, size, cache_dir):
+    """`probe plan --dataset synthetic --image-size 32` plans 32-pixel networks (it used to stay at 16)."""
+    import json
+
+    from conftest import invoke
+
+    result = invoke(cache_dir, "plan", *KINDS[kind], "--image-size", str(size), "--arch", "caffenet-small",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    spec = json.loads(result.output)["networks"][0]["spec"]
+    assert spec["input_size"] == size
+
+
+@pytest.mark.parametrize("kind, honoured", [("synthetic", False), ("own", False), ("imagefolder", False),
+                                            ("fashion-mnist", True), ("cifar10", True)])
+def test_download_is_refused_for_kinds_that_cannot_fetch(kind, honoured):
+    from probe.data.datasets import check_honoured
+    from probe.errors import ProbeError
+    from probe.planning.spec import DataSpec
+
+    spec = DataSpec(KINDS[kind][1])
+    if honoured:
+        check_honoured(spec, download=True)
+    else:
+        with pytest.raises(ProbeError, match="drop --download"):
+            check_honoured(spec, download=True)
+
+
+@pytest.mark.parametrize("command", ["train", "extract", "analyze"])
+@pytest.mark.parametrize("options, culprit", [(["--workers", "3"], "--workers 3"),
+                                              (["--scheduler", "tcp://nowhere:8786"], "--scheduler"),
+                                              (["--executor", "dask", "--scheduler", "tcp://nowhere:8786",
+                                                "--workers", "3"], "--workers 3")])
+def test_executor_options_that_change_nothing_are_refused(command, options, culprit, tmp_path, cache_dir):
+    from conftest import assert_one_line_error, invoke
+
+    assert_one_line_error(invoke(cache_dir, command, tmp_path / "run", *options), culprit)
