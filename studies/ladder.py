@@ -157,7 +157,7 @@ def cka_profile(run_dir: Path, split: str = SIMILAR_SPLIT) -> list[dict]:
     if not path.exists():
         return []
     cka = xr.open_zarr(path)["cka_target"].sel(split=split).load()
-    present = [v for v in PROFILE if v in cka["variant"].values]
+    present = [v for v in PROFILE if v in cka["variant"].values and bool(cka.sel(variant=v).notnull().any())]
     per_seed = replicates(cka.sel(variant=present))
     mean, seeds = per_seed.mean("rep"), per_seed.notnull().sum("rep")
     return [{"rung": Path(run_dir).name, "n": int(n), "k": k + 1, "layer": str(layer),
@@ -415,7 +415,8 @@ class Ladder:
         (how many rungs converged), ``reset:RUNG:N:initial|random`` (the bases with layer k = n reset, relative to
         their own), ``slope:AXIS:N`` (the drop's slope along ``data`` or ``width``), ``beyond:AXIS`` (how far the
         paper's scale lies beyond the axis's largest converged rung), ``predict:N`` (the drop the trend predicts at
-        the paper's scale), ``paper:N`` (the paper's own drop, mean and range over its selffers)."""
+        the paper's scale), ``paper:N`` (the paper's own drop, mean and range over its selffers),
+        ``cka:RUNG:VARIANT:N:K`` (CKA of layer k of VARIANT cut at n with baseB's, VARIANT one of BnB, RnB, AnB)."""
         try:
             if kind in ("drop", "reset"):
                 name, n, *which = keys
@@ -438,6 +439,10 @@ class Ladder:
                 (n,) = keys
                 return _drop(next(r for r in self.trend if r["quantity"] == "prediction" and r["n"] == n
                                   and r["mean"]))
+            if kind == "cka":
+                name, variant, n, k = keys
+                row = next(r for r in self.profile if r["rung"] == name and r["n"] == n and r["k"] == k)
+                return number(row[PROFILE[variant]])
             if kind == "paper":
                 (n,) = keys
                 r = next(r for r in self.trend if r["quantity"] == "prediction" and r["n"] == n)
@@ -446,7 +451,7 @@ class Ladder:
             pass
         raise ProbeError(f"no ladder result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: "
                          "drop:RUNG:N, base:RUNG, rungs, converged, reset:RUNG:N:initial|random, slope:AXIS:N, "
-                         "beyond:AXIS, predict:N, paper:N)")
+                         "beyond:AXIS, predict:N, paper:N, cka:RUNG:VARIANT:N:K)")
 
     def section(self) -> str:
         return markdown(self.blocks())

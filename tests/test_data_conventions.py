@@ -421,7 +421,7 @@ def test_plan_shows_each_tasks_classes_and_counts(cli, split_file):
     assert f"  task A, 5 classes: {', '.join(seed0['A'])}" in lines
     result = cli("plan", *SMALL, "--json")
     assert result.exit_code == 0, result.output
-    assert set(json.loads(result.output)) == {"version", "study", "networks"}
+    assert set(json.loads(result.output)) == {"version", "probe", "study", "networks"}
 
 
 def test_plan_names_a_split_file_and_its_smallest_and_largest_class(cli, split_file):

@@ -190,3 +190,24 @@ def test_the_trend_interval_is_over_seeds_not_points():
                 for b in slopes.values()]
     half = stats.t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3)
     assert row["seeds"] == 3 and row["high"] - row["mean"] == pytest.approx(half)
+
+
+def test_the_cka_profile_of_a_rung_with_a_store_is_one_below_the_cut(rungs, tmp_path, cache_dir):
+    """BnB's layers up to its cut are baseB's own, frozen: their CKA with baseB's is 1; above the cut they are
+    retrained, and the profile says how far they came back."""
+    from conftest import invoke
+
+    run = rungs[1]
+    assert invoke(cache_dir, "extract", run, "--probe-set", "both").exit_code == 0
+    assert invoke(cache_dir, "analyze", run).exit_code == 0
+    dest = collect_ladder(rungs, tmp_path)
+    with (dest / "cka_profile.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert {r["rung"] for r in rows} == {"synthetic-40"} and "cka_rnb_baseb" not in rows[0]  # no RnB trained
+    below = [float(r["cka_bnb_baseb"]) for r in rows if int(r["k"]) <= int(r["n"])]
+    above = [float(r["cka_bnb_baseb"]) for r in rows if int(r["k"]) > int(r["n"])]
+    assert below and all(v == pytest.approx(1.0, abs=1e-4) for v in below)
+    assert above and all(-0.5 < v < 1.0001 for v in above)
+    ladder = Ladder(dest)
+    assert ladder.value("cka", "synthetic-40", "BnB", "2", "1") == "1.000"
+    assert "The CKA profile of `synthetic-40`" in ladder.section()
