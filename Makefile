@@ -42,8 +42,12 @@ LADDER_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --cuts 
 # Model stitching, the CKA floor and the transfer networks on the ladder's largest converged rung: its run grows by
 # AnB, RnB and the stitched networks (the rung's bases and selffers are reused), then its activations are extracted
 # and the whole run is collected as docs/reproduction/stitching-converged.
+# The committed run trained one direction (A->B: the networks on task B) for the time two cores had;
+# LADDER_TOP_NETWORKS= trains both.
 LADDER_TOP ?= 1000:20:0.125
 LADDER_TOP_VARIANTS ?= BnB,AnB,RnB,BnB-stitch,AnB-stitch
+LADDER_TOP_NETWORKS ?= A1B,R1B,B1B-stitch,A1B-stitch,A3B,R3B,B3B-stitch,A3B-stitch,A5B,R5B,B5B-stitch,A5B-stitch,\
+	A7B,R7B,B7B-stitch,A7B-stitch
 
 # Claim 8 and initialization: the random-weights baseline alone (bases and RnB at cuts 1, 3, 5, 7) on the random split
 # of the reproduction's Fashion-MNIST and CIFAR-10 recipes at three seeds, under the paper's Gaussian initialization
@@ -123,7 +127,8 @@ ladder-top: $(STAMP)
 	rung=$(LADDER_TOP); n=$${rung%%:*}; rest=$${rung#*:}; e=$${rest%%:*}; w=$${rest#*:}; \
 	run=runs/ladder/cifar10-$$n-w$$w-e$$e; \
 	$(BIN)/probe train $$run $(LADDER_OPTS) --variants $(LADDER_TOP_VARIANTS) --train-per-class $$n \
-		--arch-option width=$$w --epochs $$e --extend $(DASK) && \
+		--arch-option width=$$w --epochs $$e --extend $(if $(LADDER_TOP_NETWORKS),--networks $(LADDER_TOP_NETWORKS)) \
+		$(DASK) && \
 	$(BIN)/probe extract $$run $(REPRO_EXTRACT_OPTS) $(DASK) && \
 	$(BIN)/python -m probe.studies.reproduction collect $$run stitching-converged \
 		--title "Model stitching on the largest converged rung" \
