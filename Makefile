@@ -46,8 +46,7 @@ LADDER_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --cuts 
 # LADDER_TOP_NETWORKS= trains both.
 LADDER_TOP ?= 1000:20:0.125
 LADDER_TOP_VARIANTS ?= BnB,AnB,RnB,BnB-stitch,AnB-stitch
-LADDER_TOP_NETWORKS ?= A1B,R1B,B1B-stitch,A1B-stitch,A3B,R3B,B3B-stitch,A3B-stitch,A5B,R5B,B5B-stitch,A5B-stitch,\
-	A7B,R7B,B7B-stitch,A7B-stitch
+LADDER_TOP_NETWORKS ?= A1B,R1B,B1B-stitch,A1B-stitch,A3B,R3B,B3B-stitch,A3B-stitch,A5B,R5B,B5B-stitch,A5B-stitch,A7B,R7B,B7B-stitch,A7B-stitch
 
 # Claim 8 and initialization: the random-weights baseline alone (bases and RnB at cuts 1, 3, 5, 7) on the random split
 # of the reproduction's Fashion-MNIST and CIFAR-10 recipes at three seeds, under the paper's Gaussian initialization
