@@ -28,6 +28,7 @@ A rung whose bases did not converge is shown in the tables, marked, and never en
 against a base still improving is extra training, not co-adaptation.
 
     python -m probe.studies.reproduction ladder runs/ladder/cifar10-*
+    python -m probe.studies.reproduction ladder --add RUN      # one more rung beside the committed ones
     python -m probe.studies.reproduction ladder --recompute   # trend and figures from the committed tables
 """
 
@@ -166,24 +167,46 @@ def cka_profile(run_dir: Path, split: str = SIMILAR_SPLIT) -> list[dict]:
             for n in cka["n"].values for k, layer in enumerate(cka["layer"].values)]
 
 
-def collect(run_dirs: list[Path], docs: Path = DOCS) -> Path:
+def collect(run_dirs: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
     """Write ladder.csv, ladder_seeds.csv, ladder.json, trend.csv and the figures of the rungs ``run_dirs``
-    (ordered by images seen) into ``docs/reproduction/ladder/``."""
+    (ordered by images seen) into ``docs/reproduction/ladder/``. With ``add``, the committed rungs are kept beside
+    them as committed (a rung of the same name is replaced): a rung trained later, or elsewhere, joins a ladder whose
+    other run directories are gone."""
     rungs = [rung(Path(r)) for r in run_dirs]
     if not rungs:
         raise ProbeError("no rung to collect: name the run directories of the ladder")
-    rungs.sort(key=lambda r: (r[0]["images_seen"] or 0, r[0]["parameters"]))
     dest = docs / "reproduction" / FOLDER
+    profile = [row for info, _, _ in rungs for row in cka_profile(Path(info["run"]))]
+    if add:
+        kept, kept_profile = committed_rungs(dest, {info["name"] for info, _, _ in rungs})
+        rungs += kept
+        profile += kept_profile
+    rungs.sort(key=lambda r: (r[0]["images_seen"] or 0, r[0]["parameters"]))
+    order = [info["name"] for info, _, _ in rungs]
+    profile.sort(key=lambda row: order.index(row["rung"]))
     shutil.rmtree(dest, ignore_errors=True)
     (dest / "figures").mkdir(parents=True)
     write_table(dest / "ladder.csv", [row for _, rows, _ in rungs for row in rows])
     write_table(dest / "ladder_seeds.csv", [row for _, _, seeds in rungs for row in seeds])
     write_json(dest / "ladder.json", {"rungs": [info for info, _, _ in rungs], "plateau": PLATEAU})
-    profile = [row for info, _, _ in rungs for row in cka_profile(Path(info["run"]))]
     if profile:
         write_table(dest / "cka_profile.csv", profile)
     derive(dest)
     return dest
+
+
+def committed_rungs(folder: Path, replaced: set[str]) -> tuple[list[tuple[dict, list[dict], list[dict]]], list[dict]]:
+    """The rungs committed in ``folder`` other than ``replaced``, as :func:`rung` gives them (their rows as the
+    tables hold them), and their rows of cka_profile.csv."""
+    path = folder / "ladder.json"
+    if not path.exists():
+        raise ProbeError(f"{folder} holds no collected ladder to add to: collect its rungs without --add")
+    infos = [info for info in read_json(path)["rungs"] if info["name"] not in replaced]
+    rows, seeds = read_table(folder / "ladder.csv"), read_table(folder / "ladder_seeds.csv")
+    kept = [(info, [r for r in rows if r["rung"] == info["name"]], [r for r in seeds if r["rung"] == info["name"]])
+            for info in infos]
+    names = {info["name"] for info in infos}
+    return kept, [r for r in read_table(folder / "cka_profile.csv") if r["rung"] in names]
 
 
 def derive(folder: Path) -> None:
@@ -477,11 +500,13 @@ class Ladder:
                 *self._reset_blocks(rungs, cuts),
                 *self._trend_blocks(cuts),
                 *self._profile_blocks(),
-                Paragraph("Commands (each rung resumes; the last lines collect them and render this report, and "
-                          "recompute the trend and figures from the committed tables alone):"),
+                Paragraph("Commands (each rung resumes; the last lines collect them all, or one rung beside the "
+                          "committed ones whose run directories are gone, and recompute the trend and figures from "
+                          "the committed tables alone):"),
                 Code([*(f"make ladder LADDER_RUNGS={r['train_per_class'] or 5000}:{r['epochs']}:{r['width']}"
                         for r in rungs),
                       "python -m probe.studies.reproduction ladder runs/ladder/cifar10-*",
+                      "python -m probe.studies.reproduction ladder --add runs/ladder/RUNG",
                       "python -m probe.studies.reproduction ladder --recompute"]),
                 Image(f"reproduction/{FOLDER}/figures/ladder.png", "co-adaptation ladder"),
                 Image(f"reproduction/{FOLDER}/figures/trend.png", "co-adaptation drop against scale")]

@@ -410,18 +410,20 @@ def recompute_command(names: tuple[str, ...]) -> None:
 @click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--recompute", is_flag=True, help="Write the trend and figures again from the committed tables "
               "(ladder_seeds.csv, ladder.csv); no run directory is read.")
-def ladder_command(run_dirs: tuple[Path, ...], recompute: bool) -> None:
+@click.option("--add", is_flag=True, help="Keep the committed rungs beside RUN_DIRS (a committed rung of the same "
+              "name is replaced), for a rung trained after the others' run directories are gone.")
+def ladder_command(run_dirs: tuple[Path, ...], recompute: bool, add: bool) -> None:
     """Collect the co-adaptation ladder's rungs RUN_DIRS (selffer-only runs) into docs/reproduction/ladder/."""
     if recompute:
-        if run_dirs:
-            raise click.UsageError("--recompute reads the committed tables alone: name no run directory")
+        if run_dirs or add:
+            raise click.UsageError("--recompute reads the committed tables alone: name no run directory, no --add")
         folder = DOCS / "reproduction" / LADDER_FOLDER
         if not (folder / "ladder_seeds.csv").exists():
             raise click.ClickException(f"{folder} holds no ladder_seeds.csv to recompute from: collect the rungs")
         derive_ladder(folder)
         click.echo(f"recomputed {folder}")
         return
-    _collected(collect_ladder, run_dirs)
+    _collected(lambda dirs: collect_ladder(dirs, add=add), run_dirs)
 
 
 @main.command("initialization")

@@ -211,3 +211,15 @@ def test_the_cka_profile_of_a_rung_with_a_store_is_one_below_the_cut(rungs, tmp_
     ladder = Ladder(dest)
     assert ladder.value("cka", "synthetic-40", "BnB", "2", "1") == "1.000"
     assert "The CKA profile of `synthetic-40`" in ladder.section()
+
+
+def test_a_rung_added_to_the_committed_ladder_gives_the_bytes_of_collecting_them_all(rungs, tmp_path):
+    """``ladder --add``: the other rungs' run directories are gone, their committed rows stay as they were."""
+    together = collect_ladder(rungs, tmp_path / "together")
+    written = {p.relative_to(together): p.read_bytes() for p in together.rglob("*.csv")}
+    json_before = json.loads((together / "ladder.json").read_text())
+    dest = collect_ladder([rungs[0]], tmp_path / "together", add=True)  # replaces synthetic-20, keeps synthetic-40
+    assert {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*.csv")} == written
+    assert json.loads((dest / "ladder.json").read_text()) == json_before
+    with pytest.raises(ProbeError, match="no collected ladder to add to"):
+        collect_ladder([rungs[0]], tmp_path / "empty", add=True)
