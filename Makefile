@@ -41,10 +41,12 @@ LADDER_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --cuts 
 	--warmup 0.2
 # Model stitching, the CKA floor and the transfer networks on the ladder's largest converged rung: its run grows by
 # AnB, RnB and the stitched networks (the rung's bases and selffers are reused), then its activations are extracted
-# and the whole run is collected as docs/reproduction/stitching-converged.
-# The committed run trained one direction (A->B: the networks on task B) for the time two cores had;
-# LADDER_TOP_NETWORKS= trains both.
-LADDER_TOP ?= 1000:20:0.125
+# and the whole run is collected as docs/reproduction/LADDER_TOP_NAME and added to the ladder (its CKA profile).
+# The committed runs trained one direction (A->B: the networks on task B) for the time two cores had;
+# LADDER_TOP_NETWORKS= trains both. Two rungs are committed: the full training set (the default) and, collected as
+# stitching-converged, 900 per class (make ladder-top LADDER_TOP=1000:20:0.125 LADDER_TOP_NAME=stitching-converged).
+LADDER_TOP ?= 5000:12:0.125
+LADDER_TOP_NAME ?= stitching-full-data
 LADDER_TOP_VARIANTS ?= BnB,AnB,RnB,BnB-stitch,AnB-stitch
 LADDER_TOP_NETWORKS ?= A1B,R1B,B1B-stitch,A1B-stitch,A3B,R3B,B3B-stitch,A3B-stitch,A5B,R5B,B5B-stitch,A5B-stitch,A7B,R7B,B7B-stitch,A7B-stitch
 
@@ -129,9 +131,10 @@ ladder-top: $(STAMP)
 		--arch-option width=$$w --epochs $$e --extend $(if $(LADDER_TOP_NETWORKS),--networks $(LADDER_TOP_NETWORKS)) \
 		$(DASK) && \
 	$(BIN)/probe extract $$run $(REPRO_EXTRACT_OPTS) $(DASK) && \
-	$(BIN)/python -m probe.studies.reproduction collect $$run stitching-converged \
-		--title "Model stitching on the largest converged rung" \
-		--command "make ladder-top LADDER_TOP=$(LADDER_TOP)"
+	$(BIN)/python -m probe.studies.reproduction collect $$run $(LADDER_TOP_NAME) \
+		--title "Model stitching on a converged rung" \
+		--command "make ladder-top LADDER_TOP=$(LADDER_TOP) LADDER_TOP_NAME=$(LADDER_TOP_NAME)" && \
+	$(BIN)/python -m probe.studies.reproduction ladder --add $$run
 	$(BIN)/python -m probe.studies.reproduction render
 
 init-study: $(STAMP) fashion-mnist

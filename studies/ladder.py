@@ -95,6 +95,7 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], l
     spec_dicts = {p.spec.id: p.spec.to_dict() for p in plan}
     converged = convergence(metrics, spec_dicts).get(split)
     ds, missing = accuracy_dataset(run)
+    missing = [i for i in missing if i in spec_dicts]  # the stitching study's networks are not the rung's to train
     ds = ds.sel(split=[split])
     base = variant_means(ds)[(split, BASE.name, 0)]
     coadaptation = decompose(ds)["coadaptation"]

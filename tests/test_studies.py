@@ -213,6 +213,29 @@ def test_the_cka_profile_of_a_rung_with_a_store_is_one_below_the_cut(rungs, tmp_
     assert "The CKA profile of `synthetic-40`" in ladder.section()
 
 
+def test_a_rung_grown_by_other_variants_counts_only_its_own_networks(rungs, tmp_path, cache_dir):
+    """``make ladder-top`` plans AnB and more in a rung's run and trains only some of them: what it leaves untrained
+    belongs to the stitching study, and the rung's own networks are all there."""
+    import shutil
+
+    from conftest import invoke
+
+    run = tmp_path / "synthetic-20"
+    shutil.copytree(rungs[0], run)
+    study = [*SELFFER]
+    study[study.index("--train-per-class") + 1] = "20"
+    study[study.index("--variants") + 1] = "BnB,AnB"
+    # --networks names one trained network: the plan grows by AnB at both cuts, and nothing new trains
+    result = invoke(cache_dir, "train", run, *study, "--extend", "--networks", "random-s0/init0/B2B")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads((run / "plan.json").read_text())["networks"]) == 20
+    grown = json.loads((collect_ladder([run], tmp_path / "grown") / "ladder.json").read_text())["rungs"][0]
+    own = json.loads((collect_ladder([rungs[0]], tmp_path / "own") / "ladder.json").read_text())["rungs"][0]
+    assert grown["networks_done"] == grown["networks_planned"] == 12 and grown["missing"] == []
+    assert {k: v for k, v in grown.items() if k not in ("run", "study")} == \
+        {k: v for k, v in own.items() if k not in ("run", "study")}
+
+
 def test_a_rung_added_to_the_committed_ladder_gives_the_bytes_of_collecting_them_all(rungs, tmp_path):
     """``ladder --add``: the other rungs' run directories are gone, their committed rows stay as they were."""
     together = collect_ladder(rungs, tmp_path / "together")
