@@ -333,7 +333,7 @@ def _estimate(e) -> dict:
 def figure(rows: list[dict], path: Path) -> None:
     """Left: the co-adaptation drop against the cut n, one line per rung, with its interval over seeds; right: the
     drop at each n against the images seen in training (log scale)."""
-    fig = Figure(figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5), layout="constrained")  # the right panel's y label clears the left panel
     left, right = fig.subplots(1, 2)
     names = list(dict.fromkeys(r["rung"] for r in rows))
     for i, name in enumerate(names):
@@ -372,7 +372,7 @@ def trend_figure(seed_rows: list[dict], trend: list[dict], path: Path) -> None:
     cuts = sorted({int(r["n"]) for r in seed_rows})
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(cuts)))
     band = paper_drops().get(5)
-    fig = Figure(figsize=(12, 4.5))
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
     for ax, axis in zip(fig.subplots(1, 2), AXES):
         field, transform, label, _ = AXES[axis]
         info = found[axis]
@@ -400,11 +400,13 @@ def trend_figure(seed_rows: list[dict], trend: list[dict], path: Path) -> None:
                        label=f"paper, n = 5 (ImageNet, {len(band)} selffers)")
         ax.axhline(0, color="black", lw=1, ls=":")
         ax.set_xscale("log", base=10 if axis == "data" else 2)
+        held = f"width {info['value']}" if axis == "data" else f"{info['value']} training images per class"
         ax.set_xlabel(("training images of the task" if axis == "data" else "width")
-                      + f" ({info['fixed']} {info['value']}; dashed: the fitted line to the paper's scale)")
+                      + f", at {held}\n(dashed: the fitted line, carried to the paper's scale)")
         ax.set_ylabel("co-adaptation drop: baseB - BnB")
         ax.set_title(f"along {axis}: converged rungs only (95% interval over seeds)", fontsize=10)
-        ax.legend(fontsize=7)
+        # below the paper's band, which "best" does not avoid, and right of the rungs
+        ax.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.0, 0.86))
     _save(fig, path)
 
 
