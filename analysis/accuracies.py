@@ -29,7 +29,16 @@ from probe.architectures.registry import get_architecture
 from probe.errors import ProbeError
 from probe.planning.plan import read_plan
 from probe.planning.spec import NetworkSpec
-from probe.planning.variants import BASE, ONE_DIRECTION, SOURCE_VARIANTS, STITCH_VARIANTS, TASKS, Variant, cut_variants
+from probe.planning.variants import (
+    BASE,
+    LONG_BASE,
+    ONE_DIRECTION,
+    SOURCE_VARIANTS,
+    STITCH_VARIANTS,
+    TASKS,
+    Variant,
+    cut_variants,
+)
 from probe.storage.checkpoint import read_metrics
 from probe.storage.run import Run
 
@@ -62,21 +71,22 @@ class RunMetrics:
     read once for everything the analysis derives from them."""
 
     study: dict
-    specs: list[NetworkSpec]
+    specs: list[NetworkSpec]  # the protocol's networks
     layers: tuple[str, ...] | None
     metrics: dict[str, dict]
+    longer: tuple[NetworkSpec, ...] = ()  # the convergence check's longer bases, apart: no part of the protocol
 
     @property
     def missing(self) -> list[str]:
         """The planned networks that are not finished."""
-        return [s.id for s in self.specs if self.metrics[s.id].get("status") != "done"]
+        return [s.id for s in (*self.specs, *self.longer) if self.metrics[s.id].get("status") != "done"]
 
     def dataset(self, metric: str = "top1") -> xr.Dataset:
         """The accuracy Dataset in ``metric``; NaN for a finished network whose metrics.json lacks it."""
         check_metric(metric)
         field = METRICS[metric].field
         found = {i: _accuracy(m.get(field)) for i, m in self.metrics.items() if m.get("status") == "done"}
-        return build_dataset(self.specs, found, self.study, self.layers, metric)
+        return build_dataset([*self.specs, *self.longer], found, self.study, self.layers, metric)
 
 
 def _accuracy(value) -> float:
@@ -94,7 +104,9 @@ def read_run_metrics(run_dir: Path) -> RunMetrics:
         except ProbeError as e:  # one damaged file leaves its network out, not the whole analysis
             print(f"warning: {e}; left out as unfinished", file=sys.stderr)
             metrics[p.spec.id] = {}
-    return RunMetrics(study.to_dict(), [p.spec for p in plan], plan[0].layers if plan else None, metrics)
+    specs = [p.spec for p in plan]
+    return RunMetrics(study.to_dict(), [s for s in specs if Variant.of(s) != LONG_BASE],
+                      plan[0].layers if plan else None, metrics, tuple(s for s in specs if Variant.of(s) == LONG_BASE))
 
 
 def accuracy_dataset(run_dir: Path, metric: str = "top1") -> tuple[xr.Dataset, list[str]]:
@@ -109,8 +121,11 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
                   layers: tuple[str, ...] | None = None, metric: str = "top1") -> xr.Dataset:
     """Arrange ``accuracy`` (network id -> test accuracy in ``metric``) of ``specs`` on the dims above; ``layers``:
     the architecture's layer names (default: as the registry declares them), for the ``layer`` coord of each n.
-    The run is one-directional when its ``study`` has a source network, or one of ``specs`` copies from one."""
+    The run is one-directional when its ``study`` has a source network, or one of ``specs`` copies from one. The
+    convergence check's longer bases, where planned, are ``base_long``, beside ``base``."""
     check_metric(metric)
+    longer = [s for s in specs if Variant.of(s) == LONG_BASE]
+    specs = [s for s in specs if Variant.of(s) != LONG_BASE]
     splits = list(dict.fromkeys(s.split for s in specs))
     replicates = list(dict.fromkeys(replicate_label(s) for s in specs))
     cuts = sorted({s.cut for s in specs if s.cut > 0})
@@ -135,6 +150,11 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
     if specs:
         names = layers or get_architecture(specs[0].arch.name).layers
         layer_names = {"layer": ("n", _strings([names[n - 1] for n in cuts]))}
+    base_long = np.full(base.shape, np.nan)
+    for s in longer:
+        if s.split in splits and replicate_label(s) in replicates:
+            base_long[splits.index(s.split), replicates.index(replicate_label(s)), targets.index(s.target)] = \
+                accuracy.get(s.id, np.nan)
     with np.errstate(divide="ignore"):
         chance = np.where(classes > 0, 1.0 / classes, np.nan)  # NaN: specs that do not name their classes
     ds = xr.Dataset(
@@ -150,6 +170,11 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
     ds["base"].attrs["description"] = f"test accuracy ({text}) of baseA/baseB on their own task"
     ds["classes"].attrs["description"] = "classes of the target task"
     ds["chance"].attrs["description"] = "chance level of the target task: 1 / classes"
+    if longer:
+        factor = longer[0].recipe.epochs / specs[0].recipe.epochs if specs else math.nan
+        ds["base_long"] = (("split", "replicate", "target"), base_long)
+        ds["base_long"].attrs["description"] = (f"test accuracy ({text}) of the convergence check's longer bases, "
+                                                f"trained {factor:g} times as long as baseA/baseB")
     if study is not None:
         ds.attrs["study"] = json.dumps(study, sort_keys=True)
     return ds
@@ -230,6 +255,9 @@ def rows(ds: xr.Dataset, *others: xr.Dataset) -> list[dict]:
             for t in ds["target"].values:
                 cell = dict(split=split, replicate=rep, target=t)
                 add({**cell, "variant": BASE.name, "n": 0}, [float(d["base"].sel(**cell)) for d in datasets])
+                if "base_long" in ds:
+                    add({**cell, "variant": LONG_BASE.name, "n": 0},
+                        [float(d["base_long"].sel(**cell)) for d in datasets])
                 for n in ds["n"].values:
                     for v in ds["variant"].values:
                         add({**cell, "variant": v, "n": int(n)},

@@ -14,7 +14,7 @@ import click
 from probe.errors import ProbeError
 from probe.planning.plan import Study
 from probe.planning.source import NORMALIZATIONS, OWN_STATISTICS, describe_source, parse_key_map, parse_normalization
-from probe.planning.spec import INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
+from probe.planning.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
 from probe.planning.variants import CUT_NAMES, SOURCE_CUT_NAMES
 
 RECIPE_HELP = {
@@ -34,6 +34,11 @@ RECIPE_HELP = {
     "crop_size": "Network input side (random crops in training, center crop in testing); default: image size.",
     "flip": "Mirror training images at random.",
     "diverge_loss": "A batch loss above this (or NaN) stops that network as diverged.",
+    "init_sharing": "independent: every network draws its own initial weights (of every layer it re-initializes), "
+                    "data order and augmentation from a seed of its own, derived from the replicate's seed, task, "
+                    "variant and cut, as the paper's networks were each drawn afresh; shared: every network of a "
+                    "replicate starts from one initialization (BnB's new top from its base's initial top, baseA "
+                    "from baseB's start), a control that probe used before 0.4.",
 }
 
 
@@ -49,6 +54,8 @@ def _recipe_options(f):
             kind = {"int": int, "float": float, "str": str, "int | None": int}[field.type]
             if field.name == "schedule":
                 kind = click.Choice(SCHEDULES)
+            elif field.name == "init_sharing":
+                kind = click.Choice(INIT_SHARINGS)
             opt = click.option(name, f"recipe_{field.name}", type=kind, default=default,
                                show_default=default is not None, help=RECIPE_HELP[field.name])
         f = opt(f)
@@ -158,6 +165,12 @@ def study_options(f):
                      help=f"With --source: the input normalization its network was trained with, used by every "
                           f"network of the run: {OWN_STATISTICS} (the run's own statistics), "
                           f"{', '.join(NORMALIZATIONS)}, or MEAN,...:STD,... (0..1 scale)."),
+        click.option("--check-convergence", is_flag=True, default=False,
+                     help="Check that the bases converged: per replicate and task, train one more base with "
+                          "--convergence-factor times the epochs (the schedule stretched to match); the report says "
+                          "'not converged' when it gains more than a stated threshold over the base."),
+        click.option("--convergence-factor", type=int, default=2, show_default=True,
+                     help="With --check-convergence: how many times as long the longer base trains."),
         click.option("--target-classes", default=None,
                      help="With --source on split target: the target task's classes, comma-separated. Default: every "
                           "class of the dataset."),
@@ -187,7 +200,17 @@ def study_from_options(kw: dict) -> Study:
         arch=ArchSpec(kw["arch"], kw["init"], parse_arch_options(kw["arch_option"]), _cut_at(kw["cut_at"])),
         recipe=recipe, seeds=_seed_list(kw["seeds"], "seed"),
         init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
-        **_source_choices(kw))
+        convergence_factor=_convergence_factor(kw), **_source_choices(kw))
+
+
+def _convergence_factor(kw: dict) -> int | None:
+    """The study's convergence factor: None unless the check is asked for."""
+    if not kw["check_convergence"]:
+        if kw["convergence_factor"] != 2:
+            raise ProbeError(f"--convergence-factor {kw['convergence_factor']} sizes the convergence check; add "
+                             "--check-convergence, or drop it")
+        return None
+    return kw["convergence_factor"]
 
 
 def _source_choices(kw: dict) -> dict:

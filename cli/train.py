@@ -62,8 +62,10 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     for nid, dep in result.blocked.items():
         click.echo(f"blocked {nid}: needs {dep}", err=True)
     accuracies = read_run_metrics(run_dir)
-    click.echo(format_table(accuracies.dataset()))
-    for line in warning_lines(run_findings(accuracies)):  # bases at chance, not converged, ...: before any analysis
+    table = accuracies.dataset()
+    click.echo(format_table(table))
+    # bases at chance, not converged, ...: said before any analysis
+    for line in warning_lines(run_findings(accuracies), table):
         click.echo(line)
     if result.failed or result.blocked:
         sys.exit(1)

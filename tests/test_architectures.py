@@ -195,7 +195,7 @@ def test_build_model_follows_the_spec():
                        arch=ArchSpec("caffenet-small", options={"width": 0.25}), init_seed=3, in_channels=1,
                        input_size=16)
     model = build_model(spec)
-    ref = build_network(spec.arch, 1, 3, 16, seed=3)
+    ref = build_network(spec.arch, 1, 3, 16, seed=spec.weight_seed)  # its own seed, derived from init seed 3
     assert model.state_dict().keys() == ref.state_dict().keys()
     assert all(torch.equal(v, ref.state_dict()[k]) for k, v in model.state_dict().items())
     logits = model.eval()(torch.zeros(2, 1, 16, 16))

@@ -32,11 +32,11 @@ def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size
 
 
 def build_model(spec: NetworkSpec) -> LayeredNet:
-    """The network ``spec`` describes, freshly initialized from its init seed (nothing copied, nothing frozen); a
-    stitched network's with its stitch after layer ``cut``."""
-    net = build_network(spec.arch, spec.in_channels, len(spec.target_classes), spec.input_size, spec.init_seed)
+    """The network ``spec`` describes, freshly initialized from its own weight seed (nothing copied, nothing frozen);
+    a stitched network's with its stitch after layer ``cut``."""
+    net = build_network(spec.arch, spec.in_channels, len(spec.target_classes), spec.input_size, spec.weight_seed)
     if spec.variant in STITCH_FAMILIES:
-        add_stitch(net, spec.cut, spec.in_channels, spec.input_size, spec.init_seed)
+        add_stitch(net, spec.cut, spec.in_channels, spec.input_size, spec.weight_seed)
     return net
 
 

@@ -149,12 +149,14 @@ def lr_factor(recipe: Recipe, step: int, total_steps: int) -> float:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Per class (label order): the images classified correctly and the images there are. Top-1 counts every
-    image alike, so on an imbalanced test set it mostly measures the large classes; the class-balanced accuracy
-    (the mean per-class recall over the classes present) weighs every class alike."""
+    """Per class (label order): the images classified correctly and the images there are; and the mean
+    cross-entropy over them. Top-1 counts every image alike, so on an imbalanced test set it mostly measures the large
+    classes; the class-balanced accuracy (the mean per-class recall over the classes present) weighs every class
+    alike."""
 
     correct: list[int]
     count: list[int]
+    loss: float = math.nan
 
     @property
     def top1(self) -> float:
@@ -170,11 +172,12 @@ class Evaluation:
 @torch.inference_mode()
 def evaluate_classes(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normalize: Normalize,
                      input_size: int) -> Evaluation:
-    """Per-class correct and total counts on center crops, in eval mode, without autograd: one pass gives top-1,
-    the class-balanced and the per-class accuracy. Classes are the model's outputs."""
+    """Per-class correct and total counts and the mean loss on center crops, in eval mode, without autograd: one pass
+    gives top-1, the class-balanced and the per-class accuracy. Classes are the model's outputs."""
     was_training = model.training
     model.eval()
     correct = count = None
+    loss = torch.zeros((), device=x.device)
     step = EVAL_BATCH.get(x.device.type, EVAL_BATCH["cpu"])
     for i in range(0, len(y), step):
         batch = normalize(center_crop(x[i: i + step], input_size))
@@ -184,10 +187,42 @@ def evaluate_classes(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normal
         hit = torch.bincount(labels[logits.argmax(1) == labels], minlength=logits.shape[1])
         seen = torch.bincount(labels, minlength=logits.shape[1])
         correct, count = (hit, seen) if correct is None else (correct + hit, count + seen)
+        loss += F.cross_entropy(logits.float(), labels, reduction="sum")
     model.train(was_training)
     if correct is None:
         return Evaluation([], [])
-    return Evaluation(correct.tolist(), count.tolist())
+    return Evaluation(correct.tolist(), count.tolist(), loss.item() / len(y))
+
+
+# The images of the fixed batch the cut's records are measured on: the same for every network of a task (drawn from
+# a constant seed, not the network's), so a cut network's values sit beside its base's on the same images
+BOUNDARY_IMAGES = 256
+
+
+def boundary_batch(data: TaskTensors, input_size: int) -> torch.Tensor:
+    """The fixed batch of training images (center crops, normalized) the cut's records are measured on."""
+    n = len(data.train_y)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:BOUNDARY_IMAGES].to(data.train_x.device)
+    return data.normalize(center_crop(data.train_x[idx], input_size)).contiguous(memory_format=torch.channels_last)
+
+
+@torch.inference_mode()
+def boundary(model: LayeredNet, batch: torch.Tensor) -> dict[str, dict[str, float]]:
+    """What each layer hands the layer above, on ``batch`` in eval mode, at every cut point: ``scale``, the RMS of
+    the layer's output, and ``dead``, the fraction of its units (channels; a token layer's features) never positive on
+    the batch, which after a ReLU are units that pass nothing on. A cut network whose new layer receives inputs of
+    another scale than its base's, or whose units died, shows here where its optimization differs."""
+    was_training = model.training
+    model.eval()
+    _, outputs = model.forward_intermediates(batch)
+    model.train(was_training)
+    out = {}
+    for name, a in outputs.items():
+        a = a.float()
+        unit_dim = a.dim() - 1 if a.dim() == 3 else 1  # (N, T, D) tokens: the features; (N, C, ...): the channels
+        active = (a > 0).movedim(unit_dim, 0).reshape(a.shape[unit_dim], -1).any(1)
+        out[name] = {"scale": a.pow(2).mean().sqrt().item(), "dead": 1.0 - active.float().mean().item()}
+    return out
 
 
 def evaluate(model: LayeredNet, x: torch.Tensor, y: torch.Tensor, normalize: Normalize, input_size: int) -> float:
@@ -227,13 +262,20 @@ def _train_locked(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
                                                                        started, started_at)
 
         test = evaluate_classes(model, data.test_x, data.test_y, data.normalize, spec.input_size)
+        # the loss on the training set as the network sees it at test time (no augmentation, no dropout): whether it
+        # fits its training set, apart from the epochs' running mean under augmentation
+        fit = evaluate_classes(model, data.train_x, data.train_y, data.normalize, spec.input_size)
+        # where it started, rebuilt (the same weights, copied and drawn) rather than carried through a resume
+        initial = boundary(prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last),
+                           boundary_batch(data, spec.input_size))
         save_tensors(files.weights, model.state_dict(), spec, normalization=data.normalize.stats)
         finished = time.time()
         classes = list(spec.target_classes)
         train_counts = torch.bincount(data.train_y, minlength=len(classes)).tolist()
         metrics = {"id": spec.id, "name": spec.name, "status": "done",
                    # test_acc is top-1, the paper's measure; the balanced accuracy weighs every class alike
-                   "test_acc": test.top1, "test_balanced_acc": test.balanced,
+                   "test_acc": test.top1, "test_balanced_acc": test.balanced, "test_loss": test.loss,
+                   "train_eval_loss": fit.loss, "train_eval_acc": fit.top1, "boundary_initial": initial,
                    "val_acc": history[-1]["val_acc"] if history else None,
                    "val_balanced_acc": history[-1].get("val_balanced_acc") if history else None,
                    "test_per_class": {"classes": classes, "correct": test.correct, "count": test.count},
@@ -255,7 +297,7 @@ def _train_locked(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
 def _seed_global_rng(spec: NetworkSpec) -> None:
     """Dropout draws from torch's global generators: train_network forks them, seeds them from the spec, and saves
     them with every epoch, so a network's weights depend on its spec alone, resumed or not."""
-    torch.manual_seed(spec.init_seed * 1_000_003 + 29)
+    torch.manual_seed(spec.weight_seed * 1_000_003 + 29)
 
 
 def _fresh_start(spec: NetworkSpec, run_dir: Path,
@@ -263,7 +305,7 @@ def _fresh_start(spec: NetworkSpec, run_dir: Path,
     """The model, optimizer and data-order generator before the first epoch."""
     # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
     model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
-    return model, make_optimizer(model, spec), torch.Generator().manual_seed(spec.init_seed * 1_000_003 + 17)
+    return model, make_optimizer(model, spec), torch.Generator().manual_seed(spec.weight_seed * 1_000_003 + 17)
 
 
 def _train_epochs(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run_dir: Path, device: torch.device,
@@ -275,6 +317,7 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
     r = spec.recipe
     model, optimizer, generator, start_epoch, history, earlier, spans = _start(spec, files, run_dir, device)
     steps_per_epoch = max(1, math.ceil(len(data.train_y) / r.batch_size))
+    fixed = boundary_batch(data, spec.input_size)
     bar = tqdm(total=r.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=spec.id, unit="step",
                leave=False, disable=not progress, dynamic_ncols=True)
     try:
@@ -285,7 +328,8 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
             # bias_lr_scale, copied layers by finetune_lr_scale)
             lr = r.lr * lr_factor(r, (epoch + 1) * steps_per_epoch - 1, r.epochs * steps_per_epoch)
             history.append({"epoch": epoch + 1, "train_loss": loss, "train_acc": acc, "val_acc": val.top1,
-                            "val_balanced_acc": val.balanced, "lr": lr})
+                            "val_balanced_acc": val.balanced, "val_loss": val.loss, "lr": lr,
+                            "boundary": boundary(model, fixed)})
             bar.set_postfix(val=f"{history[-1]['val_acc']:.3f}")
             _save_resume(files.resume, spec, model, optimizer, generator, epoch + 1, history,
                          earlier + time.perf_counter() - started, [*spans, [started_at, time.time()]])

@@ -12,15 +12,23 @@ checked when the study is planned, before anything trains.
 
 from __future__ import annotations
 
-from dataclasses import InitVar, asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field, replace
 from pathlib import Path
 
 from probe.architectures.registry import complete_arch_spec, get_architecture
 from probe.data.custom import complete_data_spec
 from probe.data.splits import TARGET_SPLIT, check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec
-from probe.planning.variants import CUT_NAMES, ONE_DIRECTION, SOURCE_CUT_NAMES, STITCH_NAMES, TASKS, Variant
+from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec, legacy_recipe
+from probe.planning.variants import (
+    CUT_NAMES,
+    LONG_BASE,
+    ONE_DIRECTION,
+    SOURCE_CUT_NAMES,
+    STITCH_NAMES,
+    TASKS,
+    Variant,
+)
 from probe.storage.atomic import read_json_file, write_json
 from probe.storage.run import Run
 
@@ -61,6 +69,8 @@ class Study:
     variants: tuple[str, ...] | None = None  # None: every cut variant (CUT_NAMES, or SOURCE_CUT_NAMES with a source)
     source: SourceSpec | None = None
     target_classes: tuple[str, ...] | None = None
+    # The convergence check: per replicate and task, one more base trained this many times as long (None: unchecked)
+    convergence_factor: int | None = None
     # False for a study read back from a run's plan.json: it was checked when it was planned, and reading a run
     # (status, analyze) must not need the architecture's code, which this installation may lack.
     check_arch: InitVar[bool] = True
@@ -93,6 +103,11 @@ class Study:
             if twice is not None and not all(split_is_seeded(s) for s in self.splits):
                 raise ProbeError(f"init seeds {list(self.init_seeds)} name {twice} twice: the replicates of a "
                                  "fixed split differ only by their init seed")
+        if self.convergence_factor is not None and (
+                isinstance(self.convergence_factor, bool) or not isinstance(self.convergence_factor, int)
+                or self.convergence_factor < 2):
+            raise ProbeError(f"convergence factor {self.convergence_factor!r} must be an integer of at least 2: the "
+                             "check trains a base that many times as long")
         if check_arch:  # checked, and what it records of its code filled in, for every process that builds or loads
             object.__setattr__(self, "arch", complete_arch_spec(self.arch))
             object.__setattr__(self, "data", complete_data_spec(self.data))
@@ -124,7 +139,8 @@ class Study:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["arch"]["options"] = dict(self.arch.options)
-        for name in ("source", "target_classes"):  # absent unless used: a paper study's plan.json reads as before
+        # absent unless used: a paper study's plan.json reads as before
+        for name in ("source", "target_classes", "convergence_factor"):
             if d[name] is None:
                 del d[name]
         return d
@@ -181,7 +197,7 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
                              f"({', '.join(arch.cut_points)})")
     init_seeds = study.init_seeds or study.seeds
     targets = ONE_DIRECTION if study.source else TASKS
-    bases, others, labels = [], [], {}
+    bases, others, longer, labels = [], [], [], {}
     for split in study.splits:
         seeded = split_is_seeded(split)
         replicates = list(zip(study.seeds, init_seeds)) if seeded else [(None, s) for s in init_seeds]
@@ -193,6 +209,11 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
                           input_size=input_size)
             for target in targets:
                 bases.append(NetworkSpec(target=target, **common))
+                if study.convergence_factor:
+                    # warm-up and step points are fractions of training, so the whole schedule stretches with it
+                    long_recipe = replace(study.recipe, epochs=study.recipe.epochs * study.convergence_factor)
+                    longer.append(NetworkSpec(target=target, variant=LONG_BASE.family,
+                                              **{**common, "recipe": long_recipe}))
             for n in cuts:
                 for target in targets:
                     for v in map(Variant.named, study.variants):
@@ -205,7 +226,7 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
     if bases and any(v in STITCH_NAMES for v in study.variants):
         _check_stitchable(bases[0], cuts)
     return [PlannedNetwork(s, tuple(p.id for p in s.parents), arch.layers, *labels[s.split])
-            for s in bases + others]
+            for s in bases + others + longer]
 
 
 def recorded_splits(plan: list[PlannedNetwork]) -> dict[str, dict]:
@@ -323,7 +344,7 @@ def study_from_dict(d: dict) -> Study:
     d = dict(d)
     d["data"] = DataSpec(**d["data"])
     d["arch"] = ArchSpec(**d["arch"])
-    d["recipe"] = Recipe(**d["recipe"])
+    d["recipe"] = legacy_recipe(d["recipe"])
     if d.get("source") is not None:
         d["source"] = SourceSpec(**d["source"])
     return Study(**d, check_arch=False)

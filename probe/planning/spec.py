@@ -13,6 +13,7 @@ the source-transfer networks.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import numbers
@@ -27,6 +28,11 @@ INITS = ("gaussian", "kaiming", "none")  # none: keep the builder's own initiali
 SCHEDULES = ("step", "cosine", "constant")
 UNREADABLE = ("error", "skip")
 RESIZE_MODES = ("crop", "pad", "squash")
+# independent: every network draws its own initial weights, data order and augmentation (the paper's design: its Caffe
+# solvers set no random_seed); shared: every network of a replicate starts from the replicate's one initialization
+INIT_SHARINGS = ("independent", "shared")
+# What a spec stored before init sharing was a choice did: the replicate's one initialization for every network
+LEGACY_INIT_SHARING = "shared"
 # Seeds go into numpy (non-negative) and torch (below 2**64) generators, some scaled on the way (``init_seed *
 # 1_000_003 + 29`` in training): below 2**32, every seed derived that way is still below 2**63.
 SEED_LIMIT = 2**32
@@ -150,12 +156,16 @@ class Recipe:
     crop_size: int | None = None  # model input side; None keeps the image's own size
     flip: bool = True
     diverge_loss: float = 1e3  # a batch loss above this (or not finite) stops the network as diverged
+    # Where a network's random draws come from (INIT_SHARINGS): its own seed (the paper's design), or the replicate's
+    # shared one, under which BnB's new top restarts from its base's initial top and baseA starts where baseB does
+    init_sharing: str = "independent"
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             if _non_finite(getattr(self, f.name)):
                 raise ProbeError(f"{f.name} {getattr(self, f.name)} must be a finite number")
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("init sharing", self.init_sharing, INIT_SHARINGS)
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ProbeError(f"{name} {getattr(self, name)} must be a positive integer")
@@ -177,6 +187,11 @@ class Recipe:
             raise ProbeError(f"crop_padding {self.crop_padding} must be >= 0")
         if self.crop_size is not None and self.crop_size < 1:
             raise ProbeError(f"crop_size {self.crop_size} must be a positive number of pixels")
+
+
+def legacy_recipe(d: dict[str, Any]) -> Recipe:
+    """A stored recipe: one written before init sharing was a choice keeps what its networks did."""
+    return Recipe(**{"init_sharing": LEGACY_INIT_SHARING, **d})
 
 
 @dataclass(frozen=True)
@@ -243,7 +258,7 @@ class NetworkSpec:
         check_seed("init seed", self.init_seed)
         if self.split_seed is not None:
             check_seed("split seed", self.split_seed)
-        if self.variant == "base":
+        if self.variant in ("base", "long-base"):
             if self.cut != 0 or self.source is not None or self.fine_tune:
                 raise ProbeError("a base network has cut 0, no source task and nothing to fine-tune")
         else:
@@ -282,6 +297,19 @@ class NetworkSpec:
         return f"{self.replicate}/{self.name}"
 
     @property
+    def weight_seed(self) -> int:
+        """The seed of this network's own random draws: its initial weights (those of every layer it re-initializes),
+        its data order, augmentation and dropout. Shared: the replicate's init seed, the same for every network of
+        it. Independent: derived from the init seed, the target task, the variant and the cut, so that it is
+        reproducible and resumable yet unrelated to any other network's. A convergence check's longer base draws
+        its base's, so that the two differ only in their training budget."""
+        if self.recipe.init_sharing == "shared":
+            return self.init_seed
+        variant = "base" if self.variant == "long-base" else Variant.of(self).name
+        key = f"{self.init_seed}/{self.target}/{variant}/{self.cut}".encode()
+        return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")  # below SEED_LIMIT
+
+    @property
     def parent(self) -> NetworkSpec | None:
         """The base network whose first ``cut`` layers this one copies, or None."""
         if self.variant not in ("selffer", "transfer", *STITCH_FAMILIES):
@@ -318,7 +346,7 @@ class NetworkSpec:
             d = dict(d)
             d["data"] = DataSpec(**d["data"])
             d["arch"] = ArchSpec(**d["arch"])
-            d["recipe"] = Recipe(**d["recipe"])
+            d["recipe"] = legacy_recipe(d["recipe"])
             if d.get("source_network") is not None:
                 d["source_network"] = SourceSpec(**d["source_network"])
             return cls(**d)

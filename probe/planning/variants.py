@@ -13,6 +13,10 @@ from the source network, frozen or fine-tuned) take the places of AnB and AnB+.
 Two more variants probe the features directly, by model stitching (:mod:`probe.architectures.stitch`): ``AnB-stitch``
 runs layers 1..n of baseA, a trainable stitching layer and layers n+1..L of baseB, all but the stitch frozen; its
 control ``BnB-stitch`` stitches baseB to itself. A study plans them only when asked (``--variants``).
+
+The convergence check (``--check-convergence``) adds ``base-long``: per replicate and task, the base network trained
+k times as long, its schedule stretched to match (``baseB-long``). It is no part of the protocol: nothing is cut from
+it, and the decomposition never reads it; its gain over the base says whether the bases had converged.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ class Variant:
         source-transfer network is ``S3B``, a random-weights one ``R3B``."""
         if self.family == "base":
             return f"base{target}"
+        if self.family == "long-base":
+            return f"base{target}-long"
         donor = {"external": "S", "none": "R"}.get(self.source) or self.source_task(target)
         suffix = "-stitch" if self.family in STITCH_FAMILIES else "+" if self.fine_tune else ""
         return f"{donor}{cut}{target}{suffix}"
@@ -91,7 +97,9 @@ VARIANTS = (BASE, *CUT_VARIANTS)  # the paper's
 STITCH_VARIANTS = (Variant("BnB-stitch", "self-stitch", fine_tune=False, source="own"),
                    Variant("AnB-stitch", "stitch", fine_tune=False, source="other"))
 STITCH_FAMILIES = ("self-stitch", "stitch")
-EVERY_VARIANT = (*VARIANTS, *SOURCE_VARIANTS, *STITCH_VARIANTS)
+# The convergence check's longer base: planned by the study's convergence factor, never by --variants
+LONG_BASE = Variant("base-long", "long-base", fine_tune=False, source="none")
+EVERY_VARIANT = (*VARIANTS, *SOURCE_VARIANTS, *STITCH_VARIANTS, LONG_BASE)
 CUT_NAMES = tuple(v.name for v in CUT_VARIANTS)  # a study's default variants
 STITCH_NAMES = tuple(v.name for v in STITCH_VARIANTS)  # planned when a study names them
 SOURCE_CUT_NAMES = tuple(v.name for v in SOURCE_CUT_VARIANTS)  # ... and those of a study with a source network
