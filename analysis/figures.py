@@ -8,6 +8,8 @@ source network trained elsewhere) SnB and SnB+ are drawn where AnB and AnB+ are,
 names. Every panel draws the chance level (1 / the target task's classes; on the relative scale chance / base): a
 network near it has learned nothing that could transfer.
 
+Beside them, the training-loss curves of every variant at each cut with its base's (:func:`figure_training_loss`).
+
 Files are named after the split (``figure2_random.png``), in a stem of letters, digits and ``-_.`` only: a split
 file's name ``file:PATH`` would otherwise put a colon, or folders, into the file name.
 """
@@ -23,10 +25,12 @@ import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from probe.analysis.accuracies import chance_levels, one_directional
 from probe.analysis.decomposition import SIMILAR_SPLIT, replicates, transfer_names
 from probe.analysis.reference import CITATION, reference_relative
+from probe.planning.variants import BASE
 from probe.storage.atomic import write_atomic
 
 STYLE = {"base": ("white", "o"), "BnB": ("tab:blue", "o"), "BnB+": ("lightskyblue", "P"),
@@ -300,3 +304,52 @@ def figure_robustness(rob: xr.Dataset, ds: xr.Dataset, out: Path, split: str = S
     ax.set_title(f"{split} split: critical and robust layers of the base networks", fontsize=10)
     ax.legend(fontsize=8)
     return _save(fig, out, f"figure_robustness_{split}")
+
+
+def figure_training_loss(curves: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
+    """The training loss per epoch of every variant, one panel per cut n, with the base networks' curve in every
+    panel (one panel of it alone for a run of bases only); means over seeds and directions. ``curves``:
+    :func:`analysis.training.curve_dataset`'s."""
+    d = curves.sel(split=split)
+    layers = [str(v) for v in d["layer"].values] if "layer" in d.coords else [""] * d.sizes["n"]
+    panels = list(zip(d["n"].values.tolist(), layers)) or [(None, "")]
+    cols = min(4, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    epochs = d["epoch"].values
+    base = _per_epoch(d["base_train_loss"])
+    for ax, (n, layer) in zip(axes, panels):
+        ax.plot(epochs, base, color="black", ls=":", lw=1.5, label=BASE.name)
+        if n is None:
+            ax.set_title("base networks", fontsize=9)
+            continue
+        for v in d["variant"].values:
+            m = _per_epoch(d["train_loss"].sel(n=n, variant=v))
+            if np.isfinite(m).any():
+                color, marker = STYLE.get(str(v), (None, "o"))
+                ax.plot(epochs, m, color=color, marker=marker, ms=3, lw=1, label=str(v))
+        ax.set_title(f"n = {n}" + (f" ({layer})" if layer else ""), fontsize=9)
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    for ax in axes[::cols]:
+        ax.set_ylabel("training loss")
+    for ax in axes[max(0, len(panels) - cols):len(panels)]:  # the lowest panel of each column
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_tick_params(labelbottom=True)
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # shared by every panel: epochs are whole
+    legend = {}  # every variant drawn in some panel, once
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend), fontsize=8)
+    fig.suptitle(f"{split} split: training loss (mean cross-entropy over each epoch's batches), means over seeds "
+                 "and directions", fontsize=10)
+    return _save(fig, out, f"training_loss_{split}")
+
+
+def _per_epoch(values: xr.DataArray) -> np.ndarray:
+    """The mean per epoch over seeds and directions (NaN where no network trained that long)."""
+    per = replicates(values).transpose("epoch", "rep").values
+    with np.errstate(all="ignore"):
+        return np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in per])

@@ -1,11 +1,16 @@
 """``probe analyze``: the decomposition, its statistics, the figures and a report, written into ``RUN/analysis/``.
 
 Files: ``report.md`` and a self-contained ``report.html`` (figures embedded), ``figures/`` (PNG and SVG),
-``accuracies.zarr`` (the accuracy Dataset), ``accuracies.csv`` (one row per network: top-1 and balanced),
+``accuracies.zarr`` (the accuracy Dataset, with every network's training losses beside it), ``accuracies.csv`` (one row
+per network: top-1 and balanced accuracy, final training loss and the loss on the whole training set after training),
 ``per_class.csv`` (one row per network and class), ``decomposition.csv`` (mean, 95% interval, number of seeds and
 p-value per split, quantity and n), ``directions.csv`` (the same for each direction on its own), ``relative.csv`` (each
 variant's accuracy relative to its base, per split and n) and ``claims.json``; with an activation store also
 ``representations.zarr``, ``representations.csv`` (per layer) and ``correlations.csv`` (scores against AnB accuracy).
+
+Beside the decomposition the report shows how the networks trained (:mod:`analysis.training`): every variant's final
+training loss beside its base's, its curves (``figures/training_loss_SPLIT.png``), whether the selffer BnB underfits
+where it loses accuracy to its base, and what the layer above each cut received.
 
 A one-directional run's report (layers donated by a source network trained elsewhere) names SnB and SnB+ where the
 paper's names AnB and AnB+, says which source file, and leaves out what needs task A: the claim and the contrast of
@@ -22,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from probe.analysis.accuracies import (
+    RunMetrics,
     check_metric,
     format_table,
     one_directional,
@@ -45,13 +51,38 @@ from probe.analysis.decomposition import (
     summary_rows,
     variant_means,
 )
-from probe.analysis.figures import diagonal, figure2, figure3, figure_cka, figure_directions, figure_robustness
+from probe.analysis.figures import (
+    diagonal,
+    figure2,
+    figure3,
+    figure_cka,
+    figure_directions,
+    figure_robustness,
+    figure_training_loss,
+)
 from probe.analysis.reference import CITATION
-from probe.analysis.render import Block, Heading, Image, Paragraph, Table, html, markdown, number, write_table
+from probe.analysis.render import Block, Heading, Image, Items, Paragraph, Table, html, markdown, number, write_table
 from probe.analysis.representations import representation_dataset, score_correlations
 from probe.analysis.robustness import CRITICAL, ROBUST, robustness_dataset, robustness_rows
 from probe.analysis.sanity import report_blocks, run_findings
 from probe.analysis.stats import Estimate
+from probe.analysis.training import (
+    DEAD_GAP,
+    SCALE_RATIO,
+    boundary_dataset,
+    boundary_rows,
+    curve_dataset,
+    fit_rows,
+    fit_sentence,
+    has_boundary,
+    has_boundary_record,
+    has_losses,
+    loss_columns,
+    loss_dataset,
+    loss_means,
+    predating,
+    train_eval_loss,
+)
 from probe.analysis.transferability import DESCRIPTIONS
 from probe.planning.plan import read_plan
 from probe.planning.variants import BASE
@@ -105,8 +136,9 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     ds, missing = metrics.dataset(metric), metrics.missing
     top1, balanced = metrics.dataset("top1"), metrics.dataset("balanced")
     found = run_findings(metrics, metric)
-    _write_zarr(ds, out / "accuracies.zarr")
-    write_table(out / "accuracies.csv", rows(top1, balanced))
+    losses = loss_dataset(metrics, ds)
+    _write_zarr(ds.assign(losses.data_vars), out / "accuracies.zarr")
+    write_table(out / "accuracies.csv", loss_columns(rows(top1, balanced), losses))
     write_table(out / "per_class.csv", per_class_rows(metrics))
     summary, directions, claims, claim_split, figures = write_decomposition(ds, out, pooled)
     if rep is not None:
@@ -125,13 +157,17 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
             f"{run_dir}`, for the CKA views, per-layer probes and transferability estimators.")]
     robust, robust_figures = _robustness(run, ds, out, metric)
     figures += robust_figures
-    extra = [*_stitching_blocks(ds, run_dir), *robust, *extra]
+    fit, fit_figures = _training_blocks(metrics, ds, losses, summary, out, pooled)
+    extra = [*fit, *_boundary_blocks(metrics, ds, pooled), *_stitching_blocks(ds, run_dir), *robust, *extra]
     blocks = _report_blocks(ds, missing, summary, directions, claims, claim_split, figures, out, extra, pooled)
     # the sanity checks right after the title: they say whether anything below can be read as transfer
     blocks = [blocks[0], *report_blocks(found, top1, balanced, metric), *_split_file_blocks(plan), *blocks[1:]]
     _write_text(out / "report.md", markdown(blocks))
     _write_text(out / "report.html", html(blocks, TITLE, out))
-    return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out, "figures": figures,
+    # the training-loss figures sit in their section, not under Figures: last, so that a recomputed reproduction
+    # report, which redraws the figures before them, keeps their order
+    return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out,
+            "figures": [*figures, *fit_figures],
             "dataset": ds, "representations": rep, "warnings": found, "intervals": intervals_text(ds, pooled)}
 
 
@@ -184,6 +220,94 @@ def _robustness(run: Run, ds: xr.Dataset, out: Path, metric: str) -> tuple[list[
         b.append(Heading(3, f"{split} split"))
         b.append(Table(["k", "layer", "reset to initial", "reset to random", "co-adaptation drop at n = k"], table))
     return b, figures
+
+
+def _training_blocks(metrics: RunMetrics, ds: xr.Dataset, losses: xr.Dataset, summary: list[dict], out: Path,
+                    pooled: bool) -> tuple[list[Block], list[Path]]:
+    """The training-loss section (:mod:`analysis.training`): per split, the mean final training loss of every
+    variant and cut beside the base's, the curves, and at every cut with a co-adaptation drop whether BnB fits its
+    training set as well as its base; and the figures it shows."""
+    b: list[Block] = [Heading(2, "Training loss")]
+    if not has_losses(losses):
+        return [*b, Paragraph("No finished network recorded a training loss.")], []
+    count = "seeds x directions" if pooled else "seeds"
+    b.append(Paragraph(
+        "Each network's final training loss (the mean cross-entropy over its last epoch's training batches, in "
+        f"training mode and augmented) beside its base's: mean [95% interval] (n = {count}). The paper reads the "
+        "co-adaptation drop (baseB - BnB) as an optimization difficulty: layers n+1.. cannot find again the features "
+        "that co-adapted with the frozen layers 1..n. Then BnB should end training at a higher loss than its base "
+        "(**underfit**); at no higher loss (**not underfit**) it fits its training set as well and generalizes "
+        "worse. The difference is paired per seed and direction, and *undecided* where its interval spans 0."))
+    evals = has_losses(losses, "train_eval_loss")
+    lacking, finished = predating(metrics, lambda m: np.isfinite(train_eval_loss(m)))
+    if lacking:
+        b.append(Paragraph(f"{lacking} of {finished} finished networks predate the loss on the whole training set "
+                           "after training (eval mode, center crops, no augmentation)"
+                           + (": NaN there." if evals else ": it is not shown.")))
+    drops = {(s, n): e for (s, q, n), e in _estimates(summary, "split", "quantity", "n").items()
+             if q == "coadaptation"}
+    fits = fit_rows(losses, drops, pooled)
+    curves = curve_dataset(metrics, ds)
+    figures = []
+    tables = [("final training loss", loss_means(losses, "train_loss", pooled))]
+    if evals:
+        tables.append(("loss on the whole training set after training, eval mode",
+                       loss_means(losses, "train_eval_loss", pooled)))
+    names = [str(v) for v in ds["variant"].values]
+    for split in map(str, ds["split"].values):
+        b.append(Heading(3, f"{split} split"))
+        for title, means in tables:
+            b.append(Paragraph(f"**{title}**, mean [95% interval] (n = {count})"))
+            table = [[0, "-", means[(split, BASE.name, 0)].text(signed=False), *[""] * len(names)]]
+            for i, n in enumerate(ds["n"].values):
+                layer = str(ds["layer"].values[i]) if "layer" in ds.coords else ""
+                table.append([int(n), layer, "", *[means[(split, v, int(n))].text(signed=False) for v in names]])
+            b.append(Table(["n", "layer", BASE.name, *names], table))
+        if np.isfinite(curves["base_train_loss"].sel(split=split)).any():
+            png = figure_training_loss(curves, out / "figures", split)[0]
+            figures.append(png)
+            b.append(Image(png.relative_to(out), png.stem))
+        here = [fit_sentence(r) for r in fits if r["split"] == split]
+        b.append(Items(here) if here else Paragraph("No cut n has a positive mean co-adaptation drop here."))
+    return b, figures
+
+
+def _boundary_blocks(metrics: RunMetrics, ds: xr.Dataset, pooled: bool) -> list[Block]:
+    """The section on what the layer above each cut received (:func:`analysis.training.boundary_rows`): the cut
+    networks whose output scale at layer n, or dead units at layer n or n+1, differ from their base's."""
+    b: list[Block] = [Heading(2, "At the cut")]
+    records = boundary_dataset(metrics, ds)
+    if not has_boundary(records):
+        return [*b, Paragraph("The networks predate the records of each cut point's output scale and dead units: "
+                              "networks trained since record them at every epoch.")]
+    lacking, finished = predating(metrics, has_boundary_record)
+    b.append(Paragraph(
+        "At the end of training, on one fixed batch of training images in eval mode: *scale*, the RMS of layer n's "
+        "output (what layer n+1 receives), and *dead*, the fraction of a layer's units never positive on the batch, "
+        "at layer n and at layer n+1, beside the base's at the same layers; means over "
+        f"{'seeds and directions' if pooled else 'seeds (each the mean of its directions)'}, of the networks with "
+        f"the record and their bases. Shown where the scale ratio lies outside [{1 / SCALE_RATIO:.2f}, "
+        f"{SCALE_RATIO:.2f}] or a dead fraction differs from the base's by more than {DEAD_GAP}."
+        + (f" {lacking} of {finished} finished networks predate these records and are left out." if lacking
+           else "")))
+    rows = boundary_rows(records, pooled)
+    differ = [r for r in rows if r["differs"]]
+    if not differ:
+        return [*b, Paragraph(f"None differ: every cut network's {len(rows)} means are within these bounds of its "
+                              "base's.")]
+    for split in map(str, ds["split"].values):
+        here = [r for r in differ if r["split"] == split]
+        if not here:
+            b.append(Paragraph(f"**{split} split**: none differ."))
+            continue
+        b.append(Heading(3, f"{split} split"))
+        b.append(Table(["n", "variant", "layer n", "scale", "base's", "ratio", "dead", "base's", "layer n+1",
+                        "dead n+1", "base's"],
+                       [[r["n"], r["variant"], r["layer"], number(r["scale"]), number(r["base_scale"]),
+                         number(r["ratio"], 2), number(r["dead"]), number(r["base_dead"]),
+                         r["next_layer"] or "-", number(r["dead_next"]), number(r["base_dead_next"])]
+                        for r in here]))
+    return b
 
 
 def _split_file_blocks(plan) -> list[Block]:

@@ -167,8 +167,9 @@ def study_options(f):
                           f"{', '.join(NORMALIZATIONS)}, or MEAN,...:STD,... (0..1 scale)."),
         click.option("--check-convergence", is_flag=True, default=False,
                      help="Check that the bases converged: per replicate and task, train one more base with "
-                          "--convergence-factor times the epochs (the schedule stretched to match); the report says "
-                          "'not converged' when it gains more than a stated threshold over the base."),
+                          "--convergence-factor times the epochs (the schedule stretched to match, from its base's "
+                          "initial weights); the report says 'not converged' when, mean over seeds, it gains more "
+                          "than 0.01 test accuracy over the base."),
         click.option("--convergence-factor", type=int, default=2, show_default=True,
                      help="With --check-convergence: how many times as long the longer base trains."),
         click.option("--target-classes", default=None,

@@ -15,7 +15,7 @@ def test_the_papers_variants_in_order():
     assert [v.name for v in VARIANTS] == ["base", "BnB", "BnB+", "AnB", "AnB+", "RnB"]
     assert VARIANTS[0] is BASE and CUT_NAMES == ("BnB", "BnB+", "AnB", "AnB+", "RnB")
     # source: SnB/SnB+, from a source file; the stitched networks and their self-stitched controls
-    assert FAMILIES == ("base", "selffer", "transfer", "random", "source", "self-stitch", "stitch")
+    assert FAMILIES == ("base", "selffer", "transfer", "random", "source", "self-stitch", "stitch", "long-base")
     assert [v.name for v in VARIANTS if v.fine_tune] == ["BnB+", "AnB+"]
     assert TASKS == ("A", "B") and other_task("A") == "B" and other_task("B") == "A"
 
@@ -29,6 +29,7 @@ def test_the_papers_variants_in_order():
     ("RnB", "B", None, 12, "R12B"),
     ("AnB-stitch", "B", "A", 3, "A3B-stitch"),
     ("BnB-stitch", "A", "A", 5, "A5A-stitch"),
+    ("base-long", "B", None, 0, "baseB-long"),
 ])
 def test_source_task_and_network_name(name, target, source, cut, network):
     v = Variant.named(name)

@@ -8,6 +8,10 @@ A study with a source network (a weights file of a network trained elsewhere) is
 (split ``target``: the study's target classes, default every class; or a split's task B) it trains baseB and, per
 cut, BnB, BnB+, the source-transfer networks SnB and SnB+ (layers 1..n copied from the file) and RnB. The file is
 checked when the study is planned, before anything trains.
+
+A study with a convergence factor k (``--check-convergence``) also plans, per replicate and task, the base trained k
+times as long (``baseB-long``), after every network of the protocol: a check of the bases' budget, which no network
+copies from.
 """
 
 from __future__ import annotations
