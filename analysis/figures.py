@@ -30,6 +30,7 @@ from matplotlib.ticker import MaxNLocator
 from probe.analysis.accuracies import chance_levels, one_directional
 from probe.analysis.decomposition import SIMILAR_SPLIT, replicates, transfer_names
 from probe.analysis.reference import CITATION, reference_relative
+from probe.analysis.training import LAYER
 from probe.planning.variants import BASE
 from probe.storage.atomic import write_atomic
 
@@ -346,6 +347,46 @@ def figure_training_loss(curves: xr.Dataset, out: Path, split: str = SIMILAR_SPL
     fig.suptitle(f"{split} split: training loss (mean cross-entropy over each epoch's batches), means over seeds "
                  "and directions", fontsize=10)
     return _save(fig, out, f"training_loss_{split}")
+
+
+def figure_boundary(curves: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[Path]:
+    """What crosses each cut during training, one column per cut n: above, the scale (RMS) of layer n's output,
+    which the first re-initialized layer receives; below, the fraction of layer n+1's units never positive on the
+    fixed batch (dead); every variant beside its base at the same layers (dotted); epoch 0 is before the first step;
+    means over seeds and directions. ``curves``: :func:`analysis.training.boundary_curve_dataset`'s."""
+    d = curves.sel(split=split)
+    layers = [str(v) for v in d[LAYER].values]
+    cuts = [int(n) for n in d["n"].values if int(n) <= len(layers)]
+    fig = Figure(figsize=(2.8 * max(1, len(cuts)), 5.0), layout="constrained")
+    axes = fig.subplots(2, max(1, len(cuts)), sharex=True, squeeze=False)
+    epochs = d["epoch"].values
+    for col, n in enumerate(cuts):
+        panels = ((axes[0, col], "scale", layers[n - 1], f"scale of {layers[n - 1]}'s output"),
+                  (axes[1, col], "dead", layers[n] if n < len(layers) else None, "dead units of layer n+1"))
+        for ax, key, layer, label in panels:
+            if layer is None:  # layer n+1 is the classifier, which is no cut point and has no record
+                ax.axis("off")
+                continue
+            ax.plot(epochs, _per_epoch(d[f"base_{key}"].sel({LAYER: layer})), color="black", ls=":", lw=1.5,
+                    label=BASE.name)
+            for v in d["variant"].values:
+                m = _per_epoch(d[key].sel({"n": n, "variant": v, LAYER: layer}))
+                if np.isfinite(m).any():
+                    color, marker = STYLE.get(str(v), (None, "o"))
+                    ax.plot(epochs, m, color=color, marker=marker, ms=3, lw=1, label=str(v))
+            ax.set_title(f"n = {n}: {layer}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel(label if key == "dead" else "scale (RMS) of layer n's output", fontsize=8)
+        axes[1, col].set_xlabel("epoch")
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    legend = {}
+    for ax in axes.ravel():
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend), fontsize=8)
+    fig.suptitle(f"{split} split: what the layer above each cut receives (epoch 0: before training), means over "
+                 "seeds and directions", fontsize=10)
+    return _save(fig, out, f"boundary_{split}")
 
 
 def _per_epoch(values: xr.DataArray) -> np.ndarray:

@@ -1,5 +1,6 @@
 """The original paper's ImageNet numbers (shipped in ``reference_data/``), as accuracy relative to each run's own
-base network, per cut n — the scale on which a small-data reproduction can be set beside them.
+base network, per cut n — the scale on which a small-data reproduction can be set beside them — and how each of its
+networks trained (the training loss and validation loss along its 450k iterations).
 
 Yosinski, Clune, Bengio & Lipson, "How transferable are features in deep neural networks?", NIPS 2014.
 """
@@ -28,6 +29,33 @@ def reference_runs() -> list[dict]:
         r["n"] = int(r["n"])
         r["top1"] = float(r["top1_mean_best10"])
     return runs
+
+
+# The paper's training length: every network trained for this many iterations (its curves' last point)
+PAPER_ITERATIONS = 450_000
+
+
+def reference_curves() -> list[dict]:
+    """Every run's training curve points as dicts of the CSV's columns, the numbers as numbers (NaN where a point has
+    no validation pass): ``kind``, ``n``, ``iteration``, ``train_loss`` (Caffe's mean over the 1,000 iterations
+    before, with dropout and augmentation on), ``val_top1``, ``val_loss``."""
+    text = resources.files("probe.analysis").joinpath("reference_data/yosinski2014_training_curves.csv").read_text()
+    points = list(csv.DictReader(text.splitlines()))
+    for r in points:
+        r["n"], r["iteration"] = int(r["n"]), int(r["iteration"])
+        r["train_loss"] = float(r.pop("train_loss_mean_1000"))
+        for key in ("val_top1", "val_loss"):
+            r[key] = float(r[key]) if r[key] else float("nan")
+    return points
+
+
+def reference_curve_mean(label: str, n: int, iteration: int, column: str = "train_loss") -> tuple[float, int]:
+    """The paper's mean ``column`` over its networks of variant ``label`` (base or one of :data:`KINDS`) cut at ``n``
+    (0 for the bases) at ``iteration``, and how many networks it averages."""
+    kind = "base" if label == "base" else KINDS[label]
+    values = [r[column] for r in reference_curves()
+              if r["kind"] == kind and r["n"] == n and r["iteration"] == iteration and np.isfinite(r[column])]
+    return (float(np.mean(values)) if values else float("nan")), len(values)
 
 
 def reference_relative() -> dict[str, dict[int, np.ndarray]]:

@@ -55,6 +55,7 @@ from probe.analysis.figures import (
     diagonal,
     figure2,
     figure3,
+    figure_boundary,
     figure_cka,
     figure_directions,
     figure_robustness,
@@ -69,6 +70,7 @@ from probe.analysis.stats import Estimate
 from probe.analysis.training import (
     DEAD_GAP,
     SCALE_RATIO,
+    boundary_curve_dataset,
     boundary_dataset,
     boundary_rows,
     curve_dataset,
@@ -158,16 +160,17 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     robust, robust_figures = _robustness(run, ds, out, metric)
     figures += robust_figures
     fit, fit_figures = _training_blocks(metrics, ds, losses, summary, out, pooled)
-    extra = [*fit, *_boundary_blocks(metrics, ds, pooled), *_stitching_blocks(ds, run_dir), *robust, *extra]
+    cut_blocks, cut_figures = _boundary_blocks(metrics, ds, out, pooled)
+    extra = [*fit, *cut_blocks, *_stitching_blocks(ds, run_dir), *robust, *extra]
     blocks = _report_blocks(ds, missing, summary, directions, claims, claim_split, figures, out, extra, pooled)
     # the sanity checks right after the title: they say whether anything below can be read as transfer
     blocks = [blocks[0], *report_blocks(found, top1, balanced, metric), *_split_file_blocks(plan), *blocks[1:]]
     _write_text(out / "report.md", markdown(blocks))
     _write_text(out / "report.html", html(blocks, TITLE, out))
-    # the training-loss figures sit in their section, not under Figures: last, so that a recomputed reproduction
-    # report, which redraws the figures before them, keeps their order
+    # the training-loss and cut figures sit in their sections, not under Figures: last, so that a recomputed
+    # reproduction report, which redraws the figures before them, keeps their order
     return {"table": format_table(ds), "missing": missing, "claims": claims, "out": out,
-            "figures": [*figures, *fit_figures],
+            "figures": [*figures, *fit_figures, *cut_figures],
             "dataset": ds, "representations": rep, "warnings": found, "intervals": intervals_text(ds, pooled)}
 
 
@@ -272,14 +275,19 @@ def _training_blocks(metrics: RunMetrics, ds: xr.Dataset, losses: xr.Dataset, su
     return b, figures
 
 
-def _boundary_blocks(metrics: RunMetrics, ds: xr.Dataset, pooled: bool) -> list[Block]:
-    """The section on what the layer above each cut received (:func:`analysis.training.boundary_rows`): the cut
-    networks whose output scale at layer n, or dead units at layer n or n+1, differ from their base's."""
+def _boundary_blocks(metrics: RunMetrics, ds: xr.Dataset, out: Path, pooled: bool) -> tuple[list[Block], list[Path]]:
+    """The section on what the layer above each cut received (:func:`analysis.training.boundary_rows`): per split, a
+    figure of the records per epoch, and the cut networks whose output scale at layer n, or dead units at layer n or
+    n+1, differ from their base's at the end; and the figures' files."""
     b: list[Block] = [Heading(2, "At the cut")]
     records = boundary_dataset(metrics, ds)
     if not has_boundary(records):
         return [*b, Paragraph("The networks predate the records of each cut point's output scale and dead units: "
-                              "networks trained since record them at every epoch.")]
+                              "networks trained since record them at every epoch.")], []
+    curves = boundary_curve_dataset(metrics, ds)
+    figures = [figure_boundary(curves, out / "figures", split)[0] for split in map(str, ds["split"].values)
+               if np.isfinite(curves["base_scale"].sel(split=split)).any()]
+    b += [Image(png.relative_to(out), png.stem) for png in figures]
     lacking, finished = predating(metrics, has_boundary_record)
     b.append(Paragraph(
         "At the end of training, on one fixed batch of training images in eval mode: *scale*, the RMS of layer n's "
@@ -294,7 +302,7 @@ def _boundary_blocks(metrics: RunMetrics, ds: xr.Dataset, pooled: bool) -> list[
     differ = [r for r in rows if r["differs"]]
     if not differ:
         return [*b, Paragraph(f"None differ: every cut network's {len(rows)} means are within these bounds of its "
-                              "base's.")]
+                              "base's.")], figures
     for split in map(str, ds["split"].values):
         here = [r for r in differ if r["split"] == split]
         if not here:
@@ -307,7 +315,7 @@ def _boundary_blocks(metrics: RunMetrics, ds: xr.Dataset, pooled: bool) -> list[
                          number(r["ratio"], 2), number(r["dead"]), number(r["base_dead"]),
                          r["next_layer"] or "-", number(r["dead_next"]), number(r["base_dead_next"])]
                         for r in here]))
-    return b
+    return b, figures
 
 
 def _split_file_blocks(plan) -> list[Block]:

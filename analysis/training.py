@@ -195,6 +195,29 @@ def boundary_dataset(run: RunMetrics, like: xr.Dataset) -> xr.Dataset:
     return xr.Dataset(data, coords={**_coords(like), LAYER: np.array(layers, dtype=object)})
 
 
+def boundary_curves(m: dict, layers: tuple[str, ...]) -> np.ndarray:
+    """Every epoch's boundary records at ``layers``, from before the first step (epoch 0, ``boundary_initial``) to
+    the last: shape (2, layers, epochs + 1), ``scale`` then ``dead``; NaN where the file has none."""
+    records = [m.get("boundary_initial") or {}] + [e.get("boundary") or {} for e in m.get("epochs") or []]
+    return np.array([[[_number((r.get(layer) or {}).get(key)) for r in records] for layer in layers]
+                     for key in ("scale", "dead")])
+
+
+def boundary_curve_dataset(run: RunMetrics, like: xr.Dataset) -> xr.Dataset:
+    """:func:`boundary_dataset` at every epoch: ``base_scale``, ``base_dead``, ``scale`` and ``dead`` with an
+    ``epoch`` dim (0: before training; NaN past a network's last epoch)."""
+    layers = tuple(run.layers[:-1]) if run.layers else ()
+    curves = {i: boundary_curves(m, layers) for i, m in _finished(run).items()}
+    epochs = max((c.shape[-1] for c in curves.values()), default=0)
+    base, acc = arrange(run.specs, curves, like, (2, len(layers), epochs))
+    data = {}
+    for k, key in enumerate(("scale", "dead")):
+        data[f"base_{key}"] = ((*BASE_DIMS, LAYER, "epoch"), base[..., k, :, :])
+        data[key] = ((*CUT_DIMS, LAYER, "epoch"), acc[..., k, :, :])
+    return xr.Dataset(data, coords={**_coords(like), LAYER: np.array(layers, dtype=object),
+                                    "epoch": np.arange(epochs)})
+
+
 def has_boundary(b: xr.Dataset) -> bool:
     """Whether any finished network recorded the boundary at its last epoch (:func:`boundary_dataset`'s ``b``)."""
     return bool(np.isfinite(b["scale"]).any() or np.isfinite(b["base_scale"]).any())

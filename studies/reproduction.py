@@ -33,7 +33,7 @@ import pandas as pd
 import xarray as xr
 
 from probe.analysis.claims import MARGIN
-from probe.analysis.reference import CITATION
+from probe.analysis.reference import CITATION, reference_curve_mean
 from probe.analysis.render import (
     Block,
     Code,
@@ -345,14 +345,34 @@ def _convergence(split: str, c: dict) -> str:
             f"{', '.join(number(v) for v in curve)} ({c['bases']} networks); {verdict}.")
 
 
+class Paper:
+    """The paper's own numbers the chapter quotes, read from the shipped reference tables (:mod:`analysis.reference`):
+    ``loss:VARIANT:N:ITERATION`` and ``val_loss:VARIANT:N:ITERATION``, the mean training or validation loss of its
+    networks of VARIANT (base, BnB, ...) cut at N (0: the bases) at that iteration."""
+
+    COLUMNS = {"loss": "train_loss", "val_loss": "val_loss"}
+
+    def value(self, kind: str, *keys: str) -> str:
+        try:
+            label, n, iteration = keys
+            mean, count = reference_curve_mean(label, int(n), int(iteration), self.COLUMNS[kind])
+            if count:
+                return f"{mean:.2f}"
+        except (KeyError, ValueError):
+            pass
+        raise ProbeError(f"no paper result {':'.join((kind, *keys))!r} (placeholders: loss:VARIANT:N:ITERATION, "
+                         "val_loss:VARIANT:N:ITERATION, at an iteration its curves hold)")
+
+
 def render(docs: Path = DOCS) -> str:
     """``docs/reproduction.in.md`` with its placeholders filled from ``docs/reproduction/*/``."""
     template = (docs / "reproduction.in.md").read_text()
     folders = sorted((docs / "reproduction").iterdir())
-    results: dict[str, Results | Ladder | Initialization] = {
+    results: dict[str, Results | Ladder | Initialization | Paper] = {
         p.name: Results(p) for p in folders if (p / "run.json").exists()}
     results |= {p.name: Ladder(p) for p in folders if (p / "ladder.json").exists()}
     results |= {p.name: Initialization(p) for p in folders if (p / "initialization.json").exists()}
+    results["paper"] = Paper()
 
     def fill(match: re.Match) -> str:
         kind = match.group(1)

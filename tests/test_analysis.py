@@ -285,3 +285,16 @@ def test_line_fits_agree_with_the_closed_form_and_skip_what_cannot_be_fitted():
     assert line_fits(x, y + 7.0)[1][:2] == pytest.approx(b[:2])
     with pytest.raises(ProbeError, match=r"\(replicates, k\)"):
         line_fits(x, y[:, :3])
+
+
+def test_the_papers_training_curves_show_its_dip_as_an_underfit():
+    """The shipped curves: eight bases and four selffers a cut; the selffer at n = 5 ends the first learning-rate phase
+    well above its base's training loss, and the whole run above it, as the authors' logs read."""
+    from probe.analysis.reference import PAPER_ITERATIONS, reference_curve_mean
+
+    base_end, bases = reference_curve_mean("base", 0, PAPER_ITERATIONS)
+    bnb_end, selffers = reference_curve_mean("BnB", 5, PAPER_ITERATIONS)
+    assert (bases, selffers) == (8, 4)
+    assert base_end == pytest.approx(0.43, abs=0.01) and bnb_end == pytest.approx(1.07, abs=0.01)
+    assert reference_curve_mean("BnB", 5, 100_000)[0] > reference_curve_mean("base", 0, 100_000)[0] + 1
+    assert reference_curve_mean("BnB", 5, 123)[1] == 0  # no such iteration: no networks, NaN

@@ -151,7 +151,9 @@ def test_metrics_without_the_records_say_so():
     losses = loss_dataset(run, ds)
     blocks, figures = _training_blocks(run, ds, losses, [], None, False)
     assert figures == [] and [b.text for b in blocks[1:]] == ["No finished network recorded a training loss."]
-    (line,) = _boundary_blocks(run, ds, False)[1:]
+    blocks, figures = _boundary_blocks(run, ds, None, False)
+    (line,) = blocks[1:]
+    assert figures == []
     assert "predate" in line.text
 
 
