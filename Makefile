@@ -36,6 +36,10 @@ DASK ?= --executor dask --workers 2
 # The committed rungs: the data axis at width 1/8 (225 to 4,500 images per class) and the width axis at 225 per class.
 LADDER_RUNGS ?= 250:30:0.125 250:30:0.25 250:30:0.5 500:30:0.125 1000:20:0.125 5000:12:0.125
 LADDER_WIDTH ?= 0.125
+# The initial weights of the ladder's networks: independent (the paper's design, and a rung named ...-independent),
+# or shared (what the committed rungs used: make ladder LADDER_INIT=shared retrains them as they were)
+LADDER_INIT ?= independent
+LADDER_SUFFIX := $(if $(filter shared,$(LADDER_INIT)),,-$(LADDER_INIT))
 LADDER_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --cuts 1,3,5,7 \
 	--arch caffenet-small --arch-option dropout=0 --batch-size 64 --crop-padding 4 --schedule cosine --lr 0.02 \
 	--warmup 0.2
@@ -137,9 +141,10 @@ ladder: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	for rung in $(LADDER_RUNGS); do \
 		n=$${rung%%:*}; rest=$${rung#*:}; e=$${rest%%:*}; w=$${rest#*:}; [ "$$w" != "$$rest" ] || w=$(LADDER_WIDTH); \
-		$(BIN)/probe train runs/ladder/cifar10-$$n-w$$w-e$$e $(LADDER_OPTS) --variants BnB \
-			--train-per-class $$n --arch-option width=$$w --epochs $$e $(DASK) || exit 1; \
-		$(BIN)/probe robustness runs/ladder/cifar10-$$n-w$$w-e$$e || exit 1; \
+		$(BIN)/probe train runs/ladder/cifar10-$$n-w$$w-e$$e$(LADDER_SUFFIX) $(LADDER_OPTS) --variants BnB \
+			--train-per-class $$n --arch-option width=$$w --epochs $$e --init-sharing $(LADDER_INIT) $(DASK) \
+			|| exit 1; \
+		$(BIN)/probe robustness runs/ladder/cifar10-$$n-w$$w-e$$e$(LADDER_SUFFIX) || exit 1; \
 	done
 	$(BIN)/python -m probe.studies.reproduction ladder runs/ladder/cifar10-*
 	$(BIN)/python -m probe.studies.reproduction render
@@ -147,8 +152,8 @@ ladder: $(STAMP)
 ladder-top: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	rung=$(LADDER_TOP); n=$${rung%%:*}; rest=$${rung#*:}; e=$${rest%%:*}; w=$${rest#*:}; \
-	run=runs/ladder/cifar10-$$n-w$$w-e$$e; \
-	$(BIN)/probe train $$run $(LADDER_OPTS) --variants $(LADDER_TOP_VARIANTS) --train-per-class $$n \
+	run=runs/ladder/cifar10-$$n-w$$w-e$$e$(LADDER_SUFFIX); \
+	$(BIN)/probe train $$run $(LADDER_OPTS) --init-sharing $(LADDER_INIT) --variants $(LADDER_TOP_VARIANTS) --train-per-class $$n \
 		--arch-option width=$$w --epochs $$e --extend $(if $(LADDER_TOP_NETWORKS),--networks $(LADDER_TOP_NETWORKS)) \
 		$(DASK) && \
 	$(BIN)/probe extract $$run $(REPRO_EXTRACT_OPTS) $(DASK) && \

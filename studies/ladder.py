@@ -3,16 +3,18 @@ drop) at rungs of growing scale.
 
 Each rung is a run directory of a selffer-only study (``--variants BnB``: the base networks, and at each cut the
 selffers BnB and AnA) on one split, at three or more seeds. A selffer at cut n is trained exactly as its base: the
-same recipe (epochs, schedule, learning rate, batch size, augmentation) over the same training images, from the
-same init seed for its re-initialized layers (a study has one recipe for all its networks), so the two differ only
-in where layers 1..n come from (copied and frozen). ``collect`` writes ``docs/reproduction/ladder/``:
+same recipe (epochs, schedule, learning rate, batch size, augmentation) over the same training images (a study has
+one recipe for all its networks), so the two differ only in where layers 1..n come from (copied and frozen) and, under
+independent initial weights, in the draw of its re-initialized layers; rungs trained by earlier versions shared one
+initialization, which ``init_sharing`` records per rung (a trend takes the independent rung of a scale where both
+exist). ``collect`` writes ``docs/reproduction/ladder/``:
 
 - ``ladder.csv``: one row per rung and cut n: the rung's scale (training images per class and in all, width,
-  epochs, trainable parameters of the base, images seen in training), its base accuracy with the interval over
-  seeds, whether the bases' validation accuracy reached a plateau, and the co-adaptation drop with its interval over
-  seeds (each seed the mean of its two directions: :mod:`analysis.decomposition`), and where the rung's bases were
-  tested with ``probe robustness``, their accuracy relative to the base with layer k = n reset to its initial and to
-  random weights (mean over seeds);
+  epochs, its initial weights: ``init_sharing``, trainable parameters of the base, images seen in training), its
+  base accuracy with the interval over seeds, whether the bases' validation accuracy reached a plateau, and the
+  co-adaptation drop with its interval over seeds (each seed the mean of its two directions:
+  :mod:`analysis.decomposition`), and where the rung's bases were tested with ``probe robustness``, their accuracy
+  relative to the base with layer k = n reset to its initial and to random weights (mean over seeds);
 - ``ladder_seeds.csv``: the same per seed (the mean of its two directions), the unit the trend is fitted over;
 - ``trend.csv``: per axis of scale (training images at one width, width at one number of images per class) and cut
   n, the slope of the drop against log scale over the converged rungs of that axis, fitted per seed, with its
@@ -111,12 +113,13 @@ def rung(run_dir: Path, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], l
     done = bool(converged and converged.get("plateau"))
     info = {"name": Path(run_dir).name, "run": str(run_dir), "split": split, "study": study.to_dict(),
             "train_per_class": per_class, "train_images": images, "classes": classes,
-            "width": options.get("width"), "epochs": recipe.epochs,
+            "width": options.get("width"), "epochs": recipe.epochs, "init_sharing": recipe.init_sharing,
             "parameters": _trainable_parameters(base_spec), "images_seen": images * recipe.epochs if images else None,
             "convergence": converged, "converged": done, "networks_done": len(metrics),
             "networks_planned": len(plan), "missing": missing}
     scale = {"rung": info["name"], "train_images_per_class": images // classes if images else "",
-             "train_images": images or "", "width": info["width"], "epochs": recipe.epochs}
+             "train_images": images or "", "width": info["width"], "epochs": recipe.epochs,
+             "init_sharing": recipe.init_sharing}
     rows = []
     for n in ds["n"].values:
         e = drops[(split, int(n))]
@@ -221,25 +224,32 @@ def derive(folder: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------ the trend
 
-# The paper's scale: one task of a random split of ILSVRC-2012 (half of its 1,281,167 training images), at the
-# paper's own channel widths (width 1)
-PAPER_TASK_IMAGES = 1_281_167 // 2
+# The paper's scale: ILSVRC-2012's training images per class (1,281,167 over 1,000 classes; a task of a random split
+# has 500 of them), at the paper's own channel widths (width 1). The data axis is fitted against images per class,
+# which the ladder's rungs span (225 to 4,500): what sets the paper's tasks apart in data is their number of classes,
+# 500 against 5, which no rung varies, so it is stated as untested rather than extrapolated
+PAPER_CLASSES = 500
+PAPER_IMAGES_PER_CLASS = 1_281_167 // 1000
 PAPER_WIDTH = 1.0
-# The axes of scale: the x each is fitted against (log10 training images of the task, log2 width) and what the
+# The axes of scale: the x each is fitted against (log10 training images per class, log2 width) and what the
 # rungs of one axis share
-AXES = {"data": ("train_images", np.log10, "log10 training images of the task", "width"),
+AXES = {"data": ("train_images_per_class", np.log10, "log10 training images per class", "width"),
         "width": ("width", np.log2, "log2 width (a doubling of every layer's channels)", "train_images_per_class")}
+# Which of two rungs of one scale a trend rests on: independent initial weights (the paper's design) over the shared
+# initialization of earlier versions, then the longer schedule
+SHARING_ORDER = ("shared", "independent")
 
 
-def _scale(row: dict) -> tuple[int, float, int]:
-    return int(row["train_images_per_class"]), float(row["width"]), int(row["epochs"])
+def _scale(row: dict) -> tuple[int, float, int, int]:
+    return (int(row["train_images_per_class"]), float(row["width"]), SHARING_ORDER.index(row["init_sharing"]),
+            int(row["epochs"]))
 
 
 def axes(seed_rows: list[dict]) -> dict[str, dict]:
     """The converged rungs of each axis of scale: along ``data``, the rungs at the width with the most different
     numbers of training images; along ``width``, those at the number of images per class with the most different
-    widths. Where two converged rungs differ only in epochs, the longer counts. An axis with fewer than two rungs
-    has none (no line to fit)."""
+    widths. Where two converged rungs differ only in their initial weights or epochs, the independent one counts,
+    then the longer. An axis with fewer than two rungs has none (no line to fit)."""
     scales = {r["rung"]: _scale(r) for r in seed_rows if r["converged"] == "yes"}
     out = {}
     for axis, (_, _, _, fixed) in AXES.items():
@@ -248,7 +258,7 @@ def axes(seed_rows: list[dict]) -> dict[str, dict]:
         groups: dict = {}
         for name, scale in scales.items():
             group = groups.setdefault(scale[keep], {})
-            if scale[moves] not in group or scale[2] > scales[group[scale[moves]]][2]:
+            if scale[moves] not in group or scale[2:] > scales[group[scale[moves]]][2:]:
                 group[scale[moves]] = name
         best = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
         if best and len(best[0][1]) >= 2:
@@ -301,20 +311,21 @@ def trend_rows(seed_rows: list[dict]) -> list[dict]:
             if info["rungs"]:
                 fits[(axis, n)] = x, a, b = _fits(seed_rows, axis, info["rungs"], seeds, n)
                 row |= _estimate(interval(b))
-                # how far the paper lies beyond the axis's largest converged rung, in the units of its x
-                target = np.log10(PAPER_TASK_IMAGES) if axis == "data" else np.log2(PAPER_WIDTH)
+                # how far the paper lies beyond the axis's largest converged rung, in the units of its x (negative:
+                # within the rungs)
+                target = np.log10(PAPER_IMAGES_PER_CLASS) if axis == "data" else np.log2(PAPER_WIDTH)
                 row["beyond"] = float(target - x.max())
             rows.append(row)
     for n in cuts:
         row = {"quantity": "prediction", "axis": "paper",
-               "fixed": f"train_images {PAPER_TASK_IMAGES} width {PAPER_WIDTH}", "n": n,
+               "fixed": f"train_images_per_class {PAPER_IMAGES_PER_CLASS} width {PAPER_WIDTH}", "n": n,
                "rungs": " ".join(dict.fromkeys(found["data"]["rungs"] + found["width"]["rungs"])),
                "x": "both", **empty}
         if (("data", n) in fits) and (("width", n) in fits):
             _, a, b = fits[("data", n)]
             _, _, c = fits[("width", n)]
             width = float(first[found["data"]["rungs"][0]]["width"])
-            predicted = a + b * np.log10(PAPER_TASK_IMAGES) + c * (np.log2(PAPER_WIDTH) - np.log2(width))
+            predicted = a + b * np.log10(PAPER_IMAGES_PER_CLASS) + c * (np.log2(PAPER_WIDTH) - np.log2(width))
             row |= _estimate(interval(predicted))
         if n in paper:
             row |= {"paper_mean": float(paper[n].mean()), "paper_low": float(paper[n].min()),
@@ -391,7 +402,7 @@ def trend_figure(seed_rows: list[dict], trend: list[dict], path: Path) -> None:
             slope = next((r for r in trend if r["axis"] == axis and int(r["n"]) == n and r["mean"] != ""), None)
             if slope is not None:
                 x = transform(np.array(xs))
-                target = transform(PAPER_TASK_IMAGES if axis == "data" else PAPER_WIDTH)
+                target = transform(PAPER_IMAGES_PER_CLASS if axis == "data" else PAPER_WIDTH)
                 grid = np.linspace(x.min(), max(x.max(), target), 50)
                 line = np.mean(means) + float(slope["mean"]) * (grid - x.mean())
                 ax.plot(10 ** grid if axis == "data" else 2 ** grid, line, color=color, ls="--", lw=1)
@@ -401,7 +412,7 @@ def trend_figure(seed_rows: list[dict], trend: list[dict], path: Path) -> None:
         ax.axhline(0, color="black", lw=1, ls=":")
         ax.set_xscale("log", base=10 if axis == "data" else 2)
         held = f"width {info['value']}" if axis == "data" else f"{info['value']} training images per class"
-        ax.set_xlabel(("training images of the task" if axis == "data" else "width")
+        ax.set_xlabel(("training images per class" if axis == "data" else "width")
                       + f", at {held}\n(dashed: the fitted line, carried to the paper's scale)")
         ax.set_ylabel("co-adaptation drop: baseB - BnB")
         ax.set_title(f"along {axis}: converged rungs only (95% interval over seeds)", fontsize=10)
@@ -494,10 +505,12 @@ class Ladder:
             done = "" if info["networks_done"] == info["networks_planned"] else \
                 f" ({info['networks_done']} of {info['networks_planned']} networks trained)"
             table.append([f"`{info['name']}`{done}", first["train_images_per_class"], info["width"], info["epochs"],
+                          info.get("init_sharing", "shared"),
                           f"{info['parameters']:,}", f"{info['images_seen']:,}" if info["images_seen"] else "",
                           _base(first), plateau, "yes" if info["converged"] else "**no**",
                           *[_drop(rs[n]) if n in rs else "-" for n in cuts]])
-        return [Table(["rung", "train images per class", "width", "epochs", "parameters", "images seen", "baseB",
+        return [Table(["rung", "train images per class", "width", "epochs", "initial weights", "parameters",
+                       "images seen", "baseB",
                        f"plateau (gain < {self.info['plateau']})", "converged", *[f"drop n={n}" for n in cuts]],
                       table),
                 *self._reset_blocks(rungs, cuts),
@@ -507,6 +520,7 @@ class Ladder:
                           "committed ones whose run directories are gone, and recompute the trend and figures from "
                           "the committed tables alone):"),
                 Code([*(f"make ladder LADDER_RUNGS={r['train_per_class'] or 5000}:{r['epochs']}:{r['width']}"
+                        + (" LADDER_INIT=shared" if r.get("init_sharing", "shared") == "shared" else "")
                         for r in rungs),
                       "python -m probe.studies.reproduction ladder runs/ladder/cifar10-*",
                       "python -m probe.studies.reproduction ladder --add runs/ladder/RUNG",
@@ -554,9 +568,10 @@ class Ladder:
                           "converged rungs of each axis; the slope's mean [95% interval] (seeds) over the seeds' "
                           "lines, per unit of x:"),
                 Table(["axis", "held fixed; x", "rungs", *[f"slope n={n}" for n in cuts]], axis_rows),
-                Paragraph(f"What the two lines predict at the paper's scale ({PAPER_TASK_IMAGES:,} training "
-                          f"images of one task, width {PAPER_WIDTH:g}), per seed, beside the paper's drops (mean, "
-                          "and range over its selffers):"),
+                Paragraph(f"What the two lines predict at the paper's images per class ({PAPER_IMAGES_PER_CLASS:,}, "
+                          f"within the rungs) and width ({PAPER_WIDTH:g}), per seed, beside the paper's drops (mean, "
+                          f"and range over its selffers); its {PAPER_CLASSES} classes a task, against 5 here, are "
+                          "untested, not extrapolated:"),
                 Table(["", *[f"n={n}" for n in cuts]], [["predicted drop", *prediction],
                                                          ["the paper's drop", *paper]])]
 

@@ -131,15 +131,18 @@ def test_the_ladder_records_seeds_convergence_and_a_trend_that_recomputes_byte_f
 
 
 def _seed_rows(drops: dict, converged: dict | None = None) -> list[dict]:
-    """ladder_seeds.csv rows as read back (strings): drops maps (per_class, width, epochs) -> seed -> n -> drop."""
+    """ladder_seeds.csv rows as read back (strings): drops maps (per_class, width, epochs[, init sharing]) -> seed ->
+    n -> drop; a rung's initial weights are shared unless the key says otherwise."""
     out = []
-    for (per_class, width, epochs), by_seed in drops.items():
-        name = f"r{per_class}-w{width}-e{epochs}"
+    for scale, by_seed in drops.items():
+        per_class, width, epochs, sharing = (*scale, "shared")[:4]
+        name = f"r{per_class}-w{width}-e{epochs}" + ("-independent" if sharing == "independent" else "")
         done = "yes" if (converged or {}).get(name, True) else "no"
         for seed, by_n in by_seed.items():
             for n, drop in by_n.items():
                 out.append({"rung": name, "train_images_per_class": str(per_class), "train_images": str(5 * per_class),
-                            "width": str(width), "epochs": str(epochs), "converged": done, "seed": seed,
+                            "width": str(width), "epochs": str(epochs), "init_sharing": sharing,
+                            "converged": done, "seed": seed,
                             "n": str(n), "base": "0.6", "drop": repr(float(drop))})
     return out
 
@@ -150,10 +153,10 @@ def test_the_trend_fits_each_seed_along_each_axis_and_predicts_at_the_paper_scal
     and the prediction is the line at the paper's scale. Unconverged rungs and shorter twins stay out."""
     import numpy as np
 
-    from probe.studies.ladder import PAPER_TASK_IMAGES, axes, trend_rows
+    from probe.studies.ladder import PAPER_IMAGES_PER_CLASS, axes, trend_rows
 
     def drop(per_class, width, seed):
-        return 0.003 * seed + 0.01 * np.log10(5 * per_class) + 0.002 * np.log2(width / 0.125)
+        return 0.003 * seed + 0.01 * np.log10(per_class) + 0.002 * np.log2(width / 0.125)
 
     scales = [(225, 0.125, 30), (450, 0.125, 30), (900, 0.125, 20), (225, 0.25, 30), (225, 0.5, 30)]
     drops = {s: {str(seed): {5: drop(s[0], s[1], seed)} for seed in range(3)} for s in scales}
@@ -167,11 +170,24 @@ def test_the_trend_fits_each_seed_along_each_axis_and_predicts_at_the_paper_scal
     data, width = trend[("slope", "data", 5)], trend[("slope", "width", 5)]
     assert data["mean"] == pytest.approx(0.01) and data["high"] - data["low"] == pytest.approx(0, abs=1e-9)
     assert width["mean"] == pytest.approx(0.002) and data["seeds"] == width["seeds"] == 3
-    assert data["beyond"] == pytest.approx(np.log10(PAPER_TASK_IMAGES / 4500)) and width["beyond"] == pytest.approx(1)
-    expected = np.mean([drop(PAPER_TASK_IMAGES / 5, 1.0, seed) for seed in range(3)])
+    # the paper's images per class lie within the rungs' (900 the largest converged here); its width beyond them
+    assert data["beyond"] == pytest.approx(np.log10(PAPER_IMAGES_PER_CLASS / 900))
+    assert width["beyond"] == pytest.approx(1)
+    expected = np.mean([drop(PAPER_IMAGES_PER_CLASS, 1.0, seed) for seed in range(3)])
     predicted = trend[("prediction", "paper", 5)]
     assert predicted["mean"] == pytest.approx(expected)
     assert 0.0274 <= predicted["paper_low"] < predicted["paper_high"] <= 0.0320  # the paper's drops at n = 5
+
+
+def test_the_trend_rests_on_independent_rungs_where_they_exist():
+    """A rung remeasured with independent initial weights takes the place of its shared twin of the same scale, even
+    a shorter one; where no independent twin exists the shared rung stays."""
+    from probe.studies.ladder import axes
+
+    flat = {str(seed): {5: 0.0} for seed in range(3)}
+    rows = _seed_rows({(225, 0.125, 30): flat, (450, 0.125, 30): flat, (900, 0.125, 20): flat,
+                       (900, 0.125, 12, "independent"): flat})
+    assert axes(rows)["data"]["rungs"] == ["r225-w0.125-e30", "r450-w0.125-e30", "r900-w0.125-e12-independent"]
 
 
 def test_the_trend_interval_is_over_seeds_not_points():
@@ -185,7 +201,7 @@ def test_the_trend_interval_is_over_seeds_not_points():
     import numpy as np
     from scipy import stats
 
-    per_seed = [np.polyfit(np.log10([5 * k for k in (225, 450, 900, 1800)]), [b * k / 1000 for k in
+    per_seed = [np.polyfit(np.log10([k for k in (225, 450, 900, 1800)]), [b * k / 1000 for k in
                                                                                (225, 450, 900, 1800)], 1)[0]
                 for b in slopes.values()]
     half = stats.t.ppf(0.975, 2) * np.std(per_seed, ddof=1) / np.sqrt(3)
