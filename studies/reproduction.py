@@ -63,6 +63,8 @@ from probe.studies.ladder import FOLDER as LADDER_FOLDER
 from probe.studies.ladder import Ladder
 from probe.studies.ladder import collect as collect_ladder
 from probe.studies.ladder import derive as derive_ladder
+from probe.studies.recipe import Recipe
+from probe.studies.recipe import collect as collect_recipe
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = ("decomposition.csv", "directions.csv", "relative.csv", "accuracies.csv", "claims.json",
@@ -368,10 +370,11 @@ def render(docs: Path = DOCS) -> str:
     """``docs/reproduction.in.md`` with its placeholders filled from ``docs/reproduction/*/``."""
     template = (docs / "reproduction.in.md").read_text()
     folders = sorted((docs / "reproduction").iterdir())
-    results: dict[str, Results | Ladder | Initialization | Paper] = {
+    results: dict[str, Results | Ladder | Initialization | Recipe | Paper] = {
         p.name: Results(p) for p in folders if (p / "run.json").exists()}
     results |= {p.name: Ladder(p) for p in folders if (p / "ladder.json").exists()}
     results |= {p.name: Initialization(p) for p in folders if (p / "initialization.json").exists()}
+    results |= {p.name: Recipe(p) for p in folders if (p / "recipe.json").exists()}
     results["paper"] = Paper()
 
     def fill(match: re.Match) -> str:
@@ -452,6 +455,16 @@ def initialization_command(run_dirs: tuple[Path, ...]) -> None:
     """Collect the initialization study's runs RUN_DIRS (bases and RnB under one initialization each) into
     docs/reproduction/initialization/."""
     _collected(collect_initialization, run_dirs)
+
+
+@main.command("recipe")
+@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--add", is_flag=True, default=False,
+              help="Keep the committed arms beside RUN_DIRS (an arm of the same name is replaced).")
+def recipe_command(run_dirs: tuple[Path, ...], add: bool) -> None:
+    """Collect the recipe experiment's arms RUN_DIRS (selffer-only runs with the convergence check, named by their
+    directories) into docs/reproduction/recipe/."""
+    _collected(lambda dirs: collect_recipe(dirs, add=add), run_dirs)
 
 
 def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:

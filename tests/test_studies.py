@@ -262,3 +262,49 @@ def test_a_rung_added_to_the_committed_ladder_gives_the_bytes_of_collecting_them
     assert json.loads((dest / "ladder.json").read_text()) == json_before
     with pytest.raises(ProbeError, match="no collected ladder to add to"):
         collect_ladder([rungs[0]], tmp_path / "empty", add=True)
+
+
+@pytest.fixture(scope="module")
+def arm_run(tmp_path_factory, cache_dir):
+    """A tiny arm of the recipe experiment: the selffer alone at cuts 3, 5, 7, two seeds, with the convergence
+    check."""
+    from conftest import TINY_STUDY, invoke
+
+    run = tmp_path_factory.mktemp("recipe") / "P-tiny"
+    result = invoke(cache_dir, "train", run, *TINY_STUDY, "--variants", "BnB", "--cuts", "3,5,7", "--seeds", "0,1",
+                    "--epochs", "2", "--check-convergence")
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def test_the_recipe_arm_collects_drops_losses_cut_records_and_curves(arm_run, tmp_path):
+    import numpy as np
+
+    from probe.analysis.render import read_table
+    from probe.studies.recipe import Recipe, collect, dip, signature
+
+    dest = collect([arm_run], tmp_path)
+    rows = read_table(dest / "recipe.csv")
+    assert [r["n"] for r in rows] == ["3", "5", "7"] and {r["arm"] for r in rows} == {"P-tiny"}
+    for r in rows:  # every quantity measured: the networks of this probe record them all
+        for column in ("drop_mean", "loss_diff_mean", "bnb_train_loss", "base_train_eval_loss", "bnb_scale",
+                       "base_scale"):
+            assert np.isfinite(float(r[column])), column
+    assert np.isfinite(float(rows[0]["bnb_dead_next"])) and rows[-1]["bnb_dead_next"] in ("", "nan")  # fc8: none
+    curves = read_table(dest / "curves.csv")
+    assert {c["network"] for c in curves} == {"base", "B3B", "B5B", "B7B"} and max(float(c["fraction"]) for c in
+                                                                                    curves) == 1.0
+    assert (dest / "figures" / "curves_P-tiny.png").exists()
+    recipe = Recipe(dest)
+    info = recipe.info["arms"][0]
+    assert info["converged"] in ("yes", "no") and info["convergence_gain"]["replicates"] == 2
+    section = recipe.section()
+    assert "`P-tiny`" in section and "curves_P-tiny.png" in section
+    assert recipe.value("dip", "P-tiny") == info["dip"] and "[" in recipe.value("drop", "P-tiny", "5")
+    # the verdicts, on hand-made rows: a clear dip with an underfit selffer, and an arm whose bases still improve
+    made = [{"n": n, "drop_mean": d, "drop_low": d - 0.01, "bnb_mean": 0.7 - d, "loss_diff_low": 0.1,
+             "loss_diff_high": 0.3} for n, d in ((3, 0.0), (5, 0.03), (7, 0.0))]
+    assert dip(made, "yes") == "yes" and signature(made, "yes") == "yes"
+    assert dip(made, "no") == "not converged"
+    made[1]["drop_low"] = -0.01
+    assert dip(made, "yes") == "no"

@@ -1,0 +1,298 @@
+"""The recipe experiment: where the paper's co-adaptation dip comes from.
+
+Each arm is a run directory of a selffer-only study (``--variants BnB``: the bases and, at each cut, the selffers BnB
+and AnA) with the convergence check (``--check-convergence``), on one split and several seeds; the arms differ in the
+recipe (the ladder's cosine schedule with warm-up, or the paper's steps with dropout), the training length and the
+initial weights (independent, or the shared control). ``collect`` writes ``docs/reproduction/recipe/``:
+
+- ``recipe.csv``: one row per arm and cut n: the co-adaptation drop (baseB - BnB) and BnB's and the base's accuracy,
+  each with its interval over seeds (each seed the mean of its two directions); BnB's final training loss minus its
+  base's, paired per seed, with its interval; both final training losses and both eval-mode losses on the training
+  set after training; and what crosses the cut at the end (the scale of layer n's output, the dead units of layer
+  n+1, BnB's beside the base's);
+- ``curves.csv``: per arm, network (base, or BnB at n) and epoch, the mean training loss over seeds and directions,
+  with the epoch as a fraction of training, the scale on which they are drawn beside the paper's;
+- ``recipe.json``: per arm, its study, the command that trains it, its networks, the convergence check's gain of
+  the longer bases over the bases, and the verdicts: whether it shows the dip (:func:`dip`) and the paper's
+  signature (:func:`signature`);
+- ``figures/curves_ARM.png``: the training loss per cut, base and BnB, beside the paper's at the same cut, both as a
+  fraction of the chance loss ln(classes) against the fraction of training.
+
+An arm whose bases fail the convergence check is shown, marked, and its verdict is "not converged": a drop measured
+against a base still improving is not co-adaptation.
+
+    python -m probe.studies.reproduction recipe runs/recipe/M-20 runs/recipe/P-long ...
+    python -m probe.studies.reproduction recipe --add runs/recipe/M-long    # one more arm beside the committed
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from probe.analysis.accuracies import read_run_metrics
+from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
+from probe.analysis.reference import PAPER_ITERATIONS, reference_curves
+from probe.analysis.render import Block, Image, Paragraph, Table, estimate, markdown, number, read_table, write_table
+from probe.analysis.sanity import LONGER_GAIN, longer_gains
+from probe.analysis.stats import Estimate
+from probe.analysis.training import boundary_dataset, curve_dataset, loss_dataset
+from probe.errors import ProbeError
+from probe.planning.plan import read_plan
+from probe.storage.atomic import read_json_file, write_atomic, write_json
+
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+FOLDER = "recipe"
+# The paper's deepest dip and its flanks: a dip is the drop at DIP_CUT above zero (its whole interval) with BnB there
+# below BnB at both flanks
+DIP_CUT, FLANKS = 5, (3, 7)
+# The paper's classes a task: its chance loss, ln(500), is the scale its training losses are drawn on
+PAPER_CLASSES = 500
+
+
+def _row(e: Estimate, prefix: str) -> dict:
+    return {f"{prefix}mean": e.mean, f"{prefix}low": e.low, f"{prefix}high": e.high, f"{prefix}seeds": e.replicates}
+
+
+def _seed_mean(values: xr.DataArray) -> float:
+    per = replicates(values).values.ravel()
+    per = per[np.isfinite(per)]
+    return float(per.mean()) if len(per) else math.nan
+
+
+def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], list[dict]]:
+    """One arm's description, its rows of recipe.csv (one per cut n) and of curves.csv."""
+    run_dir = Path(run_dir)
+    name = name or run_dir.name
+    run = read_run_metrics(run_dir)
+    study, _ = read_plan(run_dir)
+    if split not in {s.split for s in run.specs}:
+        raise ProbeError(f"{run_dir} plans no network on split {split!r}")
+    ds = run.dataset("top1").sel(split=[split])
+    drops = summarize(decompose(ds)["coadaptation"])
+    means = variant_means(ds)
+    losses = loss_dataset(run, ds)
+    diff = summarize(losses["train_loss"].sel(variant="BnB", drop=True) - losses["base_train_loss"])
+    records = boundary_dataset(run, ds)
+    layers = [str(v) for v in records["boundary_layer"].values]
+    rows = []
+    for n in map(int, ds["n"].values):
+        bnb = {k: losses[k].sel(split=split, n=n, variant="BnB") for k in ("train_loss", "train_eval_loss")}
+        at = {"n": n, "variant": "BnB"}
+        after = layers[n] if n < len(layers) else None  # layer n+1, when it is a cut point (it has records)
+        rows.append({"arm": name, "n": n, "layer": layers[n - 1] if n <= len(layers) else "",
+                     **_row(drops[(split, n)], "drop_"), **_row(means[(split, "BnB", n)], "bnb_"),
+                     **_row(means[(split, "base", 0)], "base_"), **_row(diff[(split, n)], "loss_diff_"),
+                     "bnb_train_loss": _seed_mean(bnb["train_loss"]),
+                     "base_train_loss": _seed_mean(losses["base_train_loss"].sel(split=split)),
+                     "bnb_train_eval_loss": _seed_mean(bnb["train_eval_loss"]),
+                     "base_train_eval_loss": _seed_mean(losses["base_train_eval_loss"].sel(split=split)),
+                     "bnb_scale": _seed_mean(records["scale"].sel(split=split, boundary_layer=layers[n - 1], **at)),
+                     "base_scale": _seed_mean(records["base_scale"].sel(split=split, boundary_layer=layers[n - 1])),
+                     "bnb_dead_next": _seed_mean(records["dead"].sel(split=split, boundary_layer=after, **at))
+                     if after else math.nan,
+                     "base_dead_next": _seed_mean(records["base_dead"].sel(split=split, boundary_layer=after))
+                     if after else math.nan})
+    curves = curve_dataset(run, ds).sel(split=split)
+    epochs = study.recipe.epochs
+    curve_rows = []
+    for network, values in [("base", curves["base_train_loss"]),
+                            *((f"B{int(n)}B", curves["train_loss"].sel(n=n, variant="BnB")) for n in ds["n"].values)]:
+        per = replicates(values)  # (rep, epoch): per seed, the mean of its directions
+        for e in per["epoch"].values:
+            v = per.sel(epoch=e).values
+            v = v[np.isfinite(v)]
+            if len(v):
+                curve_rows.append({"arm": name, "network": network, "epoch": int(e), "fraction": int(e) / epochs,
+                                   "train_loss": float(v.mean())})
+    gain = longer_gains(ds).get(split, Estimate(math.nan, math.nan, math.nan, 0, math.nan))
+    classes = len(next(s for s in run.specs if s.variant == "base").target_classes)
+    info = {"name": name, "run": str(run_dir), "split": split, "study": study.to_dict(), "epochs": epochs,
+            "classes": classes, "init_sharing": study.recipe.init_sharing,
+            "networks_planned": len(run.specs) + len(run.longer), "missing": run.missing,
+            "convergence_gain": gain.to_dict(), "converged": _converged(gain)}
+    info["dip"], info["signature"] = dip(rows, info["converged"]), signature(rows, info["converged"])
+    return info, rows, curve_rows
+
+
+def _converged(gain: Estimate) -> str:
+    """``yes`` when the longer bases gain no more than LONGER_GAIN (mean over seeds), ``no`` above it, ``unchecked``
+    without the check's networks."""
+    if gain.replicates == 0:
+        return "unchecked"
+    return "yes" if gain.mean <= LONGER_GAIN else "no"
+
+
+def _at(rows: list[dict], n: int) -> dict | None:
+    return next((r for r in rows if int(r["n"]) == n), None)
+
+
+def dip(rows: list[dict], converged: str) -> str:
+    """Whether an arm shows the paper's dip: the drop at DIP_CUT above zero (its whole interval), with BnB's mean
+    accuracy there below BnB's at both FLANKS. ``yes``, ``no``, or why it cannot say (bases not converged, the cuts
+    not trained, one seed)."""
+    if converged == "no":
+        return "not converged"
+    middle, flanks = _at(rows, DIP_CUT), [_at(rows, n) for n in FLANKS]
+    if middle is None or None in flanks or not np.isfinite(float(middle["drop_mean"])):
+        return "cuts missing"
+    if not np.isfinite(float(middle["drop_low"])):
+        return "one seed"
+    below = all(float(middle["bnb_mean"]) < float(f["bnb_mean"]) for f in flanks)
+    return "yes" if float(middle["drop_low"]) > 0 and below else "no"
+
+
+def signature(rows: list[dict], converged: str) -> str:
+    """Whether BnB at DIP_CUT carries the paper's signature, a final training loss above its base's: ``yes`` (the
+    paired difference's whole interval above zero), ``no`` (its whole interval at or below zero), ``undecided``."""
+    if converged == "no":
+        return "not converged"
+    middle = _at(rows, DIP_CUT)
+    if middle is None or not np.isfinite(float(middle["loss_diff_low"])):
+        return "undecided"
+    if float(middle["loss_diff_low"]) > 0:
+        return "yes"
+    return "no" if float(middle["loss_diff_high"]) <= 0 else "undecided"
+
+
+def collect(run_dirs: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
+    """Write recipe.csv, curves.csv, recipe.json and the figures of the arms ``run_dirs`` into
+    ``docs/reproduction/recipe/``; with ``add``, the committed arms are kept beside them (an arm of the same name is
+    replaced)."""
+    arms = [arm(Path(r)) for r in run_dirs]
+    if not arms:
+        raise ProbeError("no arm to collect: name the run directories of the recipe experiment")
+    dest = docs / "reproduction" / FOLDER
+    if add and (dest / "recipe.json").exists():
+        names = {info["name"] for info, _, _ in arms}
+        kept = read_json_file(dest / "recipe.json", "collect every arm again without --add")["arms"]
+        rows, curves = read_table(dest / "recipe.csv"), read_table(dest / "curves.csv")
+        arms = [(info, [r for r in rows if r["arm"] == info["name"]], [r for r in curves if r["arm"] == info["name"]])
+                for info in kept if info["name"] not in names] + arms
+    shutil.rmtree(dest, ignore_errors=True)
+    (dest / "figures").mkdir(parents=True)
+    write_table(dest / "recipe.csv", [r for _, rows, _ in arms for r in rows])
+    write_table(dest / "curves.csv", [r for _, _, curves in arms for r in curves])
+    write_json(dest / "recipe.json", {"arms": [info for info, _, _ in arms], "longer_gain": LONGER_GAIN,
+                                      "dip_cut": DIP_CUT, "flanks": list(FLANKS)})
+    derive(dest)
+    return dest
+
+
+def derive(folder: Path) -> None:
+    """The figures from the committed tables alone."""
+    infos = read_json_file(folder / "recipe.json", "collect the arms again")["arms"]
+    curves = read_table(folder / "curves.csv")
+    for info in infos:
+        curve_figure(info, [r for r in curves if r["arm"] == info["name"]],
+                     folder / "figures" / f"curves_{info['name']}.png")
+
+
+def paper_curve(label: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The paper's mean training loss of its bases (``base``) or its frozen selffers cut at ``n`` (``BnB``), against
+    the fraction of its training, as a fraction of its chance loss ln(PAPER_CLASSES)."""
+    kind = "base" if label == "base" else "selffer_frozen"
+    points: dict[int, list[float]] = {}
+    for r in reference_curves():
+        if r["kind"] == kind and r["n"] == (0 if label == "base" else n):
+            points.setdefault(r["iteration"], []).append(r["train_loss"])
+    its = sorted(points)
+    return (np.array(its) / PAPER_ITERATIONS,
+            np.array([np.mean(points[i]) for i in its]) / math.log(PAPER_CLASSES))
+
+
+def curve_figure(info: dict, rows: list[dict], path: Path) -> None:
+    """One panel per cut: the arm's base (dotted) and BnB training loss against the fraction of training, beside the
+    paper's (grey), both as a fraction of their chance loss ln(classes)."""
+    cuts = sorted({int(r["network"][1:-1]) for r in rows if r["network"] != "base"})
+    fig = Figure(figsize=(3.4 * max(1, len(cuts)), 3.4), layout="constrained")
+    axes = fig.subplots(1, max(1, len(cuts)), sharey=True, squeeze=False)[0]
+    chance = math.log(info["classes"])
+
+    def ours(network: str) -> tuple[np.ndarray, np.ndarray]:
+        rs = [r for r in rows if r["network"] == network]
+        return (np.array([float(r["fraction"]) for r in rs]), np.array([float(r["train_loss"]) for r in rs]) / chance)
+
+    for ax, n in zip(axes, cuts):
+        ax.plot(*paper_curve("base", n), color="grey", ls=":", lw=1.5, label="paper's base")
+        ax.plot(*paper_curve("BnB", n), color="grey", lw=1.5, label="paper's BnB")
+        ax.plot(*ours("base"), color="black", ls=":", lw=1.5, label="base")
+        ax.plot(*ours(f"B{n}B"), color="tab:blue", lw=1.5, label="BnB")
+        ax.set_title(f"n = {n}", fontsize=9)
+        ax.set_xlabel("fraction of training")
+    axes[0].set_ylabel("training loss / ln(classes)")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    fig.suptitle(f"{info['name']}: training loss beside the paper's (ImageNet, {PAPER_CLASSES} classes a task)",
+                 fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
+
+
+class Recipe:
+    """The committed tables of the recipe experiment, as the reproduction report renders them."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.info = read_json_file(folder / "recipe.json", "collect the arms again")
+        self.rows = read_table(folder / "recipe.csv")
+
+    def value(self, kind: str, *keys: str) -> str:
+        """``drop:ARM:N``, ``loss:ARM:N`` (BnB's final training loss minus its base's), ``gain:ARM`` (the
+        convergence check's), ``dip:ARM``, ``signature:ARM``."""
+        try:
+            if kind in ("drop", "loss"):
+                name, n = keys
+                row = next(r for r in self.rows if r["arm"] == name and r["n"] == n)
+                prefix = "drop_" if kind == "drop" else "loss_diff_"
+                return estimate({k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
+                                | {"replicates": row[f"{prefix}seeds"]})
+            (name,) = keys
+            info = next(a for a in self.info["arms"] if a["name"] == name)
+            if kind == "gain":
+                return estimate(info["convergence_gain"])
+            if kind in ("dip", "signature"):
+                return info[kind]
+        except (StopIteration, ValueError, KeyError):
+            pass
+        raise ProbeError(f"no recipe result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: drop:ARM:N, "
+                         "loss:ARM:N, gain:ARM, dip:ARM, signature:ARM)")
+
+    def section(self) -> str:
+        return markdown(self.blocks())
+
+    def blocks(self) -> list[Block]:
+        arms = self.info["arms"]
+        cuts = sorted({int(r["n"]) for r in self.rows})
+        table = []
+        for info in arms:
+            rs = {int(r["n"]): r for r in self.rows if r["arm"] == info["name"]}
+            first = next(iter(rs.values()))
+            missing = f" ({len(info['missing'])} networks unfinished)" if info["missing"] else ""
+            table.append([f"`{info['name']}`{missing}", info["init_sharing"], info["epochs"],
+                          estimate({k[5:]: v for k, v in first.items() if k.startswith("base_")}
+                                   | {"replicates": first["base_seeds"]}),
+                          f"{estimate(info['convergence_gain'])} ({info['converged']})",
+                          *[self.value("drop", info["name"], str(n)) for n in cuts], info["dip"]])
+        losses = []
+        for info in arms:
+            for r in (r for r in self.rows if r["arm"] == info["name"]):
+                losses.append([f"`{info['name']}`", r["n"], number(r["base_train_loss"]), number(r["bnb_train_loss"]),
+                               self.value("loss", info["name"], r["n"]), number(r["base_train_eval_loss"]),
+                               number(r["bnb_train_eval_loss"]), number(r["base_scale"]), number(r["bnb_scale"]),
+                               number(r["base_dead_next"]), number(r["bnb_dead_next"])])
+        return [Table(["arm", "initial weights", "epochs", "baseB", "longer bases' gain (converged)",
+                       *[f"drop n={n}" for n in cuts], "dip"], table),
+                Paragraph("Per arm and cut: the final training loss of the base and of BnB and their paired "
+                          "difference over seeds; the eval-mode loss on the training set after training; the scale "
+                          "of layer n's output and the dead units of layer n+1 at the end, the base's beside BnB's "
+                          "(means over seeds):"),
+                Table(["arm", "n", "base loss", "BnB loss", "BnB - base", "base eval loss", "BnB eval loss",
+                       "base scale", "BnB scale", "base dead n+1", "BnB dead n+1"], losses),
+                *[Image(f"reproduction/{FOLDER}/figures/curves_{info['name']}.png", f"training loss, {info['name']}")
+                  for info in arms]]
