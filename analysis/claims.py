@@ -206,11 +206,45 @@ ONE_DIRECTIONAL_LEFT_OUT = {
 
 
 def check_claims(ds: xr.Dataset, split: str = SIMILAR_SPLIT, margin: float = MARGIN,
-                 pooled: bool = False) -> list[Claim]:
+                 pooled: bool = False, voided: list[dict] = ()) -> list[Claim]:
     """The eight claims on ``split`` (the similar-task split; claim 7 compares the others with it); ``margin`` is
     the equivalence margin of the no-difference claims 1 and 3; ``pooled`` counts each direction of a seed as a
     replicate (optimistic: see :mod:`analysis.decomposition`). In a one-directional run, those that need task A's
-    base network are left out (verdict LEFT_OUT, with why as their evidence)."""
+    base network are left out (verdict LEFT_OUT, with why as their evidence). ``voided``: the warnings that make
+    the numbers of a split meaningless (``{"split", "reason"}``, :func:`probe.analysis.sanity.voids`); a claim that
+    rests on such a split is left undecided, with the reason in its evidence."""
+    return void(_checked(ds, split, margin, pooled), voided, split)
+
+
+def void(claims: list[Claim], voided: list[dict], split: str) -> list[Claim]:
+    """``claims`` with every decided verdict that rests on a voided split undecided, its reasons added to the
+    evidence: claim 7 rests on every split of the run, the others on ``split``."""
+    out = []
+    for c in claims:
+        reasons = [v["reason"] for v in voided if c.number == 7 or v["split"] in (split, None)]
+        if c.verdict in (HOLDS, FAILS) and reasons:
+            c = Claim(c.number, c.text, UNDECIDED, [*c.evidence, *(f"undecided, since the intervals above would give "
+                                                                   f"'{c.verdict}' but {r}" for r in reasons)])
+        out.append(c)
+    return out
+
+
+def supported(claims: list[Claim], other: list[Claim], metric: str) -> list[Claim]:
+    """``claims`` with every decided verdict that the same claims checked in another ``metric`` (``other``: the
+    class-balanced accuracy, on a test set of unequal classes) do not reach left undecided, saying so."""
+    theirs = {c.number: c.verdict for c in other}
+    out = []
+    for c in claims:
+        if c.verdict in (HOLDS, FAILS) and theirs.get(c.number) != c.verdict:
+            c = Claim(c.number, c.text, UNDECIDED, [*c.evidence, f"undecided, since the intervals above would give "
+                                                                 f"'{c.verdict}' but the {metric} accuracy gives "
+                                                                 f"'{theirs.get(c.number)}'"])
+        out.append(c)
+    return out
+
+
+def _checked(ds: xr.Dataset, split: str, margin: float, pooled: bool) -> list[Claim]:
+    """The claims as their intervals decide them, before any warning is heard (:func:`check_claims`)."""
     t, t_plus = transfer_names(ds)
     texts = [text.format(t=t, t_plus=t_plus) for text, _ in CLAIMS]
     left_out = ONE_DIRECTIONAL_LEFT_OUT if one_directional(ds) else {}

@@ -27,6 +27,7 @@ import numpy as np
 import xarray as xr
 
 from probe.analysis.accuracies import (
+    METRICS,
     RunMetrics,
     check_metric,
     format_table,
@@ -35,7 +36,7 @@ from probe.analysis.accuracies import (
     read_run_metrics,
     rows,
 )
-from probe.analysis.claims import LEFT_OUT, MARGIN, check_claims
+from probe.analysis.claims import LEFT_OUT, MARGIN, check_claims, supported
 from probe.analysis.decomposition import (
     DIRECTIONS,
     OVER,
@@ -65,7 +66,7 @@ from probe.analysis.reference import CITATION
 from probe.analysis.render import Block, Heading, Image, Items, Paragraph, Table, html, markdown, number, write_table
 from probe.analysis.representations import representation_dataset, score_correlations
 from probe.analysis.robustness import CRITICAL, ROBUST, robustness_dataset, robustness_rows
-from probe.analysis.sanity import report_blocks, run_findings
+from probe.analysis.sanity import report_blocks, run_findings, voids
 from probe.analysis.stats import Estimate
 from probe.analysis.training import (
     DEAD_GAP,
@@ -142,7 +143,10 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     _write_zarr(ds.assign(losses.data_vars), out / "accuracies.zarr")
     write_table(out / "accuracies.csv", loss_columns(rows(top1, balanced), losses))
     write_table(out / "per_class.csv", per_class_rows(metrics))
-    summary, directions, claims, claim_split, figures = write_decomposition(ds, out, pooled)
+    # top-1 verdicts stand only where the class-balanced accuracy reaches them too (on equal test classes the two
+    # agree; networks recorded before balanced accuracies have none to check against)
+    other = balanced if metric == "top1" and measured_alike(top1, balanced) else None
+    summary, directions, claims, claim_split, figures = write_decomposition(ds, out, pooled, voids(found), other)
     if rep is not None:
         _write_zarr(rep, out / "representations.zarr")
         table, correlations = representation_rows(rep, ds), correlation_rows(rep, ds)
@@ -174,20 +178,31 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
             "dataset": ds, "representations": rep, "warnings": found, "intervals": intervals_text(ds, pooled)}
 
 
-def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False) -> tuple:
+def measured_alike(top1: xr.Dataset, balanced: xr.Dataset) -> bool:
+    """Whether every network with a top-1 accuracy has a balanced one too."""
+    return all(bool((np.isfinite(balanced[v]) | ~np.isfinite(top1[v])).all()) for v in ("base", "acc"))
+
+
+def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False, voided: list[dict] = (),
+                        other: xr.Dataset | None = None) -> tuple:
     """The decomposition of the accuracy Dataset ``ds`` into ``out``: decomposition.csv, directions.csv,
     relative.csv, claims.json and figures 2 and 3 (what ``probe analyze`` writes, and the committed reproduction
-    report recomputes from its accuracies.csv). Returns the summary and direction rows, the claims, the split they
-    were checked on and the figures' PNG paths."""
+    report recomputes from its accuracies.csv). The claims are left undecided where the warnings ``voided``
+    (:func:`analysis.sanity.voids`) void their split, and, with ``other`` (the same networks in the class-balanced
+    accuracy), where that accuracy does not reach the same verdict. Returns the summary and direction rows, the
+    claims, the split they were checked on and the figures' PNG paths."""
     summary, directions = summary_rows(ds, pooled), direction_rows(ds)
     write_table(out / "decomposition.csv", summary)
     write_table(out / "directions.csv", directions)
     write_table(out / "relative.csv", relative_rows(ds, pooled))
     splits = [str(s) for s in ds["split"].values]
     claim_split = SIMILAR_SPLIT if SIMILAR_SPLIT in splits else splits[0]
-    claims = check_claims(ds, claim_split, pooled=pooled)
+    claims = check_claims(ds, claim_split, pooled=pooled, voided=list(voided))
+    if other is not None:
+        claims = supported(claims, check_claims(other, claim_split, pooled=pooled), METRICS["balanced"].name)
     write_json(out / "claims.json", {"split": claim_split, "intervals_over": OVER[pooled],
-                                     "claims": [c.to_dict() for c in claims]})
+                                     "claims": [c.to_dict() for c in claims], "voided": list(voided),
+                                     "checked_against": METRICS["balanced"].name if other is not None else None})
     figures = [figure2(ds, out / "figures", split)[0] for split in splits]
     figures.append(figure3(ds, out / "figures")[0])
     if directions:

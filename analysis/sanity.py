@@ -60,8 +60,25 @@ CHECKED = (f"every base network is above chance (chance + {CHANCE_SHARE} x (1 - 
 
 @dataclass(frozen=True)
 class Finding:
-    check: str  # chance, convergence, beats-base, failed, imbalance, metric-gap, old-metrics
+    check: str  # chance, convergence, not-converged, convergence-check, beats-base, failed, imbalance, metric-gap, ...
     text: str
+    split: str | None = None  # the split it concerns (None: the run)
+
+
+# The findings that make a claim's verdict meaningless on their split: bases at chance or still improving, a cut
+# network far above its base. A claim decided there becomes undecided, with the finding as its reason
+VOIDING = ("chance", "convergence", "not-converged", "beats-base")
+
+
+def table_findings(ds: xr.Dataset, converged: dict[str, dict]) -> list[Finding]:
+    """The voiding findings (:data:`VOIDING`) that an accuracy Dataset and the bases' convergence (:func:`convergence`)
+    still tell without the networks' files: what a committed table is judged by when it is recomputed."""
+    return [*chance_findings(ds), *curve_findings(converged), *longer_findings(ds), *beats_base_findings(ds)]
+
+
+def voids(found: list[Finding]) -> list[dict]:
+    """What :func:`probe.analysis.claims.check_claims` leaves undecided: ``{"split", "reason"}`` per voiding finding."""
+    return [{"split": f.split, "reason": f.text} for f in found if f.check in VOIDING]
 
 
 def _base_name(target: str) -> str:
@@ -81,7 +98,10 @@ def _listed(items: list[str], at_most: int = 5) -> str:
 
 
 def chance_findings(ds: xr.Dataset) -> list[Finding]:
-    """Per split and target task: the base networks at or near chance (``ds``'s metric)."""
+    """Per split and target task: the base networks at or near chance (``ds``'s metric); none where ``ds`` does not
+    know the tasks' classes (one rebuilt from an older committed table)."""
+    if "chance" not in ds:
+        return []
     out = []
     for split in map(str, ds["split"].values):
         for t in map(str, ds["target"].values):
@@ -103,7 +123,7 @@ def chance_findings(ds: xr.Dataset) -> list[Finding]:
             out.append(Finding("chance", (
                 f"{_base_name(t)} of split {split} {which} at or near chance ({values}; chance {chance:.3f} with {k} "
                 f"classes, near it below {bar:.3f}): nothing below measures transfer there; train longer (--epochs), "
-                "change the learning rate or schedule (--lr, --schedule, --warmup), or check the data")))
+                "change the learning rate or schedule (--lr, --schedule, --warmup), or check the data"), split))
     return out
 
 
@@ -126,24 +146,31 @@ def convergence(metrics: list[dict], specs: dict[str, dict]) -> dict[str, dict]:
 def convergence_findings(metrics: list[dict], specs: dict[str, dict]) -> list[Finding]:
     """Per split: base networks still improving in their last epoch, or too few epochs (or no validation images) to
     tell. ``specs``: network id -> spec dict (at least ``split`` and ``variant``)."""
+    return curve_findings(convergence(metrics, specs))
+
+
+def curve_findings(converged: dict[str, dict]) -> list[Finding]:
+    """:func:`convergence_findings` from what :func:`convergence` made of the bases' curves (a collected run's
+    run.json keeps it)."""
     out = []
-    for split, c in convergence(metrics, specs).items():
+    for split, c in converged.items():
         curve = c["mean_val_acc"]
         if not np.all(np.isfinite(curve)):
-            out.append(Finding("convergence", (
+            out.append(Finding("convergence-unchecked", (
                 f"the base networks of split {split} have no validation accuracy (no validation images: "
-                "--val-fraction 0), so whether they converged was not checked; train with a validation fraction")))
+                "--val-fraction 0), so whether they converged was not checked; train with a validation fraction"),
+                split))
         elif len(curve) < 2:
             out.append(Finding("convergence", (
                 f"the base networks of split {split} trained one epoch, so whether they converged cannot be told "
                 "and cut networks (trained as long) may be compared with under-trained bases; train with more "
-                "--epochs")))
+                "--epochs"), split))
         elif c["plateau"] is None:
             out.append(Finding("convergence", (
                 f"the base networks of split {split} still gained {curve[-1] - curve[-2]:.3f} validation accuracy "
                 f"in their last epoch ({curve[-2]:.3f} to {curve[-1]:.3f}, mean of {c['bases']}; converged means "
                 f"below {PLATEAU} per epoch): they have not converged, so cut networks (trained as long) are compared "
-                "with under-trained bases; train with more --epochs")))
+                "with under-trained bases; train with more --epochs"), split))
     return out
 
 
@@ -170,12 +197,13 @@ def longer_findings(ds: xr.Dataset) -> list[Finding]:
         if gain.replicates == 0:
             out.append(Finding("convergence-check", (
                 f"the convergence check's longer bases of split {split} (or their bases) are not finished, so whether "
-                "the bases converged is unchecked; rerun 'probe train RUN' to finish them")))
+                "the bases converged is unchecked; rerun 'probe train RUN' to finish them"), split))
         elif gain.mean > LONGER_GAIN:
             out.append(Finding("not-converged", (
                 f"not converged: on split {split} bases trained {k} times as long gain {gain.text()} test accuracy "
                 f"over the bases (more than {LONGER_GAIN}), so the cut networks (trained as long as the bases) are "
-                "compared with under-trained bases and the drops are biased; train a new run with more --epochs")))
+                "compared with under-trained bases and the drops are biased; train a new run with more --epochs"),
+                split))
     return out
 
 
@@ -234,7 +262,7 @@ def beats_base_findings(ds: xr.Dataset) -> list[Finding]:
                     f"{v} beats its base network on split {split} at {where} by more than {BEAT_MARGIN}; most at "
                     f"n = {n}: {a:.3f} against the base's {b:.3f} ({gain:+.3f}, {_count(count, 'seed')}): an "
                     "under-trained base, so the decomposition's drops are not meaningful until the bases converge; "
-                    "train with more --epochs")))
+                    "train with more --epochs"), split))
     return out
 
 
@@ -306,7 +334,7 @@ def metric_gap_findings(top1: xr.Dataset, balanced: xr.Dataset) -> list[Finding]
                     f"{_base_name(t)} of split {split} has top-1 accuracy {a[both].mean():.3f} but class-balanced "
                     f"accuracy {b[both].mean():.3f} (mean of {_count(int(both.sum()), 'replicate')}): its test set's "
                     "classes are unequal and top-1 weighs the large ones more; compare with --metric balanced, or cap "
-                    "the test set with --test-per-class")))
+                    "the test set with --test-per-class"), split))
     return out
 
 

@@ -14,7 +14,8 @@ from probe.cli.options import errors_as_messages
 @errors_as_messages
 def status(run_dir: Path) -> None:
     """Say which networks of RUN_DIR are done, running, interrupted, failed, missing or corrupt (a file of the
-    network cannot be used; 'probe train' trains it again)."""
+    network cannot be used, or its weights file names another network or other settings; 'probe train' trains it
+    again)."""
     from collections import Counter
 
     from probe.storage.state import STATES, run_status

@@ -341,7 +341,26 @@ def _write_cache(folder: Path, arrays: ImageArrays, meta: dict) -> None:
 
 
 def _read_cache(folder: Path) -> ImageArrays:
-    with open(folder / "meta.json") as f:
-        classes = json.load(f)["classes"]
-    return ImageArrays(*(np.load(folder / f"{k}.npy", mmap_mode="r")
-                         for k in ("train_x", "train_y", "test_x", "test_y")), classes)
+    """A decoded dataset from its cache entry, memory-mapped. A file of it that cannot be read, or that holds no
+    such array as probe writes (a pickled object array, say: np.load runs no pickled code), is a one-line
+    ProbeError naming it: the entry is decoded again once deleted."""
+    path = folder / "meta.json"
+    try:
+        with open(path) as f:
+            classes = json.load(f)["classes"]
+        arrays = {}
+        for key, ndim, kind in (("train_x", 4, "u"), ("train_y", 1, "iu"), ("test_x", 4, "u"), ("test_y", 1, "iu")):
+            path = folder / f"{key}.npy"
+            arrays[key] = np.load(path, mmap_mode="r")
+            if arrays[key].ndim != ndim or arrays[key].dtype.kind not in kind:
+                raise ValueError(f"it holds a {arrays[key].dtype} array of {arrays[key].ndim} dimensions, not the "
+                                 f"{'uint8 images' if ndim == 4 else 'integer labels'} probe writes")
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a JSONDecodeError is a ValueError
+        raise ProbeError(f"cannot read the decoded-dataset cache file {str(path)!r} ({_reason(e)}); delete the "
+                         f"folder {str(folder)!r}, and the dataset is decoded again") from None
+    return ImageArrays(*arrays.values(), classes)
+
+
+def _reason(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

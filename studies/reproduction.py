@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from probe.analysis.accuracies import METRICS as ACCURACY_METRICS
 from probe.analysis.claims import MARGIN
 from probe.analysis.reference import CITATION, reference_curve_mean
 from probe.analysis.render import (
@@ -47,8 +48,8 @@ from probe.analysis.render import (
     number,
     read_table,
 )
-from probe.analysis.report import VIEW_TITLES, analyze_run, write_decomposition
-from probe.analysis.sanity import PLATEAU, convergence
+from probe.analysis.report import VIEW_TITLES, analyze_run, measured_alike, write_decomposition
+from probe.analysis.sanity import PLATEAU, convergence, table_findings, voids
 from probe.analysis.transferability import DESCRIPTIONS
 from probe.architectures.registry import get_architecture
 from probe.errors import ProbeError
@@ -120,25 +121,31 @@ def collect(run_dir: Path, name: str, title: str, commands: list[str], docs: Pat
         "networks_without_timing": sum("seconds" not in m for m in done),
         "figures": [f.name for f in result["figures"]],
         "convergence": convergence(done, specs),
+        # each task's classes, which accuracies.csv does not hold: a recomputed analysis judges chance by them
+        "classes": {str(split): {str(t): int(result["dataset"]["classes"].sel(split=split, target=t))
+                                 for t in result["dataset"]["target"].values}
+                    for split in result["dataset"]["split"].values},
         "wall_hours": round(busy_seconds(spans) / 3600, 2) if spans else None,
         # networks resumed before sessions were recorded: their earlier sessions are missing from the wall time
         "wall_hours_is_lower_bound": any(m.get("resumed_at_epoch") and "sessions" not in m for m in done)})
     return dest
 
 
-def dataset_from_table(rows: list[dict], study: dict) -> xr.Dataset:
+def dataset_from_table(rows: list[dict], study: dict, column: str = "test_acc",
+                       classes: dict[str, dict[str, int]] | None = None) -> xr.Dataset:
     """The accuracy Dataset (:mod:`analysis.accuracies`) of a run from its accuracies.csv rows (split, replicate,
-    target, variant, n, test_acc) and the study its run.json records: the committed tables hold no checkpoint to
-    read the accuracies from again."""
+    target, variant, n, and the accuracy ``column``: test_acc, or test_balanced_acc) and the study its run.json
+    records: the committed tables hold no checkpoint to read the accuracies from again. ``classes`` (split -> target
+    -> classes, as run.json records them since probe 0.4) adds each task's class count and chance level."""
     one_way = bool(study.get("source"))
     splits = list(dict.fromkeys(r["split"] for r in rows))
     replicates = list(dict.fromkeys(r["replicate"] for r in rows))
     variants = [v.name for v in cut_variants(one_way)]
     variants += [v.name for v in STITCH_VARIANTS if any(r["variant"] == v.name for r in rows)]
-    table = pd.DataFrame(rows).astype({"n": int, "test_acc": float})
+    table = pd.DataFrame(rows).astype({"n": int, column: float})
     cuts = sorted(set(table["n"]) - {0})
-    base = table[table["variant"] == BASE.name].set_index(["split", "replicate", "target"])["test_acc"]
-    acc = table[table["variant"] != BASE.name].set_index(["split", "replicate", "target", "n", "variant"])["test_acc"]
+    base = table[table["variant"] == BASE.name].set_index(["split", "replicate", "target"])[column]
+    acc = table[table["variant"] != BASE.name].set_index(["split", "replicate", "target", "n", "variant"])[column]
     coords = {"split": splits, "replicate": replicates, "target": list(ONE_DIRECTION if one_way else TASKS),
               "n": cuts, "variant": variants}
     ds = xr.Dataset({"base": base.to_xarray().reindex({k: coords[k] for k in ("split", "replicate", "target")}),
@@ -146,6 +153,12 @@ def dataset_from_table(rows: list[dict], study: dict) -> xr.Dataset:
     layers = get_architecture(study["arch"]["name"]).layers
     ds = ds.assign_coords(layer=("n", [layers[n - 1] for n in cuts]))
     ds["planned"] = ds["acc"].notnull()
+    if classes:
+        k = np.array([[classes.get(str(split), {}).get(str(t), 0) for t in ds["target"].values]
+                      for split in ds["split"].values], dtype=np.int64)
+        ds["classes"] = (("split", "target"), k)
+        with np.errstate(divide="ignore"):
+            ds["chance"] = (("split", "target"), np.where(k > 0, 1.0 / k, np.nan))
     ds.attrs["study"] = json.dumps(study, sort_keys=True)
     return ds
 
@@ -153,8 +166,17 @@ def dataset_from_table(rows: list[dict], study: dict) -> xr.Dataset:
 def recompute(folder: Path) -> None:
     """Write a collected dataset's decomposition tables, claims and figures 2 and 3 again from its accuracies.csv."""
     results = read_json(folder / "run.json")
-    ds = dataset_from_table(read_table(folder / "accuracies.csv"), results["study"])
-    pngs = write_decomposition(ds, folder)[-1]
+    table = read_table(folder / "accuracies.csv")
+    ds = dataset_from_table(table, results["study"], classes=results.get("classes"))
+    # the warnings that void claims, as far as the tables tell them, and the class-balanced accuracy to check top-1
+    # verdicts against, where the table has it for every network (as analyze judges a run)
+    voided = voids(table_findings(ds, results.get("convergence") or {}))
+    balanced = ACCURACY_METRICS["balanced"].field
+    other = None
+    if table and all(row.get(balanced) not in (None, "") for row in table):
+        other = dataset_from_table(table, results["study"], column=balanced, classes=results.get("classes"))
+        other = other if measured_alike(ds, other) else None
+    pngs = write_decomposition(ds, folder, voided=voided, other=other)[-1]
     for png in pngs:  # the committed report shows the PNGs, as collect copies them
         png.with_suffix(".svg").unlink(missing_ok=True)
     figures = [png.name for png in pngs]

@@ -298,3 +298,36 @@ def test_the_papers_training_curves_show_its_dip_as_an_underfit():
     assert base_end == pytest.approx(0.43, abs=0.01) and bnb_end == pytest.approx(1.07, abs=0.01)
     assert reference_curve_mean("BnB", 5, 100_000)[0] > reference_curve_mean("base", 0, 100_000)[0] + 1
     assert reference_curve_mean("BnB", 5, 123)[1] == 0  # no such iteration: no networks, NaN
+
+
+def test_a_warning_that_voids_a_split_leaves_its_claims_undecided():
+    """On the paper's pattern claims 2, 4, 5 and 6 hold; each voiding warning of the random split (bases at chance,
+    still improving, trained longer gaining, a cut network far above its base) leaves them undecided, with the
+    warning's reason in their evidence; a warning of another split leaves them as they were."""
+    from probe.analysis.sanity import Finding, voids
+
+    rng = np.random.default_rng(1)
+    ds = _dataset(_specs(), lambda s: paper_like(s, noise=0.002, rng=rng))
+    decided = {c.number: c.verdict for c in check_claims(ds)}
+    for check in ("chance", "convergence", "not-converged", "beats-base"):
+        found = [Finding(check, f"a {check} warning", "random"), Finding("imbalance", "unequal classes", "random")]
+        claims = {c.number: c for c in check_claims(ds, voided=voids(found))}
+        for number in (2, 4, 5, 6):
+            assert decided[number] == HOLDS and claims[number].verdict == UNDECIDED, (check, number)
+            assert f"would give 'holds' but a {check} warning" in claims[number].evidence[-1]
+        assert not any("unequal classes" in line for c in claims.values() for line in c.evidence)  # not voiding
+    elsewhere = check_claims(ds, voided=voids([Finding("chance", "at chance", "vehicles-animals")]))
+    assert {c.number: c.verdict for c in elsewhere} == decided
+
+
+def test_top1_verdicts_stand_only_where_the_balanced_accuracy_reaches_them():
+    """On unequal test classes top-1 may decide what the class-balanced accuracy does not: then it says so."""
+    from probe.analysis.claims import supported
+
+    rng = np.random.default_rng(1)
+    top1 = check_claims(_dataset(_specs(), lambda s: paper_like(s, noise=0.002, rng=rng)))
+    flat = check_claims(_dataset(_specs(), lambda s: 0.8))  # the balanced accuracy: no pattern at all
+    claims = {c.number: c for c in supported(top1, flat, "class-balanced")}
+    assert claims[4].verdict == UNDECIDED and "the class-balanced accuracy gives 'undecided'" in claims[4].evidence[-1]
+    assert {c.number: c.verdict for c in supported(top1, top1, "class-balanced")} == {c.number: c.verdict
+                                                                                      for c in top1}

@@ -18,9 +18,9 @@ from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
 from probe.execution.batches import Normalize, center_crop, to_device
 from probe.planning.plan import Study, make_plan, read_plan
-from probe.planning.spec import ArchSpec, DataSpec
+from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.storage.atomic import read_json, write_json
-from probe.storage.checkpoint import load_weights, save_tensors
+from probe.storage.checkpoint import load_tensors, load_weights, save_tensors
 from probe.storage.run import Run
 
 HEAVY = ("torch", "torchvision", "dask", "distributed", "matplotlib", "xarray", "zarr")
@@ -64,13 +64,17 @@ def test_the_plan_records_the_layers_and_planning_builds_no_network(done_run, mo
 
 
 def _as_unknown_architecture(run, tmp_path):
-    """A copy of ``run`` whose plan names an architecture this installation does not have."""
+    """A copy of ``run`` whose plan and weights name an architecture this installation does not have."""
     copy = tmp_path / "run"
     shutil.copytree(run, copy, ignore=shutil.ignore_patterns("analysis"))
     plan = read_json(Run(copy).plan)
     for arch in [plan["study"]["arch"], *(n["spec"]["arch"] for n in plan["networks"])]:
         arch["name"] = "plugin-net"
     write_json(Run(copy).plan, plan)
+    for n in plan["networks"]:  # a network is done only with weights that name it, as planned
+        weights = Run(copy).network(n["id"]).weights
+        state, _, meta = load_tensors(weights)
+        save_tensors(weights, state, NetworkSpec.from_dict(n["spec"]), **meta)
     return copy
 
 

@@ -176,17 +176,24 @@ def _task_tensors(run: Path, arrays, spec: NetworkSpec):
 
 # --- 6: a network that cannot start fails alone ----------------------------------------------------------------------
 
-def test_an_unreadable_parent_fails_only_the_networks_that_copy_from_it(run, specs, cli):
+def test_an_unreadable_parent_fails_only_the_networks_that_copy_from_it(run, specs, cli, monkeypatch):
     _forget(run, specs, "A1A", "B1B", "R1A")
     weights = _folder(run, specs["baseA"]) / WEIGHTS
-    # whole as a file (so baseA counts as done) but without the layers A1A copies
-    save_tensors(weights, {"x": torch.zeros(1)}, specs["baseA"])
+    real_read = checkpoint._read
+
+    def bad_sector(path, with_tensors):
+        """baseA's header reads (so it counts as done), its tensors do not (an I/O error)."""
+        if with_tensors and Path(path) == weights:
+            raise checkpoint.checkpoint_error(path, f"cannot read checkpoint {str(path)!r}: Input/output error")
+        return real_read(path, with_tensors)
+
+    monkeypatch.setattr(checkpoint, "_read", bad_sector)
     result = cli("train", run)
     assert result.exit_code == 1, result.output
     assert "trained 2, already done 3, failed 1, blocked 0" in result.output
     metrics = read_json(_folder(run, specs["A1A"]) / METRICS)
     assert metrics["status"] == "failed" and "\n" not in metrics["error"]
-    for culprit in ("lacks stages.conv1", str(weights), "rerun 'probe train'"):
+    for culprit in ("Input/output error", str(weights), "rerun 'probe train'"):
         assert culprit in metrics["error"]
     assert f"failed  {specs['A1A'].id}: {metrics['error']}" in result.output
     states = _states(cli("status", run))
@@ -309,16 +316,24 @@ def test_an_unusable_resume_file_restarts_its_network_from_scratch(run, specs, d
     assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
 
 
-def test_parent_weights_of_other_shapes_fail_their_copies_in_one_line(run, specs, cli):
+def test_parent_weights_of_other_shapes_fail_their_copies_in_one_line(run, specs, cli, synthetic_arrays):
+    """Loading them says so in one line; the sweep finds the parent corrupt first, and trains it again before its
+    copies."""
     base = specs["baseA"]
     _forget(run, specs, "A1A")
     weights = _folder(run, base) / WEIGHTS
     save_tensors(weights, build_model(_wider(base)).state_dict(), base)
-    result = cli("train", run)
-    assert result.exit_code == 1, result.output
-    assert "trained 0, already done 5, failed 1, blocked 0" in result.output
-    error = read_json(_folder(run, specs["A1A"]) / METRICS)["error"]
+    from probe.execution.train import train_network
+
+    with pytest.raises(ProbeError) as e:
+        train_network(specs["A1A"], _task_tensors(run, synthetic_arrays, specs["A1A"]), run, CPU, progress=False)
+    error = str(e.value)
     assert "\n" not in error and str(weights) in error and "stages.conv1." in error and "probe train" in error
+    state, detail = _states(cli("status", run))[base.id]
+    assert state == "corrupt" and str(weights) in detail and "stages.conv1." in detail, detail
+    result = cli("train", run)
+    assert result.exit_code == 0, result.output
+    assert "trained 2, already done 4, failed 0, blocked 0" in result.output
 
 
 # --- 10: a full disk ------------------------------------------------------------------------------------------------

@@ -325,8 +325,11 @@ def test_plan_study_writes_and_checks_the_run_plan(cache_dir, tmp_path):
     assert (tmp_path / "plan.json").exists()
     plan_study(tmp_path, study, cache_dir)  # the same study again: fine
     other = dataclasses.replace(study, recipe=Recipe(epochs=2))
+    plan_study(tmp_path, other, cache_dir)  # no network began: the plan gives way (its command failed, say)
+    assert read_plan(tmp_path)[0] == other
+    (tmp_path / "networks" / "random-s0").mkdir(parents=True)  # a network began
     with pytest.raises(ProbeError, match="different plan"):
-        plan_study(tmp_path, other, cache_dir)
+        plan_study(tmp_path, study, cache_dir)
 
 
 def test_make_plan_on_other_shapes():

@@ -42,11 +42,11 @@ from probe.planning.plan import (
     write_plan,
 )
 from probe.planning.spec import DataSpec, NetworkSpec, SourceSpec
-from probe.storage.atomic import WriteError, read_json_file, write_json
+from probe.storage.atomic import WriteError, read_json_file, remove_leftover_temporaries, write_error, write_json
 from probe.storage.loaded import loaded_dataset
-from probe.storage.lock import LockUnsupported, NetworkBusy
+from probe.storage.lock import LockUnsupported, NetworkBusy, training_lock
 from probe.storage.run import NetworkFiles, Run
-from probe.storage.state import network_state
+from probe.storage.state import first_difference, is_finished, network_state, weights_problem
 
 BUSY = "itself: running in another process"  # what a network being trained elsewhere is blocked by
 
@@ -60,7 +60,9 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
     """Resolve ``study`` against its dataset; with a ``run_dir``, write (or check) the run's plan.json.
 
     With ``extend``, a run may grow into ``study`` (more seeds, splits, cuts or variants) as long as every network
-    it already plans stays planned with the same spec, so nothing finished is invalidated.
+    it already plans stays planned with the same spec, so nothing finished is invalidated. A plan none of whose
+    networks ever began (its command failed, or was stopped, before training any) is replaced by ``study``'s: the
+    corrected command is not refused as a different plan.
 
     The ``file:`` splits the run's plan already holds are taken from it, not read again: resuming a run needs no
     split file (a relative path from another directory, a file moved since), and a file edited since cannot change
@@ -68,8 +70,11 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
     arrays = load_dataset(study.data, cache_dir, download, progress)
     path = Run(run_dir).plan if run_dir is not None else None
     existing = read_plan_file(path)[1:] if path is not None and path.exists() else None
-    plan = make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1],
-                     recorded_splits(existing[1]) if existing else None)
+
+    def planned(recorded: dict[str, dict] | None) -> list[PlannedNetwork]:
+        return make_plan(study, arrays.classes, arrays.train_x.shape[-1], arrays.train_x.shape[1], recorded)
+
+    plan = planned(recorded_splits(existing[1]) if existing else None)
     if run_dir is not None:
         if existing is not None:
             # the stored plan as this probe writes it, so fields added since it was written compare at their defaults
@@ -77,30 +82,44 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
             now = json.loads(json.dumps(plan_to_dict(study, plan)))
             if stored == now:
                 return plan, arrays
-            where = _first_difference(stored["study"], now["study"]) or "the resolved networks"
-            if not extend:
-                raise ProbeError(f"{str(run_dir)!r} already holds a different plan ({where}); run 'probe train "
-                                 f"{run_dir}' with the same options (or none) to resume it, add --extend to grow "
-                                 "it by seeds, splits, cuts or variants, or use a new directory")
-            specs = {n["id"]: n["spec"] for n in now["networks"]}
-            changed = next((n["id"] for n in stored["networks"] if specs.get(n["id"]) != n["spec"]), None)
-            if changed is not None:
-                raise ProbeError(f"cannot extend {str(run_dir)!r}: its network {changed} would be "
-                                 f"{'changed' if changed in specs else 'dropped'} ({where}); extending may only "
-                                 "add seeds, splits, cuts or variants")
+            if _started(run_dir):
+                _check_growth(run_dir, stored, now, extend)
+            else:
+                # no network of the stored plan ever began (the command that wrote it failed, or was stopped, first):
+                # nothing is lost by planning afresh, split files read again and the statistics computed again
+                plan = planned(None)
+                _unlink(Run(run_dir).data)
         write_plan(run_dir, study, plan)
     return plan, arrays
 
 
-def _first_difference(old, new, path: str = "") -> str | None:
-    """``"recipe.epochs: 1 in the run, 2 now"`` for the first key where two study dicts differ."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        for k in sorted(set(old) | set(new)):
-            found = _first_difference(old.get(k), new.get(k), f"{path}.{k}" if path else k)
-            if found:
-                return found
-        return None
-    return None if old == new else f"{path}: {json.dumps(old)} in the run, {json.dumps(new)} now"
+def _check_growth(run_dir: Path, stored: dict, now: dict, extend: bool) -> None:
+    """Refuse plan.json ``now`` in place of the run's ``stored`` one, unless ``extend`` allows it and every network
+    of the stored one is planned alike."""
+    where = first_difference(stored["study"], now["study"], ("in the run", "now")) or "the resolved networks"
+    if not extend:
+        raise ProbeError(f"{str(run_dir)!r} already holds a different plan ({where}); run 'probe train "
+                         f"{run_dir}' with the same options (or none) to resume it, add --extend to grow "
+                         "it by seeds, splits, cuts or variants, or use a new directory")
+    specs = {n["id"]: n["spec"] for n in now["networks"]}
+    changed = next((n["id"] for n in stored["networks"] if specs.get(n["id"]) != n["spec"]), None)
+    if changed is not None:
+        raise ProbeError(f"cannot extend {str(run_dir)!r}: its network {changed} would be "
+                         f"{'changed' if changed in specs else 'dropped'} ({where}); extending may only "
+                         "add seeds, splits, cuts or variants")
+
+
+def _started(run_dir: Path) -> bool:
+    """Whether any network of the run ever began: its folder is made when it is first locked for training."""
+    networks = Run(run_dir).networks
+    return networks.is_dir() and any(networks.iterdir())
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as e:
+        raise write_error(path, e) from None
 
 
 @dataclass
@@ -166,9 +185,28 @@ def readiness(run_dir: Path, plan: list[PlannedNetwork], planned: PlannedNetwork
 
 def _remove_leftovers(files: NetworkFiles) -> None:
     """Remove the resume and running files of a finished network, left by a process killed between writing its
-    metrics and cleaning up (while another process is cleaning up after finishing it, this is harmless too)."""
+    metrics and cleaning up (while another process is cleaning up after finishing it, this is harmless too), and
+    the temporary files of a process killed while writing one of its files. Nothing writes a finished network's
+    files any more, so none of them is a write under way."""
     files.resume.unlink(missing_ok=True)
     files.running.unlink(missing_ok=True)
+    for path in files.written_in_training:
+        remove_leftover_temporaries(path)
+
+
+def _clear_for_training(files: NetworkFiles, spec: NetworkSpec) -> None:
+    """Under the network's lock, before it is trained: remove the temporary files a killed process left of its
+    files, and the metrics that say it is done when its weights are not its own (another network's, damaged,
+    missing), which would make the training take it for finished. Another process holding the lock is left
+    alone; training then finds it busy."""
+    try:
+        with training_lock(files, spec.id):
+            for path in files.written_in_training:
+                remove_leftover_temporaries(path)
+            if is_finished(files) and weights_problem(files, spec):  # what training would take for finished
+                _unlink(files.metrics)
+    except NetworkBusy:
+        pass
 
 
 def _gather(executor: Executor, run: Run, planned: dict[str, PlannedNetwork], futures: dict[str, Future],
@@ -232,6 +270,7 @@ def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[flo
     with _TRAINING:
         data = task_tensors(spec.data, spec.target_classes, *(tuple(v) for v in stats), cache_dir, device)
         try:
+            _clear_for_training(Run(run_dir).network(spec.id), spec)
             metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=progress)
         except FinishedElsewhere:
             return {"id": spec.id, "status": "done", "trained": False}

@@ -16,6 +16,7 @@ copies from.
 
 from __future__ import annotations
 
+import json
 from dataclasses import InitVar, asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -376,14 +377,18 @@ def read_plan_file(path: Path) -> tuple[dict, Study, list[PlannedNetwork]]:
     d = read_json_file(path, fix)
     if not isinstance(d, dict) or "version" not in d:
         raise ProbeError(f"{path} does not describe a plan (it has no version); {fix}")
-    ours = probe_version()
+    ours, version = probe_version(), d["version"]
     if _newer(d.get("probe"), ours):
-        upgrade = (f"{path} was written by probe {d['probe']} (plan format {d['version']}); this is probe {ours}, "
+        upgrade = (f"{path} was written by probe {d['probe']} (plan format {_shown(version)}); this is probe {ours}, "
                    f"which reads plan format {PLAN_VERSION}: upgrade probe (pip install -U probe-transfer) to read it")
     else:
         upgrade = None
-    if d["version"] != PLAN_VERSION:
-        raise ProbeError(upgrade or f"{path} has plan version {d['version']}, this probe reads version "
+    if not _is_int(version):  # "1", 1.0 or true: an edited file, which no probe wrote
+        raise ProbeError(upgrade or f"{path} has plan version {_shown(version)}, not an integer; this probe reads "
+                         f"version {PLAN_VERSION} (the integer {PLAN_VERSION}): write \"version\": {PLAN_VERSION} "
+                         "if that is what the file was")
+    if version != PLAN_VERSION:
+        raise ProbeError(upgrade or f"{path} has plan version {version}, this probe reads version "
                          f"{PLAN_VERSION}; read it with the probe that wrote it")
     try:
         study = study_from_dict(d["study"])
@@ -398,6 +403,19 @@ def read_plan_file(path: Path) -> tuple[dict, Study, list[PlannedNetwork]]:
         return d, study, plan
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # ProbeError is a ValueError
         raise ProbeError(upgrade or f"{path} does not describe a plan ({type(e).__name__}: {e}); {fix}") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _shown(value: object) -> str:
+    """A plan's version as found: an integer as itself, anything else as JSON with its type (the string "1")."""
+    if _is_int(value):
+        return str(value)
+    kinds = {str: "the string", bool: "the boolean", float: "the number", type(None): "", list: "the list",
+             dict: "the object"}
+    return f"{kinds.get(type(value), 'the value')} {json.dumps(value)}".strip()
 
 
 def _declared_layers(path: Path, study: Study) -> tuple[str, ...]:

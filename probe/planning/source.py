@@ -25,6 +25,7 @@ import hashlib
 import io
 import json
 import pickle
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,7 +136,11 @@ def _pickled(path: str, data: bytes) -> object:
     import torch
 
     try:
-        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # a plain pickle (not torch.save's zip) makes torch warn, in two lines, before it is refused or read:
+            # what probe says of the file is the one line below, or nothing
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # code to run (a class, a function), or bytes that are no such pickle
         raise ProbeError(f"source network file {path!r} cannot be loaded as weights alone: torch.load with "
                          f"weights_only=True, which runs no pickled code, refused it ({_refusal(e)}); save the "

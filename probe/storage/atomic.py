@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -14,6 +15,7 @@ from safetensors import SafetensorError
 from probe.errors import ProbeError
 
 _UMASK_LOCK = threading.Lock()
+TMP_SUFFIX = ".tmp"  # a temporary file of ``NAME`` is ``.NAME.<random>.tmp``, beside it
 
 
 class WriteError(ProbeError):
@@ -37,7 +39,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(path), suffix=TMP_SUFFIX, dir=path.parent)
         os.close(fd)
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())  # after writing: a writer may replace the file (safetensors does)
@@ -50,6 +52,27 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
     except BaseException:
         _discard(tmp)
         raise
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def leftover_temporaries(path: str | os.PathLike) -> list[Path]:
+    """The temporary files that writes of ``path`` left beside it: a process killed between creating one and its
+    rename leaves it for good (nothing else ever names it). Only the caller knows that no write of ``path`` is under
+    way (it holds the lock of whatever writes it), so only it may remove them."""
+    path = Path(path)
+    return sorted(p for p in path.parent.glob(f"{glob.escape(_tmp_prefix(path))}*{TMP_SUFFIX}") if p.is_file())
+
+
+def remove_leftover_temporaries(path: str | os.PathLike) -> None:
+    """Remove :func:`leftover_temporaries` of ``path``; one that cannot be removed is a :class:`WriteError`."""
+    for tmp in leftover_temporaries(path):
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError as e:
+            raise write_error(tmp, e) from None
 
 
 def _fsync(path: str | os.PathLike, flags: int) -> None:

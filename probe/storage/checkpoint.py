@@ -42,12 +42,41 @@ class UnusableResume(ProbeError):
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], spec: NetworkSpec, **meta) -> None:
-    """Save ``tensors`` with the spec (and any JSON-able ``meta``) in the file's metadata."""
+    """Save ``tensors`` with the spec (and any JSON-able ``meta``) in the file's metadata. The same tensors, spec
+    and metadata always give the same bytes, whatever the order of ``meta``."""
     from safetensors.torch import save_file  # it imports torch, which a reader of checkpoints need not load
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     metadata = {"spec": spec.to_json(), **{k: json.dumps(v) for k, v in meta.items()}}
-    write_atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+    def write(tmp: str) -> None:
+        save_file(tensors, tmp, metadata=metadata)
+        _sort_metadata(Path(tmp))
+
+    write_atomic(path, write)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite the header of the safetensors file at ``path`` with its metadata keys sorted. safetensors keeps the
+    metadata in a hash map, which writes its keys in a different order at every save, so two saves of one network
+    would differ in their bytes (and their hashes); the tensors' entries it writes in a fixed order already."""
+    with open(path, "r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        meta = header.pop("__metadata__", None)
+        if meta is not None:
+            header = {"__metadata__": dict(sorted(meta.items())), **header}
+        # safetensors' own JSON (compact, UTF-8, the same escapes), so the header keeps its length
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= size:
+            f.seek(8)
+            f.write(text + b" " * (size - len(text)))  # safetensors pads its header with spaces too
+            return
+        data = f.read()  # never met: a header that grew; written whole, padded to 8 bytes as safetensors does
+        text += b" " * (-len(text) % 8)
+        f.seek(0)
+        f.write(len(text).to_bytes(8, "little") + text + data)
+        f.truncate()
 
 
 def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
@@ -59,6 +88,19 @@ def _read(path: Path, with_tensors: bool) -> tuple[dict[str, str], dict[str, tor
     except (SafetensorError, OSError) as e:
         raise checkpoint_error(path, f"cannot read checkpoint {str(path)!r}: {e}") from None
     return metadata, tensors
+
+
+def read_header(path: Path) -> tuple[NetworkSpec, dict[str, tuple[int, ...]]]:
+    """The network a checkpoint says it holds (the spec in its metadata) and the shape of each of its tensors, from
+    the file's header alone: no tensor is read and no torch imported. A file without a readable spec is a one-line
+    ProbeError."""
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = dict(f.metadata() or {})
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise checkpoint_error(path, f"cannot read checkpoint {str(path)!r}: {e}") from None
+    return _spec(path, _decode(path, metadata)), shapes
 
 
 def _decode(path: Path, metadata: dict[str, str]) -> dict:
@@ -80,13 +122,17 @@ def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], NetworkSpec, dict
     """Load a file written by :func:`save_tensors`: ``(tensors, spec, other metadata)``."""
     metadata, tensors = _read(path, with_tensors=True)
     meta = _decode(path, metadata)
+    return tensors, _spec(path, meta), meta
+
+
+def _spec(path: Path, meta: dict) -> NetworkSpec:
+    """The network spec in a checkpoint's decoded metadata ``meta``, taken out of it."""
     if "spec" not in meta:
         raise checkpoint_error(path, f"checkpoint {str(path)!r} carries no network spec in its metadata")
     try:
-        spec = NetworkSpec.from_dict(meta.pop("spec"))
+        return NetworkSpec.from_dict(meta.pop("spec"))
     except (ValueError, KeyError, TypeError, AttributeError) as e:  # ProbeError is a ValueError
         raise checkpoint_error(path, f"checkpoint {str(path)!r} carries an unreadable network spec ({e})") from None
-    return tensors, spec, meta
 
 
 def load_weights(path: Path, expected: NetworkSpec | None = None

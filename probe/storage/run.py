@@ -54,6 +54,11 @@ class NetworkFiles:
         return self.folder / LOCK
 
     @property
+    def written_in_training(self) -> tuple[Path, ...]:
+        """The files training writes, all of them under the network's lock (robustness.json is not one)."""
+        return self.weights, self.resume, self.metrics, self.spec, self.running
+
+    @property
     def robustness(self) -> Path:
         """A base network's layer re-initialization accuracies ('probe robustness')."""
         return self.folder / ROBUSTNESS
