@@ -244,7 +244,7 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
     with training_lock(files, spec.id):
         # Whoever checked the network's state before calling did so without the lock; its holder may have
         # finished the network since.
-        if is_finished(files):
+        if is_finished(files, spec):
             raise FinishedElsewhere(f"{spec.id} was finished by another process meanwhile")
         return _train_locked(spec, data, files, run_dir, device, progress)
 
@@ -405,7 +405,7 @@ def record_failure(run_dir: Path, spec: NetworkSpec, error: str) -> None:
     files = Run(run_dir).network(spec.id)
     try:
         with training_lock(files, spec.id):
-            if is_finished(files):
+            if is_finished(files, spec):
                 return
             write_json(files.metrics, {"id": spec.id, "name": spec.name, "status": "failed", "error": error})
             files.running.unlink(missing_ok=True)
