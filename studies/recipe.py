@@ -98,6 +98,11 @@ def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> t
                      if after else math.nan,
                      "base_dead_next": _seed_mean(records["base_dead"].sel(split=split, boundary_layer=after))
                      if after else math.nan})
+    val = [m["epochs"][-1].get("val_loss") for s in run.specs if s.variant == "base" and s.split == split
+           and (m := run.metrics[s.id]).get("status") == "done" and m.get("epochs")]
+    val = [float(v) for v in val if isinstance(v, (int, float))]
+    for r in rows:  # the bases' last validation loss, beside their training loss: do they fit better than generalize?
+        r["base_val_loss"] = float(np.mean(val)) if val else math.nan
     curves = curve_dataset(run, ds).sel(split=split)
     epochs = study.recipe.epochs
     curve_rows = []
@@ -243,8 +248,9 @@ class Recipe:
         self.rows = read_table(folder / "recipe.csv")
 
     def value(self, kind: str, *keys: str) -> str:
-        """``drop:ARM:N``, ``loss:ARM:N`` (BnB's final training loss minus its base's), ``gain:ARM`` (the
-        convergence check's), ``dip:ARM``, ``signature:ARM``."""
+        """``drop:ARM:N``, ``loss:ARM:N`` (BnB's final training loss minus its base's), ``base:ARM:WHICH`` (the bases'
+        mean ``train_loss``, ``train_eval_loss`` or ``val_loss``), ``gain:ARM`` (the convergence check's),
+        ``dip:ARM``, ``signature:ARM``."""
         try:
             if kind in ("drop", "loss"):
                 name, n = keys
@@ -252,6 +258,9 @@ class Recipe:
                 prefix = "drop_" if kind == "drop" else "loss_diff_"
                 return estimate({k[len(prefix):]: v for k, v in row.items() if k.startswith(prefix)}
                                 | {"replicates": row[f"{prefix}seeds"]})
+            if kind == "base":  # base:ARM:train_loss|train_eval_loss|val_loss, the bases' mean
+                name, which = keys
+                return number(next(r for r in self.rows if r["arm"] == name)[f"base_{which}"], 2)
             (name,) = keys
             info = next(a for a in self.info["arms"] if a["name"] == name)
             if kind == "gain":
@@ -261,7 +270,7 @@ class Recipe:
         except (StopIteration, ValueError, KeyError):
             pass
         raise ProbeError(f"no recipe result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: drop:ARM:N, "
-                         "loss:ARM:N, gain:ARM, dip:ARM, signature:ARM)")
+                         "loss:ARM:N, base:ARM:WHICH, gain:ARM, dip:ARM, signature:ARM)")
 
     def section(self) -> str:
         return markdown(self.blocks())

@@ -301,6 +301,7 @@ def test_the_recipe_arm_collects_drops_losses_cut_records_and_curves(arm_run, tm
     section = recipe.section()
     assert "`P-tiny`" in section and "curves_P-tiny.png" in section
     assert recipe.value("dip", "P-tiny") == info["dip"] and "[" in recipe.value("drop", "P-tiny", "5")
+    assert float(recipe.value("base", "P-tiny", "val_loss")) > 0
     # the verdicts, on hand-made rows: a clear dip with an underfit selffer, and an arm whose bases still improve
     made = [{"n": n, "drop_mean": d, "drop_low": d - 0.01, "bnb_mean": 0.7 - d, "loss_diff_low": 0.1,
              "loss_diff_high": 0.3} for n, d in ((3, 0.0), (5, 0.03), (7, 0.0))]
