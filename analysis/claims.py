@@ -178,9 +178,14 @@ def _dissimilar_loses_more(s: _Split) -> Verdict:
     contrast = {k: v for k, v in split_contrast_values(s.run, pooled=s.pooled).items() if k[1] >= 2}
     if not contrast:
         return UNDECIDED, ["needs a dissimilar split run beside the random one"]
-    return _all_on_side([(f"{split} minus {SIMILAR_SPLIT}, relative drop at n={n}",
-                          lambda level, a=a, b=b: welch(a, b, level)) for (split, n), (a, b) in contrast.items()],
-                        positive=True)
+    # a Welch interval's n counts both groups' seeds: say how many each split gave, so it never reads as directions
+    return _all_on_side([(f"{split} minus {SIMILAR_SPLIT}, relative drop at n={n} ({_seeds(a)} and {_seeds(b)} "
+                          "seeds; n below counts both)", lambda level, a=a, b=b: welch(a, b, level))
+                         for (split, n), (a, b) in contrast.items()], positive=True)
+
+
+def _seeds(values) -> int:
+    return int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
 
 
 def _random_worse(s: _Split) -> Verdict:

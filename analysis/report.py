@@ -112,8 +112,10 @@ def _write_zarr(ds: xr.Dataset, path: Path) -> None:
 
 
 def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 2000, client=None,
-                pooled: bool = False, metric: str = "top1") -> dict:
-    """Write everything into ``run_dir/analysis`` and return a summary (table text, missing ids, claims, paths).
+                pooled: bool = False, metric: str = "top1", out: Path | None = None) -> dict:
+    """Write everything into ``out`` (default ``run_dir/analysis``, or beside it for another metric or pooled
+    directions: :meth:`probe.storage.run.Run.analysis_for`) and return a summary (table text, missing ids, claims,
+    paths).
 
     Intervals are over seeds, each seed the mean of its two directions; ``pooled`` counts every direction of every
     seed as a replicate instead (optimistic: :mod:`analysis.decomposition` says why).
@@ -133,7 +135,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     if store.exists():  # first, so that a damaged store is refused before anything is written
         rep = representation_dataset(run, store.resolve() if client else store, max_samples=max_samples,
                                      client=client)
-    out = run.analysis
+    out = Path(out) if out is not None else run.analysis_for(metric, pooled)
     out.mkdir(parents=True, exist_ok=True)
     metrics = read_run_metrics(run)  # once: the accuracies in both metrics, the checks and per_class.csv read them
     ds, missing = metrics.dataset(metric), metrics.missing

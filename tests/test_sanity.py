@@ -200,10 +200,15 @@ def test_metric_balanced_changes_the_decomposition(tiny_run, cli, tmp_path):
     for metric, field in (("top1", "test_acc"), ("balanced", "test_balanced_acc")):
         result = cli("analyze", run, "--metric", metric)
         assert result.exit_code == 0, result.output
-        with (run / "analysis" / "decomposition.csv").open() as f:
+        # each metric's report in a folder of its own: both kept side by side
+        with (Run(run).analysis_for(metric) / "decomposition.csv").open() as f:
             found[metric] = {(r["quantity"], r["n"]): float(r["mean"]) for r in csv.DictReader(f)}
         assert found[metric][("coadaptation", "1")] == pytest.approx(coadaptation(field), abs=1e-9)
         assert accuracy_dataset(run, metric)[0].attrs["metric"] == metric
+    assert (run / "analysis" / "report.md").exists() and (run / "analysis-balanced" / "report.md").exists()
+    assert "class-balanced" in (run / "analysis-balanced" / "report.md").read_text().split("Accuracy in this")[1][:80]
+    out = tmp_path / "elsewhere"
+    assert cli("analyze", run, "--out", out).exit_code == 0 and (out / "report.md").exists()
     assert found["top1"].keys() == found["balanced"].keys()
     assert any(abs(found["top1"][k] - found["balanced"][k]) > 1e-6 for k in found["top1"])
     assert "balanced" in cli("analyze", "--help").output and "top1 (the paper's)" in " ".join(
@@ -234,7 +239,7 @@ def test_metrics_from_before_balanced_accuracy_still_analyze(tiny_run, cli, tmp_
     for metric in ("top1", "balanced"):
         result = cli("analyze", run, "--metric", metric)
         assert result.exit_code == 0, result.output
-        md = (run / "analysis" / "report.md").read_text()
+        md = (Run(run).analysis_for(metric) / "report.md").read_text()
         assert "before probe recorded balanced" in md and "is NaN" in md
     with (run / "analysis" / "accuracies.csv").open() as f:
         table = list(csv.DictReader(f))

@@ -5,7 +5,7 @@
     RUN/networks/<network id>/    one folder per network (ids look like random-s0/init0/A3B+), with its weights,
                                   metrics.json and, for a base network, robustness.json ('probe robustness')
     RUN/activations.zarr          the activation store 'probe extract' writes unless told otherwise
-    RUN/analysis/                 what 'probe analyze' writes
+    RUN/analysis/                 what 'probe analyze' writes (analysis-balanced/ with --metric balanced, ...)
 """
 
 from __future__ import annotations
@@ -104,3 +104,10 @@ class Run:
     @property
     def analysis(self) -> Path:
         return self.path / ANALYSIS
+
+    def analysis_for(self, metric: str = "top1", pooled: bool = False) -> Path:
+        """Where 'probe analyze' writes the report that reads ``metric`` (``pooled``: with pooled directions):
+        ``analysis/`` for the default, ``analysis-balanced/``, ``analysis-pooled/``, ``analysis-balanced-pooled/``
+        beside it, so that one report never overwrites another's."""
+        parts = [*(["balanced"] if metric == "balanced" else []), *(["pooled"] if pooled else [])]
+        return self.path / "-".join([ANALYSIS, *parts])
