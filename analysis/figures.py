@@ -96,7 +96,9 @@ def draw_figure2(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> Figure:
     d = ds.sel(split=split)
     t, t_plus = transfer_names(ds)
     ours = ("BnB", "BnB+", t, t_plus)
-    fig = Figure(figsize=(7, 11))
+    # the legends outside the panels, right of them: inside they covered points, lines or the y label, whatever
+    # the cuts; a constrained layout makes room for them
+    fig = Figure(figsize=(9.5, 11), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True)
     top, bottom, rel = axes
     rng = np.random.default_rng(0)
@@ -114,7 +116,7 @@ def draw_figure2(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> Figure:
     _chance_lines(top, ds, split)
     top.set_ylabel(f"{_metric(ds)} accuracy (target task)")
     top.set_title(f"{split} split: every network")
-    top.legend(ncol=5, fontsize=8, loc="best")
+    top.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
     base_mean = float(np.mean(base)) if len(base) else np.nan
     n, bnb = _per_n(d["acc"].sel(variant="BnB"))
@@ -130,7 +132,7 @@ def draw_figure2(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> Figure:
     _chance_lines(bottom, ds, split)
     bottom.set_ylabel(f"mean {_metric(ds)} accuracy")
     bottom.set_title("means over replicates" + ("" if one_directional(ds) else " and both directions"))
-    bottom.legend(ncol=3, fontsize=8, loc="lower left")
+    bottom.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
     ref = reference_relative()
     for v, paper in zip(ours, PAPER):
@@ -145,7 +147,7 @@ def draw_figure2(ds: xr.Dataset, split: str = SIMILAR_SPLIT) -> Figure:
     rel.set_ylabel("accuracy / base")
     rel.set_xlabel("layer n at which the network is cut")
     rel.set_title("relative to base: ours beside the paper", fontsize=10)
-    rel.legend(ncol=2, fontsize=7, loc="lower left")
+    rel.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     rel.text(0, -0.22, CITATION, transform=rel.transAxes, fontsize=6, va="top")
     _label_layers(rel, d)
     return fig
@@ -207,7 +209,8 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
     CKA of the two base networks (not in a one-directional run, which has only baseB)."""
     d = rep.sel(split=split)
     one_way = one_directional(rep)
-    fig = Figure(figsize=(6, 4.5) if one_way else (12, 4.5))
+    # constrained: the heat map's y label clears its tick labels, which long layer names widen
+    fig = Figure(figsize=(6, 4.5) if one_way else (12, 4.5), layout="constrained")
     axes = fig.subplots(1, 1 if one_way else 2, squeeze=False)[0]
     left = axes[0]
     if one_way:  # the source network is in no store: SnB is compared with baseB only
