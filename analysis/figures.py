@@ -342,11 +342,7 @@ def figure_training_loss(curves: xr.Dataset, out: Path, split: str = SIMILAR_SPL
         ax.set_xlabel("epoch")
         ax.xaxis.set_tick_params(labelbottom=True)
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))  # shared by every panel: epochs are whole
-    legend = {}  # every variant drawn in some panel, once
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend), fontsize=8)
+    _shared_legend(fig, axes)
     fig.suptitle(f"{split} split: training loss (mean cross-entropy over each epoch's batches), means over seeds "
                  "and directions", fontsize=10)
     return _save(fig, out, f"training_loss_{split}")
@@ -382,14 +378,19 @@ def figure_boundary(curves: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -
                 ax.set_ylabel(label if key == "dead" else "scale (RMS) of layer n's output", fontsize=8)
         axes[1, col].set_xlabel("epoch")
     axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    legend = {}
-    for ax in axes.ravel():
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend), fontsize=8)
+    _shared_legend(fig, axes.ravel())
     fig.suptitle(f"{split} split: what the layer above each cut receives (epoch 0: before training), means over "
                  "seeds and directions", fontsize=10)
     return _save(fig, out, f"boundary_{split}")
+
+
+def _shared_legend(fig: Figure, axes) -> None:
+    """One legend below the panels, every label drawn in some panel once."""
+    legend = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="outside lower center", ncol=len(legend), fontsize=8)
 
 
 def _per_epoch(values: xr.DataArray) -> np.ndarray:
