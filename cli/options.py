@@ -12,8 +12,15 @@ from dataclasses import fields
 import click
 
 from probe.errors import ProbeError
-from probe.planning.plan import Study
-from probe.planning.source import NORMALIZATIONS, OWN_STATISTICS, describe_source, parse_key_map, parse_normalization
+from probe.planning.plan import Study, budget_advice
+from probe.planning.source import (
+    NORMALIZATIONS,
+    OWN_STATISTICS,
+    check_source_early,
+    describe_source,
+    parse_key_map,
+    parse_normalization,
+)
 from probe.planning.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
 from probe.planning.variants import CUT_NAMES, SOURCE_CUT_NAMES
 
@@ -160,7 +167,8 @@ def study_options(f):
                           "SnB+ (copied from it, frozen and fine-tuned) in the places of AnB and AnB+."),
         click.option("--source-key-map", multiple=True, default=(),
                      help="With --source: NETWORK_PREFIX=FILE_PREFIX (repeatable), or a .json file of such prefixes, "
-                          "where the file names its tensors otherwise than the network does."),
+                          "where the file names its tensors otherwise than the network does; =module. for a file "
+                          "saved from nn.DataParallel."),
         click.option("--source-normalization", default=OWN_STATISTICS, show_default=True,
                      help=f"With --source: the input normalization its network was trained with, used by every "
                           f"network of the run: {OWN_STATISTICS} (the run's own statistics), "
@@ -192,9 +200,12 @@ def _cut_at(text: str | None) -> tuple[str, ...]:
     return paths
 
 
-def study_from_options(kw: dict) -> Study:
+def study_from_options(kw: dict, advise: bool = True) -> Study:
+    """The study the options describe. A ``--source`` file is checked here, before the data is decoded (minutes for
+    a large image tree). With ``advise``, a recipe whose epochs are few for it is said in one line on stderr, before
+    the hours of training start (``probe plan`` prints it with the plan instead)."""
     recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
-    return Study(
+    study = Study(
         data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], resize_mode=kw["resize_mode"],
                       train_per_class=kw["train_per_class"], test_per_class=kw["test_per_class"],
                       val_fraction=kw["val_fraction"], unreadable=kw["unreadable"]),
@@ -202,6 +213,13 @@ def study_from_options(kw: dict) -> Study:
         recipe=recipe, seeds=_seed_list(kw["seeds"], "seed"),
         init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
         convergence_factor=_convergence_factor(kw), **_source_choices(kw))
+    if study.source is not None:
+        # the file itself, and its tensors' names and shapes as far as they do not depend on the data's channels and
+        # image size; the rest when the study is planned on the data
+        check_source_early(study.source, study.arch, study.cuts, recipe.crop_size or study.data.image_size)
+    if advise and (advice := budget_advice(recipe)):
+        click.echo(advice, err=True)
+    return study
 
 
 def _convergence_factor(kw: dict) -> int | None:

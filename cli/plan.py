@@ -8,6 +8,19 @@ from pathlib import Path
 import click
 
 from probe.cli.options import errors_as_messages, study_from_options, study_options
+from probe.planning.plan import (
+    PlannedNetwork,
+    Study,
+    budget_advice,
+    format_cuts,
+    format_networks,
+    format_source,
+    format_task_summaries,
+    plan_to_dict,
+    planned_cuts,
+    task_summaries,
+)
+from probe.planning.spec import SourceSpec
 
 
 @click.command()
@@ -17,17 +30,36 @@ from probe.cli.options import errors_as_messages, study_from_options, study_opti
 @click.option("--json", "as_json", is_flag=True, default=False, help="Print plan.json instead of a table.")
 @errors_as_messages
 def plan(cache_dir: Path | None, as_json: bool, **kw) -> None:
-    """Print the networks a study would train, in dependency order, without training, then each split's tasks: their
-    classes and how many images each trains, validates and tests on."""
+    """Print the networks a study would train, in dependency order, without training, then the layer each cut
+    follows, the source network's file and what of it was checked, each split's tasks (their classes and how many
+    images each trains, validates and tests on), and a line of advice where the epochs are few for the recipe."""
     from probe.execution.sweep import plan_study
-    from probe.planning.plan import format_task_summaries, plan_to_dict, task_summaries
 
-    study = study_from_options(kw)
+    study = study_from_options(kw, advise=False)
     networks, arrays = plan_study(None, study, cache_dir)
     if as_json:
         click.echo(json.dumps(plan_to_dict(study, networks), indent=2))
         return
-    for p in networks:
-        click.echo(f"{p.spec.id:<40} {'<- ' + ', '.join(p.depends_on) if p.depends_on else ''}")
-    click.echo(f"{len(networks)} networks")
-    click.echo("\n".join(format_task_summaries(task_summaries(networks, arrays))))
+    click.echo("\n".join(plan_lines(study, networks, arrays)))
+
+
+def plan_lines(study: Study, networks: list[PlannedNetwork], arrays) -> list[str]:
+    """The plan as lines for a terminal; only a network's line starts with its id."""
+    lines = [*format_networks(networks), f"{len(networks)} networks"]
+    checked = None
+    if study.source is not None:
+        lines += format_source(study.source)
+        checked = _source_checks(study.source, networks, planned_cuts(networks))
+    lines += format_cuts(networks, checked)
+    lines += format_task_summaries(task_summaries(networks, arrays))
+    advice = budget_advice(study.recipe)
+    return lines + ([advice] if advice else [])
+
+
+def _source_checks(source: SourceSpec, networks: list[PlannedNetwork], cuts: list[int]) -> dict[int, int] | None:
+    """How many of the source file's tensors each cut copies, as checked for the plan's SnB networks (None: the
+    plan has none)."""
+    from probe.planning.source import checked_per_cut
+
+    spec = next((p.spec for p in networks if p.spec.source_network is not None), None)
+    return None if spec is None else checked_per_cut(source, spec, cuts)

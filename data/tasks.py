@@ -93,11 +93,20 @@ def task_data(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> TaskDa
                     t.val_y, np.asarray(arrays.test_x[t.test]), t.test_y)
 
 
-def task_counts(arrays: ImageArrays, classes: list[str], spec: DataSpec) -> dict:
+def task_counts(arrays: ImageArrays, classes: list[str], spec: DataSpec, test_classes: bool = False) -> dict:
     """How many images a task trains, validates and tests on (after the per-class caps and the hold-out), with its
-    smallest and largest class by training images as ``(name, count)``: what a plan shows before anything trains."""
+    smallest and largest class by training images as ``(name, count)``: what a plan shows before anything trains.
+    With ``test_classes``, also the test split's smallest and largest class (``test_smallest``, ``test_largest``):
+    a capped test split can be as uneven as the training one."""
     t = task_indices(arrays, classes, spec)
-    per_class = np.bincount(t.train_y, minlength=len(classes))
-    return {"train": len(t.train), "val": len(t.val), "test": len(t.test),
-            "smallest": (classes[per_class.argmin()], int(per_class.min())),
+    counts = {"train": len(t.train), "val": len(t.val), "test": len(t.test), **_extremes(t.train_y, classes)}
+    if test_classes:
+        counts.update({f"test_{k}": v for k, v in _extremes(t.test_y, classes).items()})
+    return counts
+
+
+def _extremes(labels: np.ndarray, classes: list[str]) -> dict[str, tuple[str, int]]:
+    """The class with the fewest and the one with the most of ``labels``, as ``(name, count)`` (the first such)."""
+    per_class = np.bincount(labels, minlength=len(classes))
+    return {"smallest": (classes[per_class.argmin()], int(per_class.min())),
             "largest": (classes[per_class.argmax()], int(per_class.max()))}

@@ -89,6 +89,48 @@ class _PieceTracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return module_qualified_name not in self.opened
 
+    def path_of_module(self, mod: nn.Module) -> str:
+        try:
+            return super().path_of_module(mod)
+        except NameError:  # fx: "module is not installed as a submodule", which does not say which, or why
+            sliced = _sliced_from(self.root, mod)
+            if sliced is None:
+                raise
+            raise _SlicedSequential(*sliced) from None
+
+
+class _SlicedSequential(Exception):
+    """The forward called a slice of a Sequential: ``owner`` (its path), the slice's ``names`` of children."""
+
+    def __init__(self, owner: str, names: list[str]):
+        super().__init__(owner)
+        self.owner, self.names = owner, names
+
+
+def _sliced_from(root: nn.Module, mod: nn.Module) -> tuple[str, list[str]] | None:
+    """The Sequential of ``root`` that ``mod`` (a module that is no submodule of it) is a slice of, as its path
+    and the names of the children the slice holds; None when it is no such slice."""
+    if not isinstance(mod, nn.Sequential) or not len(mod):
+        return None
+    for path, owner in root.named_modules():
+        if isinstance(owner, nn.Sequential) and owner is not mod:
+            names = {id(child): name for name, child in owner.named_children()}
+            if all(id(child) in names for child in mod.children()):
+                return path, [names[id(child)] for child in mod.children()]
+    return None
+
+
+def _sliced_error(label: str, sliced: _SlicedSequential) -> ProbeError:
+    """One line for a forward that slices a Sequential: it says what it sliced and what to write instead."""
+    owner, names = sliced.owner, sliced.names
+    indices = [int(n) for n in names] if all(n.isdigit() for n in names) else []
+    contiguous = indices and indices == list(range(indices[0], indices[-1] + 1))
+    shown = f"{owner}[{indices[0]}:{indices[-1] + 1}]" if contiguous else f"a slice of {owner}"
+    return ProbeError(f"{label}'s forward slices the module {owner!r} ({shown}): a Sequential slice builds a new "
+                      f"module at every call, which cannot be traced and cut; call {owner} whole and cut with "
+                      f"--cut-at at module paths instead ({owner}.{names[-1]} cuts after the slice's last module), or "
+                      "write the forward without slicing")
+
 
 def _trace(model: nn.Module, label: str, cuts: list[str]) -> fx.Graph:
     """The forward's graph, the same in training and in eval mode.
@@ -103,6 +145,8 @@ def _trace(model: nn.Module, label: str, cuts: list[str]) -> fx.Graph:
         for mode in (True, False):
             model.train(mode)
             graphs.append(_PieceTracer(opened).trace(model))
+    except _SlicedSequential as e:
+        raise _sliced_error(label, e) from None
     except Exception as e:  # fx reports untraceable code with many exception types
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ProbeError(f"torch.fx cannot trace {label}'s forward ({reason}); {_BUILDER_HINT}") from e

@@ -26,12 +26,12 @@ import io
 import json
 import pickle
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
-from probe.planning.spec import SourceSpec
+from probe.planning.spec import ArchSpec, NetworkSpec, SourceSpec
 
 if TYPE_CHECKING:
     import torch
@@ -42,6 +42,11 @@ if TYPE_CHECKING:
 NORMALIZATIONS = {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}  # torchvision's ImageNet weights
 OWN_STATISTICS = "data"  # the run's own data statistics, as a run without a source network uses
 OPTIONAL = ".num_batches_tracked"
+DATA_PARALLEL = "module."  # the prefix nn.DataParallel (and DistributedDataParallel) gives every key it saves
+# How torch.save files begin: a zip archive (torch >= 1.6), or the legacy format's pickled magic number
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"
+_REASON_CHARS = 100  # an embedded library message is cut to its first sentence, at most this long
 
 
 def parse_normalization(text: str) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
@@ -120,7 +125,25 @@ def load_source(source: SourceSpec) -> dict[str, torch.Tensor]:
                          f"SHA-256 was {source.sha256[:12]}...); restore that file, or plan a new run directory "
                          "with this one")
     state = _safetensors(source.path, data) if source.path.endswith(".safetensors") else _pickled(source.path, data)
-    return _checked_state_dict(source.path, state)
+    state = _checked_state_dict(source.path, state)
+    _SHAPES[(source.path, source.sha256)] = _shapes(state)
+    return state
+
+
+# The names and shapes of the tensors of the source files this process has read, by path and hash: enough for the
+# plan's summary and the early checks, without keeping the tensors (a large network's hundreds of megabytes)
+_SHAPES: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
+
+
+def file_shapes(source: SourceSpec) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor of the source file, by key (read once per process and file content)."""
+    if (source.path, source.sha256) not in _SHAPES:
+        load_source(source)
+    return _SHAPES[(source.path, source.sha256)]
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {key: tuple(value.shape) for key, value in state.items()}
 
 
 def _safetensors(path: str, data: bytes) -> object:
@@ -129,7 +152,8 @@ def _safetensors(path: str, data: bytes) -> object:
     try:
         return load(data)
     except Exception as e:  # safetensors reports a bad file with several exception types
-        raise ProbeError(f"source network file {path!r} is not a safetensors file ({_first_line(e)})") from None
+        raise ProbeError(f"source network file {path!r} is not a safetensors file, or a damaged one ({_reason(e)}); "
+                         "save or download it again") from None
 
 
 def _pickled(path: str, data: bytes) -> object:
@@ -146,8 +170,17 @@ def _pickled(path: str, data: bytes) -> object:
                          f"weights_only=True, which runs no pickled code, refused it ({_refusal(e)}); save the "
                          "network's state_dict() with torch.save, or as safetensors") from None
     except Exception as e:  # torch.load reports files that are no checkpoint at all with many exception types
+        if _torch_save_format(data):
+            raise ProbeError(f"source network file {path!r} is a damaged or truncated torch.save file "
+                             f"({_reason(e)}); save or download it again") from None
         raise ProbeError(f"source network file {path!r} cannot be loaded as weights: it is no torch.save file "
-                         f"({_first_line(e)}); a safetensors file needs its .safetensors suffix") from None
+                         f"({_reason(e)}); a safetensors file needs its .safetensors suffix") from None
+
+
+def _torch_save_format(data: bytes) -> bool:
+    """Whether a file begins as torch.save's files do: one that torch.load then fails on is cut short or damaged,
+    rather than some other kind of file."""
+    return data.startswith(_ZIP_MAGIC) or data[2:2 + len(_LEGACY_MAGIC)] == _LEGACY_MAGIC
 
 
 def _refusal(error: Exception) -> str:
@@ -159,9 +192,16 @@ def _refusal(error: Exception) -> str:
     return lines[0].split(". ")[0].rstrip(".") if lines else type(error).__name__
 
 
-def _first_line(error: Exception) -> str:
+def _reason(error: Exception) -> str:
+    """A library's error as a short clause: its first sentence, cut to a hundred characters (torch's message of a
+    truncated zip goes on for four hundred, telling how checkpoints get damaged)."""
     lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    sentence = lines[0].split(". ")[0].rstrip(".")
+    if len(sentence) > _REASON_CHARS:
+        sentence = sentence[:_REASON_CHARS - 3].rstrip() + "..."
+    return sentence
 
 
 def _checked_state_dict(path: str, state: object) -> dict[str, torch.Tensor]:
@@ -170,7 +210,7 @@ def _checked_state_dict(path: str, state: object) -> dict[str, torch.Tensor]:
     if not isinstance(state, Mapping) or not state:
         what = "an empty mapping" if isinstance(state, Mapping) else f"a {type(state).__name__}"
         raise ProbeError(f"source network file {path!r} holds {what}, not a state_dict (a mapping of names to "
-                         "tensors)")
+                         "tensors); save the network's state_dict() with torch.save, or as safetensors")
     for key, value in state.items():
         if not isinstance(key, str) or not isinstance(value, torch.Tensor):
             raise ProbeError(f"source network file {path!r} is not a state_dict: its entry {key!r} is of type "
@@ -188,26 +228,47 @@ def file_key(model: LayeredNet, key: str, key_map: Iterable[tuple[str, str]]) ->
     return file + name[len(network):]
 
 
+def matched_keys(model: LayeredNet, shapes: Mapping[str, Sequence[int]], source: SourceSpec, cut: int,
+                 known: Collection[str] | None = None, shaped: Collection[str] | None = None) -> dict[str, str]:
+    """For each tensor of layers 1..``cut`` of ``model``, the key the source file (whose tensors have ``shapes``)
+    holds it under, each checked to be there (but for optional counters) and of the model's shape. ``known`` and
+    ``shaped``: the network's keys that are looked up, and those whose shapes are compared (None: all)."""
+    out = {}
+    for key, own in model.prefix_state(cut).items():
+        if known is not None and key not in known:
+            continue
+        where = file_key(model, key, source.key_map)
+        layer = key.split(".")[1]  # prefix_state's keys are stages.<layer>.<rest>
+        if where not in shapes:
+            if key.endswith(OPTIONAL):
+                continue
+            raise ProbeError(_missing(source, shapes, key, where, layer))
+        if (shaped is None or key in shaped) and tuple(shapes[where]) != tuple(own.shape):
+            raise ProbeError(f"source network file {source.path!r} holds {where} of shape {list(shapes[where])}, "
+                             f"where layer {layer} of the network has {list(own.shape)}; give the weights of a "
+                             "network of this architecture and options (--arch, --arch-option)")
+        out[key] = where
+    return out
+
+
+def _missing(source: SourceSpec, shapes: Mapping[str, Sequence[int]], key: str, where: str, layer: str) -> str:
+    """The error for a tensor the file lacks, with the key map that would find it: ``=module.`` for a file saved
+    from nn.DataParallel (every key prefixed), else the general form."""
+    first = ", ".join(list(shapes)[:3])
+    if not source.key_map and all(k.startswith(DATA_PARALLEL) for k in shapes):
+        fix = (f"its keys start with {DATA_PARALLEL!r} (saved from nn.DataParallel): add --source-key-map "
+               f"={DATA_PARALLEL}")
+    else:
+        fix = f"its keys begin {first}: map them with --source-key-map NETWORK_PREFIX=FILE_PREFIX"
+    own = "" if where == key else f" ({key})"
+    return f"source network file {source.path!r} has no {where!r} for layer {layer} of the network{own}; {fix}"
+
+
 def copied_tensors(model: LayeredNet, state: Mapping[str, torch.Tensor], source: SourceSpec,
                    cut: int) -> dict[str, torch.Tensor]:
     """The tensors of layers 1..``cut`` of ``model`` taken from the source file's ``state``, keyed as the model's,
     each checked to be there (but for optional counters) and of the model's shape."""
-    out = {}
-    for key, own in model.prefix_state(cut).items():
-        where = file_key(model, key, source.key_map)
-        layer = key.split(".")[1]  # prefix_state's keys are stages.<layer>.<rest>
-        if where not in state:
-            if key.endswith(OPTIONAL):
-                continue
-            first = ", ".join(list(state)[:3])
-            raise ProbeError(f"source network file {source.path!r} has no {where!r} for layer {layer} of the "
-                             f"network ({key}); its keys begin {first}: map them with --source-key-map "
-                             "NETWORK_PREFIX=FILE_PREFIX")
-        if state[where].shape != own.shape:
-            raise ProbeError(f"source network file {source.path!r} holds {where} of shape {list(state[where].shape)}, "
-                             f"where layer {layer} of the network has {list(own.shape)}")
-        out[key] = state[where]
-    return out
+    return {key: state[where] for key, where in matched_keys(model, _shapes(state), source, cut).items()}
 
 
 def check_source(source: SourceSpec, model: LayeredNet, cut: int, in_channels: int) -> None:
@@ -223,3 +284,67 @@ def check_source(source: SourceSpec, model: LayeredNet, cut: int, in_channels: i
 def load_source_layers(model: LayeredNet, source: SourceSpec, cut: int) -> None:
     """Copy layers 1..``cut`` of the source network into ``model``."""
     model.load_state_dict(copied_tensors(model, load_source(source), source, cut), strict=False)
+
+
+def check_source_early(source: SourceSpec, arch: ArchSpec, cuts: Sequence[int] | None,
+                       input_size: int | None = None) -> None:
+    """Refuse, before any data is read (decoding a dataset can take minutes), a source file that cannot serve: one
+    that cannot be read or is no state_dict, one that lacks a tensor of layers 1..max(``cuts``) (None: every cut
+    point) of networks of ``arch``, or holds one of another shape, as far as these do not depend on the data.
+
+    The data's channels and image size (``input_size``, where the options give it) are unknown until it is
+    decoded, so the networks are built twice on torch's meta device, for 3-channel images of the size and for
+    1-channel images of twice it: the tensors both have are looked up now, and those of the same shape in both are
+    compared; the others (a first convolution, a classifier's input) when the study is planned on the data
+    (:func:`check_source`). A network that cannot be built so leaves its tensors to that check."""
+    shapes = file_shapes(source)
+    built = _data_free_network(arch, input_size)
+    if built is None:
+        return
+    model, known, shaped = built
+    cut = max(cuts) if cuts else len(model.cut_points)
+    if 1 <= cut <= len(model.cut_points):  # a cut out of range is refused by planning, with the cut points
+        matched_keys(model, shapes, source, cut, known, shaped)
+
+
+def _data_free_network(arch: ArchSpec, input_size: int | None) -> tuple[LayeredNet, set[str], set[str]] | None:
+    """A network of ``arch`` built on the meta device for a guessed input, with the keys that another input's
+    network has too, and those of them of the same shape in both; None when the two cannot be built, or are cut
+    into other layers (a builder that adapts to the input), so that nothing of them can be told without the data."""
+    from probe.architectures.registry import architecture_of
+
+    size = input_size or architecture_of(arch).input_size or 224
+    first, other = _meta_network(arch, 3, size), _meta_network(arch, 1, 2 * size)
+    if first is None or other is None or first.layer_names != other.layer_names:
+        return None
+    own, theirs = first.state_dict(), other.state_dict()
+    known = set(own) & set(theirs)
+    return first, known, {k for k in known if tuple(theirs[k].shape) == tuple(own[k].shape)}
+
+
+def _meta_network(arch: ArchSpec, in_channels: int, input_size: int) -> LayeredNet | None:
+    import torch
+
+    from probe.architectures.build import build_network
+
+    try:
+        with torch.device("meta"):
+            return build_network(arch, in_channels, 10, input_size, seed=0)
+    except Exception:  # a builder's own refusal, or one that needs real tensors: checked with the data instead
+        return None
+
+
+def checked_per_cut(source: SourceSpec, spec: NetworkSpec, cuts: Sequence[int]) -> dict[int, int]:
+    """How many tensors of the source file each cut copies (those of layers 1..n), found and shaped as networks of
+    ``spec`` need them: what the plan says it checked."""
+    import torch
+
+    from probe.architectures.build import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(spec)
+    except Exception:  # a builder that needs real tensors; planning built it on the CPU already
+        model = build_model(spec)
+    shapes = file_shapes(source)
+    return {n: len(matched_keys(model, shapes, source, n)) for n in cuts}
