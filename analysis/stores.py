@@ -4,9 +4,9 @@
     tree = open_store("runs/demo")
     fc7 = layer_arrays(tree, "fc7", ["random-s0/init0/baseB", "random-s0/init0/A3B"])
 
-The tree holds the groups that verify (:func:`probe.storage.activation_store.verify_group`), found from each group's own
-metadata rather than the root's consolidated copy, so that one damaged or half-written group leaves the others
-readable.
+The tree holds the groups that verify (:func:`probe.storage.activation_store.verify_group`) and were extracted with
+the store's settings, found from each group's own metadata rather than the root's consolidated copy, so that one
+damaged, half-written or otherwise extracted group leaves the others readable.
 """
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ import xarray as xr
 
 from probe.errors import ProbeError
 from probe.planning.plan import PlannedNetwork
-from probe.storage.activation_store import META, verify_group
+from probe.storage.activation_store import (
+    META,
+    describe_settings,
+    disagreement,
+    group_attrs,
+    group_settings,
+    recorded_settings,
+    same_settings,
+    verify_group,
+)
 from probe.storage.run import Run
 
 
@@ -35,27 +44,41 @@ def store_path(path: str | Path) -> Path:
     return path
 
 
-def repair_command(store: Path | None, run_dir: str | Path | None = None, network_id: str | None = None) -> str:
+def repair_command(store: Path | None, run_dir: str | Path | None = None, network_id: str | None = None,
+                   options: str = "") -> str:
     """The ``probe extract`` command that rewrites what is damaged in ``store`` (one network of it, when given;
-    no ``--out`` when the store is unknown or the run's own)."""
+    no ``--out`` when the store is unknown or the run's own), with the store's settings (those it records) unless
+    ``options`` gives others."""
     own = store is None or (run_dir is not None and store.resolve() == Run(run_dir).store.resolve())
     out = "" if own else f" --out {store}"
-    return f"'probe extract {run_dir or 'RUN'}{out}" + (f" --networks {network_id}'" if network_id else "'")
+    return (f"'probe extract {run_dir or 'RUN'}{out}" + (f" {options}" if options else "")
+            + (f" --networks {network_id}'" if network_id else "'"))
 
 
 def scan_store(path: str | Path, run_dir: str | Path | None = None,
                planned: list[PlannedNetwork] | None = None) -> tuple[Path, dict[str, str | None]]:
-    """The store at ``path`` and each of its network groups with what is wrong with it (None: it verifies), the
-    layers of a network of ``planned`` checked against its plan, those of any other against the spec it records.
+    """The store at ``path`` and each of its network groups with what is wrong with it (None: it verifies, and was
+    extracted with the settings the store records), the layers of a network of ``planned`` checked against its
+    plan, those of any other against the spec it records.
 
     Raises a ProbeError when the metadata of the root or of a group above the networks is missing or unreadable:
     without it xarray cannot open the store at all (``run_dir`` goes into the command that repairs it)."""
     store = store_path(path)
     layers = {p.spec.id: list(p.cut_points) for p in planned or []}
     found: dict[str, str | None] = {}
+    recorded = recorded_settings(store)
     for node in _network_groups(store, run_dir):
-        found[node] = verify_group(store, node, layers.get(node))
+        found[node] = verify_group(store, node, layers.get(node)) or _other_settings(store, node, recorded)
     return store, found
+
+
+def _other_settings(store: Path, network_id: str, recorded: dict | None) -> str | None:
+    """How the settings of a (whole) group differ from those the store records, or None."""
+    settings = group_settings(group_attrs(store, network_id))
+    if recorded is None or (settings is not None and same_settings(settings, recorded)):
+        return None
+    return (f"it was extracted with {describe_settings(settings) if settings else 'settings it does not record'}, "
+            f"where the store's settings are {describe_settings(recorded)}")
 
 
 def _network_groups(store: Path, run_dir, node: str = "") -> list[str]:
@@ -122,7 +145,25 @@ def open_checked(path: str | Path, run_dir: str | Path, planned: list[PlannedNet
         if found[nid]:
             raise ProbeError(f"activation store {store}: network {nid}: {found[nid]}; "
                              f"{repair_command(store, run_dir, nid)} rewrites it")
+    _refuse_mixed_settings(store, run_dir, present)
     return store, open_networks(store, present, chunks)
+
+
+def _refuse_mixed_settings(store: Path, run_dir: str | Path, network_ids: list[str]) -> None:
+    """Refuse networks extracted with different settings from a store that records none of its own (written before
+    probe recorded them): their activations would not compare. A store that records them has each group checked
+    against them by :func:`scan_store`."""
+    if recorded_settings(store) is not None:
+        return
+    settings = {nid: s for nid in network_ids if (s := group_settings(group_attrs(store, nid))) is not None}
+    pair = disagreement(settings)
+    if pair:
+        usual, other = pair
+        raise ProbeError(f"activation store {store}: networks {usual} ({describe_settings(settings[usual])}) and "
+                         f"{other} ({describe_settings(settings[other])}) were extracted with different settings, "
+                         f"and the store records none of its own; "
+                         f"{repair_command(store, run_dir, options=describe_settings(settings[usual]))} rewrites the "
+                         f"others with {usual}'s")
 
 
 def list_networks(tree: xr.DataTree) -> list[str]:

@@ -1,4 +1,6 @@
-"""``probe extract``: its options and its body."""
+"""``probe extract``: its options and its body. The options that set what is stored (the probe set, the spatial
+reduction, the seed, the dtype; and the batch and chunk sizes) default to the store's settings, those it was first
+extracted with, so that a rerun or a repair writes what the store holds; a new store gets the defaults shown."""
 
 from __future__ import annotations
 
@@ -17,37 +19,47 @@ from probe.storage.run import Run
               help="The zarr store to write. Default: RUN_DIR/activations.zarr.")
 @click.option("--networks", default="", help="Only these networks (ids or names, comma-separated). Default: all "
                                              "finished ones.")
-@click.option("--probe-set", type=click.Choice(["target", "source", "both"]), default="target", show_default=True,
-              help="Test images of the network's target task, of its source task, or of both tasks.")
+@click.option("--probe-set", type=click.Choice(["target", "source", "both"]), default=None,
+              help="Test images of the network's target task, of its source task, or of both tasks. Default: the "
+                   "store's; target for a new store.")
 @click.option("--per-class", type=int, default=None, help="A seeded subset of this many test images per class (see "
-                                                          "--per-class-mode). Default: every test image.")
-@click.option("--per-class-mode", type=click.Choice(["exactly", "at-most"]), default="exactly", show_default=True,
+                                                          "--per-class-mode). Default: the store's; every test image "
+                                                          "for a new store.")
+@click.option("--per-class-mode", type=click.Choice(["exactly", "at-most"]), default=None,
               help="--per-class: exactly that many of every class (balanced; a class with fewer is an error), or at "
-                   "most that many (a class with fewer gives all of its own).")
-@click.option("--spatial", default="mean", show_default=True,
-              help="Convolutional maps: mean (per channel), full (whole map) or sample:K (K random positions).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the subset and the sampled positions.")
-@click.option("--dtype", type=click.Choice(["float32", "float16"]), default="float32", show_default=True,
-              help="Stored dtype of activations.")
-@click.option("--batch-size", type=int, default=256, show_default=True, help="Images per forward pass.")
-@click.option("--chunk-size", type=int, default=None, help="Samples per zarr chunk (and per write). Default: four "
-                                                           "batches.")
+                   "most that many (a class with fewer gives all of its own). Default: the store's; exactly for a "
+                   "new store.")
+@click.option("--spatial", default=None,
+              help="Convolutional maps: mean (per channel), full (whole map) or sample:K (K random positions). "
+                   "Default: the store's; mean for a new store.")
+@click.option("--seed", type=int, default=None, help="Seed of the subset and the sampled positions. Default: the "
+                                                     "store's; 0 for a new store.")
+@click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
+              help="Stored dtype of activations. Default: the store's; float32 for a new store.")
+@click.option("--batch-size", type=int, default=None, help="Images per forward pass. Default: the store's (the same "
+                                                           "computation again); 256 for a new store.")
+@click.option("--chunk-size", type=int, default=None, help="Samples per zarr chunk (and per write). Default: the "
+                                                           "store's; four batches for a new store.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
 @click.option("--quiet", is_flag=True, default=False, help="No progress bars.")
 @executor_options
 @errors_as_messages
-def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str, per_class: int | None,
-            per_class_mode: str, spatial: str, seed: int, dtype: str, batch_size: int, chunk_size: int | None,
-            device: str, cache_dir: Path | None, quiet: bool, executor: str, scheduler: str | None,
-            workers: int) -> None:
+def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str | None, per_class: int | None,
+            per_class_mode: str | None, spatial: str | None, seed: int | None, dtype: str | None,
+            batch_size: int | None, chunk_size: int | None, device: str, cache_dir: Path | None, quiet: bool,
+            executor: str, scheduler: str | None, workers: int) -> None:
     """Write every trained network's per-layer activations into one zarr store; rerun to resume."""
-    from probe.execution.extract import ExtractionImages, Reduction, extract_run
+    from probe.execution.extract import extract_run, resolve_settings, settings_objects
     from probe.execution.train import resolve_device
 
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
-    settings = (ExtractionImages(probe_set, per_class, seed, per_class_mode), Reduction(spatial, seed, dtype))
+    given = {"probe_set": probe_set, "per_class": per_class, "per_class_mode": per_class_mode, "spatial": spatial,
+             "seed": seed, "dtype": dtype, "batch_size": batch_size, "chunk_size": chunk_size}
+    # what is not given is the store's: resolved here (reading only), so that both executors get whole settings
+    *settings, batch_size, chunk_size = settings_objects(
+        resolve_settings(out or Run(run_dir).store, {k: v for k, v in given.items() if v is not None}))
     if executor == "dask":
         from probe.execution.distributed import dask_client, extract_run_dask
 

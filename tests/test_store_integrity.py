@@ -13,10 +13,10 @@ import zarr
 from conftest import TINY_STUDY, assert_one_line_error, invoke
 
 from probe.analysis.representations import representation_dataset
-from probe.analysis.stores import list_networks, open_store
+from probe.analysis.stores import list_networks, open_checked, open_store
 from probe.architectures import build_model
 from probe.errors import ProbeError
-from probe.execution.extract import extract_run
+from probe.execution.extract import ExtractionImages, extract_run
 from probe.planning.plan import read_plan
 from probe.storage.activation_store import verify_group
 from probe.storage.run import Run
@@ -248,3 +248,164 @@ def test_an_unexpected_error_extracting_one_network_fails_that_network_only(run,
     assert result["failed"] == {BASE: "RuntimeError: CUDA out of memory"}
     assert len(result["written"]) == 3
     assert sorted(list_networks(xr.open_datatree(tmp_path / "acts.zarr", engine="zarr"))) == sorted(result["written"])
+
+
+# --- the store's settings: a repair writes what the store holds ---------------------------------------------------
+
+FULL = ("--probe-set", "both", "--spatial", "full")
+
+
+@pytest.fixture(scope="module")
+def pristine_full(run, tmp_path_factory, cache_dir):
+    """The run's activations with other settings than the defaults: both tasks' images, whole maps."""
+    store = tmp_path_factory.mktemp("pristine-full") / "acts.zarr"
+    result = invoke(cache_dir, "extract", run, "--out", store, *FULL, "--batch-size", BATCH, "--quiet", "--device",
+                    "cpu")
+    assert result.exit_code == 0 and "wrote 4" in result.output, result.output
+    return store
+
+
+def _flip_a_byte(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _first_chunk(store, layer):
+    return sorted(p for p in (store / BASE / layer / "c").rglob("*") if p.is_file())[0]
+
+
+@pytest.mark.parametrize("damage", ["conv1 chunk", "logits chunk", "group metadata"])
+def test_the_repair_that_analyze_names_restores_the_numbers(run, pristine_full, tmp_path, cli, damage):
+    """The command the refusal names rewrites the group with the store's settings (its probe set, reduction, seed,
+    dtype, batch and chunk size), not the defaults: the numbers come back bit for bit."""
+    store = tmp_path / "acts.zarr"
+    shutil.copytree(pristine_full, store)
+    if damage == "group metadata":
+        (store / BASE / "zarr.json").unlink()
+    else:
+        _flip_a_byte(_first_chunk(store, damage.split()[0]))
+    message = _refused(run, store, BASE, f"--networks {BASE}")
+    command = message.split("'probe extract ")[1].split("'")[0].split()
+    result = cli("extract", *command, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0 and "wrote 1" in result.output, result.output
+    _assert_same_group(store, pristine_full, BASE)  # the very values, so every number computed from them
+    open_checked(store, run, read_plan(run)[1])  # what analyze checks, passed
+
+
+def test_other_settings_for_a_store_are_refused_naming_both(run, pristine_full, tmp_path, cli):
+    store = tmp_path / "acts.zarr"
+    shutil.copytree(pristine_full, store)
+    before = (store / BASE / "zarr.json").read_bytes()
+    result = cli("extract", run, "--out", store, "--spatial", "mean", "--quiet", "--device", "cpu")
+    assert_one_line_error(result, "--probe-set both", "--spatial full", "--spatial mean", "--out")
+    with pytest.raises(ProbeError, match="--probe-set target") as e:  # the API's objects are whole settings
+        extract_run(run, store, images=ExtractionImages(), progress=False)
+    assert "--probe-set both" in str(e.value) and "\n" not in str(e.value)
+    assert (store / BASE / "zarr.json").read_bytes() == before
+    # what is not given is the store's: a rerun with some of its own settings, or none, finds it complete
+    for options in ((), ("--probe-set", "both"), ("--spatial", "full", "--seed", "0")):
+        result = cli("extract", run, "--out", store, *options, "--quiet", "--device", "cpu")
+        assert result.exit_code == 0 and "wrote 0, already complete 4" in result.output, result.output
+
+
+def _set_attrs(store, network_id, **attrs):
+    meta_path = store / network_id / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    meta["attributes"].update(attrs)
+    meta_path.write_text(json.dumps(meta))
+
+
+OTHER = "random-s0/init0/A1B"
+
+
+def test_a_group_of_other_settings_is_refused_and_rewritten(run, store, pristine, cli):
+    """A group whose settings differ from the store's (written by hand, or by an extraction before stores recorded
+    their settings) whole as it may be, is refused by analyze with the command that rewrites it, and rewritten."""
+    _set_attrs(store, OTHER, probe_set=json.dumps({"tasks": "both", "per_class": None, "seed": 0,
+                                                   "per_class_mode": "exactly"}))
+    _refused(run, store, OTHER, "--probe-set both", "--probe-set target", f"--networks {OTHER}")
+    result = cli("extract", run, "--out", store, "--networks", OTHER, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0 and "wrote 1" in result.output, result.output
+    assert any(OTHER in line and "--probe-set both" in line for line in result.output.splitlines())
+    _assert_same_group(store, pristine, OTHER)
+    representation_dataset(run, store)
+
+
+def test_a_store_without_its_settings_whose_groups_disagree_is_refused(run, store, pristine, cli):
+    (store / ".probe" / "settings.json").unlink(missing_ok=True)  # as written before stores recorded them
+    assert extract_run(run, store, batch_size=BATCH, progress=False)["skipped"]  # its groups agree: kept
+    (store / ".probe" / "settings.json").unlink(missing_ok=True)
+    _set_attrs(store, OTHER, reduction=json.dumps({"spatial": "full", "seed": 0, "dtype": "float32"}))
+    _refused(run, store, OTHER, "--spatial full", "--spatial mean")
+    assert_one_line_error(cli("extract", run, "--out", store, "--quiet", "--device", "cpu"), OTHER, "--spatial full",
+                          "--out")
+    result = cli("extract", run, "--out", store, "--spatial", "mean", "--batch-size", BATCH, "--quiet", "--device",
+                 "cpu")
+    assert result.exit_code == 0 and "wrote 1, already complete 3" in result.output, result.output
+    _assert_same_group(store, pristine, OTHER)
+    representation_dataset(run, store)
+
+
+# --- a group is complete only when every variable holds every sample ----------------------------------------------
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_group_whose_variables_hold_different_samples_is_never_accepted(run, store, pristine, recorded):
+    """What two writers of one group left: its variables of different lengths, marked complete, with a manifest
+    that matches them. Its own check finds it, analyze refuses it, and extract rewrites it."""
+    from probe.storage.activation_store import _manifest, _manifest_path
+
+    conv1 = zarr.open_array(str(store / BASE / "conv1"), mode="r+")
+    conv1.append(np.asarray(conv1[:BATCH]), axis=0)
+    if not recorded:  # a group written before groups recorded their number of samples
+        meta_path = store / BASE / "zarr.json"
+        meta = json.loads(meta_path.read_text())
+        meta["attributes"].pop("n_samples", None)
+        meta_path.write_text(json.dumps(meta))
+    _manifest_path(store, BASE).write_text(json.dumps(_manifest(store / BASE)))
+    problem = verify_group(store, BASE, _cut_points(run))
+    assert problem is not None and "conv1" in problem and "samples" in problem
+    _refused(run, store, BASE, "conv1")
+    assert "conv1" in _repair(run, store)["damaged"][BASE]
+    _assert_same_group(store, pristine, BASE)
+
+
+def test_a_group_is_not_marked_complete_unless_every_variable_has_every_sample(run, store, pristine, monkeypatch):
+    shutil.rmtree(store / BASE)
+    original, calls = xr.Dataset.to_zarr, {"n": 0}
+
+    def losing_logits(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:  # one chunk of logits lost between the writes of two processes
+            self = self.drop_vars("logits")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(xr.Dataset, "to_zarr", losing_logits)
+    result = extract_run(run, store, networks=["baseA"], batch_size=BATCH, progress=False)
+    monkeypatch.undo()
+    assert "logits" in result["failed"][BASE] and "incomplete" in result["failed"][BASE]
+    assert verify_group(store, BASE, _cut_points(run)).startswith("it is incomplete")
+    assert _repair(run, store)["written"] == [BASE]
+    _assert_same_group(store, pristine, BASE)
+
+
+# --- a full disk -----------------------------------------------------------------------------------------------------
+
+def test_a_full_disk_that_fails_the_consolidation_too_is_still_one_line(run, store, cli, monkeypatch):
+    """The disk is full for every zarr write: the group's, then the root's consolidated metadata after it. The
+    line says which group could not be written and what to do, not the consolidation's error."""
+    import errno
+
+    import zarr.storage._local as local
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    shutil.rmtree(store / BASE)
+    monkeypatch.setattr(local, "_put", full)
+    result = cli("extract", run, "--out", store, "--quiet", "--device", "cpu")
+    assert_one_line_error(result, str(store / BASE), "No space left on device", "free space", "rerun")
+    monkeypatch.undo()
+    monkeypatch.setattr(zarr, "consolidate_metadata", full)  # nothing else to write: the consolidation's own line
+    result = cli("extract", run, "--out", store, "--networks", "baseB", "--quiet", "--device", "cpu")
+    assert_one_line_error(result, str(store / "zarr.json"), "No space left on device", "free space")

@@ -5,7 +5,11 @@ The store is a tree with one group per network (its id, e.g. ``random-s0/init0/A
 images in the same order, so groups line up sample by sample; that order is a seeded shuffle, so that consecutive
 samples (a streaming estimator's minibatches) are random draws rather than one class after another. Batches are
 appended as they come, so memory stays bounded. How a group is written so that it is whole or marked incomplete,
-and checked before it is trusted, is :mod:`probe.storage.activation_store`'s.
+by one process at a time, and checked before it is trusted, is :mod:`probe.storage.activation_store`'s.
+
+A store holds one set of settings (:func:`resolve_settings`): its first extraction records them, every later one
+(a resume, the rewrite of a damaged group) uses them where it is given none, and one that asks for others is refused,
+so that a store's groups always compare.
 """
 
 from __future__ import annotations
@@ -34,13 +38,26 @@ from probe.planning.plan import PlannedNetwork, read_plan
 from probe.planning.spec import NetworkSpec
 from probe.planning.variants import LONG_BASE, Variant
 from probe.storage.activation_store import (
+    SAMPLES,
+    SIZE_SETTINGS,
+    VALUE_SETTINGS,
     check_store_path,
     consolidate,
+    describe_settings,
+    disagreement,
     ensure_hierarchy,
     group_attrs,
+    group_lock,
+    group_settings,
+    groups_settings,
     make_way,
     move_into_place,
+    option_name,
+    record_settings,
+    recorded_settings,
+    same_settings,
     scratch,
+    store_lock,
     verify_group,
 )
 from probe.storage.atomic import write_error
@@ -171,12 +188,12 @@ def _positions(reduction: Reduction, height: int, width: int, samples: np.ndarra
 
 
 def _group_attrs(spec: NetworkSpec, images: ExtractionImages, reduction: Reduction, weights: Path, fingerprint: str,
-                 layers: list[str]) -> dict:
+                 layers: list[str], n_samples: int) -> dict:
     # "probe_set" names the images as the command line's --probe-set does
     return {"spec": json.dumps(spec.to_dict(), sort_keys=True), "network": spec.id, "name": spec.name,
             "probe_set": json.dumps(asdict(images)), "reduction": json.dumps(asdict(reduction)),
             "weights": str(weights), "weights_fingerprint": fingerprint, "layers": json.dumps(layers),
-            "sample_order": SAMPLE_ORDER, "complete": False}
+            "sample_order": SAMPLE_ORDER, SAMPLES: n_samples, "complete": False}
 
 
 def weights_fingerprint(path: Path) -> str:
@@ -192,18 +209,20 @@ def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: I
                     fingerprint: str = "") -> None:
     """Write one network's activations as the group ``spec.id`` of ``store``: forward passes of ``batch_size``
     images, appended in zarr chunks of ``chunk_size`` samples (default four batches), written aside until the last
-    one is in (see :mod:`probe.storage.activation_store`)."""
+    one is in (see :mod:`probe.storage.activation_store`), under the group's lock (a process writing it meanwhile is
+    waited for)."""
     store = Path(store)
     samples = images.indices(arrays, images.classes(spec))
     model = model.to(device).eval()
     group = _Group.of(spec, model, arrays, samples, scratch(store, spec.id), chunk_size or 4 * batch_size,
-                      _group_attrs(spec, images, reduction, weights, fingerprint, model.cut_points))
-    try:
-        make_way(store, spec.id, group.attrs)
-        _write_batches(model, spec, arrays, group, reduction, normalize, device, batch_size, progress)
-        move_into_place(store, spec.id, group.work)
-    except OSError as e:  # a full disk, or no permission: the group stays marked incomplete, and a rerun rewrites it
-        raise write_error(store / spec.id, e) from None
+                      _group_attrs(spec, images, reduction, weights, fingerprint, model.cut_points, len(samples)))
+    with group_lock(store, spec.id):
+        try:
+            make_way(store, spec.id, group.attrs)
+            _write_batches(model, spec, arrays, group, reduction, normalize, device, batch_size, progress)
+            move_into_place(store, spec.id, group.work)
+        except OSError as e:  # a full disk, or no permission: the group stays marked incomplete; a rerun rewrites it
+            raise write_error(store / spec.id, e) from None
 
 
 @dataclass(frozen=True)
@@ -326,6 +345,89 @@ def _chunk_dataset(group: _Group, layout: _Layout, start: int, parts: list[dict[
     return xr.Dataset(data_vars, coords=coords, attrs=group.attrs)
 
 
+def asked_settings(images: ExtractionImages | None = None, reduction: Reduction | None = None,
+                   batch_size: int | None = None, chunk_size: int | None = None) -> dict:
+    """The settings an extraction asks for, by name (as the command line names them): every field of ``images``
+    and of ``reduction`` when given, and the sizes when given. What is left out is the store's, or the default."""
+    asked = {}
+    if images is not None:
+        asked.update(probe_set=images.tasks, per_class=images.per_class, per_class_mode=images.per_class_mode,
+                     seed=images.seed)
+    if reduction is not None:
+        if images is not None and reduction.seed != images.seed:
+            raise ProbeError(f"the probe set's seed {images.seed} and the reduction's seed {reduction.seed} differ; "
+                             "a store is extracted with one seed (--seed): give both the same")
+        asked.update(spatial=reduction.spatial, seed=reduction.seed, dtype=reduction.dtype)
+    asked.update({k: v for k, v in zip(SIZE_SETTINGS, (batch_size, chunk_size)) if v is not None})
+    return asked
+
+
+DEFAULT_SETTINGS = {**asked_settings(ExtractionImages(), Reduction()), "batch_size": 256, "chunk_size": None}
+
+
+def resolve_settings(store: Path, asked: dict) -> dict:
+    """The settings to extract into ``store`` with (every name of DEFAULT_SETTINGS, the chunk size resolved): those
+    ``asked``, the others those the store records (or, where it records none, those its groups agree on), or the
+    defaults for a new store. Settings that would change the stored values of a store extracted otherwise are
+    refused in one line: a store holds one set, so that a rewrite (a repair) can never mix them. Reads only."""
+    unknown = sorted(set(asked) - set(DEFAULT_SETTINGS))
+    if unknown:
+        raise ProbeError(f"extraction setting {unknown[0]!r} is not one of {', '.join(DEFAULT_SETTINGS)}")
+    recorded = _store_settings(store, asked) if Path(store).is_dir() else None
+    conflicts = [k for k in VALUE_SETTINGS if recorded and k in asked and asked[k] != recorded[k]]
+    if conflicts:
+        raise ProbeError(f"{store} was extracted with {describe_settings(recorded)}, and this extraction asks for "
+                         f"{describe_settings({**recorded, **asked})} (another "
+                         f"{', '.join(option_name(k) for k in conflicts)}); a store holds one set of settings: leave "
+                         f"{'it' if len(conflicts) == 1 else 'them'} out to use the store's (a rewrite of any of "
+                         "its groups does), or write a new store (--out)")
+    settings = dict(DEFAULT_SETTINGS)
+    settings.update({k: v for k, v in (recorded or {}).items()
+                     if k in DEFAULT_SETTINGS and (k in VALUE_SETTINGS or v is not None)})
+    settings.update(asked)
+    settings["chunk_size"] = settings["chunk_size"] or 4 * settings["batch_size"]
+    settings_objects(settings)  # refuses values that are no settings (a spatial reduction 'middle', say)
+    return settings
+
+
+def _store_settings(store: Path, asked: dict) -> dict | None:
+    """The settings ``store`` records or, where it records none (written before probe recorded them, or its record
+    lost), those of its groups; None for a store without groups. Groups that disagree are refused unless the
+    extraction says which settings to keep (it then writes the others again)."""
+    recorded = recorded_settings(store)
+    if recorded is not None:
+        return recorded
+    groups = groups_settings(store)
+    pair = disagreement(groups)
+    if pair is None:
+        return next(iter(groups.values()), None)
+    if any(k in asked for k in VALUE_SETTINGS):
+        return None
+    a, b = pair
+    raise ProbeError(f"the groups of {store} were extracted with different settings ({a}: "
+                     f"{describe_settings(groups[a])}; {b}: {describe_settings(groups[b])}) and it records none of "
+                     f"its own; rerun with the settings to keep (e.g. {describe_settings(groups[a])}), which writes "
+                     "the other groups again, or write a new store (--out)")
+
+
+def claim_settings(store: Path, settings: dict) -> None:
+    """Make ``settings`` (resolved) the store's, under its lock: recorded by the first extraction of the store,
+    checked against the record by every other (one started meanwhile with other settings may have claimed it)."""
+    store.mkdir(parents=True, exist_ok=True)
+    with store_lock(store):
+        resolve_settings(store, settings)  # refuses settings that another extraction recorded meanwhile
+        if recorded_settings(store) is None:
+            record_settings(store, settings)
+
+
+def settings_objects(settings: dict) -> tuple[ExtractionImages, Reduction, int, int]:
+    """The images, reduction, batch size and chunk size that resolved ``settings`` name."""
+    return (ExtractionImages(settings["probe_set"], settings["per_class"], settings["seed"],
+                             settings["per_class_mode"]),
+            Reduction(settings["spatial"], settings["seed"], settings["dtype"]),
+            settings["batch_size"], settings["chunk_size"])
+
+
 def extraction_networks(run_dir: Path, networks: list[str] | None, batch_size: int,
                         chunk_size: int | None) -> tuple[list[PlannedNetwork], dict]:
     """Check an extraction's settings against ``run_dir``: the planned networks to extract, and its data.json."""
@@ -353,8 +455,9 @@ def extract_one(run_dir: Path, planned: PlannedNetwork, store: Path, arrays: Ima
                 progress: bool, chunk_size: int | None) -> tuple[str, str | None]:
     """Extract one network into its group of ``store`` unless that group verifies and is current. Returns the
     outcome, ``"written"``, ``"skipped"``, ``"untrained"`` or ``"failed"``, with a note: what was wrong with a group
-    written anew, or why the network could not be extracted (its weights are missing or unreadable). Writes touch
-    only the network's own group, so several processes may extract different networks into one store at once."""
+    written anew, or why the network could not be extracted (its weights are missing or unreadable). The group is
+    checked and written under its lock, so several processes may extract into one store at once: one writes a group
+    while the others wait, then find it whole and skip it."""
     spec, run = planned.spec, Run(run_dir)
     state, detail = network_state(run, spec)
     if state == "corrupt":  # e.g. its metrics say done but its weights are missing or damaged: say which
@@ -362,27 +465,40 @@ def extract_one(run_dir: Path, planned: PlannedNetwork, store: Path, arrays: Ima
     if state != "done":
         return "untrained", None
     weights = run.network(spec.id).weights
-    damage = verify_group(store, spec.id, list(planned.cut_points)) if (store / spec.id).exists() else None
-    done = group_attrs(store, spec.id) if (store / spec.id).exists() and damage is None else None
-    if done is not None and done.get("weights_fingerprint") == weights_fingerprint(weights):
-        # fields added since a group was written compare at their defaults (a group without per_class_mode took
-        # exactly per_class images of each class)
-        probe_set = {**asdict(ExtractionImages()), **json.loads(done["probe_set"])}
-        if (probe_set, json.loads(done["reduction"])) != (asdict(images), asdict(reduction)):
-            raise ProbeError(f"{store} already holds {spec.id} with probe set {done['probe_set']} and reduction "
-                             f"{done['reduction']}; write other settings to another store (--out)")
-        if done.get("sample_order") == SAMPLE_ORDER:
+    with group_lock(store, spec.id):  # another process may be writing it: what it wrote is checked once it is done
+        write, damage = _to_write(store, planned, weights, images, reduction)
+        if not write:
             return "skipped", None
-        damage = ("its samples are sorted by class (written before probe shuffled them); written again in the "
-                  "shuffled order the other groups have")
-    model = build_model(spec)
-    try:
-        load_state(model, load_weights(weights, spec)[0], weights)
-    except ProbeError as e:
-        return "failed", str(e)
-    extract_network(store, spec, model, arrays, normalize, images, reduction, device, batch_size,
-                    weights.relative_to(run.path), progress, chunk_size, weights_fingerprint(weights))
+        model = build_model(spec)
+        try:
+            load_state(model, load_weights(weights, spec)[0], weights)
+        except ProbeError as e:
+            return "failed", str(e)
+        extract_network(store, spec, model, arrays, normalize, images, reduction, device, batch_size,
+                        weights.relative_to(run.path), progress, chunk_size, weights_fingerprint(weights))
     return "written", damage
+
+
+def _to_write(store: Path, planned: PlannedNetwork, weights: Path, images: ExtractionImages,
+              reduction: Reduction) -> tuple[bool, str | None]:
+    """Whether the network's group must be written (again), and what is wrong with the one there (None when there is
+    none, or it was extracted from other weights): it is skipped only when whole, current and of the store's
+    settings."""
+    spec = planned.spec
+    if not (store / spec.id).exists():
+        return True, None
+    damage = verify_group(store, spec.id, list(planned.cut_points))
+    done = group_attrs(store, spec.id) if damage is None else None
+    if done is None or done.get("weights_fingerprint") != weights_fingerprint(weights):
+        return True, damage
+    ours, theirs = asked_settings(images, reduction), group_settings(done)
+    if theirs is None or not same_settings(theirs, ours):
+        return True, (f"it was extracted with {describe_settings(theirs) if theirs else 'settings it does not record'}"
+                      f", where the store's settings are {describe_settings(ours)}; written again with the store's")
+    if done.get("sample_order") != SAMPLE_ORDER:
+        return True, ("its samples are sorted by class (written before probe shuffled them); written again in the "
+                      "shuffled order the other groups have")
+    return False, None
 
 
 def extract_task(run_dir: str, planned: PlannedNetwork, store: str, stats: dict, images: ExtractionImages,
@@ -414,29 +530,34 @@ def record(result: dict, network_id: str, outcome: str, note: str | None) -> Non
 
 
 def extract_run(run_dir: Path, store: Path | None = None, networks: list[str] | None = None,
-                images: ExtractionImages = ExtractionImages(), reduction: Reduction = Reduction(),
-                device: torch.device | None = None, batch_size: int = 256, cache_dir: Path | None = None,
+                images: ExtractionImages | None = None, reduction: Reduction | None = None,
+                device: torch.device | None = None, batch_size: int | None = None, cache_dir: Path | None = None,
                 progress: bool = True, chunk_size: int | None = None) -> dict:
     """Extract every finished network of ``run_dir`` (or those named in ``networks``) into ``store`` (default: the
     run's own), one after another in this process.
 
-    Groups that verify, are current and have the same images and reduction are skipped; the others are
-    (re)written. Returns the ids ``written``, ``skipped`` and ``untrained``, with ``damaged`` (what was wrong with
-    each group or hierarchy node written anew, by path) and ``failed`` (why a network could not be extracted: the
-    others are extracted all the same)."""
+    ``images``, ``reduction``, ``batch_size`` and ``chunk_size`` left out are the store's (those it was first
+    extracted with; the defaults for a new store), and settings other than the store's are refused
+    (:func:`resolve_settings`). Groups that verify, are current and have the store's settings are skipped; the
+    others are (re)written. Returns the ids ``written``, ``skipped`` and ``untrained``, with ``damaged`` (what was
+    wrong with each group or hierarchy node written anew, by path) and ``failed`` (why a network could not be
+    extracted: the others are extracted all the same)."""
     run = Run(run_dir)
     return extract_with(LocalExecutor(), run, Path(store or run.store), networks, images, reduction,
                         str(device or "cpu"), batch_size, cache_dir, progress, chunk_size)
 
 
 def extract_with(executor: Executor, run_dir: Path, store: Path, networks: list[str] | None,
-                 images: ExtractionImages, reduction: Reduction, device: str, batch_size: int,
+                 images: ExtractionImages | None, reduction: Reduction | None, device: str, batch_size: int | None,
                  cache_dir: Path | None, progress: bool, chunk_size: int | None, retries: int = 0) -> dict:
     """:func:`extract_run` with one task of ``executor`` per network, on ``device`` (a name, resolved where the task
     runs), each run again up to ``retries`` times when its code raised; the store's metadata is consolidated once
     all are done."""
     store = check_store_path(store)
+    settings = resolve_settings(store, asked_settings(images, reduction, batch_size, chunk_size))
+    images, reduction, batch_size, chunk_size = settings_objects(settings)
     planned, stats = extraction_networks(run_dir, networks, batch_size, chunk_size)
+    claim_settings(store, settings)
     result = start_result(store, [p.spec.id for p in planned])  # before any task writes into the hierarchy
     cache = str(cache_dir) if cache_dir else None
     futures = {executor.submit(extract_task, str(Run(run_dir).path), p, str(store), stats, images, reduction, device,
@@ -457,7 +578,12 @@ def extract_with(executor: Executor, run_dir: Path, store: Path, networks: list[
         else:
             record(result, futures[future], *future.result())
     if store.exists():  # what was written is listed, even when an error stopped the rest (Ctrl-C just stops)
-        consolidate(store)
+        try:
+            with store_lock(store):  # no group is replaced meanwhile
+                consolidate(store)
+        except ProbeError:  # a full disk fails this too: the error that stopped the extraction is the one to say
+            if stop is None:
+                raise
     if stop is not None:
         raise stop
     return result

@@ -1,18 +1,28 @@
-"""The activation store's layout and integrity: zarr groups that are whole or not there.
+"""The activation store's layout and integrity: zarr groups that are whole or not there, one writer at a time.
 
 A network's group is written under the store's ``.probe/partial/`` folder, which zarr does not see (it has no
-zarr.json), and renamed into place only once its last batch is in; meanwhile its place holds an empty group marked
-incomplete. A group records its layers in its attrs, and its manifest (every array's shape, dtype, dims and a CRC-32
-of each chunk file) goes to ``.probe/manifests/``: outside the attrs, which would otherwise differ between two
-extractions of the same activations chunked differently. :func:`verify_group` checks both before a group is skipped
-as done or analyzed; a group that fails is written again. The root's consolidated metadata is dropped before any
-group is replaced, and rebuilt at the end of an extraction.
+zarr.json), and renamed into place only once its last batch is in and every variable holds every sample; meanwhile
+its place holds an empty group marked incomplete. A group records its layers and its number of samples in its attrs,
+and its manifest (every array's shape, dtype, dims and a CRC-32 of each chunk file) goes to ``.probe/manifests/``:
+outside the attrs, which would otherwise differ between two extractions of the same activations chunked differently.
+:func:`verify_group` checks both before a group is skipped as done or analyzed; a group that fails is written again.
+The root's consolidated metadata is dropped before any group is replaced, and rebuilt at the end of an extraction.
+
+Several processes (two ``probe extract``, dask workers) may extract into one store at once: a group is written under
+its flock (``.probe/locks/groups/``), and what the store shares (the root's and the hierarchy's metadata, the settings
+record) changes only under the store's (``.probe/locks/store.lock``). The settings a store was extracted with (what
+changes the stored values: the probe set, the spatial reduction, the seed, the dtype; and the batch and chunk sizes,
+for a rewrite to repeat the same computation) are recorded in ``.probe/settings.json`` by its first extraction.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 import shutil
+import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -23,11 +33,23 @@ import zarr
 from probe.architectures.registry import declared_layers
 from probe.errors import ProbeError
 from probe.planning.spec import NetworkSpec
-from probe.storage.atomic import write_json
+from probe.storage.atomic import write_error, write_json
+from probe.storage.lock import LockUnsupported
 
 PROBE_DIR = ".probe"  # inside the store (one file system, copied with it) but outside zarr's hierarchy
 META = "zarr.json"
 ARRAY_KEYS = ("shape", "data_type", "dimension_names")  # what a manifest records of each array's metadata
+_HELD = threading.local()  # the locks this thread holds, by path
+SAMPLES = "n_samples"  # a group's attr: how many samples every variable of it holds
+# A store's settings that change the stored values (as the command line names them), and those recorded only so
+# that a rewrite repeats the first extraction's computation (other batch sizes give the same values up to rounding)
+VALUE_SETTINGS = ("probe_set", "per_class", "per_class_mode", "spatial", "seed", "dtype")
+SIZE_SETTINGS = ("batch_size", "chunk_size")
+
+
+class InconsistentGroup(Exception):
+    """A written group whose variables do not all hold every sample: never marked complete. Not a ProbeError: it is
+    that network's failure (the others are extracted all the same), and a rerun writes it again."""
 
 
 def scratch(store: Path, network_id: str) -> Path:
@@ -40,32 +62,111 @@ def _manifest_path(store: Path, network_id: str) -> Path:
     return Path(store) / PROBE_DIR / "manifests" / f"{quote(network_id, safe='')}.json"
 
 
+def _lock_path(store: Path, network_id: str | None) -> Path:
+    locks = Path(store) / PROBE_DIR / "locks"
+    return locks / "store.lock" if network_id is None else locks / "groups" / f"{quote(network_id, safe='')}.lock"
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """Hold an exclusive flock on ``path`` for the duration, waiting for whoever holds it. An flock belongs to the
+    open file, so the kernel releases it when its process dies, however it dies; the file is never deleted (a
+    process waiting on a deleted file would lock a file nobody else sees). A thread that holds it already goes on
+    (a second flock of its own, on another open file, would wait for itself forever)."""
+    path = Path(path).resolve()  # one lock, however the store was named
+    if not hasattr(_HELD, "paths"):
+        _HELD.paths = set()
+    held = _HELD.paths
+    if path in held:
+        yield
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as e:  # ENOLCK, EOPNOTSUPP...: the file system cannot lock files
+            raise LockUnsupported(f"cannot lock {str(path)!r} ({e}): the activation store must be on a file system "
+                                  "with flock locks (NFS mounted without 'nolock', Lustre with '-o flock'), or a "
+                                  "local disk") from None
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def group_lock(store: Path, network_id: str):
+    """The lock a network's group is checked and written under: two processes never write one group at once, and
+    the second to come finds the first's group whole. Take it before the store's lock, never inside it."""
+    return _locked(_lock_path(store, network_id))
+
+
+def store_lock(store: Path):
+    """The lock over what the store's groups share: the root's and the hierarchy's metadata, and the settings
+    record. Held for moments, never while a group is computed."""
+    return _locked(_lock_path(store, None))
+
+
 def make_way(store: Path, network_id: str, attrs: dict) -> None:
-    """Prepare the place of a new group: the hierarchy above it whole, the root's consolidated metadata dropped (so
-    that a kill from here on never leaves it describing a group that is gone), the old group (stale or damaged)
-    moved aside in one step and deleted there, and in its place an empty group with ``attrs``, marked incomplete."""
-    ensure_hierarchy(store, [network_id])
-    drop_consolidated(store)
+    """Prepare the place of a new group (its group lock held): the hierarchy above it whole, the root's consolidated
+    metadata dropped (so that a kill from here on never leaves it describing a group that is gone), the old group
+    (stale or damaged) moved aside in one step and deleted there, and in its place an empty group with ``attrs``,
+    marked incomplete."""
     final, work = store / network_id, scratch(store, network_id)
     trash = work.with_name(work.name + ".old")
-    for leftover in (work, trash):  # of an interrupted run: each network has one writer at a time
+    for leftover in (work, trash):  # of an interrupted run: the group lock makes this process its only writer
         shutil.rmtree(leftover, ignore_errors=True)
-    if final.exists():
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        final.rename(trash)
-        shutil.rmtree(trash)
-    write_json(final / META, {"zarr_format": 3, "node_type": "group", "attributes": attrs})
-    _manifest_path(store, network_id).unlink(missing_ok=True)
+    with store_lock(store):
+        _ensure_hierarchy(store, [network_id])
+        drop_consolidated(store)
+        if final.exists():
+            trash.parent.mkdir(parents=True, exist_ok=True)
+            final.rename(trash)
+        write_json(final / META, {"zarr_format": 3, "node_type": "group", "attributes": attrs})
+        _manifest_path(store, network_id).unlink(missing_ok=True)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def move_into_place(store: Path, network_id: str, work: Path) -> None:
-    """Mark the group written at ``work`` complete, record its manifest, and rename it onto its empty placeholder:
-    readers see the placeholder or the whole group, never part of one."""
+    """Mark the group written at ``work`` complete, record its manifest, and rename it onto its empty placeholder
+    (its group lock held): readers see the placeholder or the whole group, never part of one. A group whose
+    variables do not all hold the samples its attrs promise is never marked: :class:`InconsistentGroup`."""
+    manifest = _manifest(work)
+    attrs = _attributes(work)
+    problem = _samples_problem(manifest, attrs.get(SAMPLES))
+    if problem:
+        raise InconsistentGroup(f"{network_id} was left incomplete: {problem}; the next 'probe extract' writes it "
+                                "again")
     zarr.open_group(str(work), mode="r+").attrs["complete"] = True
-    write_json(_manifest_path(store, network_id), _manifest(work))
+    write_json(_manifest_path(store, network_id), manifest)
     final = store / network_id
-    shutil.rmtree(final, ignore_errors=True)
-    work.rename(final)
+    with store_lock(store):  # consolidated metadata written meanwhile would describe the placeholder: drop it
+        _ensure_hierarchy(store, [network_id])
+        drop_consolidated(store)
+        shutil.rmtree(final, ignore_errors=True)
+        work.rename(final)
+
+
+def _samples_problem(manifest: dict, expected: int | None) -> str | None:
+    """What is wrong with the number of samples of the arrays of ``manifest`` (those with a ``sample`` dim), or
+    None when they all hold ``expected`` (when recorded; the same number when not)."""
+    sizes = {}
+    for name, entry in manifest.items():
+        dims, shape = entry.get("dimension_names") or [], entry.get("shape") or []
+        if "sample" in dims and len(shape) == len(dims):
+            sizes[name] = shape[dims.index("sample")]
+    if expected is None and sizes:
+        expected = max(set(sizes.values()), key=list(sizes.values()).count)  # what most of them hold
+    for name, n in sizes.items():
+        if n != expected:
+            return f"{name} holds {n} samples, where every variable of the group should hold {expected}"
+    return None
 
 
 def _manifest(group: Path) -> dict:
@@ -95,8 +196,9 @@ class _Damage(Exception):
 def verify_group(store: Path, network_id: str, expected_layers: list[str] | None = None) -> str | None:
     """What is wrong with the group ``network_id`` of ``store``, in one line, or None when it is complete and whole:
     marked complete; recording ``expected_layers`` (default: see :func:`_spec_layers`), each of them
-    and ``logits`` in its manifest; every array of the manifest there with the recorded shape, dtype and dims; and
-    every chunk file there with the recorded CRC-32. Reads every chunk file once."""
+    and ``logits`` in its manifest; every array of the manifest with a ``sample`` dim holding the group's number of
+    samples; every array of the manifest there with the recorded shape, dtype and dims; and every chunk file there
+    with the recorded CRC-32. Reads every chunk file once."""
     group = Path(store) / network_id
     try:
         attrs = _attributes(group)
@@ -110,6 +212,9 @@ def verify_group(store: Path, network_id: str, expected_layers: list[str] | None
         lost = [name for name in data_vars if name not in manifest]
         if lost:
             return f"layer {lost[0]} is missing from its manifest"
+        problem = _samples_problem(manifest, attrs.get(SAMPLES))
+        if problem:
+            return f"its manifest is inconsistent: {problem}"
         for name, entry in manifest.items():
             _check_array(group / name, entry, f"layer {name}" if name in data_vars else f"coordinate {name}")
     except _Damage as e:
@@ -213,6 +318,12 @@ def ensure_hierarchy(store: Path, network_ids: list[str]) -> dict[str, str]:
     """Write the zarr.json of the root and of every group above ``network_ids`` (``random-s0``, ...) where it is
     missing or unreadable. They hold no data (the root's consolidated metadata is rebuilt by :func:`consolidate`), so
     writing them anew loses nothing. Returns what was wrong with those of them that held something, by node path."""
+    with store_lock(store):
+        return _ensure_hierarchy(store, network_ids)
+
+
+def _ensure_hierarchy(store: Path, network_ids: list[str]) -> dict[str, str]:
+    """:func:`ensure_hierarchy`, the store's lock held."""
     nodes = sorted({"/".join(nid.split("/")[:depth]) for nid in network_ids for depth in range(nid.count("/") + 1)})
     repaired = {}
     for node in nodes:
@@ -220,34 +331,43 @@ def ensure_hierarchy(store: Path, network_ids: list[str]) -> dict[str, str]:
         try:
             _node(path, "group")
         except _Damage as e:
-            if path.is_dir() and any(path.iterdir()):  # not merely a store (or group) yet to be created
+            # not merely a store (or group) yet to be created: the store's own .probe folder is not zarr's
+            if path.is_dir() and any(not p.name.startswith(".") for p in path.iterdir()):
                 repaired[node or "/"] = str(e)
             write_json(path / META, {"zarr_format": 3, "node_type": "group", "attributes": {}})
     return repaired
 
 
 def drop_consolidated(store: Path) -> None:
-    """Remove the consolidated metadata from the root's zarr.json (readers then list the groups themselves)."""
-    root = json.loads((store / META).read_bytes())
+    """Remove the consolidated metadata from the root's zarr.json (readers then list the groups themselves); in an
+    activation store, under its lock."""
+    try:
+        root = json.loads((store / META).read_bytes())
+    except (OSError, ValueError):  # no root, or a damaged one: nothing consolidated to drop
+        return
     if root.pop("consolidated_metadata", None) is not None:
         write_json(store / META, root)
 
 
 def consolidate(store: Path) -> None:
-    """Consolidate the store's metadata so ``xr.open_datatree(store, engine="zarr")`` reads it in one request.
+    """Consolidate the store's metadata so ``xr.open_datatree(store, engine="zarr")`` reads it in one request. An
+    activation store is consolidated under its lock (:func:`store_lock`), so that no group is replaced meanwhile.
 
     A group whose metadata cannot be read (damaged, and not written anew: its weights are gone, or it was not
     among the networks asked for) makes zarr fail; the store is then left without consolidated metadata, and
-    says why in a warning: readers list the groups themselves, and :func:`verify_group` names the damaged one."""
+    says why in a warning: readers list the groups themselves, and :func:`verify_group` names the damaged one.
+    A root that cannot be written (a full disk) is a :class:`~probe.storage.atomic.WriteError` naming it."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr notes that consolidated metadata is an extension of Zarr v3
         try:
             zarr.consolidate_metadata(str(store))
+        except OSError as e:  # zarr writes the root atomically: it is left as it was
+            raise write_error(store / META, e) from None
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError and zarr's metadata errors are ValueErrors
             failure = e
         else:
             return
-    drop_consolidated(store)
+        drop_consolidated(store)
     warnings.warn(f"left {store} without consolidated metadata: a group's metadata is unreadable ({failure})",
                   stacklevel=2)
 
@@ -258,3 +378,96 @@ def check_store_path(store: Path) -> Path:
         raise ProbeError(f"the store path {str(store)!r} is a file, not a zarr store (a directory); remove it or "
                          "write the store elsewhere (--out)")
     return store
+
+
+def _settings_path(store: Path) -> Path:
+    return Path(store) / PROBE_DIR / "settings.json"
+
+
+def recorded_settings(store: Path) -> dict | None:
+    """The settings the store records (:data:`VALUE_SETTINGS` and :data:`SIZE_SETTINGS`, by name), or None when it
+    records none: a store written before probe recorded them, or whose record is lost or unreadable (its groups'
+    attrs then say what it holds: :func:`groups_settings`)."""
+    try:
+        settings = json.loads(_settings_path(store).read_bytes())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(settings, dict) or any(key not in settings for key in VALUE_SETTINGS):
+        return None
+    return settings
+
+
+def record_settings(store: Path, settings: dict) -> None:
+    """Record the settings the store is extracted with (the store's lock held)."""
+    write_json(_settings_path(store), {key: settings.get(key) for key in (*VALUE_SETTINGS, *SIZE_SETTINGS)})
+
+
+def group_settings(attrs: dict | None) -> dict | None:
+    """The settings (:data:`VALUE_SETTINGS`) a group was extracted with, from its ``probe_set`` and ``reduction``
+    attrs, or None when it records none. A group written before per_class_mode existed took exactly per_class
+    images of each class."""
+    try:
+        images = {"per_class_mode": "exactly", **json.loads(attrs["probe_set"])}
+        reduction = json.loads(attrs["reduction"])
+        # one seed draws the subset and the sampled positions (the command line's --seed); a group seeded apart
+        # differs from every store's settings, so it is written again
+        seed = images["seed"] if images["seed"] == reduction["seed"] else [images["seed"], reduction["seed"]]
+        return {"probe_set": images["tasks"], "per_class": images["per_class"],
+                "per_class_mode": images["per_class_mode"], "spatial": reduction["spatial"], "seed": seed,
+                "dtype": reduction["dtype"]}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def same_settings(a: dict, b: dict) -> bool:
+    """Whether two settings give the same stored values."""
+    return all(a.get(key) == b.get(key) for key in VALUE_SETTINGS)
+
+
+def describe_settings(settings: dict) -> str:
+    """Settings as the command line's options, e.g. ``--probe-set both --spatial full --seed 0 --dtype float32``
+    (every image of the probe set, ``per_class`` None, is no ``--per-class``, and then its mode means nothing)."""
+    shown = [key for key in VALUE_SETTINGS if settings.get(key) is not None]
+    if settings.get("per_class") is None:
+        shown = [key for key in shown if key != "per_class_mode"]
+    return " ".join(f"{option_name(key)} {settings[key]}" for key in shown)
+
+
+def option_name(setting: str) -> str:
+    """The command line's option for a setting: ``per_class`` -> ``--per-class``."""
+    return "--" + setting.replace("_", "-")
+
+
+def groups_settings(store: Path) -> dict[str, dict]:
+    """The settings of each complete network group of the store that records them, by network id."""
+    found = {}
+    for network_id in _network_ids(Path(store)):
+        attrs = group_attrs(store, network_id) or {}
+        settings = group_settings(attrs)
+        if attrs.get("complete") is True and settings is not None:
+            found[network_id] = settings
+    return found
+
+
+def disagreement(settings: dict[str, dict]) -> tuple[str, str] | None:
+    """Two networks of ``settings`` (by network id) extracted with different settings, the first with the settings
+    most of them share, or None when all agree."""
+    kinds = [describe_settings(s) for s in settings.values()]
+    common = max(kinds, key=kinds.count, default=None)
+    ids = list(settings)
+    usual = next((nid for nid, kind in zip(ids, kinds) if kind == common), None)
+    other = next((nid for nid, kind in zip(ids, kinds) if kind != common), None)
+    return None if other is None else (usual, other)
+
+
+def _network_ids(store: Path, node: str = "") -> list[str]:
+    """The network groups at and below ``node`` whose metadata is readable (a group recording a network is a leaf;
+    folders starting with a dot are not zarr's)."""
+    try:
+        attrs = _attributes(store / node)
+    except _Damage:
+        return []
+    if node and "network" in attrs:
+        return [node]
+    children = sorted(p.name for p in (store / node).iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [nid for child in children for nid in _network_ids(store, f"{node}/{child}" if node else child)]
