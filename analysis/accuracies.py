@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,11 +75,22 @@ class RunMetrics:
     layers: tuple[str, ...] | None
     metrics: dict[str, dict]
     longer: tuple[NetworkSpec, ...] = ()  # the convergence check's longer bases, apart: no part of the protocol
+    # split -> the name its split file gives itself, which reports show in place of the path
+    split_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def missing(self) -> list[str]:
         """The planned networks that are not finished."""
         return [s.id for s in (*self.specs, *self.longer) if self.metrics[s.id].get("status") != "done"]
+
+    def labelled(self, metric: str = "top1") -> xr.Dataset:
+        """:meth:`dataset` with each split named as its split file names it (:func:`label_splits`): what a report
+        shows."""
+        return label_splits(self.dataset(metric), self.split_labels)
+
+    def label(self, split: str) -> str:
+        """A split as reports show it: its file's name, or the split itself."""
+        return self.split_labels.get(split, split)
 
     def dataset(self, metric: str = "top1") -> xr.Dataset:
         """The accuracy Dataset in ``metric``; NaN for a finished network whose metrics.json lacks it."""
@@ -105,8 +116,19 @@ def read_run_metrics(run_dir: Path) -> RunMetrics:
             print(f"warning: {e}; left out as unfinished", file=sys.stderr)
             metrics[p.spec.id] = {}
     specs = [p.spec for p in plan]
+    labels = {p.spec.split: p.split_name for p in plan if p.split_name}
     return RunMetrics(study.to_dict(), [s for s in specs if Variant.of(s) != LONG_BASE],
-                      plan[0].layers if plan else None, metrics, tuple(s for s in specs if Variant.of(s) == LONG_BASE))
+                      plan[0].layers if plan else None, metrics, tuple(s for s in specs if Variant.of(s) == LONG_BASE),
+                      labels)
+
+
+def label_splits(ds: xr.Dataset, labels: dict[str, str]) -> xr.Dataset:
+    """``ds`` (any Dataset with a ``split`` dim) with each split that a split file names (``labels``: split -> name)
+    under that name: reports, tables and figure files then show ``holdout-animals`` where the run says
+    ``file:splits/ao.json``. Names are unique within a study (the planner refuses two alike)."""
+    if not labels or "split" not in ds.dims:
+        return ds
+    return ds.assign_coords(split=_strings(labels.get(str(s), str(s)) for s in ds["split"].values))
 
 
 def accuracy_dataset(run_dir: Path, metric: str = "top1") -> tuple[xr.Dataset, list[str]]:
@@ -275,7 +297,7 @@ def per_class_rows(run: RunMetrics) -> list[dict]:
         if not isinstance(per_class, dict):
             continue
         for name, correct, count in zip(per_class["classes"], per_class["correct"], per_class["count"]):
-            out.append({"network": s.id, "split": s.split, "replicate": replicate_label(s), "target": s.target,
-                        "variant": Variant.of(s).name, "n": s.cut, "class": name, "correct": correct, "count": count,
-                        "accuracy": correct / count if count else math.nan})
+            out.append({"network": s.id, "split": run.label(s.split), "replicate": replicate_label(s),
+                        "target": s.target, "variant": Variant.of(s).name, "n": s.cut, "class": name,
+                        "correct": correct, "count": count, "accuracy": correct / count if count else math.nan})
     return out

@@ -31,6 +31,7 @@ from probe.analysis.accuracies import (
     RunMetrics,
     check_metric,
     format_table,
+    label_splits,
     one_directional,
     per_class_rows,
     read_run_metrics,
@@ -138,8 +139,11 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
     out = Path(out) if out is not None else run.analysis_for(metric, pooled)
     out.mkdir(parents=True, exist_ok=True)
     metrics = read_run_metrics(run)  # once: the accuracies in both metrics, the checks and per_class.csv read them
-    ds, missing = metrics.dataset(metric), metrics.missing
-    top1, balanced = metrics.dataset("top1"), metrics.dataset("balanced")
+    # every split under the name its split file gives it, wherever the report shows one
+    ds, missing = metrics.labelled(metric), metrics.missing
+    top1, balanced = metrics.labelled("top1"), metrics.labelled("balanced")
+    if rep is not None:
+        rep = label_splits(rep, metrics.split_labels)
     found = run_findings(metrics, metric)
     losses = loss_dataset(metrics, ds)
     _write_zarr(ds.assign(losses.data_vars), out / "accuracies.zarr")
@@ -163,7 +167,7 @@ def analyze_run(run_dir: Path, store: Path | None = None, max_samples: int = 200
         extra = [Heading(2, "Representations"), Paragraph(
             f"No activation store at `{store}`: run `probe extract {run_dir} --probe-set both`, then `probe analyze "
             f"{run_dir}`, for the CKA views, per-layer probes and transferability estimators.")]
-    robust, robust_figures = _robustness(run, ds, out, metric)
+    robust, robust_figures = _robustness(run, ds, out, metric, metrics.split_labels)
     figures += robust_figures
     fit, fit_figures = _training_blocks(metrics, ds, losses, summary, out, pooled)
     cut_blocks, cut_figures = _boundary_blocks(metrics, ds, out, pooled)
@@ -212,10 +216,12 @@ def write_decomposition(ds: xr.Dataset, out: Path, pooled: bool = False, voided:
     return summary, directions, claims, claim_split, figures
 
 
-def _robustness(run: Run, ds: xr.Dataset, out: Path, metric: str) -> tuple[list[Block], list[Path]]:
+def _robustness(run: Run, ds: xr.Dataset, out: Path, metric: str,
+                labels: dict[str, str]) -> tuple[list[Block], list[Path]]:
     """The layer re-initialization section (robustness.csv and its figure) in the decomposition's ``metric``, or the
     one line that says how to get it."""
     rob = robustness_dataset(run, metric)
+    rob = label_splits(rob, labels) if rob is not None else None
     if rob is None:
         (out / "robustness.csv").unlink(missing_ok=True)
         return [Heading(2, "Layer re-initialization"), Paragraph(

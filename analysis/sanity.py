@@ -285,7 +285,8 @@ def failure_findings(metrics: list[dict]) -> list[Finding]:
                               f"copy from a failed base are missing too: {'; '.join(advice)}")]
 
 
-def imbalance_findings(metrics: list[dict], specs: dict[str, NetworkSpec]) -> list[Finding]:
+def imbalance_findings(metrics: list[dict], specs: dict[str, NetworkSpec],
+                       labels: dict[str, str] | None = None) -> list[Finding]:
     """Tasks whose smallest class has under 1/IMBALANCE of the images of its largest, in the training or the test
     split (per-class counts of metrics.json; older files have none). ``specs``: network id -> NetworkSpec, to name
     the task."""
@@ -296,7 +297,8 @@ def imbalance_findings(metrics: list[dict], specs: dict[str, NetworkSpec]) -> li
             counts = counts_of(m) if m.get("status") == "done" else None
             if counts and m["id"] in specs:
                 spec = specs[m["id"]]
-                tasks.setdefault(tuple(counts), (counts, f"task {spec.target} of split {spec.split}, "
+                split = (labels or {}).get(spec.split, spec.split)
+                tasks.setdefault(tuple(counts), (counts, f"task {spec.target} of split {split}, "
                                                          f"{replicate_label(spec)}"))
         skewed = [(min(c.values()) / max(c.values()), c, label) for c, label in tasks.values()
                   if max(c.values()) and min(c.values()) * IMBALANCE < max(c.values())]
@@ -354,23 +356,23 @@ def old_metrics_findings(metrics: list[dict]) -> list[Finding]:
 
 
 def findings(top1: xr.Dataset, balanced: xr.Dataset, metrics: dict[str, dict], specs: dict[str, NetworkSpec],
-             metric: str = "top1") -> list[Finding]:
+             metric: str = "top1", labels: dict[str, str] | None = None) -> list[Finding]:
     """Every check: on the accuracy Datasets in both metrics (chance and under-trained bases judged in the
     decomposition's ``metric``), the networks' ``metrics`` (id -> metrics.json, empty where none) and their
-    ``specs`` (id -> NetworkSpec)."""
+    ``specs`` (id -> NetworkSpec); ``labels``: the names the Datasets show in place of splits."""
     ds = balanced if metric == "balanced" else top1
     recorded = [{"id": i, **m} for i, m in metrics.items() if m]  # done or failed
-    kinds = {i: {"split": s.split, "variant": s.variant} for i, s in specs.items()}
+    kinds = {i: {"split": (labels or {}).get(s.split, s.split), "variant": s.variant} for i, s in specs.items()}
     return [*chance_findings(ds), *convergence_findings(recorded, kinds), *longer_findings(ds),
             *beats_base_findings(ds),
-            *failure_findings(recorded), *imbalance_findings(recorded, specs), *metric_gap_findings(top1, balanced),
-            *old_metrics_findings(recorded)]
+            *failure_findings(recorded), *imbalance_findings(recorded, specs, labels),
+            *metric_gap_findings(top1, balanced), *old_metrics_findings(recorded)]
 
 
 def run_findings(run: RunMetrics, metric: str = "top1") -> list[Finding]:
     """:func:`findings` of a run's metrics, as read once by :func:`analysis.accuracies.read_run_metrics`."""
-    return findings(run.dataset("top1"), run.dataset("balanced"), run.metrics,
-                    {s.id: s for s in (*run.specs, *run.longer)}, metric)
+    return findings(run.labelled("top1"), run.labelled("balanced"), run.metrics,
+                    {s.id: s for s in (*run.specs, *run.longer)}, metric, run.split_labels)
 
 
 def no_warnings_text() -> str:

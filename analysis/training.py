@@ -88,11 +88,12 @@ def known_variant(spec: NetworkSpec) -> Variant | None:
 
 
 def arrange(specs: list[NetworkSpec], values: dict[str, np.ndarray | float], like: xr.Dataset,
-            trailing: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+            trailing: tuple[int, ...] = (), labels: dict[str, str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``values`` (network id -> a number, or an array of shape ``trailing``) on the dims of ``like``'s ``base`` and
     ``acc`` (the accuracy Dataset), each with ``trailing`` appended; NaN where a network has no value, and networks
     whose cell ``like`` lacks (a variant it does not hold, one not in :data:`KNOWN`) left out. A value shorter than
-    ``trailing`` (a curve of fewer epochs) is padded with NaN."""
+    ``trailing`` (a curve of fewer epochs) is padded with NaN. ``labels``: the split names ``like`` shows in place of
+    its splits (:func:`analysis.accuracies.label_splits`)."""
     index = {dim: {str(v): i for i, v in enumerate(like[dim].values)} for dim in CUT_DIMS}
     base = np.full((*like["base"].shape, *trailing), np.nan)
     acc = np.full((*like["acc"].shape, *trailing), np.nan)
@@ -100,7 +101,8 @@ def arrange(specs: list[NetworkSpec], values: dict[str, np.ndarray | float], lik
         variant = known_variant(s)
         if s.id not in values or variant is None:
             continue
-        cell = [index["split"].get(s.split), index["replicate"].get(replicate_label(s)), index["target"].get(s.target)]
+        split = (labels or {}).get(s.split, s.split)
+        cell = [index["split"].get(split), index["replicate"].get(replicate_label(s)), index["target"].get(s.target)]
         if variant != BASE:
             cell += [index["n"].get(str(s.cut)), index["variant"].get(variant.name)]
         if None in cell:
@@ -138,7 +140,7 @@ def loss_dataset(run: RunMetrics, like: xr.Dataset) -> xr.Dataset:
     done = _finished(run)
     data = {}
     for name, (read, text) in LOSSES.items():
-        base, acc = arrange(run.specs, {i: read(m) for i, m in done.items()}, like)
+        base, acc = arrange(run.specs, {i: read(m) for i, m in done.items()}, like, labels=run.split_labels)
         data[f"base_{name}"] = xr.Variable(BASE_DIMS, base, {"description": f"{text}, of baseA/baseB"})
         data[name] = xr.Variable(CUT_DIMS, acc, {"description": f"{text}, of the network cut at n"})
     return xr.Dataset(data, coords=_coords(like))
@@ -169,7 +171,7 @@ def curve_dataset(run: RunMetrics, like: xr.Dataset) -> xr.Dataset:
     :func:`loss_dataset`, with an ``epoch`` dim (1, 2, ...; NaN past a network's last epoch)."""
     curves = {i: loss_curve(m) for i, m in _finished(run).items()}
     epochs = max((len(c) for c in curves.values()), default=0)
-    base, acc = arrange(run.specs, curves, like, (epochs,))
+    base, acc = arrange(run.specs, curves, like, (epochs,), labels=run.split_labels)
     return xr.Dataset({"base_train_loss": ((*BASE_DIMS, "epoch"), base), "train_loss": ((*CUT_DIMS, "epoch"), acc)},
                       coords={**_coords(like), "epoch": np.arange(1, epochs + 1)})
 
@@ -187,7 +189,7 @@ def boundary_dataset(run: RunMetrics, like: xr.Dataset) -> xr.Dataset:
     ``base`` and ``acc``, with a :data:`LAYER` dim."""
     layers = tuple(run.layers[:-1]) if run.layers else ()
     records = {i: final_boundary(m, layers) for i, m in _finished(run).items()}
-    base, acc = arrange(run.specs, records, like, (2, len(layers)))
+    base, acc = arrange(run.specs, records, like, (2, len(layers)), labels=run.split_labels)
     data = {}
     for k, key in enumerate(("scale", "dead")):
         data[f"base_{key}"] = ((*BASE_DIMS, LAYER), base[..., k, :])
@@ -209,7 +211,7 @@ def boundary_curve_dataset(run: RunMetrics, like: xr.Dataset) -> xr.Dataset:
     layers = tuple(run.layers[:-1]) if run.layers else ()
     curves = {i: boundary_curves(m, layers) for i, m in _finished(run).items()}
     epochs = max((c.shape[-1] for c in curves.values()), default=0)
-    base, acc = arrange(run.specs, curves, like, (2, len(layers), epochs))
+    base, acc = arrange(run.specs, curves, like, (2, len(layers), epochs), labels=run.split_labels)
     data = {}
     for k, key in enumerate(("scale", "dead")):
         data[f"base_{key}"] = ((*BASE_DIMS, LAYER, "epoch"), base[..., k, :, :])

@@ -62,7 +62,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     for nid, dep in result.blocked.items():
         click.echo(f"blocked {nid}: needs {dep}", err=True)
     accuracies = read_run_metrics(run_dir)
-    table = accuracies.dataset()
+    table = accuracies.labelled()
     click.echo(format_table(table))
     # bases at chance, not converged, ...: said before any analysis
     for line in warning_lines(run_findings(accuracies), table):
