@@ -18,8 +18,10 @@ from probe.planning.source import (
     OWN_STATISTICS,
     check_source_early,
     describe_source,
+    is_named_source,
     parse_key_map,
     parse_normalization,
+    resolve_named_source,
 )
 from probe.planning.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
 from probe.planning.variants import CUT_NAMES, SOURCE_CUT_NAMES
@@ -161,10 +163,14 @@ def study_options(f):
         click.option("--variants", default=None,
                      help=f"Variants besides the base networks, comma-separated. Default: {','.join(CUT_NAMES)}; "
                           f"with --source: {','.join(SOURCE_CUT_NAMES)}."),
-        click.option("--source", default=None, metavar="PATH",
+        click.option("--source", default=None, metavar="PATH|torchvision:WEIGHTS|timm:NAME",
                      help="Weights of a network trained elsewhere (a state_dict saved by torch.save, or a "
                           ".safetensors file) that donates layers 1..n: the plan trains task B only, with SnB and "
-                          "SnB+ (copied from it, frozen and fine-tuned) in the places of AnB and AnB+."),
+                          "SnB+ (copied from it, frozen and fine-tuned) in the places of AnB and AnB+. Pretrained "
+                          "weights by name: torchvision:ResNet50_Weights.IMAGENET1K_V2 (a torchvision weights enum; "
+                          "or resnet50.IMAGENET1K_V2) or timm:resnet50.a1_in1k (needs timm), read from the library's "
+                          "cache (probe train --download fetches a missing file); their normalization and input size "
+                          "become the defaults of --source-normalization and --image-size."),
         click.option("--source-key-map", multiple=True, default=(),
                      help="With --source: NETWORK_PREFIX=FILE_PREFIX (repeatable), or a .json file of such prefixes, "
                           "where the file names its tensors otherwise than the network does; =module. for a file "
@@ -205,6 +211,7 @@ def study_from_options(kw: dict, advise: bool = True) -> Study:
     a large image tree). With ``advise``, a recipe whose epochs are few for it is said in one line on stderr, before
     the hours of training start (``probe plan`` prints it with the plan instead)."""
     recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
+    _resolve_named_source(kw, recipe)
     study = Study(
         data=DataSpec(kw["dataset"], kw["data_root"], kw["image_size"], resize_mode=kw["resize_mode"],
                       train_per_class=kw["train_per_class"], test_per_class=kw["test_per_class"],
@@ -220,6 +227,43 @@ def study_from_options(kw: dict, advise: bool = True) -> Study:
     if advise and (advice := budget_advice(recipe)):
         click.echo(advice, err=True)
     return study
+
+
+def _resolve_named_source(kw: dict, recipe: Recipe) -> None:
+    """``--source torchvision:WEIGHTS`` or ``timm:NAME``: in ``kw``, the weights file it names in the library's
+    cache (fetched first only with ``probe train --download``), and its weights' input normalization and image size
+    where --source-normalization and --image-size (or --crop-size) are not given; said in one line on stderr."""
+    if kw["source"] is None or not is_named_source(kw["source"]):
+        return
+    named = resolve_named_source(kw["source"], download=_download_allowed())
+    kw["source"] = str(named.path)
+    offered, options = [], []
+    if named.mean is not None and not _given(kw, "source_normalization", OWN_STATISTICS):
+        kw["source_normalization"] = ",".join(map(repr, named.mean)) + ":" + ",".join(map(repr, named.std))
+        offered.append(f"input normalization mean {list(named.mean)}, std {list(named.std)}")
+        options.append("--source-normalization")
+    if named.image_size and not _given(kw, "image_size", None) and recipe.crop_size is None:
+        kw["image_size"] = named.image_size
+        offered.append(f"image size {named.image_size}")
+        options.append("--image-size")
+    line = f"source {named.name} (weights of {named.network}): {named.path}"
+    if offered:
+        line += f"; from its weights: {' and '.join(offered)} (unless {' or '.join(options)} says otherwise)"
+    click.echo(line, err=True)
+
+
+def _download_allowed() -> bool:
+    """Whether the command may download (probe train --download); probe plan never does."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("download"))
+
+
+def _given(kw: dict, name: str, default: object) -> bool:
+    """Whether an option was given, on the command line (at its default value too) or, outside one, off its default."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT):
+        return True
+    return kw[name] != default
 
 
 def _convergence_factor(kw: dict) -> int | None:

@@ -19,7 +19,8 @@ from probe.storage.run import Run
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Decoded-dataset cache. Default: $PROBE_CACHE or ~/.cache/probe.")
 @click.option("--download/--no-download", default=False, show_default=True,
-              help="Let torchvision download a missing dataset (needs network access).")
+              help="Let torchvision download a missing dataset, or the weights a --source torchvision:WEIGHTS or "
+                   "timm:NAME names (needs network access).")
 @click.option("--networks", default="", help="Train only these networks (ids or names, comma-separated).")
 @click.option("--extend", is_flag=True, default=False,
               help="Let an existing RUN_DIR's plan grow by the given seeds, splits, cuts or variants.")
