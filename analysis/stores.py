@@ -115,9 +115,19 @@ def _metadata(path: Path) -> dict | None:
 
 
 def open_networks(store: Path, network_ids: list[str], chunks: dict | None = None) -> xr.DataTree:
-    """The groups ``network_ids`` of ``store`` (verified by the caller) as one lazily opened DataTree."""
-    return xr.DataTree.from_dict({nid: xr.open_dataset(store, group=nid, engine="zarr", consolidated=False,
-                                                       chunks=chunks) for nid in network_ids})
+    """The groups ``network_ids`` of ``store`` (verified by the caller) as one lazily opened DataTree, each group's
+    variables in the network's layer order (its ``layers`` attr), then the logits: a group opened without the
+    consolidated metadata lists them in whatever order the file system gives."""
+    return xr.DataTree.from_dict({nid: _in_layer_order(xr.open_dataset(store, group=nid, engine="zarr",
+                                                                        consolidated=False, chunks=chunks))
+                                  for nid in network_ids})
+
+
+def _in_layer_order(ds: xr.Dataset) -> xr.Dataset:
+    layers = ds.attrs.get("layers")
+    names = json.loads(layers) if isinstance(layers, str) else list(layers or [])
+    order = [v for v in [*names, "logits"] if v in ds.data_vars]
+    return ds[order + [v for v in ds.data_vars if v not in order]]
 
 
 def open_store(path: str | Path, chunks: dict | None = None) -> xr.DataTree:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -53,13 +54,16 @@ def test_the_check_refuses_what_the_builder_cannot_build(name):
 @pytest.mark.parametrize("in_channels", [1, 3])
 @pytest.mark.parametrize("name", sorted(REGISTRY))
 def test_layer_contract(name, in_channels):
-    net = _net(name, in_channels)
+    _check_layer_contract(_net(name, in_channels), _input(name, in_channels))
+
+
+def _check_layer_contract(net: LayeredNet, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Check the layer contract of ``net`` on a batch ``x`` of two images; its cut layers' outputs."""
     assert isinstance(net, LayeredNet)
     names = net.layer_names
     assert len(names) >= 3 and len(set(names)) == len(names)
     assert net.cut_points == names[:-1]
     net.eval()
-    x = _input(name, in_channels)
 
     # every cut point, batch first, finite, and equal to running the stages one by one
     logits, feats = net.forward_intermediates(x)
@@ -103,6 +107,66 @@ def test_layer_contract(name, in_channels):
     for bad in ("no-such-layer", 0, len(names) + 1):
         with pytest.raises(ProbeError, match="no-such-layer" if isinstance(bad, str) else str(bad)):
             net.forward_intermediates(x, layers=[bad])
+    return feats
+
+
+def tiny_vit(in_channels, num_classes, input_size):
+    """A two-layer vision transformer (torchvision's) for ``in_channels``: its layers output token sequences."""
+    from torchvision.models.vision_transformer import VisionTransformer
+
+    net = VisionTransformer(input_size, 4, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+                            num_classes=num_classes)
+    net.conv_proj = nn.Conv2d(in_channels, 16, 4, stride=4)
+    return net
+
+
+@pytest.fixture
+def registered_vit():
+    """tiny_vit registered by name, as a user's package would; the registry restored after the test."""
+    from probe import register_architecture
+
+    saved = dict(REGISTRY)
+    register_architecture("tiny-vit", layers=("embedding", "encoder1", "encoder2", "head"),
+                          cut_at=("encoder.dropout", "encoder.layers.encoder_layer_0",
+                                  "encoder.layers.encoder_layer_1"))(tiny_vit)
+    yield "tiny-vit"
+    REGISTRY.clear()
+    REGISTRY.update(saved)
+
+
+@pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")
+def test_a_registered_architecture_of_token_layers(registered_vit, synthetic_arrays, tmp_path):
+    """A registered architecture whose layers output token sequences (N, T, D) keeps the layer contract, and its
+    layers are extracted by the token policy: the class token by default, as a (sample, unit) variable."""
+    import xarray as xr
+
+    from probe.execution.batches import Normalize, to_device
+    from probe.execution.extract import ExtractionImages, Reduction, extract_network
+
+    arch = ArchSpec(registered_vit)
+    for in_channels in (1, 3):
+        net = build_network(arch, in_channels, NUM_CLASSES, 16, 0)
+        assert tuple(net.layer_names) == REGISTRY[registered_vit].layers
+        x = torch.randn(2, in_channels, 16, 16, generator=torch.Generator().manual_seed(1))
+        with torch.no_grad():  # attention takes another kernel with autograd, equal to this one up to rounding
+            feats = _check_layer_contract(net, x)
+        assert {name: tuple(out.shape) for name, out in feats.items()} == dict.fromkeys(net.cut_points, (2, 17, 16))
+
+    classes = list(synthetic_arrays.classes)
+    spec = NetworkSpec(DataSpec("synthetic", test_per_class=4), "random", 0, "B", classes_a=tuple(classes[:5]),
+                       classes_b=tuple(classes[5:]), arch=arch, in_channels=3, input_size=16)
+    model = build_model(spec)
+    normalize = Normalize([0.5] * 3, [0.25] * 3, torch.device("cpu"))
+    extract_network(tmp_path / "acts.zarr", spec, model, synthetic_arrays, normalize, ExtractionImages(),
+                    Reduction(), torch.device("cpu"), progress=False)
+    ds = xr.open_zarr(tmp_path / "acts.zarr", group=spec.id, consolidated=False).load()
+    assert ds.sizes["sample"] == 4 * 5  # the spec's test cap
+    x = normalize(to_device(np.asarray(synthetic_arrays.test_x[ds["sample"].values]), torch.device("cpu")))
+    with torch.no_grad():
+        _, outs = model.eval().forward_intermediates(x)
+    for name in model.cut_points:
+        assert ds[name].dims == ("sample", f"{name}_unit") and ds[name].attrs["tokens"] == "cls"
+        np.testing.assert_allclose(ds[name].values, outs[name][:, 0].numpy(), rtol=1e-5, atol=1e-5)
 
 
 def _flagged_modules(stage: nn.Module) -> list[nn.Module]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import tracemalloc
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -11,10 +13,12 @@ import torch
 import xarray as xr
 import zarr
 from conftest import TINY_STUDY, assert_one_line_error, assert_same_up_to_rounding, invoke
+from torch import nn
 
 from probe.analysis.stores import layer_arrays, list_networks, open_store
 from probe.architectures import build_model
 from probe.data.datasets import load_dataset
+from probe.data.tasks import task_indices
 from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, to_device
 from probe.execution.extract import ExtractionImages, Reduction, extract_network, extract_run
@@ -234,3 +238,95 @@ def test_a_retrained_network_is_extracted_again(run, tmp_path):
         assert extract_run(run, store, networks=["baseA"], progress=False)["written"] == ["random-s0/init0/baseA"]
     finally:
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+# --- the run's test cap, what extraction says it will do, and the layers' order --------------------------------------
+
+ORDERED = ["features_3", "features_7", "features_11"]  # the network's order; alphabetically 11, 3, 7
+CAP = 6  # the run's --test-per-class: 30 of a task's 5 classes, of the synthetic dataset's 150
+
+
+def ordered_net(in_channels, num_classes, width=4):
+    """Three conv blocks of four modules each, cut after each block: layers whose names sort out of their order."""
+    blocks, channels = [], in_channels
+    for i in range(3):
+        blocks += [nn.Conv2d(channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+                   nn.MaxPool2d(2) if i else nn.Identity()]
+        channels = width
+    return nn.Sequential(OrderedDict(features=nn.Sequential(*blocks), head=nn.Sequential(
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))))
+
+
+@pytest.fixture(scope="module")
+def capped_run(tmp_path_factory, cache_dir):
+    """A run of ordered_net (cut at features.3, .7, .11) tested on CAP images a class: the bases and AnB at cut 1."""
+    run_dir = tmp_path_factory.mktemp("capped")
+    result = invoke(cache_dir, "train", run_dir, "--dataset", "synthetic", "--arch", "test_extract:ordered_net",
+                    "--cut-at", "features.3,features.7,features.11", "--epochs", "1", "--batch-size", "32",
+                    "--train-per-class", "10", "--test-per-class", str(CAP), "--cuts", "1", "--variants", "AnB")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_extract_probes_the_images_the_run_tested_and_says_what_it_will_do(capped_run, tmp_path, cli):
+    store = tmp_path / "acts.zarr"
+    result = cli("extract", capped_run, "--out", store, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0 and "wrote 4" in result.output, result.output
+    lines = result.output.splitlines()
+    # before it starts: the networks and the images; then one short line per network, and the summary
+    assert len(lines) == 6, result.output
+    first = lines[0]
+    assert "4 trained networks" in first and f"each on {5 * CAP} test images" in first, first
+    assert f"at most {CAP} a class" in first and "--all-test-images" in first, first
+    for line in lines[1:5]:
+        assert re.fullmatch(rf"\[[1-4]/4\] random-s0/init0/\S+ written \({5 * CAP} images\), \d+ s", line), line
+    tree = open_store(store)
+    for nid, spec in _specs(capped_run).items():
+        ds = tree[nid].to_dataset()
+        arrays = load_dataset(spec.data)
+        tested = task_indices(arrays, list(spec.target_classes), spec.data).test  # what its test accuracy counts
+        np.testing.assert_array_equal(np.sort(ds["sample"].values), tested)
+        assert json.loads(ds.attrs["probe_set"])["test_per_class"] == CAP
+    assert json.loads((store / ".probe" / "settings.json").read_text())["test_per_class"] == CAP
+
+
+def test_more_test_images_than_the_run_tested_are_asked_for(capped_run, tmp_path, cli):
+    capped = tmp_path / "capped.zarr"
+    extract_run(capped_run, capped, networks=["baseA"], progress=False)
+    assert open_store(capped)["random-s0/init0/baseA"].sizes["sample"] == 5 * CAP
+    every = tmp_path / "every.zarr"
+    result = cli("extract", capped_run, "--out", every, "--networks", "baseA", "--all-test-images", "--quiet")
+    assert result.exit_code == 0 and "every one" in result.output.splitlines()[0], result.output
+    assert open_store(every)["random-s0/init0/baseA"].sizes["sample"] == 150
+    assert json.loads((every / ".probe" / "settings.json").read_text())["test_per_class"] is None
+    # a store holds the images it was extracted on
+    assert_one_line_error(cli("extract", capped_run, "--out", capped, "--all-test-images", "--quiet"),
+                          f"--test-per-class {CAP}", "--all-test-images", "--out")
+    assert "wrote 0" in cli("extract", capped_run, "--out", every, "--networks", "baseA", "--quiet").output
+    # more per class than the cap leaves: the refusal says how to take them
+    assert_one_line_error(cli("extract", capped_run, "--out", tmp_path / "more.zarr", "--per-class", "10",
+                              "--quiet"), f"at {CAP} a class", "--all-test-images")
+    result = cli("extract", capped_run, "--out", tmp_path / "more.zarr", "--per-class", "10", "--all-test-images",
+                 "--networks", "baseA", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert open_store(tmp_path / "more.zarr")["random-s0/init0/baseA"].sizes["sample"] == 50
+    # a smaller cap takes the first of the images the run tested, as training chose them
+    result = cli("extract", capped_run, "--out", tmp_path / "fewer.zarr", "--test-per-class", "2", "--networks",
+                 "baseA", "--quiet")
+    assert result.exit_code == 0, result.output
+    fewer = open_store(tmp_path / "fewer.zarr")["random-s0/init0/baseA"]["sample"].values
+    assert len(fewer) == 10 and set(fewer) <= set(open_store(capped)["random-s0/init0/baseA"]["sample"].values)
+
+
+def test_the_store_keeps_the_networks_layer_order(capped_run, tmp_path):
+    store = tmp_path / "acts.zarr"
+    extract_run(capped_run, store, networks=["baseA", "baseB"], progress=False)
+    tree = xr.open_datatree(store, engine="zarr")  # as a user's script opens it
+    for nid in ("random-s0/init0/baseA", "random-s0/init0/baseB"):
+        ds = tree[nid].to_dataset()
+        assert list(ds.data_vars) == [*ORDERED, "logits"]
+        assert json.loads(ds.attrs["layers"]) == ORDERED  # the documented walk, whatever opened the store
+        assert [ds[name].attrs["layer_index"] for name in json.loads(ds.attrs["layers"])] == [1, 2, 3]
+    assert list(xr.open_zarr(store, group="random-s0/init0/baseA").data_vars) == [*ORDERED, "logits"]
+    # and as probe's own analyses open it, group by group without the consolidated metadata
+    assert list(open_store(store)["random-s0/init0/baseA"].to_dataset().data_vars) == [*ORDERED, "logits"]

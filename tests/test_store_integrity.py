@@ -347,6 +347,26 @@ def test_a_store_without_its_settings_whose_groups_disagree_is_refused(run, stor
     representation_dataset(run, store)
 
 
+def test_a_store_recorded_before_the_test_cap_and_the_token_policy_keeps_its_settings(run, store, cli):
+    """A store (its record and its groups' attrs) written before extraction took the run's test cap and a token
+    policy: it took every test image, and no layer had tokens; a rerun finds it complete, analyze reads it, and
+    another token policy is refused naming what it holds."""
+    path = store / ".probe" / "settings.json"
+    record = json.loads(path.read_text())
+    del record["test_per_class"], record["tokens"]
+    path.write_text(json.dumps(record))
+    for nid in _specs(run):
+        attrs = json.loads((store / nid / "zarr.json").read_text())["attributes"]
+        images, reduction = json.loads(attrs["probe_set"]), json.loads(attrs["reduction"])
+        del images["test_per_class"], reduction["tokens"]
+        _set_attrs(store, nid, probe_set=json.dumps(images), reduction=json.dumps(reduction))
+    result = cli("extract", run, "--out", store, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0 and "wrote 0, already complete 4" in result.output, result.output
+    representation_dataset(run, store)
+    assert_one_line_error(cli("extract", run, "--out", store, "--tokens", "mean", "--quiet", "--device", "cpu"),
+                          "--all-test-images", "--tokens auto", "--tokens mean", "--out")
+
+
 # --- a group is complete only when every variable holds every sample ----------------------------------------------
 
 @pytest.mark.parametrize("recorded", [True, False])

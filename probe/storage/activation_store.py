@@ -11,8 +11,13 @@ The root's consolidated metadata is dropped before any group is replaced, and re
 Several processes (two ``probe extract``, dask workers) may extract into one store at once: a group is written under
 its flock (``.probe/locks/groups/``), and what the store shares (the root's and the hierarchy's metadata, the settings
 record) changes only under the store's (``.probe/locks/store.lock``). The settings a store was extracted with (what
-changes the stored values: the probe set, the spatial reduction, the seed, the dtype; and the batch and chunk sizes,
-for a rewrite to repeat the same computation) are recorded in ``.probe/settings.json`` by its first extraction.
+changes the stored values: the probe set, the test images' cap per class, the spatial and token reductions, the seed,
+the dtype; and the batch and chunk sizes, for a rewrite to repeat the same computation) are recorded in
+``.probe/settings.json`` by its first extraction.
+
+A group lists its cut layers in network order in its ``layers`` attr (a JSON list; ``logits`` follows them), and the
+root's consolidated metadata lists every group's variables in that order, so that a reader opening the store through
+it (``xr.open_datatree(store, engine="zarr")``) walks ``data_vars`` from the first layer to the logits.
 """
 
 from __future__ import annotations
@@ -43,8 +48,11 @@ _HELD = threading.local()  # the locks this thread holds, by path
 SAMPLES = "n_samples"  # a group's attr: how many samples every variable of it holds
 # A store's settings that change the stored values (as the command line names them), and those recorded only so
 # that a rewrite repeats the first extraction's computation (other batch sizes give the same values up to rounding)
-VALUE_SETTINGS = ("probe_set", "per_class", "per_class_mode", "spatial", "seed", "dtype")
+VALUE_SETTINGS = ("probe_set", "test_per_class", "per_class", "per_class_mode", "spatial", "tokens", "seed", "dtype")
 SIZE_SETTINGS = ("batch_size", "chunk_size")
+# Value settings that a store's record (or a group's attrs) written before they existed lacks, with what its
+# extraction did: it took every test image whatever the run's cap, and no layer gave it tokens to reduce
+LEGACY_SETTINGS = {"test_per_class": None, "tokens": "auto"}
 
 
 class InconsistentGroup(Exception):
@@ -366,10 +374,49 @@ def consolidate(store: Path) -> None:
         except (ValueError, TypeError, KeyError) as e:  # JSONDecodeError and zarr's metadata errors are ValueErrors
             failure = e
         else:
+            _layer_order(Path(store))
             return
         drop_consolidated(store)
     warnings.warn(f"left {store} without consolidated metadata: a group's metadata is unreadable ({failure})",
                   stacklevel=2)
+
+
+def _layer_order(store: Path) -> None:
+    """List each network group's variables in the root's consolidated metadata in network order (its ``layers``
+    attr, then ``logits``; its coordinates after them), where zarr lists them alphabetically (``features_11`` before
+    ``features_3``, ``layer1`` before ``stem``): xarray makes a group's ``data_vars`` in the order listed there.
+    Every other entry keeps zarr's order, and the siblings of a node stay together, as zarr reads them."""
+    try:
+        root = json.loads((store / META).read_bytes())
+        metadata = root["consolidated_metadata"]["metadata"]
+        paths = list(metadata)
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    ranks = {}
+    for path, node in metadata.items():
+        try:
+            layers = json.loads(node["attributes"]["layers"]) if node.get("node_type") == "group" else None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+        if isinstance(layers, list) and all(isinstance(name, str) for name in layers):
+            ranks[path] = {name: i for i, name in enumerate([*layers, "logits"])}
+    first = {}  # where zarr lists a node's first child: its children stay there, together
+    for i, path in enumerate(paths):
+        first.setdefault(path.rpartition("/")[0], i)
+
+    def key(item: tuple[int, str]) -> tuple:
+        i, path = item
+        parent, _, name = path.rpartition("/")
+        rank = ranks.get(parent, {})
+        return path.count("/"), first[parent], rank.get(name, len(rank)), i
+
+    ordered = [path for _, path in sorted(enumerate(paths), key=key)]
+    if ordered != paths:
+        root["consolidated_metadata"]["metadata"] = {path: metadata[path] for path in ordered}
+        try:
+            write_json(store / META, root)
+        except OSError as e:
+            raise write_error(store / META, e) from None
 
 
 def check_store_path(store: Path) -> Path:
@@ -392,9 +439,10 @@ def recorded_settings(store: Path) -> dict | None:
         settings = json.loads(_settings_path(store).read_bytes())
     except (OSError, ValueError):
         return None
-    if not isinstance(settings, dict) or any(key not in settings for key in VALUE_SETTINGS):
+    if not isinstance(settings, dict) or any(key not in settings for key in VALUE_SETTINGS
+                                             if key not in LEGACY_SETTINGS):
         return None
-    return settings
+    return {**LEGACY_SETTINGS, **settings}
 
 
 def record_settings(store: Path, settings: dict) -> None:
@@ -405,15 +453,18 @@ def record_settings(store: Path, settings: dict) -> None:
 def group_settings(attrs: dict | None) -> dict | None:
     """The settings (:data:`VALUE_SETTINGS`) a group was extracted with, from its ``probe_set`` and ``reduction``
     attrs, or None when it records none. A group written before per_class_mode existed took exactly per_class
-    images of each class."""
+    images of each class; one written before the test cap and the token policy existed, every test image
+    (:data:`LEGACY_SETTINGS`)."""
     try:
-        images = {"per_class_mode": "exactly", **json.loads(attrs["probe_set"])}
-        reduction = json.loads(attrs["reduction"])
+        images = {"per_class_mode": "exactly", "test_per_class": LEGACY_SETTINGS["test_per_class"],
+                  **json.loads(attrs["probe_set"])}
+        reduction = {"tokens": LEGACY_SETTINGS["tokens"], **json.loads(attrs["reduction"])}
         # one seed draws the subset and the sampled positions (the command line's --seed); a group seeded apart
         # differs from every store's settings, so it is written again
         seed = images["seed"] if images["seed"] == reduction["seed"] else [images["seed"], reduction["seed"]]
-        return {"probe_set": images["tasks"], "per_class": images["per_class"],
-                "per_class_mode": images["per_class_mode"], "spatial": reduction["spatial"], "seed": seed,
+        return {"probe_set": images["tasks"], "test_per_class": images["test_per_class"],
+                "per_class": images["per_class"], "per_class_mode": images["per_class_mode"],
+                "spatial": reduction["spatial"], "tokens": reduction["tokens"], "seed": seed,
                 "dtype": reduction["dtype"]}
     except (KeyError, TypeError, ValueError):
         return None
@@ -425,12 +476,16 @@ def same_settings(a: dict, b: dict) -> bool:
 
 
 def describe_settings(settings: dict) -> str:
-    """Settings as the command line's options, e.g. ``--probe-set both --spatial full --seed 0 --dtype float32``
-    (every image of the probe set, ``per_class`` None, is no ``--per-class``, and then its mode means nothing)."""
-    shown = [key for key in VALUE_SETTINGS if settings.get(key) is not None]
+    """Settings as ``probe extract``'s options, e.g. ``--probe-set both --all-test-images --spatial full --tokens
+    auto --seed 0 --dtype float32`` (every image of the probe set, ``per_class`` None, is no ``--per-class``, and
+    then its mode means nothing; no cap on the test images, ``test_per_class`` None, is ``--all-test-images``, as
+    the default is the run's cap)."""
+    shown = [key for key in VALUE_SETTINGS
+             if settings.get(key) is not None or (key == "test_per_class" and key in settings)]
     if settings.get("per_class") is None:
         shown = [key for key in shown if key != "per_class_mode"]
-    return " ".join(f"{option_name(key)} {settings[key]}" for key in shown)
+    return " ".join("--all-test-images" if key == "test_per_class" and settings.get(key) is None
+                    else f"{option_name(key)} {settings[key]}" for key in shown)
 
 
 def option_name(setting: str) -> str:
