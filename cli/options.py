@@ -12,7 +12,7 @@ from dataclasses import fields
 import click
 
 from probe.errors import ProbeError
-from probe.planning.plan import Study, budget_advice
+from probe.planning.plan import Study
 from probe.planning.source import (
     NORMALIZATIONS,
     OWN_STATISTICS,
@@ -206,10 +206,9 @@ def _cut_at(text: str | None) -> tuple[str, ...]:
     return paths
 
 
-def study_from_options(kw: dict, advise: bool = True) -> Study:
+def study_from_options(kw: dict) -> Study:
     """The study the options describe. A ``--source`` file is checked here, before the data is decoded (minutes for
-    a large image tree). With ``advise``, a recipe whose epochs are few for it is said in one line on stderr, before
-    the hours of training start (``probe plan`` prints it with the plan instead)."""
+    a large image tree)."""
     recipe = Recipe(**{k[len("recipe_"):]: kw.pop(k) for k in list(kw) if k.startswith("recipe_")})
     _resolve_named_source(kw, recipe)
     study = Study(
@@ -224,8 +223,6 @@ def study_from_options(kw: dict, advise: bool = True) -> Study:
         # the file itself, and its tensors' names and shapes as far as they do not depend on the data's channels and
         # image size; the rest when the study is planned on the data
         check_source_early(study.source, study.arch, study.cuts, recipe.crop_size or study.data.image_size)
-    if advise and (advice := budget_advice(recipe)):
-        click.echo(advice, err=True)
     return study
 
 

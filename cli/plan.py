@@ -35,7 +35,7 @@ def plan(cache_dir: Path | None, as_json: bool, **kw) -> None:
     images each trains, validates and tests on), and a line of advice where the epochs are few for the recipe."""
     from probe.execution.sweep import plan_study
 
-    study = study_from_options(kw, advise=False)
+    study = study_from_options(kw)
     networks, arrays = plan_study(None, study, cache_dir)
     if as_json:
         click.echo(json.dumps(plan_to_dict(study, networks), indent=2))

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from probe.cli.options import errors_as_messages, executor_options, study_from_options, study_given, study_options
-from probe.planning.plan import read_plan
+from probe.planning.plan import budget_advice, read_plan
 from probe.storage.run import Run
 
 
@@ -38,10 +38,8 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     from probe.execution.sweep import run_study
     from probe.execution.train import resolve_device
 
-    if Run(run_dir).plan.exists() and not study_given(ctx):
-        study, _ = read_plan(run_dir)
-    else:
-        study = study_from_options(kw)
+    planned_here = not (Run(run_dir).plan.exists() and not study_given(ctx))
+    study = study_from_options(kw) if planned_here else read_plan(run_dir)[0]
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
     if executor == "dask":
         from probe.execution.distributed import dask_client, run_study_dask
@@ -68,5 +66,9 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     # bases at chance, not converged, ...: said before any analysis
     for line in warning_lines(run_findings(accuracies), table):
         click.echo(line)
+    # a recipe whose epochs are few for it, said where the run was planned from options ('probe plan' says it before
+    # anything trains); never before a refusal, which stays one line
+    if planned_here and (advice := budget_advice(study.recipe)):
+        click.echo(advice)
     if result.failed or result.blocked:
         sys.exit(1)

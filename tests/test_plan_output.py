@@ -231,6 +231,9 @@ def test_train_advises_when_it_plans(cli, tmp_path):
     result = cli("train", run)  # resuming the run's own plan: nothing is planned
     assert result.exit_code == 0, result.output
     assert "short budget:" not in result.output
+    # a refusal stays one line: the advice comes only once the run is planned
+    refused = cli("train", tmp_path / "other", *TINY_STUDY, "--cuts", "9")
+    assert refused.exit_code != 0 and "short budget:" not in refused.output
 
 
 # --- a forward that slices a Sequential -----------------------------------------------------------------------------
