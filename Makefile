@@ -7,12 +7,18 @@ FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 RUN ?= runs/demo
 
 # The demo: the whole protocol (baseA/B, BnB, BnB+, AnB, AnB+, RnB in both directions) on a random Fashion-MNIST
-# split at cuts 1, 4, 7 and three seeds, the fewest that give an interval a claim can rest on, scaled to finish in
-# about ten minutes on two CPU cores (two dask workers), then the analysis and its report. Three seeds of this size
-# show the specialization of the upper layers (claims 4 and 5); the reproduction report has the rest.
-DEMO_OPTS ?= --dataset fashion-mnist --split random --seeds 0,1,2 --arch caffenet-small --arch-option width=0.25 \
-	--cuts 1,4,7 --train-per-class 300 --epochs 3 --batch-size 64 --crop-padding 2 --schedule cosine \
-	--lr 0.02 --warmup 0.2 --executor dask --workers 2
+# split at cuts 1, 4, 7 and three seeds, the fewest that give an interval a claim can rest on, then the analysis and its
+# report; sized to finish, setup included, within five minutes on two CPU cores. Three seeds of this size show the
+# specialization of the upper layers (claims 4 and 5); the reproduction report has the rest. The sizes, measured with
+# benchmarks/demo_profile.py (README, "Benchmarks"): caffenet-small at width 1/8 (less than half the CPU seconds per
+# image of width 1/4), batches of 128; 300 images a class, a third held out for validation, so that the convergence
+# check reads 3,000 validation images; 300 test images a class (the whole test set took a quarter of the time); 8
+# epochs of a cosine schedule, over whose last epochs the bases' mean validation gain falls below 0.005. Two dask
+# workers of one thread each (probe starts them without distributed's MALLOC_TRIM_THRESHOLD_=65536, under which the
+# workers spent 39% of their time in the kernel: README, "Benchmarks").
+DEMO_OPTS ?= --dataset fashion-mnist --split random --seeds 0,1,2 --arch caffenet-small --arch-option width=0.125 \
+	--cuts 1,4,7 --train-per-class 300 --val-fraction 0.3333 --test-per-class 300 --epochs 8 --batch-size 128 \
+	--crop-padding 2 --schedule cosine --lr 0.04 --warmup 0.2 --executor dask --workers 2
 
 # The reproduction report (docs/reproduction.md): the full protocol, every cut, three seeds, two splits of each of
 # Fashion-MNIST and CIFAR-10, on a LocalCluster of two dask workers. Resumable: rerun it after an interruption.
@@ -87,11 +93,23 @@ RECIPE_OPTS_M-long = $(RECIPE_M) $(RECIPE_LONG)
 RECIPE_OPTS_P-long = $(RECIPE_P) $(RECIPE_LONG)
 RECIPE_OPTS_P-long-shared = $(RECIPE_P) $(RECIPE_LONG) --init-sharing shared
 
+# The device check (benchmarks/device_check.py): on any machine, GPU or CPU, installs what probe needs and the
+# machine lacks from the wheels in GPU_WHEELS (no package index), then measures training and evaluation throughput of
+# caffenet-small and one tiny protocol run through 'probe train --device auto', prints a table and writes JSON to
+# benchmarks/results/. make gpu-wheels fills GPU_WHEELS here (PyPI needed): the wheels of zarr and dask, with what
+# they need beyond the device machines' image, for GPU_PYTHON (the device's Python) on x86-64 Linux, pinned to .venv's
+# versions; about 13 MiB. It runs with .venv's Python where there is one, else PYTHON (the one with torch).
+GPU_WHEELS ?= wheels
+GPU_PYTHON ?= 3.12
+GPU_PLATFORMS ?= manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 \
+	manylinux1_x86_64
+CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+
 # One target at a time: the reproduction's sweeps each fill the machine (and make -j would run them together).
 .NOTPARALLEL:
 
 .PHONY: setup demo test fashion-mnist reproduction repro-fashion-mnist repro-cifar10 ladder ladder-top init-study \
-	recipe-pilot recipe clean
+	recipe-pilot recipe gpu-wheels gpu-check clean
 
 setup: $(STAMP)
 
@@ -183,6 +201,16 @@ recipe: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	$(foreach arm,$(RECIPE_ARMS),$(BIN)/probe train runs/recipe/$(arm) $(RECIPE_COMMON) $(RECIPE_OPTS_$(arm)) \
 		--seeds $(RECIPE_SEEDS) --extend $(DASK) && ) true
+
+gpu-wheels: $(STAMP)
+	rm -f $(GPU_WHEELS)/*.whl
+	$(BIN)/pip download --quiet --disable-pip-version-check --no-deps --only-binary=:all: \
+		--python-version $(GPU_PYTHON) --implementation cp $(addprefix --platform ,$(GPU_PLATFORMS)) -d $(GPU_WHEELS) \
+		$$($(BIN)/python benchmarks/device_check.py --pins)
+	@du -sh $(GPU_WHEELS)
+
+gpu-check:
+	$(CHECK_PYTHON) benchmarks/device_check.py --wheels $(GPU_WHEELS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -261,3 +261,13 @@ def test_ctrl_c_stops_a_dask_sweep_cleanly_and_the_same_command_resumes(tmp_path
     assert f"trained {4 - done}, already done {done}, failed 0, blocked 0" in result.output  # what finished is kept
     assert all(read_json(m)["status"] == "done" for m in run.glob("networks/*/*/*/metrics.json"))
     assert len(list(run.glob("networks/*/*/*/metrics.json"))) == 4
+
+
+def test_local_workers_start_without_distributeds_malloc_trim_threshold():
+    """distributed's MALLOC_TRIM_THRESHOLD_=65536 made glibc return and re-fault every activation buffer: the workers
+    spent 39% of their time in the kernel (README, "Benchmarks"); probe's LocalCluster starts them without it."""
+    from probe.execution.distributed import dask_client
+
+    with dask_client(None, workers=1) as client:
+        found = client.run(lambda: os.environ.get("MALLOC_TRIM_THRESHOLD_"))
+    assert list(found.values()) == [None]

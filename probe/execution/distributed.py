@@ -32,6 +32,7 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
     """A dask client: to ``scheduler`` (an address such as tcp://host:8786, or a scheduler file written by
     ``dask scheduler --scheduler-file``), or to a LocalCluster of ``workers`` processes on this machine, closed on
     exit. Each local worker runs one task at a time with torch on ``threads`` cores (default: its share)."""
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
@@ -51,7 +52,11 @@ def dask_client(scheduler: str | None, workers: int = 2, threads: int | None = N
     log = logging.getLogger("distributed")
     level = log.level
     try:
-        with _workers_ignore_ctrl_c():
+        # distributed starts its workers with MALLOC_TRIM_THRESHOLD_=65536, under which glibc hands every freed
+        # activation buffer back to the kernel and faults it in again on the next step: measured on two cores, the
+        # workers spent 39% of their time in the kernel (benchmarks/demo_profile.py); without it, 2%
+        with _workers_ignore_ctrl_c(), dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
+                                                        None}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                                    env={THREADS: str(threads)})
         with cluster, Client(cluster) as client:
