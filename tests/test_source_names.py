@@ -59,7 +59,7 @@ def _study(command: str, *args):
     cmd = main.commands[command]
     ctx = cmd.make_context(command, [str(a) for a in args])
     with ctx:
-        return study_from_options(dict(ctx.params), advise=False)
+        return study_from_options(dict(ctx.params))
 
 
 def test_which_sources_are_names():
