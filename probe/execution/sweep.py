@@ -44,9 +44,9 @@ from probe.planning.plan import (
 from probe.planning.spec import DataSpec, NetworkSpec, SourceSpec
 from probe.storage.atomic import WriteError, read_json_file, remove_leftover_temporaries, write_error, write_json
 from probe.storage.loaded import loaded_dataset
-from probe.storage.lock import LockUnsupported, NetworkBusy, training_lock
+from probe.storage.lock import LockUnsupported, NetworkBusy
 from probe.storage.run import NetworkFiles, Run
-from probe.storage.state import first_difference, is_finished, network_state, weights_problem
+from probe.storage.state import first_difference, network_state
 
 BUSY = "itself: running in another process"  # what a network being trained elsewhere is blocked by
 
@@ -194,21 +194,6 @@ def _remove_leftovers(files: NetworkFiles) -> None:
         remove_leftover_temporaries(path)
 
 
-def _clear_for_training(files: NetworkFiles, spec: NetworkSpec) -> None:
-    """Under the network's lock, before it is trained: remove the temporary files a killed process left of its
-    files, and the metrics that say it is done when its weights are not its own (another network's, damaged,
-    missing), which would make the training take it for finished. Another process holding the lock is left
-    alone; training then finds it busy."""
-    try:
-        with training_lock(files, spec.id):
-            for path in files.written_in_training:
-                remove_leftover_temporaries(path)
-            if is_finished(files) and weights_problem(files, spec):  # what training would take for finished
-                _unlink(files.metrics)
-    except NetworkBusy:
-        pass
-
-
 def _gather(executor: Executor, run: Run, planned: dict[str, PlannedNetwork], futures: dict[str, Future],
             result: SweepResult, progress: bool) -> None:
     """Record every network's task in ``result`` as it completes."""
@@ -270,7 +255,6 @@ def train_task(run_dir: str, spec_dict: dict, stats: tuple[list[float], list[flo
     with _TRAINING:
         data = task_tensors(spec.data, spec.target_classes, *(tuple(v) for v in stats), cache_dir, device)
         try:
-            _clear_for_training(Run(run_dir).network(spec.id), spec)
             metrics = train_network(spec, data, Path(run_dir), resolve_device(device), progress=progress)
         except FinishedElsewhere:
             return {"id": spec.id, "status": "done", "trained": False}

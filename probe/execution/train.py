@@ -27,7 +27,7 @@ from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, random_crop_flip, to_device
 from probe.planning.source import load_source_layers
 from probe.planning.spec import NetworkSpec, Recipe
-from probe.storage.atomic import write_json
+from probe.storage.atomic import remove_leftover_temporaries, write_json
 from probe.storage.checkpoint import (
     UnusableResume,
     checkpoint_error,
@@ -252,6 +252,9 @@ def train_network(spec: NetworkSpec, data: TaskTensors, run_dir: Path, device: t
 def _train_locked(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run_dir: Path, device: torch.device,
                   progress: bool) -> dict:
     """The body of :func:`train_network`, once it holds the network's lock."""
+    # a process killed while writing one of these files left its temporary beside it; nothing else writes them now
+    for path in files.written_in_training:
+        remove_leftover_temporaries(path)
     write_json(files.spec, spec.to_dict())
     note_holder(files)
     try:

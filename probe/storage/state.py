@@ -146,8 +146,8 @@ def first_difference(old, new, labels: tuple[str, str], path: str = "") -> str |
 def is_finished(files: NetworkFiles, spec: NetworkSpec | None = None) -> bool:
     """Whether the network finished: its metrics say done and its weights are whole (and, given its planned
     ``spec``, its own: see :func:`weights_problem`). An unreadable metrics file says not: it is trained again.
-    Without ``spec`` a file of another network passes: the sweep removes the metrics of such a network under its
-    lock before training it (:func:`probe.execution.sweep.train_task`)."""
+    Without ``spec`` a file of another network passes: training asks with the spec, under the network's lock, so it
+    retrains such a network (:func:`probe.execution.train.train_network`)."""
     try:
         metrics = read_metrics(files.metrics)
     except ProbeError:
