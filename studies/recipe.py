@@ -43,7 +43,6 @@ from probe.analysis.sanity import LONGER_GAIN, longer_gains
 from probe.analysis.stats import Estimate
 from probe.analysis.training import boundary_dataset, curve_dataset, loss_dataset
 from probe.errors import ProbeError
-from probe.planning.plan import read_plan
 from probe.storage.atomic import read_json_file, write_atomic, write_json
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
@@ -70,7 +69,6 @@ def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> t
     run_dir = Path(run_dir)
     name = name or run_dir.name
     run = read_run_metrics(run_dir)
-    study, _ = read_plan(run_dir)
     if split not in {s.split for s in run.specs}:
         raise ProbeError(f"{run_dir} plans no network on split {split!r}")
     ds = run.dataset("top1").sel(split=[split])
@@ -104,7 +102,7 @@ def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> t
     for r in rows:  # the bases' last validation loss, beside their training loss: do they fit better than generalize?
         r["base_val_loss"] = float(np.mean(val)) if val else math.nan
     curves = curve_dataset(run, ds).sel(split=split)
-    epochs = study.recipe.epochs
+    epochs = run.study["recipe"]["epochs"]  # the plan read_run_metrics read once
     curve_rows = []
     for network, values in [("base", curves["base_train_loss"]),
                             *((f"B{int(n)}B", curves["train_loss"].sel(n=n, variant="BnB")) for n in ds["n"].values)]:
@@ -117,8 +115,8 @@ def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> t
                                    "train_loss": float(v.mean())})
     gain = longer_gains(ds).get(split, Estimate(math.nan, math.nan, math.nan, 0, math.nan))
     classes = len(next(s for s in run.specs if s.variant == "base").target_classes)
-    info = {"name": name, "run": str(run_dir), "split": split, "study": study.to_dict(), "epochs": epochs,
-            "classes": classes, "init_sharing": study.recipe.init_sharing,
+    info = {"name": name, "run": str(run_dir), "split": split, "study": run.study, "epochs": epochs,
+            "classes": classes, "init_sharing": run.study["recipe"]["init_sharing"],
             "networks_planned": len(run.specs) + len(run.longer), "missing": run.missing,
             "convergence_gain": gain.to_dict(), "converged": _converged(gain)}
     info["dip"], info["signature"] = dip(rows, info["converged"]), signature(rows, info["converged"])
