@@ -88,6 +88,16 @@ def invoke(cache_dir, *args):
     return CliRunner().invoke(main, args)
 
 
+@pytest.fixture(scope="session")
+def anb_run(tmp_path_factory, cache_dir):
+    """A small trained run shared by the extraction tests (which never change it): the two bases and AnB at cut
+    1."""
+    run_dir = tmp_path_factory.mktemp("anb-run")
+    result = invoke(cache_dir, "train", run_dir, *TINY_STUDY, "--cuts", "1", "--variants", "AnB")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
 @pytest.fixture
 def cli(cache_dir):
     """``cli("train", run_dir, *options)``: :func:`invoke` with the session's cache."""

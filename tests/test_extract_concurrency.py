@@ -10,7 +10,7 @@ import time
 
 import pytest
 import xarray as xr
-from conftest import REPO_ROOT, TINY_STUDY, invoke
+from conftest import REPO_ROOT
 
 from probe.analysis.representations import representation_dataset
 from probe.analysis.stores import list_networks, open_store
@@ -24,12 +24,8 @@ BATCH = 8  # many small appends per group: two writers of one group would interl
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, cache_dir):
-    """A small trained run: the two bases and AnB at cut 1."""
-    run_dir = tmp_path_factory.mktemp("run")
-    result = invoke(cache_dir, "train", run_dir, *TINY_STUDY, "--cuts", "1", "--variants", "AnB")
-    assert result.exit_code == 0, result.output
-    return run_dir
+def run(anb_run):
+    return anb_run
 
 
 @pytest.fixture(scope="module")

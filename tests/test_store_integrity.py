@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from conftest import TINY_STUDY, assert_one_line_error, invoke
+from conftest import assert_one_line_error, invoke
 
 from probe.analysis.representations import representation_dataset
 from probe.analysis.stores import list_networks, open_checked, open_store
@@ -28,12 +28,8 @@ BATCH = 16  # 150 probe images a network: three chunks of 64 samples, so a kill 
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, cache_dir):
-    """A small trained run: the two bases and AnB at cut 1."""
-    run_dir = tmp_path_factory.mktemp("run")
-    result = invoke(cache_dir, "train", run_dir, *TINY_STUDY, "--cuts", "1", "--variants", "AnB")
-    assert result.exit_code == 0, result.output
-    return run_dir
+def run(anb_run):
+    return anb_run
 
 
 @pytest.fixture(scope="module")
