@@ -19,7 +19,9 @@ initial weights (independent, or the shared control). ``collect`` writes ``docs/
   fraction of the chance loss ln(classes) against the fraction of training.
 
 An arm whose bases fail the convergence check is shown, marked, and its verdict is "not converged": a drop measured
-against a base still improving is not co-adaptation.
+against a base still improving is not co-adaptation. Likewise an arm under a warning that voids its split's claims
+(bases at chance or still improving by the last-epoch test, a cut network far above its base) is "voided", the
+warnings quoted; every network at chance is named, cut networks included.
 
     python -m probe.studies.reproduction recipe runs/recipe/M-20 runs/recipe/P-long ...
     python -m probe.studies.reproduction recipe --add runs/recipe/M-long    # one more arm beside the committed
@@ -39,7 +41,7 @@ from probe.analysis.accuracies import read_run_metrics
 from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
 from probe.analysis.reference import PAPER_ITERATIONS, reference_curves
 from probe.analysis.render import Block, Image, Paragraph, Table, estimate, markdown, number, read_table, write_table
-from probe.analysis.sanity import LONGER_GAIN, longer_gains
+from probe.analysis.sanity import CHANCE_SHARE, LONGER_GAIN, VOIDING, longer_gains, run_findings
 from probe.analysis.stats import Estimate
 from probe.analysis.training import boundary_dataset, curve_dataset, loss_dataset
 from probe.errors import ProbeError
@@ -115,12 +117,26 @@ def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> t
                                    "train_loss": float(v.mean())})
     gain = longer_gains(ds).get(split, Estimate(math.nan, math.nan, math.nan, 0, math.nan))
     classes = len(next(s for s in run.specs if s.variant == "base").target_classes)
+    label = run.split_labels.get(split, split)
+    voided = [f.text for f in run_findings(run) if f.check in VOIDING and f.split == label]
     info = {"name": name, "run": str(run_dir), "split": split, "study": run.study, "epochs": epochs,
             "classes": classes, "init_sharing": run.study["recipe"]["init_sharing"],
             "networks_planned": len(run.specs) + len(run.longer), "missing": run.missing,
-            "convergence_gain": gain.to_dict(), "converged": _converged(gain)}
-    info["dip"], info["signature"] = dip(rows, info["converged"]), signature(rows, info["converged"])
+            "convergence_gain": gain.to_dict(), "converged": _converged(gain),
+            "voided": voided, "at_chance": at_chance(run, split, classes)}
+    info["dip"], info["signature"] = dip(rows, info["converged"], voided), signature(rows, info["converged"], voided)
     return info, rows, curve_rows
+
+
+def at_chance(run, split: str, classes: int) -> list[str]:
+    """The finished networks of ``split`` (cut networks and longer bases too) whose test accuracy is at or near
+    chance, by the bar the report's chance warning uses for bases: a network that never trained measures neither
+    transfer nor co-adaptation, and a drop against it or from it is the recipe's failure to train."""
+    chance = 1 / classes
+    bar = chance + CHANCE_SHARE * (1 - chance)
+    return sorted(s.id for s in (*run.specs, *run.longer) if s.split == split
+                  and (m := run.metrics.get(s.id) or {}).get("status") == "done"
+                  and isinstance(m.get("test_acc"), (int, float)) and m["test_acc"] < bar)
 
 
 def _converged(gain: Estimate) -> str:
@@ -135,12 +151,15 @@ def _at(rows: list[dict], n: int) -> dict | None:
     return next((r for r in rows if int(r["n"]) == n), None)
 
 
-def dip(rows: list[dict], converged: str) -> str:
+def dip(rows: list[dict], converged: str, voided: list[str] = ()) -> str:
     """Whether an arm shows the paper's dip: the drop at DIP_CUT above zero (its whole interval), with BnB's mean
-    accuracy there below BnB's at both FLANKS. ``yes``, ``no``, or why it cannot say (bases not converged, the cuts
-    not trained, one seed)."""
+    accuracy there below BnB's at both FLANKS. ``yes``, ``no``, or why it cannot say (bases not converged, a warning
+    that voids the split's claims (``voided``: bases at chance or still improving, a cut network far above its
+    base), the cuts not trained, one seed)."""
     if converged == "no":
         return "not converged"
+    if voided:
+        return "voided"
     middle, flanks = _at(rows, DIP_CUT), [_at(rows, n) for n in FLANKS]
     if middle is None or None in flanks or not np.isfinite(float(middle["drop_mean"])):
         return "cuts missing"
@@ -150,11 +169,14 @@ def dip(rows: list[dict], converged: str) -> str:
     return "yes" if float(middle["drop_low"]) > 0 and below else "no"
 
 
-def signature(rows: list[dict], converged: str) -> str:
+def signature(rows: list[dict], converged: str, voided: list[str] = ()) -> str:
     """Whether BnB at DIP_CUT carries the paper's signature, a final training loss above its base's: ``yes`` (the
-    paired difference's whole interval above zero), ``no`` (its whole interval at or below zero), ``undecided``."""
+    paired difference's whole interval above zero), ``no`` (its whole interval at or below zero), ``undecided``;
+    ``not converged`` or ``voided`` as for :func:`dip`."""
     if converged == "no":
         return "not converged"
+    if voided:
+        return "voided"
     middle = _at(rows, DIP_CUT)
     if middle is None or not np.isfinite(float(middle["loss_diff_low"])):
         return "undecided"
@@ -295,6 +317,10 @@ class Recipe:
                                number(r["base_dead_next"]), number(r["bnb_dead_next"])])
         return [Table(["arm", "initial weights", "epochs", "baseB", "longer bases' gain (converged)",
                        *[f"drop n={n}" for n in cuts], "dip"], table),
+                *[Paragraph(f"`{info['name']}`: " + " ".join(
+                    ([f"networks at chance: {', '.join(info['at_chance'])}."] if info.get("at_chance") else [])
+                    + [f"Warning: {w}." for w in info.get("voided", [])]))
+                  for info in arms if info.get("at_chance") or info.get("voided")],
                 Paragraph("Per arm and cut: the final training loss of the base and of BnB and their paired "
                           "difference over seeds; the eval-mode loss on the training set after training; the scale "
                           "of layer n's output and the dead units of layer n+1 at the end, the base's beside BnB's "

@@ -309,3 +309,27 @@ def test_the_recipe_arm_collects_drops_losses_cut_records_and_curves(arm_run, tm
     assert dip(made, "no") == "not converged"
     made[1]["drop_low"] = -0.01
     assert dip(made, "yes") == "no"
+    assert dip(made, "yes", ["baseB of split random is at or near chance"]) == "voided"
+    assert signature(made, "yes", ["baseB of split random is at or near chance"]) == "voided"
+
+
+def test_a_recipe_arm_names_its_networks_at_chance_and_voids_its_verdicts(arm_run, tmp_path):
+    """A network that never trained is named, cut networks and longer bases too, and a base at chance voids the
+    arm's verdicts with the report's own warning: here baseB of seed 1 is made to score chance."""
+    import shutil
+
+    from probe.studies.recipe import Recipe, collect
+
+    run = tmp_path / "P-dead"
+    shutil.copytree(arm_run, run)
+    metrics = run / "networks" / "random-s1" / "init1" / "baseB" / "metrics.json"
+    record = json.loads(metrics.read_text())
+    record["test_acc"] = record["test_balanced_acc"] = 0.2
+    metrics.write_text(json.dumps(record))
+    info = Recipe(collect([run], tmp_path / "docs")).info["arms"][0]
+    assert "random-s1/init1/baseB" in info["at_chance"]
+    assert any("baseB" in w and "chance" in w for w in info["voided"])
+    # decided by neither: the tiny arm's longer bases gain, which takes precedence, else the warning voids
+    assert info["dip"] == info["signature"] == ("not converged" if info["converged"] == "no" else "voided")
+    section = Recipe(tmp_path / "docs" / "reproduction" / "recipe").section()
+    assert "networks at chance: " in section and "random-s1/init1/baseB" in section
