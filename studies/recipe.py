@@ -270,7 +270,7 @@ class Recipe:
     def value(self, kind: str, *keys: str) -> str:
         """``drop:ARM:N``, ``loss:ARM:N`` (BnB's final training loss minus its base's), ``base:ARM:WHICH`` (the bases'
         mean ``train_loss``, ``train_eval_loss`` or ``val_loss``), ``gain:ARM`` (the convergence check's),
-        ``dip:ARM``, ``signature:ARM``."""
+        ``dip:ARM``, ``signature:ARM``, ``chance:ARM`` (its networks at chance, of those finished)."""
         try:
             if kind in ("drop", "loss"):
                 name, n = keys
@@ -287,10 +287,12 @@ class Recipe:
                 return estimate(info["convergence_gain"])
             if kind in ("dip", "signature"):
                 return info[kind]
+            if kind == "chance":
+                return f"{len(info.get('at_chance', []))} of {info['networks_planned'] - len(info['missing'])}"
         except (StopIteration, ValueError, KeyError):
             pass
         raise ProbeError(f"no recipe result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: drop:ARM:N, "
-                         "loss:ARM:N, base:ARM:WHICH, gain:ARM, dip:ARM, signature:ARM)")
+                         "loss:ARM:N, base:ARM:WHICH, gain:ARM, dip:ARM, signature:ARM, chance:ARM)")
 
     def section(self) -> str:
         return markdown(self.blocks())

@@ -333,3 +333,5 @@ def test_a_recipe_arm_names_its_networks_at_chance_and_voids_its_verdicts(arm_ru
     assert info["dip"] == info["signature"] == ("not converged" if info["converged"] == "no" else "voided")
     section = Recipe(tmp_path / "docs" / "reproduction" / "recipe").section()
     assert "networks at chance: " in section and "random-s1/init1/baseB" in section
+    assert Recipe(tmp_path / "docs" / "reproduction" / "recipe").value("chance", "P-dead") == \
+        f"{len(info['at_chance'])} of {info['networks_planned']}"
