@@ -40,6 +40,7 @@ DASK ?= --executor dask --workers 2
 # rung and a GPU extends it with other values, e.g.
 #   make ladder LADDER_RUNGS=5000:30:1 DASK=
 # The committed rungs: the data axis at width 1/8 (225 to 4,500 images per class) and the width axis at 225 per class.
+# All were trained with LADDER_INIT=shared but the full training set's, which is committed under both.
 LADDER_RUNGS ?= 250:30:0.125 250:30:0.25 250:30:0.5 500:30:0.125 1000:20:0.125 5000:12:0.125
 LADDER_WIDTH ?= 0.125
 # The initial weights of the ladder's networks: independent (the paper's design, and a rung named ...-independent),
