@@ -97,6 +97,11 @@ def _listed(items: list[str], at_most: int = 5) -> str:
 # --------------------------------------------------------------------------------------------------- the checks
 
 
+def near_chance(chance: float) -> float:
+    """The accuracy below which a network is at or near ``chance``: CHANCE_SHARE of the way to perfect."""
+    return chance + CHANCE_SHARE * (1 - chance)
+
+
 def chance_findings(ds: xr.Dataset) -> list[Finding]:
     """Per split and target task: the base networks at or near chance (``ds``'s metric); none where ``ds`` does not
     know the tasks' classes (one rebuilt from an older committed table)."""
@@ -108,7 +113,7 @@ def chance_findings(ds: xr.Dataset) -> list[Finding]:
             chance, k = float(ds["chance"].sel(split=split, target=t)), int(ds["classes"].sel(split=split, target=t))
             if not np.isfinite(chance):
                 continue
-            bar = chance + CHANCE_SHARE * (1 - chance)
+            bar = near_chance(chance)
             base = ds["base"].sel(split=split, target=t)
             low = [(rep, a) for rep, a in zip(map(str, base["replicate"].values), base.values)
                    if np.isfinite(a) and a < bar]

@@ -41,7 +41,7 @@ from probe.analysis.accuracies import read_run_metrics
 from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
 from probe.analysis.reference import PAPER_ITERATIONS, reference_curves
 from probe.analysis.render import Block, Image, Paragraph, Table, estimate, markdown, number, read_table, write_table
-from probe.analysis.sanity import CHANCE_SHARE, LONGER_GAIN, VOIDING, longer_gains, run_findings
+from probe.analysis.sanity import LONGER_GAIN, VOIDING, longer_gains, near_chance, run_findings
 from probe.analysis.stats import Estimate
 from probe.analysis.training import boundary_dataset, curve_dataset, loss_dataset
 from probe.errors import ProbeError
@@ -132,8 +132,7 @@ def at_chance(run, split: str, classes: int) -> list[str]:
     """The finished networks of ``split`` (cut networks and longer bases too) whose test accuracy is at or near
     chance, by the bar the report's chance warning uses for bases: a network that never trained measures neither
     transfer nor co-adaptation, and a drop against it or from it is the recipe's failure to train."""
-    chance = 1 / classes
-    bar = chance + CHANCE_SHARE * (1 - chance)
+    bar = near_chance(1 / classes)
     return sorted(s.id for s in (*run.specs, *run.longer) if s.split == split
                   and (m := run.metrics.get(s.id) or {}).get("status") == "done"
                   and isinstance(m.get("test_acc"), (int, float)) and m["test_acc"] < bar)
