@@ -38,7 +38,7 @@ def train(ctx: click.Context, run_dir: Path, device: str, cache_dir: Path | None
     from probe.execution.sweep import run_study
     from probe.execution.train import resolve_device
 
-    planned_here = not (Run(run_dir).plan.exists() and not study_given(ctx))
+    planned_here = study_given(ctx) or not Run(run_dir).plan.exists()
     study = study_from_options(kw) if planned_here else read_plan(run_dir)[0]
     only = [n.strip() for n in networks.split(",") if n.strip()] or None
     if executor == "dask":
