@@ -150,15 +150,21 @@ def _at(rows: list[dict], n: int) -> dict | None:
     return next((r for r in rows if int(r["n"]) == n), None)
 
 
+def _unreadable(converged: str, voided: list[str]) -> str | None:
+    """Why neither verdict of an arm can be read, whatever its rows: its bases still gain when trained longer
+    (``not converged``, said first), or a warning voids its split (``voided``)."""
+    if converged == "no":
+        return "not converged"
+    return "voided" if voided else None
+
+
 def dip(rows: list[dict], converged: str, voided: list[str] = ()) -> str:
     """Whether an arm shows the paper's dip: the drop at DIP_CUT above zero (its whole interval), with BnB's mean
     accuracy there below BnB's at both FLANKS. ``yes``, ``no``, or why it cannot say (bases not converged, a warning
     that voids the split's claims (``voided``: bases at chance or still improving, a cut network far above its
     base), the cuts not trained, one seed)."""
-    if converged == "no":
-        return "not converged"
-    if voided:
-        return "voided"
+    if unreadable := _unreadable(converged, voided):
+        return unreadable
     middle, flanks = _at(rows, DIP_CUT), [_at(rows, n) for n in FLANKS]
     if middle is None or None in flanks or not np.isfinite(float(middle["drop_mean"])):
         return "cuts missing"
@@ -172,10 +178,8 @@ def signature(rows: list[dict], converged: str, voided: list[str] = ()) -> str:
     """Whether BnB at DIP_CUT carries the paper's signature, a final training loss above its base's: ``yes`` (the
     paired difference's whole interval above zero), ``no`` (its whole interval at or below zero), ``undecided``;
     ``not converged`` or ``voided`` as for :func:`dip`."""
-    if converged == "no":
-        return "not converged"
-    if voided:
-        return "voided"
+    if unreadable := _unreadable(converged, voided):
+        return unreadable
     middle = _at(rows, DIP_CUT)
     if middle is None or not np.isfinite(float(middle["loss_diff_low"])):
         return "undecided"
