@@ -79,7 +79,11 @@ INIT_CIFAR_OPTS ?= --dataset cifar10:$(CIFAR10) --split random --seeds 0,1,2 --v
 # lr 0.01, dropout 0.5); P-long-shared is P-long under the shared initialization. Each arm is a resumable run
 # directory. make recipe-pilot trained P-long's one-seed pilot first (width 1/4, 450 images a class); its bases did
 # not fit their training set clearly better than they generalized, so the long arms moved, as fixed beforehand, to
-# width 1/2 at 225 images a class (RECIPE_LONG).
+# width 1/2 at 225 images a class (RECIPE_LONG). Each arm is collected with
+#   .venv/bin/python -m probe.studies.reproduction recipe --add runs/recipe/ARM
+# which commits its records (docs/reproduction/recipe/records/ARM.json.gz: every network's metrics, no weights); seeds
+# trained in a later session, into a fresh runs/recipe/ARM with RECIPE_SEEDS naming them alone, join the committed
+# ones with 'recipe --merge runs/recipe/ARM', and 'recipe --recollect' collects every recorded arm again.
 RECIPE_COMMON ?= --dataset cifar10:$(CIFAR10) --split random --cuts 3,5,7 --variants BnB --arch caffenet-small \
 	--batch-size 64 --crop-padding 4 --check-convergence
 RECIPE_M ?= --schedule cosine --lr 0.02 --warmup 0.2 --arch-option dropout=0

@@ -16,7 +16,10 @@ initial weights (independent, or the shared control). ``collect`` writes ``docs/
   the longer bases over the bases, and the verdicts: whether it shows the dip (:func:`dip`) and the paper's
   signature (:func:`signature`);
 - ``figures/curves_ARM.png``: the training loss per cut, base and BnB, beside the paper's at the same cut, both as a
-  fraction of the chance loss ln(classes) against the fraction of training.
+  fraction of the chance loss ln(classes) against the fraction of training (a network at chance is left out of the
+  curves: it never trained);
+- ``records/ARM.json.gz``: the arm's records (:mod:`probe.analysis.records`), from which the arm is collected again
+  once its run directory is gone, and to which seeds trained later are merged.
 
 An arm whose bases fail the convergence check is shown, marked, and its verdict is "not converged": a drop measured
 against a base still improving is not co-adaptation. Likewise an arm under a warning that voids its split's claims
@@ -25,6 +28,8 @@ warnings quoted; every network at chance is named, cut networks included.
 
     python -m probe.studies.reproduction recipe runs/recipe/M-20 runs/recipe/P-long ...
     python -m probe.studies.reproduction recipe --add runs/recipe/M-long    # one more arm beside the committed
+    python -m probe.studies.reproduction recipe --merge runs/recipe/M-long  # its seeds join the committed arm's
+    python -m probe.studies.reproduction recipe --recollect                 # every arm again, from its records
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
-from probe.analysis.accuracies import read_run_metrics
+from probe.analysis.accuracies import RunMetrics, read_run_metrics
 from probe.analysis.decomposition import SIMILAR_SPLIT, decompose, replicates, summarize, variant_means
+from probe.analysis.records import SUFFIX, is_records, merge, read_records, records_name, write_records
 from probe.analysis.reference import PAPER_ITERATIONS, reference_curves
 from probe.analysis.render import Block, Image, Paragraph, Table, estimate, markdown, number, read_table, write_table
 from probe.analysis.sanity import LONGER_GAIN, VOIDING, longer_gains, near_chance, run_findings
@@ -49,6 +55,7 @@ from probe.storage.atomic import read_json_file, write_atomic, write_json
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 FOLDER = "recipe"
+RECORDS = "records"  # under FOLDER: each arm's records (analysis/records.py), NAME.json.gz
 # The paper's deepest dip and its flanks: a dip is the drop at DIP_CUT above zero (its whole interval) with BnB there
 # below BnB at both flanks
 DIP_CUT, FLANKS = 5, (3, 7)
@@ -66,13 +73,20 @@ def _seed_mean(values: xr.DataArray) -> float:
     return float(per.mean()) if len(per) else math.nan
 
 
-def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], list[dict]]:
-    """One arm's description, its rows of recipe.csv (one per cut n) and of curves.csv."""
-    run_dir = Path(run_dir)
-    name = name or run_dir.name
-    run = read_run_metrics(run_dir)
+def read_source(source: Path) -> tuple[str, RunMetrics]:
+    """An arm's name and networks from ``source``: a run directory (named by its folder) or a records file
+    (``NAME.json.gz``, named by its file)."""
+    source = Path(source)
+    if is_records(source):
+        return records_name(source), read_records(source)
+    return source.name, read_run_metrics(source)
+
+
+def arm(run: RunMetrics, name: str, source: str, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], list[dict]]:
+    """One arm's description, its rows of recipe.csv (one per cut n) and of curves.csv, from its networks ``run``
+    (read from ``source``, which the description names)."""
     if split not in {s.split for s in run.specs}:
-        raise ProbeError(f"{run_dir} plans no network on split {split!r}")
+        raise ProbeError(f"{source} plans no network on split {split!r}")
     ds = run.dataset("top1").sel(split=[split])
     drops = summarize(decompose(ds)["coadaptation"])
     means = variant_means(ds)
@@ -103,11 +117,17 @@ def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> t
     val = [float(v) for v in val if isinstance(v, (int, float))]
     for r in rows:  # the bases' last validation loss, beside their training loss: do they fit better than generalize?
         r["base_val_loss"] = float(np.mean(val)) if val else math.nan
+    classes = len(next(s for s in run.specs if s.variant == "base").target_classes)
+    # a network at chance never trained: its flat curve at ln(classes), averaged with a live direction's, would draw
+    # a curve that no network followed (it is named in the arm's paragraph instead)
+    bar = near_chance(1 / classes)
+    trained = {"base": ds["base"].sel(split=split) >= bar, "acc": ds["acc"].sel(split=split) >= bar}
     curves = curve_dataset(run, ds).sel(split=split)
-    epochs = run.study["recipe"]["epochs"]  # the plan read_run_metrics read once
+    epochs = run.study["recipe"]["epochs"]
     curve_rows = []
-    for network, values in [("base", curves["base_train_loss"]),
-                            *((f"B{int(n)}B", curves["train_loss"].sel(n=n, variant="BnB")) for n in ds["n"].values)]:
+    for network, values in [("base", curves["base_train_loss"].where(trained["base"])),
+                            *((f"B{int(n)}B", curves["train_loss"].sel(n=n, variant="BnB")
+                               .where(trained["acc"].sel(n=n, variant="BnB"))) for n in ds["n"].values)]:
         per = replicates(values)  # (rep, epoch): per seed, the mean of its directions
         for e in per["epoch"].values:
             v = per.sel(epoch=e).values
@@ -116,10 +136,9 @@ def arm(run_dir: Path, name: str | None = None, split: str = SIMILAR_SPLIT) -> t
                 curve_rows.append({"arm": name, "network": network, "epoch": int(e), "fraction": int(e) / epochs,
                                    "train_loss": float(v.mean())})
     gain = longer_gains(ds).get(split, Estimate(math.nan, math.nan, math.nan, 0, math.nan))
-    classes = len(next(s for s in run.specs if s.variant == "base").target_classes)
     label = run.split_labels.get(split, split)
     voided = [f.text for f in run_findings(run) if f.check in VOIDING and f.split == label]
-    info = {"name": name, "run": str(run_dir), "split": split, "study": run.study, "epochs": epochs,
+    info = {"name": name, "run": source, "split": split, "study": run.study, "epochs": epochs,
             "classes": classes, "init_sharing": run.study["recipe"]["init_sharing"],
             "networks_planned": len(run.specs) + len(run.longer), "missing": run.missing,
             "convergence_gain": gain.to_dict(), "converged": _converged(gain),
@@ -188,28 +207,53 @@ def signature(rows: list[dict], converged: str, voided: list[str] = ()) -> str:
     return "no" if float(middle["loss_diff_high"]) <= 0 else "undecided"
 
 
-def collect(run_dirs: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
-    """Write recipe.csv, curves.csv, recipe.json and the figures of the arms ``run_dirs`` into
-    ``docs/reproduction/recipe/``; with ``add``, the committed arms are kept beside them (an arm of the same name is
-    replaced)."""
-    arms = [arm(Path(r)) for r in run_dirs]
-    if not arms:
-        raise ProbeError("no arm to collect: name the run directories of the recipe experiment")
+def collect(sources: list[Path], docs: Path = DOCS, add: bool = False, merge_into: bool = False) -> Path:
+    """Write recipe.csv, curves.csv, recipe.json, the figures and the records of the arms ``sources`` (run
+    directories, or records files: :func:`read_source`) into ``docs/reproduction/recipe/``; with ``add``, the
+    committed arms are kept beside them (an arm of the same name is replaced). With ``merge_into``, each source's
+    networks join the committed records of the arm of its name (seeds trained after that arm's run directory was
+    gone: :func:`probe.analysis.records.merge`)."""
     dest = docs / "reproduction" / FOLDER
+    kept_records = dest / RECORDS
+    read = [(*read_source(s), str(s)) for s in sources]
+    if not read:
+        raise ProbeError("no arm to collect: name the run directories of the recipe experiment")
+    if merge_into:
+        merged = []
+        for name, run, source in read:
+            committed = kept_records / f"{name}{SUFFIX}"
+            if not committed.exists():
+                raise ProbeError(f"arm {name} has no committed records to merge {source} into ({committed} is "
+                                 "missing): collect the arm whole, without --merge")
+            label = f"{RECORDS}/{committed.name}"
+            merged.append((name, merge([read_records(committed), run], [label, source]), f"{label} + {source}"))
+        read = merged
+    arms = [arm(run, name, source) for name, run, source in read]
+    names = {info["name"] for info, _, _ in arms}
     if add and (dest / "recipe.json").exists():
-        names = {info["name"] for info, _, _ in arms}
         kept = read_json_file(dest / "recipe.json", "collect every arm again without --add")["arms"]
         rows, curves = read_table(dest / "recipe.csv"), read_table(dest / "curves.csv")
         arms = [(info, [r for r in rows if r["arm"] == info["name"]], [r for r in curves if r["arm"] == info["name"]])
                 for info in kept if info["name"] not in names] + arms
-    shutil.rmtree(dest, ignore_errors=True)
+    shutil.rmtree(dest / "figures", ignore_errors=True)
     (dest / "figures").mkdir(parents=True)
+    for name, run, _ in read:
+        write_records(run, kept_records / f"{name}{SUFFIX}")
+    present = {info["name"] for info, _, _ in arms}
+    for stale in kept_records.glob(f"*{SUFFIX}"):  # an arm no longer collected takes its records with it
+        if records_name(stale) not in present:
+            stale.unlink()
     write_table(dest / "recipe.csv", [r for _, rows, _ in arms for r in rows])
     write_table(dest / "curves.csv", [r for _, _, curves in arms for r in curves])
     write_json(dest / "recipe.json", {"arms": [info for info, _, _ in arms], "longer_gain": LONGER_GAIN,
                                       "dip_cut": DIP_CUT, "flanks": list(FLANKS)})
     derive(dest)
     return dest
+
+
+def committed_records(docs: Path = DOCS) -> list[Path]:
+    """The records files of the committed arms: what collects them again without their run directories."""
+    return sorted((docs / "reproduction" / FOLDER / RECORDS).glob(f"*{SUFFIX}"))
 
 
 def derive(folder: Path) -> None:

@@ -66,6 +66,7 @@ from probe.studies.ladder import collect as collect_ladder
 from probe.studies.ladder import derive as derive_ladder
 from probe.studies.recipe import Recipe
 from probe.studies.recipe import collect as collect_recipe
+from probe.studies.recipe import committed_records as committed_recipe_records
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 TABLES = ("decomposition.csv", "directions.csv", "relative.csv", "accuracies.csv", "claims.json",
@@ -480,13 +481,27 @@ def initialization_command(run_dirs: tuple[Path, ...]) -> None:
 
 
 @main.command("recipe")
-@click.argument("run_dirs", nargs=-1, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--add", is_flag=True, default=False,
-              help="Keep the committed arms beside RUN_DIRS (an arm of the same name is replaced).")
-def recipe_command(run_dirs: tuple[Path, ...], add: bool) -> None:
-    """Collect the recipe experiment's arms RUN_DIRS (selffer-only runs with the convergence check, named by their
-    directories) into docs/reproduction/recipe/."""
-    _collected(lambda dirs: collect_recipe(dirs, add=add), run_dirs)
+              help="Keep the committed arms beside SOURCES (an arm of the same name is replaced).")
+@click.option("--merge", "merge_into", is_flag=True, default=False,
+              help="Each source's networks join the committed records of the arm of its name (seeds trained in "
+                   "another run directory of the same study); the other committed arms are kept.")
+@click.option("--recollect", is_flag=True, default=False,
+              help="Collect every committed arm again from its committed records (docs/reproduction/recipe/"
+                   "records/); no run directory is read.")
+def recipe_command(sources: tuple[Path, ...], add: bool, merge_into: bool, recollect: bool) -> None:
+    """Collect the recipe experiment's arms SOURCES into docs/reproduction/recipe/: run directories of selffer-only
+    runs with the convergence check (an arm is named by its directory), or records files ARM.json.gz."""
+    if recollect:
+        if sources or merge_into:
+            raise click.UsageError("--recollect reads the committed records alone: name no source, no --merge")
+        sources = tuple(committed_recipe_records())
+        if not sources:
+            raise click.ClickException("no committed recipe arm has records to collect again from: collect the "
+                                       "arms from their run directories")
+    _collected(lambda dirs: collect_recipe(dirs, add=add or merge_into or recollect, merge_into=merge_into),
+               sources)
 
 
 def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:

@@ -292,11 +292,14 @@ def test_the_recipe_arm_collects_drops_losses_cut_records_and_curves(arm_run, tm
             assert np.isfinite(float(r[column])), column
     assert np.isfinite(float(rows[0]["bnb_dead_next"])) and rows[-1]["bnb_dead_next"] in ("", "nan")  # fc8: none
     curves = read_table(dest / "curves.csv")
-    assert {c["network"] for c in curves} == {"base", "B3B", "B5B", "B7B"} and max(float(c["fraction"]) for c in
-                                                                                    curves) == 1.0
-    assert (dest / "figures" / "curves_P-tiny.png").exists()
     recipe = Recipe(dest)
     info = recipe.info["arms"][0]
+    drawn = {c["network"] for c in curves}
+    assert "base" in drawn and drawn <= {"base", "B3B", "B5B", "B7B"} and max(float(c["fraction"]) for c in
+                                                                              curves) == 1.0
+    for n in {3, 5, 7} - {int(c[1:-1]) for c in drawn - {"base"}}:  # a cut left out: its selffers never trained
+        assert {f"random-s{s}/init{s}/{v}" for s in (0, 1) for v in (f"B{n}B", f"A{n}A")} <= set(info["at_chance"])
+    assert (dest / "figures" / "curves_P-tiny.png").exists()
     assert info["converged"] in ("yes", "no") and info["convergence_gain"]["replicates"] == 2
     section = recipe.section()
     assert "`P-tiny`" in section and "curves_P-tiny.png" in section
@@ -335,3 +338,102 @@ def test_a_recipe_arm_names_its_networks_at_chance_and_voids_its_verdicts(arm_ru
     assert "networks at chance: " in section and "random-s1/init1/baseB" in section
     assert Recipe(tmp_path / "docs" / "reproduction" / "recipe").value("chance", "P-dead") == \
         f"{len(info['at_chance'])} of {info['networks_planned']}"
+    # and it is left out of the base's training-loss curve, which is all that changed: a curve no network followed
+    from probe.analysis.render import read_table
+
+    healthy = read_table(collect([arm_run], tmp_path / "healthy") / "curves.csv")
+    dead = read_table(tmp_path / "docs" / "reproduction" / "recipe" / "curves.csv")
+    curve = {True: {}, False: {}}
+    for is_dead, rows in ((False, healthy), (True, dead)):
+        for r in rows:
+            curve[is_dead].setdefault(r["network"], []).append(float(r["train_loss"]))
+    assert curve[True]["B3B"] == curve[False]["B3B"] and curve[True]["base"] != curve[False]["base"]
+
+
+def _seeds(run, seeds: list[int]):
+    """The part of ``run`` (a RunMetrics) that trained ``seeds``, as a run of those seeds alone would hold it."""
+    from probe.analysis.accuracies import RunMetrics
+
+    keep = [s for s in run.specs if s.split_seed in seeds]
+    longer = tuple(s for s in run.longer if s.split_seed in seeds)
+    return RunMetrics({**run.study, "seeds": seeds}, keep, run.layers,
+                      {s.id: run.metrics[s.id] for s in (*keep, *longer)}, longer, run.split_labels)
+
+
+def test_records_hold_what_the_analysis_reads_of_a_run_and_name_a_damaged_file(arm_run, tmp_path):
+    import dataclasses
+
+    from probe.analysis.accuracies import read_run_metrics
+    from probe.analysis.records import read_records, write_records
+
+    run = read_run_metrics(arm_run)
+    write_records(run, tmp_path / "a.json.gz")
+    write_records(read_records(tmp_path / "a.json.gz"), tmp_path / "b.json.gz")
+    back = read_records(tmp_path / "a.json.gz")
+    assert back == dataclasses.replace(run, study=json.loads(json.dumps(run.study)))  # tuples stored as lists
+    assert (tmp_path / "a.json.gz").read_bytes() == (tmp_path / "b.json.gz").read_bytes()  # no time in the file
+    (tmp_path / "c.json.gz").write_bytes((tmp_path / "a.json.gz").read_bytes()[:100])
+    with pytest.raises(ProbeError, match=r"cannot read the records .*c\.json\.gz.*restore it") as e:
+        read_records(tmp_path / "c.json.gz")
+    assert "\n" not in str(e.value)
+
+
+def test_seeds_merged_from_two_runs_give_the_arm_of_one_run_that_trained_them_all(arm_run, tmp_path):
+    """What ``recipe --merge`` rests on: the committed records of seed 0 and a later run of seed 1 give the rows of
+    the run that trained both; runs of other studies are refused, naming what differs."""
+    import dataclasses
+
+    from probe.analysis.accuracies import read_run_metrics
+    from probe.analysis.records import merge, write_records
+    from probe.studies.recipe import RECORDS, arm, collect
+
+    run = read_run_metrics(arm_run)
+    _, rows, curves = arm(run, "P-tiny", "whole")
+    _, merged_rows, merged_curves = arm(merge([_seeds(run, [0]), _seeds(run, [1])], ["s0", "s1"]), "P-tiny", "m")
+    assert merged_rows == rows and merged_curves == curves
+    other = _seeds(run, [1])
+    other = dataclasses.replace(other, study={**other.study, "cuts": [3]})
+    with pytest.raises(ProbeError, match="cannot merge s1 into s0: their studies differ in cuts, not only"):
+        merge([_seeds(run, [0]), other], ["s0", "s1"])
+    # through the collector: the whole run, then its seed 0 alone committed and seed 1 merged into it
+    whole = collect([arm_run], tmp_path / "whole")
+    assert (whole / RECORDS / "P-tiny.json.gz").exists()
+    folder = tmp_path / "part" / "reproduction" / "recipe" / RECORDS
+    write_records(_seeds(run, [0]), folder / "P-tiny.json.gz")
+    collect([folder / "P-tiny.json.gz"], tmp_path / "part")
+    write_records(_seeds(run, [1]), tmp_path / "later" / "P-tiny.json.gz")
+    part = collect([tmp_path / "later" / "P-tiny.json.gz"], tmp_path / "part", merge_into=True, add=True)
+    for table in ("recipe.csv", "curves.csv"):
+        assert (part / table).read_bytes() == (whole / table).read_bytes()
+    with pytest.raises(ProbeError, match="arm P-tiny has no committed records to merge"):
+        collect([arm_run], tmp_path / "nothing", merge_into=True)
+
+
+def test_recollect_gives_the_committed_tables_again_from_the_records_alone(arm_run, tmp_path, monkeypatch):
+    """``recipe --recollect``: the run directory gone, every arm is collected again from its records, byte for
+    byte; and an arm collected whole without the others takes only its own records."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from probe.studies import recipe as recipe_module
+    from probe.studies import reproduction
+
+    run = tmp_path / "runs" / "P-tiny"
+    shutil.copytree(arm_run, run)
+    monkeypatch.setattr(reproduction, "committed_recipe_records",
+                        lambda: recipe_module.committed_records(tmp_path / "docs"))
+    monkeypatch.setattr(reproduction, "collect_recipe",
+                        lambda *a, **k: recipe_module.collect(*a, docs=tmp_path / "docs", **k))
+    runner = CliRunner()
+    result = runner.invoke(reproduction.main, ["recipe", str(run)])
+    assert result.exit_code == 0, result.output
+    dest = tmp_path / "docs" / "reproduction" / "recipe"
+    before = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.suffix != ".json"}
+    shutil.rmtree(run)
+    result = runner.invoke(reproduction.main, ["recipe", "--recollect"])
+    assert result.exit_code == 0, result.output
+    assert {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.suffix != ".json"} \
+        == before
+    result = runner.invoke(reproduction.main, ["recipe", "--recollect", str(dest)])
+    assert result.exit_code != 0 and "name no source" in result.output
