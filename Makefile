@@ -97,6 +97,10 @@ RECIPE_OPTS_M-20 = $(RECIPE_M) --arch-option width=0.125 --train-per-class 1000 
 RECIPE_OPTS_M-long = $(RECIPE_M) $(RECIPE_LONG)
 RECIPE_OPTS_P-long = $(RECIPE_P) $(RECIPE_LONG)
 RECIPE_OPTS_P-long-shared = $(RECIPE_P) $(RECIPE_LONG) --init-sharing shared
+# Added after the four ran (docs/reproduction.md says why): P-long under Caffe's Gaussian fillers, not in RECIPE_ARMS
+RECIPE_OPTS_P-long-gaussian = $(RECIPE_P) $(RECIPE_LONG) --init gaussian
+# Some networks of an arm alone (ids, comma-separated), e.g. a pilot's base: RECIPE_NETWORKS=random-s0/init0/baseB
+RECIPE_NETWORKS ?=
 
 # The device check (benchmarks/device_check.py): on any machine, GPU or CPU, installs what probe needs and the
 # machine lacks from the wheels in GPU_WHEELS (no package index), then measures training and evaluation throughput of
@@ -205,7 +209,7 @@ recipe-pilot: $(STAMP)
 recipe: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	$(foreach arm,$(RECIPE_ARMS),$(BIN)/probe train runs/recipe/$(arm) $(RECIPE_COMMON) $(RECIPE_OPTS_$(arm)) \
-		--seeds $(RECIPE_SEEDS) --extend $(DASK) && ) true
+		--seeds $(RECIPE_SEEDS) $(if $(RECIPE_NETWORKS),--networks $(RECIPE_NETWORKS)) --extend $(DASK) && ) true
 
 gpu-wheels: $(STAMP)
 	rm -f $(GPU_WHEELS)/*.whl
