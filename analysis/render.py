@@ -95,9 +95,9 @@ def number(x: float | str, digits: int = 3) -> str:
 
 def estimate(row: Mapping | None, digits: int = 3) -> str:
     """``mean [low, high] (replicates)`` from a table row of an estimate (:meth:`analysis.stats.Estimate.to_dict`,
-    or the same read back from a CSV); the interval is left out where one replicate gives none, and a missing row
-    is ``-``."""
-    if row is None:
+    or the same read back from a CSV); the interval is left out where one replicate gives none, and a missing row,
+    or one of no replicate (nothing was measured), is ``-``."""
+    if row is None or float(row["replicates"]) == 0:
         return "-"
     text = number(row["mean"], digits)
     if np.isfinite(float(row["low"])):

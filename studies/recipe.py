@@ -261,8 +261,9 @@ def derive(folder: Path) -> None:
     infos = read_json_file(folder / "recipe.json", "collect the arms again")["arms"]
     curves = read_table(folder / "curves.csv")
     for info in infos:
-        curve_figure(info, [r for r in curves if r["arm"] == info["name"]],
-                     folder / "figures" / f"curves_{info['name']}.png")
+        rows = [r for r in curves if r["arm"] == info["name"]]
+        if rows:  # none where every network of the arm is at chance: nothing trained to draw
+            curve_figure(info, rows, folder / "figures" / f"curves_{info['name']}.png")
 
 
 def paper_curve(label: str, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -377,4 +378,4 @@ class Recipe:
                 Table(["arm", "n", "base loss", "BnB loss", "BnB - base", "base eval loss", "BnB eval loss",
                        "base scale", "BnB scale", "base dead n+1", "BnB dead n+1"], losses),
                 *[Image(f"reproduction/{FOLDER}/figures/curves_{info['name']}.png", f"training loss, {info['name']}")
-                  for info in arms]]
+                  for info in arms if (self.folder / "figures" / f"curves_{info['name']}.png").exists()]]

@@ -50,3 +50,4 @@ def test_numbers_and_estimates():
     assert estimate({"mean": "0.5", "low": "0.4", "high": "0.6", "replicates": "6"}) == "0.500 [0.400, 0.600] (6)"
     assert estimate({"mean": 0.51234, "low": np.nan, "high": np.nan, "replicates": 1}, 2) == "0.51 (1)"
     assert estimate(None) == "-"
+    assert estimate({"mean": "nan", "low": "nan", "high": "nan", "replicates": "0"}) == "-"  # nothing measured

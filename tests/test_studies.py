@@ -437,3 +437,27 @@ def test_recollect_gives_the_committed_tables_again_from_the_records_alone(arm_r
         == before
     result = runner.invoke(reproduction.main, ["recipe", "--recollect", str(dest)])
     assert result.exit_code != 0 and "name no source" in result.output
+
+
+def test_an_arm_where_nothing_trained_draws_no_curve_and_shows_no_estimate(arm_run, tmp_path):
+    """An arm's pilot base alone, at chance: no curve of a network that never trained, '-' where nothing was
+    measured, and its verdict voided by the report's chance warning."""
+    import shutil
+
+    from probe.studies.recipe import Recipe, collect
+
+    run = tmp_path / "P-dead-pilot"
+    shutil.copytree(arm_run, run)
+    for metrics in sorted((run / "networks").rglob("metrics.json")):
+        if metrics.parent.name != "baseB" or "random-s0" not in str(metrics):
+            shutil.rmtree(metrics.parent)  # not trained: the pilot trained seed 0's baseB alone
+        else:
+            record = json.loads(metrics.read_text())
+            record["test_acc"] = record["test_balanced_acc"] = 0.2
+            metrics.write_text(json.dumps(record))
+    dest = collect([run], tmp_path / "docs")
+    recipe = Recipe(dest)
+    assert not list((dest / "figures").iterdir()) and "curves_P-dead-pilot" not in recipe.section()
+    info = recipe.info["arms"][0]
+    assert info["at_chance"] == ["random-s0/init0/baseB"] and info["dip"] == "voided"
+    assert recipe.value("drop", "P-dead-pilot", "5") == "-" and recipe.value("chance", "P-dead-pilot") == "1 of 1"
