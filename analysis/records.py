@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import sys
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,8 +23,6 @@ from probe.storage.atomic import write_atomic
 
 VERSION = 1
 SUFFIX = ".json.gz"
-# What may differ between two runs whose networks are merged: which seeds each trained
-SEED_KEYS = ("seeds", "init_seeds")
 
 
 def is_records(path: Path) -> bool:
@@ -36,13 +35,31 @@ def records_name(path: Path) -> str:
     return Path(path).name.removesuffix(SUFFIX)
 
 
+def _payload(run: RunMetrics) -> dict:
+    return {"version": VERSION, "study": run.study, "layers": run.layers, "split_labels": run.split_labels,
+            "specs": [s.to_dict() for s in run.specs], "longer": [s.to_dict() for s in run.longer],
+            "metrics": run.metrics}
+
+
+def _decoded(path: Path) -> dict:
+    """The JSON of a records file; OSError, EOFError, zlib.error or a JSON error where it cannot be read."""
+    return json.loads(gzip.decompress(Path(path).read_bytes()))
+
+
 def write_records(run: RunMetrics, path: Path) -> None:
-    """Write ``run`` to ``path`` (``NAME.json.gz``), atomically. The same records give the same bytes (no time in
-    the gzip header), so a file collected again changes only where its content does."""
-    payload = {"version": VERSION, "probe": probe_version(), "study": run.study, "layers": run.layers,
-               "split_labels": run.split_labels, "specs": [s.to_dict() for s in run.specs],
-               "longer": [s.to_dict() for s in run.longer], "metrics": run.metrics}
-    data = gzip.compress(json.dumps(payload, sort_keys=True).encode(), compresslevel=9, mtime=0)
+    """Write ``run`` to ``path`` (``NAME.json.gz``), atomically. A file that already records the same content is
+    left as it is, whatever probe, Python or zlib wrote it (their gzip bytes differ), so that collecting an arm again
+    changes only the files whose content changed; a new file has no time in its gzip header."""
+    payload = _payload(run)
+    text = json.dumps(payload)  # in the order written: the study's keys read back as a plan's (a report shows them)
+    try:
+        same = {k: v for k, v in _decoded(path).items() if k != "probe"} == json.loads(text)
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        same = False  # none yet, or one that cannot be read: written anew
+    if same:
+        return
+    data = gzip.compress(json.dumps({**payload, "probe": probe_version()}).encode(),
+                         compresslevel=9, mtime=0)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -52,20 +69,29 @@ def write_records(run: RunMetrics, path: Path) -> None:
 
 
 def read_records(path: Path) -> RunMetrics:
-    """The run that ``path`` records. A file that cannot be read is a one-line error naming it."""
+    """The run that ``path`` records. A file that cannot be read, or does not hold what records hold, is a one-line
+    error naming it."""
     fix = "restore it from version control, or collect the run again from its run directory"
     try:
-        d = json.loads(gzip.decompress(Path(path).read_bytes()))
+        d = _decoded(path)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ProbeError(f"cannot read the records {str(path)!r} ({e}); {fix}") from None
     if not isinstance(d, dict) or d.get("version") != VERSION:
         found = d.get("version") if isinstance(d, dict) else None
+        if isinstance(found, int) and found > VERSION:
+            fix = f"it was written by probe {d.get('probe')}: upgrade probe to read it"
         raise ProbeError(f"{path} is not a records file of version {VERSION} (found version {found!r}); {fix}")
     try:
-        return RunMetrics(d["study"], [NetworkSpec.from_dict(s) for s in d["specs"]],
-                          tuple(d["layers"]) if d["layers"] is not None else None, d["metrics"],
-                          tuple(NetworkSpec.from_dict(s) for s in d["longer"]), d["split_labels"])
-    except (KeyError, TypeError, ValueError) as e:
+        specs = [NetworkSpec.from_dict(s) for s in d["specs"]]
+        longer = tuple(NetworkSpec.from_dict(s) for s in d["longer"])
+        metrics, layers, labels = d["metrics"], d["layers"], d["split_labels"]
+        if not isinstance(d["study"], dict) or not isinstance(labels, dict) or not (
+                layers is None or isinstance(layers, list) and all(isinstance(x, str) for x in layers)):
+            raise TypeError("its study, split labels or layers are not what records hold")
+        if not isinstance(metrics, dict) or not all(isinstance(metrics.get(s.id), dict) for s in (*specs, *longer)):
+            raise TypeError("its metrics are not one object per planned network")
+        return RunMetrics(d["study"], specs, tuple(layers) if layers is not None else None, metrics, longer, labels)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ProbeError(f"{path} is damaged ({type(e).__name__}: {e}); {fix}") from None
 
 
@@ -78,8 +104,10 @@ def _plain(study: dict) -> dict:
 def merge(runs: Sequence[RunMetrics], names: Sequence[str]) -> RunMetrics:
     """One run of the networks of ``runs`` (named ``names`` in messages): runs of one study that trained other seeds
     (``probe train`` with other ``--seeds``), e.g. the seeds a later session added to those recorded. A network
-    finished in a later run replaces the same network of an earlier one; one unfinished in a later run keeps the
-    earlier run's. Runs whose studies differ in more than their seeds are refused, naming what differs."""
+    finished in a later run replaces the same network of an earlier one (said on stderr); one unfinished in a later
+    run keeps the earlier run's. The networks are in the order of their seeds, as one run of all of them plans them.
+    Runs whose studies differ in more than their seeds are refused, naming what differs, and so are runs with
+    explicit init seeds (``--init-seeds``), which pair with the seeds one by one."""
     if not runs:
         raise ProbeError("no run to merge")
     first, first_name = runs[0], names[0]
@@ -90,10 +118,13 @@ def merge(runs: Sequence[RunMetrics], names: Sequence[str]) -> RunMetrics:
     labels = dict(first.split_labels)
     for run, name in zip(runs[1:], names[1:]):
         other = _plain(run.study)
-        differ = sorted(k for k in {*study, *other} - set(SEED_KEYS) if study.get(k) != other.get(k))
+        differ = sorted(k for k in {*study, *other} - {"seeds"} if study.get(k) != other.get(k))
         if differ:
             raise ProbeError(f"cannot merge {name} into {first_name}: their studies differ in {', '.join(differ)}, "
-                             f"not only in their seeds ({', '.join(SEED_KEYS)})")
+                             "not only in their seeds")
+        if study.get("init_seeds") is not None:
+            raise ProbeError(f"cannot merge {name} into {first_name}: their seeds pair with explicit init seeds "
+                             "(--init-seeds), which a merge of seeds would break apart; train the seeds in one run")
         if run.layers != first.layers:
             raise ProbeError(f"cannot merge {name} into {first_name}: their networks have other layers "
                              f"({run.layers} against {first.layers})")
@@ -104,10 +135,17 @@ def merge(runs: Sequence[RunMetrics], names: Sequence[str]) -> RunMetrics:
                                      "differently in each")
                 into[s.id] = s
         for i, m in run.metrics.items():
-            if m.get("status") == "done" or metrics.get(i, {}).get("status") != "done":
+            if m.get("status") == "done":
+                if metrics.get(i, {}).get("status") == "done":
+                    print(f"note: {i} is finished in {first_name} and in {name}; {name}'s is kept", file=sys.stderr)
                 metrics[i] = m
-        for key in SEED_KEYS:
-            seeds = [v for v in (study.get(key), other.get(key)) if v is not None]
-            study[key] = sorted({s for v in seeds for s in v}) if seeds else None
+            elif metrics.get(i, {}).get("status") != "done":
+                metrics[i] = m
+        study["seeds"] = sorted({*study.get("seeds", []), *other.get("seeds", [])})
         labels |= run.split_labels
-    return RunMetrics(study, list(specs.values()), first.layers, metrics, tuple(longer.values()), labels)
+
+    def order(s: NetworkSpec) -> tuple:  # stable: within a seed, the plan's own (dependency) order
+        return (s.split_seed is not None, s.split_seed or 0, s.init_seed)
+
+    return RunMetrics(study, sorted(specs.values(), key=order), first.layers, metrics,
+                      tuple(sorted(longer.values(), key=order)), labels)

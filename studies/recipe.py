@@ -215,7 +215,26 @@ def collect(sources: list[Path], docs: Path = DOCS, add: bool = False, merge_int
     gone: :func:`probe.analysis.records.merge`)."""
     dest = docs / "reproduction" / FOLDER
     kept_records = dest / RECORDS
-    read = [(*read_source(s), str(s)) for s in sources]
+    try:
+        kept = read_json_file(dest / "recipe.json", "collect every arm again without --add")["arms"] \
+            if (dest / "recipe.json").exists() else []
+    except ProbeError:
+        if add or merge_into:
+            raise
+        kept = []  # all is collected anew: a damaged file of the arms before is replaced
+    # where each committed arm came from: an arm collected again from its own records keeps it
+    origin = {info["name"]: info["run"] for info in kept}
+    read = []
+    for source in map(Path, sources):
+        name, run = read_source(source)
+        if is_records(source) and source.resolve().parent == kept_records.resolve():
+            label = origin.get(name, f"{RECORDS}/{source.name}")
+        else:
+            label = str(source)
+        if twin := next((other for n, _, other in read if n == name), None):
+            raise ProbeError(f"{twin} and {label} both name arm {name}: collect one source an arm (seeds of another "
+                             "run directory join a committed arm with --merge)")
+        read.append((name, run, label))
     if not read:
         raise ProbeError("no arm to collect: name the run directories of the recipe experiment")
     if merge_into:
@@ -225,13 +244,12 @@ def collect(sources: list[Path], docs: Path = DOCS, add: bool = False, merge_int
             if not committed.exists():
                 raise ProbeError(f"arm {name} has no committed records to merge {source} into ({committed} is "
                                  "missing): collect the arm whole, without --merge")
-            label = f"{RECORDS}/{committed.name}"
-            merged.append((name, merge([read_records(committed), run], [label, source]), f"{label} + {source}"))
+            earlier = origin.get(name, f"{RECORDS}/{committed.name}")
+            merged.append((name, merge([read_records(committed), run], [earlier, source]), f"{earlier} + {source}"))
         read = merged
     arms = [arm(run, name, source) for name, run, source in read]
     names = {info["name"] for info, _, _ in arms}
-    if add and (dest / "recipe.json").exists():
-        kept = read_json_file(dest / "recipe.json", "collect every arm again without --add")["arms"]
+    if add and kept:
         rows, curves = read_table(dest / "recipe.csv"), read_table(dest / "curves.csv")
         arms = [(info, [r for r in rows if r["arm"] == info["name"]], [r for r in curves if r["arm"] == info["name"]])
                 for info in kept if info["name"] not in names] + arms

@@ -362,6 +362,7 @@ def _seeds(run, seeds: list[int]):
 
 def test_records_hold_what_the_analysis_reads_of_a_run_and_name_a_damaged_file(arm_run, tmp_path):
     import dataclasses
+    import gzip
 
     from probe.analysis.accuracies import read_run_metrics
     from probe.analysis.records import read_records, write_records
@@ -376,6 +377,18 @@ def test_records_hold_what_the_analysis_reads_of_a_run_and_name_a_damaged_file(a
     with pytest.raises(ProbeError, match=r"cannot read the records .*c\.json\.gz.*restore it") as e:
         read_records(tmp_path / "c.json.gz")
     assert "\n" not in str(e.value)
+    # whole JSON that is not what records hold: metrics not one object per network, a newer format
+    stored = json.loads(gzip.decompress((tmp_path / "a.json.gz").read_bytes()))
+    for name, change, message in (("d", {"metrics": []}, r"d\.json\.gz is damaged .*metrics"),
+                                  ("e", {"version": 99, "probe": "9.0"}, r"version 99.*upgrade probe")):
+        (tmp_path / f"{name}.json.gz").write_bytes(gzip.compress(json.dumps({**stored, **change}).encode()))
+        with pytest.raises(ProbeError, match=message):
+            read_records(tmp_path / f"{name}.json.gz")
+    # a file of the same content, written by another probe (or Python, or zlib), is left as it is
+    other = gzip.compress(json.dumps({**stored, "probe": "0.0-other"}).encode(), compresslevel=1)
+    (tmp_path / "f.json.gz").write_bytes(other)
+    write_records(run, tmp_path / "f.json.gz")
+    assert (tmp_path / "f.json.gz").read_bytes() == other
 
 
 def test_seeds_merged_from_two_runs_give_the_arm_of_one_run_that_trained_them_all(arm_run, tmp_path):
@@ -395,6 +408,22 @@ def test_seeds_merged_from_two_runs_give_the_arm_of_one_run_that_trained_them_al
     other = dataclasses.replace(other, study={**other.study, "cuts": [3]})
     with pytest.raises(ProbeError, match="cannot merge s1 into s0: their studies differ in cuts, not only"):
         merge([_seeds(run, [0]), other], ["s0", "s1"])
+    explicit = [dataclasses.replace(r, study={**r.study, "init_seeds": [r.study["seeds"][0] + 10]})
+                for r in (_seeds(run, [0]), _seeds(run, [1]))]
+    with pytest.raises(ProbeError, match="differ in init_seeds"):  # the pairs of seeds and init seeds: refused
+        merge(explicit, ["s0", "s1"])
+    with pytest.raises(ProbeError, match="other layers"):
+        merge([_seeds(run, [0]), dataclasses.replace(_seeds(run, [1]), layers=("x",))], ["s0", "s1"])
+    # a network finished in both: the later run's is kept; one the later run left unfinished keeps the earlier's
+    some = next(s.id for s in run.specs if s.split_seed == 0)
+    later = dataclasses.replace(_seeds(run, [0]), metrics={**_seeds(run, [0]).metrics,
+                                                           some: {**run.metrics[some], "test_acc": 0.5}})
+    assert merge([_seeds(run, [0]), later], ["a", "b"]).metrics[some]["test_acc"] == 0.5
+    unfinished = dataclasses.replace(later, metrics={**later.metrics, some: {}})
+    assert merge([_seeds(run, [0]), unfinished], ["a", "b"]).metrics[some] == run.metrics[some]
+    # seeds merged in either order give the networks in one run's order
+    assert merge([_seeds(run, [1]), _seeds(run, [0])], ["s1", "s0"]).specs == \
+        merge([_seeds(run, [0]), _seeds(run, [1])], ["s0", "s1"]).specs
     # through the collector: the whole run, then its seed 0 alone committed and seed 1 merged into it
     whole = collect([arm_run], tmp_path / "whole")
     assert (whole / RECORDS / "P-tiny.json.gz").exists()
@@ -407,6 +436,8 @@ def test_seeds_merged_from_two_runs_give_the_arm_of_one_run_that_trained_them_al
         assert (part / table).read_bytes() == (whole / table).read_bytes()
     with pytest.raises(ProbeError, match="arm P-tiny has no committed records to merge"):
         collect([arm_run], tmp_path / "nothing", merge_into=True)
+    with pytest.raises(ProbeError, match="both name arm P-tiny: collect one source an arm"):
+        collect([arm_run, folder / "P-tiny.json.gz"], tmp_path / "twice")
 
 
 def test_recollect_gives_the_committed_tables_again_from_the_records_alone(arm_run, tmp_path, monkeypatch):
@@ -429,12 +460,12 @@ def test_recollect_gives_the_committed_tables_again_from_the_records_alone(arm_r
     result = runner.invoke(reproduction.main, ["recipe", str(run)])
     assert result.exit_code == 0, result.output
     dest = tmp_path / "docs" / "reproduction" / "recipe"
-    before = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.suffix != ".json"}
+    before = {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()}
     shutil.rmtree(run)
     result = runner.invoke(reproduction.main, ["recipe", "--recollect"])
     assert result.exit_code == 0, result.output
-    assert {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file() and p.suffix != ".json"} \
-        == before
+    # recipe.json too: the arm still says which run directory it came from
+    assert {p.relative_to(dest): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == before
     result = runner.invoke(reproduction.main, ["recipe", "--recollect", str(dest)])
     assert result.exit_code != 0 and "name no source" in result.output
 
