@@ -375,7 +375,8 @@ class Recipe:
                           estimate({k[5:]: v for k, v in first.items() if k.startswith("base_")}
                                    | {"replicates": first["base_seeds"]}),
                           f"{estimate(info['convergence_gain'])} ({info['converged']})",
-                          *[self.value("drop", info["name"], str(n)) for n in cuts], info["dip"]])
+                          *[self.value("drop", info["name"], str(n)) for n in cuts], info["dip"],
+                          info["signature"]])
         losses = []
         for info in arms:
             for r in (r for r in self.rows if r["arm"] == info["name"]):
@@ -384,7 +385,7 @@ class Recipe:
                                number(r["bnb_train_eval_loss"]), number(r["base_scale"]), number(r["bnb_scale"]),
                                number(r["base_dead_next"]), number(r["bnb_dead_next"])])
         return [Table(["arm", "initial weights", "epochs", "baseB", "longer bases' gain (converged)",
-                       *[f"drop n={n}" for n in cuts], "dip"], table),
+                       *[f"drop n={n}" for n in cuts], "dip", "signature"], table),
                 *[Paragraph(f"`{info['name']}`: " + " ".join(
                     ([f"networks at chance: {', '.join(info['at_chance'])}."] if info.get("at_chance") else [])
                     + [f"Warning: {w}." for w in info.get("voided", [])]))

@@ -303,6 +303,7 @@ def test_the_recipe_arm_collects_drops_losses_cut_records_and_curves(arm_run, tm
     assert info["converged"] in ("yes", "no") and info["convergence_gain"]["replicates"] == 2
     section = recipe.section()
     assert "`P-tiny`" in section and "curves_P-tiny.png" in section
+    assert "| dip | signature |" in section and f"| {info['dip']} | {info['signature']} |" in section
     assert recipe.value("dip", "P-tiny") == info["dip"] and "[" in recipe.value("drop", "P-tiny", "5")
     assert float(recipe.value("base", "P-tiny", "val_loss")) > 0
     # the verdicts, on hand-made rows: a clear dip with an underfit selffer, and an arm whose bases still improve
