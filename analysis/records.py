@@ -51,15 +51,14 @@ def write_records(run: RunMetrics, path: Path) -> None:
     left as it is, whatever probe, Python or zlib wrote it (their gzip bytes differ), so that collecting an arm again
     changes only the files whose content changed; a new file has no time in its gzip header."""
     payload = _payload(run)
-    text = json.dumps(payload)  # in the order written: the study's keys read back as a plan's (a report shows them)
     try:
-        same = {k: v for k, v in _decoded(path).items() if k != "probe"} == json.loads(text)
+        same = {k: v for k, v in _decoded(path).items() if k != "probe"} == _plain(payload)
     except (OSError, EOFError, zlib.error, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
         same = False  # none yet, or one that cannot be read: written anew
     if same:
         return
-    data = gzip.compress(json.dumps({**payload, "probe": probe_version()}).encode(),
-                         compresslevel=9, mtime=0)
+    # in the order given, not sorted: the study's keys read back as a plan's, and a report shows them
+    data = gzip.compress(json.dumps({**payload, "probe": probe_version()}).encode(), compresslevel=9, mtime=0)
 
     def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
@@ -95,10 +94,10 @@ def read_records(path: Path) -> RunMetrics:
         raise ProbeError(f"{path} is damaged ({type(e).__name__}: {e}); {fix}") from None
 
 
-def _plain(study: dict) -> dict:
-    """``study`` as JSON holds it (lists for tuples), so that a study read from records and the same study read from
-    a plan compare equal."""
-    return json.loads(json.dumps(study))
+def _plain(value: dict) -> dict:
+    """``value`` as JSON holds it (lists for tuples), so that what records hold and the same read from a plan
+    compare equal."""
+    return json.loads(json.dumps(value))
 
 
 def merge(runs: Sequence[RunMetrics], names: Sequence[str]) -> RunMetrics:

@@ -212,7 +212,7 @@ def collect(sources: list[Path], docs: Path = DOCS, add: bool = False, merge_int
     directories, or records files: :func:`read_source`) into ``docs/reproduction/recipe/``; with ``add``, the
     committed arms are kept beside them (an arm of the same name is replaced). With ``merge_into``, each source's
     networks join the committed records of the arm of its name (seeds trained after that arm's run directory was
-    gone: :func:`probe.analysis.records.merge`)."""
+    gone: :func:`probe.analysis.records.merge`), and the other committed arms are kept as with ``add``."""
     dest = docs / "reproduction" / FOLDER
     kept_records = dest / RECORDS
     try:
@@ -249,7 +249,7 @@ def collect(sources: list[Path], docs: Path = DOCS, add: bool = False, merge_int
         read = merged
     arms = [arm(run, name, source) for name, run, source in read]
     names = {info["name"] for info, _, _ in arms}
-    if add and kept:
+    if (add or merge_into) and kept:
         rows, curves = read_table(dest / "recipe.csv"), read_table(dest / "curves.csv")
         arms = [(info, [r for r in rows if r["arm"] == info["name"]], [r for r in curves if r["arm"] == info["name"]])
                 for info in kept if info["name"] not in names] + arms

@@ -500,8 +500,7 @@ def recipe_command(sources: tuple[Path, ...], add: bool, merge_into: bool, recol
         if not sources:
             raise click.ClickException("no committed recipe arm has records to collect again from: collect the "
                                        "arms from their run directories")
-    _collected(lambda dirs: collect_recipe(dirs, add=add or merge_into or recollect, merge_into=merge_into),
-               sources)
+    _collected(lambda dirs: collect_recipe(dirs, add=add or recollect, merge_into=merge_into), sources)
 
 
 def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:
