@@ -248,11 +248,13 @@ def collect(sources: list[Path], docs: Path = DOCS, add: bool = False, merge_int
             merged.append((name, merge([read_records(committed), run], [earlier, source]), f"{earlier} + {source}"))
         read = merged
     arms = [arm(run, name, source) for name, run, source in read]
-    names = {info["name"] for info, _, _ in arms}
     if (add or merge_into) and kept:
         rows, curves = read_table(dest / "recipe.csv"), read_table(dest / "curves.csv")
-        arms = [(info, [r for r in rows if r["arm"] == info["name"]], [r for r in curves if r["arm"] == info["name"]])
-                for info in kept if info["name"] not in names] + arms
+        # an arm collected again keeps its place in the tables; a new one goes last
+        fresh = {info["name"]: (info, r, c) for info, r, c in arms}
+        arms = [fresh.pop(info["name"]) if info["name"] in fresh else
+                (info, [r for r in rows if r["arm"] == info["name"]], [r for r in curves if r["arm"] == info["name"]])
+                for info in kept] + list(fresh.values())
     shutil.rmtree(dest / "figures", ignore_errors=True)
     (dest / "figures").mkdir(parents=True)
     for name, run, _ in read:

@@ -399,6 +399,7 @@ def test_seeds_merged_from_two_runs_give_the_arm_of_one_run_that_trained_them_al
 
     from probe.analysis.accuracies import read_run_metrics
     from probe.analysis.records import merge, write_records
+    from probe.analysis.render import read_table
     from probe.studies.recipe import RECORDS, arm, collect
 
     run = read_run_metrics(arm_run)
@@ -439,6 +440,17 @@ def test_seeds_merged_from_two_runs_give_the_arm_of_one_run_that_trained_them_al
         collect([arm_run], tmp_path / "nothing", merge_into=True)
     with pytest.raises(ProbeError, match="both name arm P-tiny: collect one source an arm"):
         collect([arm_run, folder / "P-tiny.json.gz"], tmp_path / "twice")
+    # an arm collected again with --add keeps its place in the tables; an arm new to them goes last
+    for name in ("P-one", "P-two", "P-three"):
+        write_records(_seeds(run, [0]), tmp_path / "arms" / f"{name}.json.gz")
+    order = tmp_path / "order"
+    collect([tmp_path / "arms" / "P-one.json.gz", tmp_path / "arms" / "P-two.json.gz"], order)
+    write_records(run, tmp_path / "again" / "P-one.json.gz")
+    dest = collect([tmp_path / "again" / "P-one.json.gz", tmp_path / "arms" / "P-three.json.gz"], order, add=True)
+    assert [info["name"] for info in json.loads((dest / "recipe.json").read_text())["arms"]] == \
+        ["P-one", "P-two", "P-three"]
+    assert list(dict.fromkeys(r["arm"] for r in read_table(dest / "recipe.csv"))) == ["P-one", "P-two", "P-three"]
+    assert {r["drop_seeds"] for r in read_table(dest / "recipe.csv") if r["arm"] == "P-one"} == {"2"}
 
 
 def test_recollect_gives_the_committed_tables_again_from_the_records_alone(arm_run, tmp_path, monkeypatch):
