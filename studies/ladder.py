@@ -185,7 +185,7 @@ def collect(run_dirs: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
         kept, kept_profile = committed_rungs(dest, {info["name"] for info, _, _ in rungs})
         rungs += kept
         profile += kept_profile
-    rungs.sort(key=lambda r: (r[0]["images_seen"] or 0, r[0]["parameters"]))
+    rungs.sort(key=_place)
     order = [info["name"] for info, _, _ in rungs]
     profile.sort(key=lambda row: order.index(row["rung"]))
     shutil.rmtree(dest, ignore_errors=True)
@@ -197,6 +197,15 @@ def collect(run_dirs: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
         write_table(dest / "cka_profile.csv", profile)
     derive(dest)
     return dest
+
+
+def _place(r: tuple[dict, list[dict], list[dict]]) -> tuple:
+    """A rung's place in the tables: by images seen, then size; rungs of one scale (both initializations of the
+    full-data rung) by initial weights, the paper's design first, then name, so that collecting a rung again
+    (``--add``) never moves it."""
+    info = r[0]
+    return (info["images_seen"] or 0, info["parameters"], info.get("init_sharing", "shared") != "independent",
+            info["name"])
 
 
 def committed_rungs(folder: Path, replaced: set[str]) -> tuple[list[tuple[dict, list[dict], list[dict]]], list[dict]]:

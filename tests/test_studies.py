@@ -264,6 +264,21 @@ def test_a_rung_added_to_the_committed_ladder_gives_the_bytes_of_collecting_them
         collect_ladder([rungs[0]], tmp_path / "empty", add=True)
 
 
+def test_rungs_of_one_scale_keep_their_order_whichever_is_collected_again(rungs, tmp_path):
+    """Two rungs with the same images seen and size (as the full-data rung's two initializations) are ordered by
+    what they are, not by which was collected last."""
+    import shutil
+
+    twin = tmp_path / "synthetic-20-twin"
+    shutil.copytree(rungs[0], twin)
+    together = collect_ladder([rungs[0], twin, rungs[1]], tmp_path / "together")
+    written = {p.relative_to(together): p.read_bytes() for p in together.rglob("*.csv")}
+    reversed_ = collect_ladder([rungs[1], twin, rungs[0]], tmp_path / "reversed")
+    assert {p.relative_to(reversed_): p.read_bytes() for p in reversed_.rglob("*.csv")} == written
+    again = collect_ladder([rungs[0]], tmp_path / "together", add=True)
+    assert {p.relative_to(again): p.read_bytes() for p in again.rglob("*.csv")} == written
+
+
 @pytest.fixture(scope="module")
 def arm_run(tmp_path_factory, cache_dir):
     """A tiny arm of the recipe experiment: the selffer alone at cuts 3, 5, 7, two seeds, with the convergence
