@@ -179,13 +179,39 @@ def curve_findings(converged: dict[str, dict]) -> list[Finding]:
     return out
 
 
+def _live_pairs(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    """The longer bases' gains over the bases (``base_long - base``) where the longer base learned its task, and the
+    pairs left out because it is at or near chance: beside a base that never trained either it gains nothing, or
+    beside one that did it loses everything, and either would pass the check without measuring convergence. A base
+    at chance beside a longer base that learned is kept: that gain is the check's plainest "not converged"."""
+    gain = ds["base_long"] - ds["base"]
+    if "chance" not in ds:  # a Dataset rebuilt from an older committed table does not know the tasks' classes
+        return gain, xr.zeros_like(gain, dtype=bool)
+    dead = ds["base_long"] < near_chance(ds["chance"])
+    return gain.where(~dead), dead
+
+
 def longer_gains(ds: xr.Dataset) -> dict[str, Estimate]:
     """Per split: the convergence check's gain, the longer bases' accuracy over the bases' (``base_long - base``),
-    per seed the mean of its directions, with its interval over seeds ({} when the run has no longer bases)."""
+    per seed the mean of its directions, with its interval over seeds ({} when the run has no longer bases). Pairs
+    with a base or longer base at chance are left out (:func:`_live_pairs`); a seed with none left is no replicate."""
     if "base_long" not in ds:
         return {}
-    gain = replicates(ds["base_long"] - ds["base"])
+    gain = replicates(_live_pairs(ds)[0])
     return {split: estimate(gain.sel(split=split).values) for split in map(str, ds["split"].values)}
+
+
+def at_chance_pairs(ds: xr.Dataset) -> dict[str, int]:
+    """Per split: how many pairs of a base and its longer base the convergence check left out, the longer base at or
+    near chance ({} when the run has no longer bases)."""
+    if "base_long" not in ds:
+        return {}
+    dead = _live_pairs(ds)[1]
+    return {split: int(dead.sel(split=split).sum()) for split in map(str, ds["split"].values)}
+
+
+def _left_out(count: int) -> str:
+    return f", {_count(count, 'pair')} with the longer base at chance left out" if count else ""
 
 
 def _factor(ds: xr.Dataset) -> str:
@@ -195,20 +221,26 @@ def _factor(ds: xr.Dataset) -> str:
 
 def longer_findings(ds: xr.Dataset) -> list[Finding]:
     """Per split: "not converged" when the longer bases gain more than LONGER_GAIN over the bases (mean over seeds);
-    or that the check is unfinished."""
+    or that the check is unfinished, or could not measure anything because every longer base is at chance."""
     out = []
+    dead = at_chance_pairs(ds)
     for split, gain in longer_gains(ds).items():
         k = _factor(ds)
-        if gain.replicates == 0:
+        if gain.replicates == 0 and dead[split]:
+            out.append(Finding("convergence-check", (
+                f"every finished longer base of split {split} is at or near chance ({_count(dead[split], 'network')}), "
+                "so whether the bases converged is unchecked: a network that never trained measures no gain from "
+                "training longer; change the learning rate or schedule (--lr, --schedule, --warmup)"), split))
+        elif gain.replicates == 0:
             out.append(Finding("convergence-check", (
                 f"the convergence check's longer bases of split {split} (or their bases) are not finished, so whether "
                 "the bases converged is unchecked; rerun 'probe train RUN' to finish them"), split))
         elif gain.mean > LONGER_GAIN:
             out.append(Finding("not-converged", (
                 f"not converged: on split {split} bases trained {k} times as long gain {gain.text()} test accuracy "
-                f"over the bases (more than {LONGER_GAIN}), so the cut networks (trained as long as the bases) are "
-                "compared with under-trained bases and the drops are biased; train a new run with more --epochs"),
-                split))
+                f"over the bases (more than {LONGER_GAIN}{_left_out(dead[split])}), so the cut networks (trained as "
+                "long as the bases) are compared with under-trained bases and the drops are biased; train a new run "
+                "with more --epochs"), split))
     return out
 
 
@@ -220,7 +252,8 @@ def convergence_note(ds: xr.Dataset) -> str:
         return ("Convergence: only the bases' last-epoch validation gain was checked, a weak test that an annealed "
                 "schedule (cosine, steps) passes whatever the budget; the longer-base check was not run "
                 "('probe train --check-convergence' trains, per seed and task, a base twice as long and compares).")
-    parts = [f"split {split}: {gain.text()}" for split, gain in gains.items()]
+    dead = at_chance_pairs(ds)
+    parts = [f"split {split}: {gain.text()}{_left_out(dead[split])}" for split, gain in gains.items()]
     return (f"Convergence, checked: bases trained {_factor(ds)} times as long gain, over the bases, {'; '.join(parts)} "
             f"(not converged above {LONGER_GAIN}).")
 

@@ -169,6 +169,33 @@ def test_longer_bases_that_gain_say_not_converged():
     assert [f.check for f in longer_findings(unfinished)] == ["convergence-check"]
 
 
+def test_longer_bases_at_chance_are_left_out_of_the_check():
+    """A longer base that never trained gains nothing over a base that did not either, and loses everything against
+    one that did: counted, either would pass the check without measuring convergence. A base at chance beside a
+    longer base that learned stays in, the plainest "not converged" (5 classes: near chance below 0.28)."""
+    base = [[0.60, 0.20], [0.61, 0.59], [0.20, 0.60]]
+    ds = _accuracies(base, [[0.66, 0.20], [0.66, 0.64], [0.20, 0.66]])
+    ds["chance"] = (("split", "target"), np.full((1, 2), 0.2))
+    ds["classes"] = (("split", "target"), np.full((1, 2), 5))
+    assert longer_gains(ds.drop_vars(["chance", "classes"]))["random"].mean < 0.04  # dead pairs counted as 0
+    gain = longer_gains(ds)["random"]
+    assert gain.replicates == 3 and gain.mean == pytest.approx((0.06 + 0.05 + 0.06) / 3)
+    found = longer_findings(ds)
+    assert [f.check for f in found] == ["not-converged"] and "2 pairs with the longer base at chance" in found[0].text
+    assert "2 pairs with the longer base at chance left out" in convergence_note(ds)
+    died = _accuracies([[0.60, 0.62]] * 3, [[0.20, 0.70]] * 3)  # one longer base dead in each seed
+    died["chance"], died["classes"] = ds["chance"], ds["classes"]
+    assert longer_gains(died)["random"].mean == pytest.approx(0.08)
+    assert [f.check for f in longer_findings(died)] == ["not-converged"]
+    late = _accuracies([[0.20, 0.62]] * 3, [[0.65, 0.62]] * 3)  # a base still at chance that learns when longer
+    late["chance"], late["classes"] = ds["chance"], ds["classes"]
+    assert longer_gains(late)["random"].mean == pytest.approx(0.225) and "left out" not in convergence_note(late)
+    dead = _accuracies([[0.20, 0.21]] * 3, [[0.20, 0.20]] * 3)
+    dead["chance"], dead["classes"] = ds["chance"], ds["classes"]
+    found = longer_findings(dead)
+    assert [f.check for f in found] == ["convergence-check"] and "at or near chance (6 networks)" in found[0].text
+
+
 def test_without_the_check_the_report_says_what_was_not_checked():
     ds = _accuracies([[0.6, 0.6]] * 3, [[0.6, 0.6]] * 3).drop_vars("base_long")
     assert longer_findings(ds) == []
