@@ -194,7 +194,7 @@ def _live_pairs(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
 def longer_gains(ds: xr.Dataset) -> dict[str, Estimate]:
     """Per split: the convergence check's gain, the longer bases' accuracy over the bases' (``base_long - base``),
     per seed the mean of its directions, with its interval over seeds ({} when the run has no longer bases). Pairs
-    with a base or longer base at chance are left out (:func:`_live_pairs`); a seed with none left is no replicate."""
+    whose longer base is at or near chance are left out (:func:`_live_pairs`); a seed with none left is no replicate."""
     if "base_long" not in ds:
         return {}
     gain = replicates(_live_pairs(ds)[0])
@@ -226,15 +226,17 @@ def longer_findings(ds: xr.Dataset) -> list[Finding]:
     dead = at_chance_pairs(ds)
     for split, gain in longer_gains(ds).items():
         k = _factor(ds)
-        if gain.replicates == 0 and dead[split]:
+        finished = int(ds["base_long"].sel(split=split).notnull().sum())
+        if gain.replicates == 0 and dead[split] and dead[split] == finished:
             out.append(Finding("convergence-check", (
                 f"every finished longer base of split {split} is at or near chance ({_count(dead[split], 'network')}), "
                 "so whether the bases converged is unchecked: a network that never trained measures no gain from "
                 "training longer; change the learning rate or schedule (--lr, --schedule, --warmup)"), split))
         elif gain.replicates == 0:
             out.append(Finding("convergence-check", (
-                f"the convergence check's longer bases of split {split} (or their bases) are not finished, so whether "
-                "the bases converged is unchecked; rerun 'probe train RUN' to finish them"), split))
+                f"the convergence check's longer bases of split {split} (or their bases) are not finished"
+                f"{_left_out(dead[split])}, so whether the bases converged is unchecked; rerun 'probe train RUN' to "
+                "finish them"), split))
         elif gain.mean > LONGER_GAIN:
             out.append(Finding("not-converged", (
                 f"not converged: on split {split} bases trained {k} times as long gain {gain.text()} test accuracy "
@@ -253,7 +255,8 @@ def convergence_note(ds: xr.Dataset) -> str:
                 "schedule (cosine, steps) passes whatever the budget; the longer-base check was not run "
                 "('probe train --check-convergence' trains, per seed and task, a base twice as long and compares).")
     dead = at_chance_pairs(ds)
-    parts = [f"split {split}: {gain.text()}{_left_out(dead[split])}" for split, gain in gains.items()]
+    parts = [f"split {split}: {gain.text() if gain.replicates else 'unchecked, no pair finished and trained'}"
+             f"{_left_out(dead[split])}" for split, gain in gains.items()]
     return (f"Convergence, checked: bases trained {_factor(ds)} times as long gain, over the bases, {'; '.join(parts)} "
             f"(not converged above {LONGER_GAIN}).")
 

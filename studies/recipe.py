@@ -24,7 +24,8 @@ initial weights (independent, or the shared control). ``collect`` writes ``docs/
 An arm whose bases fail the convergence check is shown, marked, and its verdict is "not converged": a drop measured
 against a base still improving is not co-adaptation. Likewise an arm under a warning that voids its split's claims
 (bases at chance or still improving by the last-epoch test, a cut network far above its base) is "voided", the
-warnings quoted; every network at chance is named, cut networks included.
+warnings quoted; every network at chance is named, cut networks included. An arm whose check measured nothing (no
+pair of a base and a longer base finished with the longer base above chance) is "convergence unchecked".
 
     python -m probe.studies.reproduction recipe runs/recipe/M-20 runs/recipe/P-long ...
     python -m probe.studies.reproduction recipe --add runs/recipe/M-long    # one more arm beside the committed
@@ -171,10 +172,13 @@ def _at(rows: list[dict], n: int) -> dict | None:
 
 def _unreadable(converged: str, voided: list[str]) -> str | None:
     """Why neither verdict of an arm can be read, whatever its rows: its bases still gain when trained longer
-    (``not converged``, said first), or a warning voids its split (``voided``)."""
+    (``not converged``, said first), a warning voids its split (``voided``), or no pair of a base and a longer base
+    finished and trained, so convergence is unknown (``convergence unchecked``)."""
     if converged == "no":
         return "not converged"
-    return "voided" if voided else None
+    if voided:
+        return "voided"
+    return "convergence unchecked" if converged == "unchecked" else None
 
 
 def dip(rows: list[dict], converged: str, voided: list[str] = ()) -> str:

@@ -183,7 +183,7 @@ def test_longer_bases_at_chance_are_left_out_of_the_check():
     found = longer_findings(ds)
     assert [f.check for f in found] == ["not-converged"] and "2 pairs with the longer base at chance" in found[0].text
     assert "2 pairs with the longer base at chance left out" in convergence_note(ds)
-    died = _accuracies([[0.60, 0.62]] * 3, [[0.20, 0.70]] * 3)  # one longer base dead in each seed
+    died = _accuracies([[0.60, 0.62]] * 3, [[0.25, 0.70]] * 3)  # one longer base near chance in each seed
     died["chance"], died["classes"] = ds["chance"], ds["classes"]
     assert longer_gains(died)["random"].mean == pytest.approx(0.08)
     assert [f.check for f in longer_findings(died)] == ["not-converged"]
@@ -194,6 +194,12 @@ def test_longer_bases_at_chance_are_left_out_of_the_check():
     dead["chance"], dead["classes"] = ds["chance"], ds["classes"]
     found = longer_findings(dead)
     assert [f.check for f in found] == ["convergence-check"] and "at or near chance (6 networks)" in found[0].text
+    assert "unchecked" in convergence_note(dead)
+    # bases unfinished beside live longer bases: unfinished, not "every longer base at chance"
+    waiting = _accuracies([[np.nan, 0.20]] * 3, [[0.66, 0.20]] * 3)
+    waiting["chance"], waiting["classes"] = ds["chance"], ds["classes"]
+    found = longer_findings(waiting)
+    assert [f.check for f in found] == ["convergence-check"] and "not finished" in found[0].text
 
 
 def test_without_the_check_the_report_says_what_was_not_checked():

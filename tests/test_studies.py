@@ -277,6 +277,13 @@ def test_rungs_of_one_scale_keep_their_order_whichever_is_collected_again(rungs,
     assert {p.relative_to(reversed_): p.read_bytes() for p in reversed_.rglob("*.csv")} == written
     again = collect_ladder([rungs[0]], tmp_path / "together", add=True)
     assert {p.relative_to(again): p.read_bytes() for p in again.rglob("*.csv")} == written
+    # at one scale the paper's design comes first, whatever the names (the committed full-data rungs' order)
+    from probe.studies.ladder import _place
+
+    scale = {"images_seen": 270000, "parameters": 257461}
+    shared = ({**scale, "name": "cifar10-5000", "init_sharing": "shared"}, [], [])
+    independent = ({**scale, "name": "cifar10-5000-independent", "init_sharing": "independent"}, [], [])
+    assert sorted([shared, independent], key=_place) == [independent, shared]
 
 
 @pytest.fixture(scope="module")
@@ -315,7 +322,10 @@ def test_the_recipe_arm_collects_drops_losses_cut_records_and_curves(arm_run, tm
     for n in {3, 5, 7} - {int(c[1:-1]) for c in drawn - {"base"}}:  # a cut left out: its selffers never trained
         assert {f"random-s{s}/init{s}/{v}" for s in (0, 1) for v in (f"B{n}B", f"A{n}A")} <= set(info["at_chance"])
     assert (dest / "figures" / "curves_P-tiny.png").exists()
-    assert info["converged"] in ("yes", "no") and info["convergence_gain"]["replicates"] == 2
+    # a seed whose longer bases are both at chance measured no gain (the check leaves such pairs out)
+    dead = sum(all(f"random-s{s}/init{s}/base{t}-long" in info["at_chance"] for t in "AB") for s in (0, 1))
+    assert info["convergence_gain"]["replicates"] == 2 - dead
+    assert info["converged"] in (("yes", "no") if dead < 2 else ("unchecked",))
     section = recipe.section()
     assert "`P-tiny`" in section and "curves_P-tiny.png" in section
     assert "| dip | signature |" in section and f"| {info['dip']} | {info['signature']} |" in section
