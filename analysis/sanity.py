@@ -191,23 +191,22 @@ def _live_pairs(ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     return gain.where(~dead), dead
 
 
+def _longer_check(ds: xr.Dataset) -> dict[str, tuple[Estimate, int]]:
+    """Per split: the convergence check's gain (as :func:`longer_gains`) and how many pairs of a base and its longer
+    base it left out, the longer base at or near chance ({} when the run has no longer bases)."""
+    if "base_long" not in ds:
+        return {}
+    gain, dead = _live_pairs(ds)
+    per_seed = replicates(gain)
+    return {split: (estimate(per_seed.sel(split=split).values), int(dead.sel(split=split).sum()))
+            for split in map(str, ds["split"].values)}
+
+
 def longer_gains(ds: xr.Dataset) -> dict[str, Estimate]:
     """Per split: the convergence check's gain, the longer bases' accuracy over the bases' (``base_long - base``),
     per seed the mean of its directions, with its interval over seeds ({} when the run has no longer bases). Pairs
     whose longer base is at or near chance are left out (:func:`_live_pairs`); a seed with none left is no replicate."""
-    if "base_long" not in ds:
-        return {}
-    gain = replicates(_live_pairs(ds)[0])
-    return {split: estimate(gain.sel(split=split).values) for split in map(str, ds["split"].values)}
-
-
-def at_chance_pairs(ds: xr.Dataset) -> dict[str, int]:
-    """Per split: how many pairs of a base and its longer base the convergence check left out, the longer base at or
-    near chance ({} when the run has no longer bases)."""
-    if "base_long" not in ds:
-        return {}
-    dead = _live_pairs(ds)[1]
-    return {split: int(dead.sel(split=split).sum()) for split in map(str, ds["split"].values)}
+    return {split: gain for split, (gain, _) in _longer_check(ds).items()}
 
 
 def _left_out(count: int) -> str:
@@ -223,24 +222,23 @@ def longer_findings(ds: xr.Dataset) -> list[Finding]:
     """Per split: "not converged" when the longer bases gain more than LONGER_GAIN over the bases (mean over seeds);
     or that the check is unfinished, or could not measure anything because every longer base is at chance."""
     out = []
-    dead = at_chance_pairs(ds)
-    for split, gain in longer_gains(ds).items():
+    for split, (gain, dead) in _longer_check(ds).items():
         k = _factor(ds)
         finished = int(ds["base_long"].sel(split=split).notnull().sum())
-        if gain.replicates == 0 and dead[split] and dead[split] == finished:
+        if gain.replicates == 0 and dead and dead == finished:
             out.append(Finding("convergence-check", (
-                f"every finished longer base of split {split} is at or near chance ({_count(dead[split], 'network')}), "
+                f"every finished longer base of split {split} is at or near chance ({_count(dead, 'network')}), "
                 "so whether the bases converged is unchecked: a network that never trained measures no gain from "
                 "training longer; change the learning rate or schedule (--lr, --schedule, --warmup)"), split))
         elif gain.replicates == 0:
             out.append(Finding("convergence-check", (
                 f"the convergence check's longer bases of split {split} (or their bases) are not finished"
-                f"{_left_out(dead[split])}, so whether the bases converged is unchecked; rerun 'probe train RUN' to "
+                f"{_left_out(dead)}, so whether the bases converged is unchecked; rerun 'probe train RUN' to "
                 "finish them"), split))
         elif gain.mean > LONGER_GAIN:
             out.append(Finding("not-converged", (
                 f"not converged: on split {split} bases trained {k} times as long gain {gain.text()} test accuracy "
-                f"over the bases (more than {LONGER_GAIN}{_left_out(dead[split])}), so the cut networks (trained as "
+                f"over the bases (more than {LONGER_GAIN}{_left_out(dead)}), so the cut networks (trained as "
                 "long as the bases) are compared with under-trained bases and the drops are biased; train a new run "
                 "with more --epochs"), split))
     return out
@@ -249,14 +247,13 @@ def longer_findings(ds: xr.Dataset) -> list[Finding]:
 def convergence_note(ds: xr.Dataset) -> str:
     """What was checked of the bases' convergence, said whether or not it found anything: the longer bases' gain
     per split when the check ran, or that only the weak last-epoch test did."""
-    gains = longer_gains(ds)
-    if not gains:
+    checked = _longer_check(ds)
+    if not checked:
         return ("Convergence: only the bases' last-epoch validation gain was checked, a weak test that an annealed "
                 "schedule (cosine, steps) passes whatever the budget; the longer-base check was not run "
                 "('probe train --check-convergence' trains, per seed and task, a base twice as long and compares).")
-    dead = at_chance_pairs(ds)
     parts = [f"split {split}: {gain.text() if gain.replicates else 'unchecked, no pair finished and trained'}"
-             f"{_left_out(dead[split])}" for split, gain in gains.items()]
+             f"{_left_out(dead)}" for split, (gain, dead) in checked.items()]
     return (f"Convergence, checked: bases trained {_factor(ds)} times as long gain, over the bases, {'; '.join(parts)} "
             f"(not converged above {LONGER_GAIN}).")
 
