@@ -102,6 +102,26 @@ RECIPE_OPTS_P-long-gaussian = $(RECIPE_P) $(RECIPE_LONG) --init gaussian
 # Some networks of an arm alone (ids, comma-separated), e.g. a pilot's base: RECIPE_NETWORKS=random-s0/init0/baseB
 RECIPE_NETWORKS ?=
 
+# The positive control (docs/reproduction.md, "A positive control"; fixed before it ran): BnB with its frozen layer n
+# rescaled by a dose (--dose: the base with layer n x F and n+1 / F computes the same function) on CIFAR-10's random
+# split, caffenet-small at width 1/8, 900 training images a class, 20 epochs, under the paper's recipe (P) and the
+# ladder's (M). Stage 1, CONTROL_STAGE=doses: every dose at n = 5, seed 0; stage 2, CONTROL_STAGE=cuts: the doses
+# stage 1 kept (CONTROL_DOSES_P, CONTROL_DOSES_M) at n = 3, 5, 7, seeds 0-4, with the convergence check. Each arm is a
+# resumable run directory, runs/control/STAGE-ARM, collected like a recipe arm:
+#   .venv/bin/python -m probe.studies.reproduction control --add runs/control/cuts-P
+CONTROL_COMMON ?= --dataset cifar10:$(CIFAR10) --split random --variants BnB --arch caffenet-small \
+	--arch-option width=0.125 --train-per-class 1000 --epochs 20 --batch-size 64 --crop-padding 4
+CONTROL_ALL_DOSES ?= 1/10,3,10,30,~10,~30
+CONTROL_DOSES_P ?= $(CONTROL_ALL_DOSES)
+CONTROL_DOSES_M ?= $(CONTROL_ALL_DOSES)
+CONTROL_STAGE ?= doses
+CONTROL_ARMS ?= P M
+CONTROL_SEEDS ?= $(if $(filter doses,$(CONTROL_STAGE)),0,0,1,2,3,4)
+CONTROL_STAGE_doses = --cuts 5 --dose $(CONTROL_ALL_DOSES)
+CONTROL_STAGE_cuts = --cuts 3,5,7 --check-convergence
+CONTROL_OPTS_P = $(RECIPE_P) $(if $(filter cuts,$(CONTROL_STAGE)),--dose $(CONTROL_DOSES_P))
+CONTROL_OPTS_M = $(RECIPE_M) $(if $(filter cuts,$(CONTROL_STAGE)),--dose $(CONTROL_DOSES_M))
+
 # The device check (benchmarks/device_check.py): on any machine, GPU or CPU, installs what probe needs and the
 # machine lacks from the wheels in GPU_WHEELS (no package index), then measures training and evaluation throughput of
 # caffenet-small and one tiny protocol run through 'probe train --device auto', prints a table and writes JSON to
@@ -118,7 +138,7 @@ CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 .NOTPARALLEL:
 
 .PHONY: setup demo test fashion-mnist reproduction repro-fashion-mnist repro-cifar10 ladder ladder-top init-study \
-	recipe-pilot recipe gpu-wheels gpu-check clean
+	recipe-pilot recipe control gpu-wheels gpu-check clean
 
 setup: $(STAMP)
 
@@ -210,6 +230,11 @@ recipe: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	$(foreach arm,$(RECIPE_ARMS),$(BIN)/probe train runs/recipe/$(arm) $(RECIPE_COMMON) $(RECIPE_OPTS_$(arm)) \
 		--seeds $(RECIPE_SEEDS) $(if $(RECIPE_NETWORKS),--networks $(RECIPE_NETWORKS)) --extend $(DASK) && ) true
+
+control: $(STAMP)
+	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
+	$(foreach arm,$(CONTROL_ARMS),$(BIN)/probe train runs/control/$(CONTROL_STAGE)-$(arm) $(CONTROL_COMMON) \
+		$(CONTROL_STAGE_$(CONTROL_STAGE)) $(CONTROL_OPTS_$(arm)) --seeds $(CONTROL_SEEDS) --extend $(DASK) && ) true
 
 gpu-wheels: $(STAMP)
 	rm -f $(GPU_WHEELS)/*.whl

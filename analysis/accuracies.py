@@ -154,6 +154,9 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
     one_way = bool((study or {}).get("source")) or any(s.source_network for s in specs)
     targets, variants = ONE_DIRECTION if one_way else TASKS, cut_variants(one_way)
     variants += tuple(v for v in STITCH_VARIANTS if any(Variant.of(s) == v for s in specs))  # when planned
+    # a dosed network (the positive control) is a variant of its own, BnB×10, after the plain ones
+    variants = [v.name for v in variants]
+    variants += list(dict.fromkeys(s.variant_label for s in specs if s.dose is not None))
     base = np.full((len(splits), len(replicates), len(targets)), np.nan)
     acc = np.full((len(splits), len(replicates), len(targets), len(cuts), len(variants)), np.nan)
     planned = np.zeros(acc.shape, dtype=bool)
@@ -165,7 +168,7 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
         if variant == BASE:
             base[i, r, t] = value
         else:
-            j, v = cuts.index(s.cut), variants.index(variant)
+            j, v = cuts.index(s.cut), variants.index(s.variant_label)
             acc[i, r, t, j, v] = value
             planned[i, r, t, j, v] = True
     layer_names = {}
@@ -185,7 +188,7 @@ def build_dataset(specs: list[NetworkSpec], accuracy: dict[str, float], study: d
          "planned": (("split", "replicate", "target", "n", "variant"), planned),
          "classes": (("split", "target"), classes), "chance": (("split", "target"), chance)},
         coords={"split": _strings(splits), "replicate": _strings(replicates), "target": _strings(targets),
-                "n": cuts, "variant": _strings(v.name for v in variants), **layer_names})
+                "n": cuts, "variant": _strings(variants), **layer_names})
     text = f"{METRICS[metric].name}: {METRICS[metric].meaning}"
     ds.attrs["metric"] = metric
     ds["acc"].attrs["description"] = f"test accuracy ({text}) on the target task"
@@ -298,6 +301,6 @@ def per_class_rows(run: RunMetrics) -> list[dict]:
             continue
         for name, correct, count in zip(per_class["classes"], per_class["correct"], per_class["count"]):
             out.append({"network": s.id, "split": run.label(s.split), "replicate": replicate_label(s),
-                        "target": s.target, "variant": Variant.of(s).name, "n": s.cut, "class": name,
+                        "target": s.target, "variant": s.variant_label, "n": s.cut, "class": name,
                         "correct": correct, "count": count, "accuracy": correct / count if count else math.nan})
     return out

@@ -35,7 +35,7 @@ from probe.errors import ProbeError
 from probe.execution.executor import DaskExecutor, LocalExecutor
 from probe.planning.plan import PlannedNetwork, read_plan
 from probe.planning.spec import NetworkSpec
-from probe.planning.variants import Variant, other_task
+from probe.planning.variants import other_task
 
 
 def layer_matrix(da: xr.DataArray) -> np.ndarray:
@@ -159,7 +159,7 @@ def _comparisons(tree: xr.DataTree, acc: xr.Dataset, specs: list[NetworkSpec], b
         if s.variant == "base":
             continue
         where = (splits.index(s.split), reps.index(replicate_label(s)), targets.index(s.target),
-                 variants.index(Variant.of(s).name), cuts.index(s.cut))
+                 variants.index(s.variant_label), cuts.index(s.cut))
         own = bases.get((s.split, replicate_label(s), s.target))
         if own is not None:
             ckas.append((("cka_target", where, None), (s.id, own.id, layers, layers, s.target)))

@@ -104,7 +104,7 @@ def arrange(specs: list[NetworkSpec], values: dict[str, np.ndarray | float], lik
         split = (labels or {}).get(s.split, s.split)
         cell = [index["split"].get(split), index["replicate"].get(replicate_label(s)), index["target"].get(s.target)]
         if variant != BASE:
-            cell += [index["n"].get(str(s.cut)), index["variant"].get(variant.name)]
+            cell += [index["n"].get(str(s.cut)), index["variant"].get(s.variant_label)]
         if None in cell:
             continue
         value = np.asarray(values[s.id], dtype=np.float64)

@@ -163,6 +163,13 @@ def study_options(f):
         click.option("--variants", default=None,
                      help=f"Variants besides the base networks, comma-separated. Default: {','.join(CUT_NAMES)}; "
                           f"with --source: {','.join(SOURCE_CUT_NAMES)}."),
+        click.option("--dose", "doses", multiple=True, default=(), metavar="FACTOR",
+                     help="The positive control (repeatable, or comma-separated): beside each BnB, BnB+, AnB and AnB+, "
+                          "one more network whose copied layer n has its output multiplied by FACTOR (its weights and "
+                          "bias; e.g. 10, 1/10), or each channel's by its own factor log-uniform in [1/F, F] (~F), "
+                          "named B5B×10 or B5B×~10. The base with layer n × F and layer n+1 ÷ F computes the same "
+                          "function, so only the fresh top's optimization changes; cuts with LRN or BatchNorm there "
+                          "are refused. A dosed network starts from its plain form's weights and data order."),
         click.option("--source", default=None, metavar="PATH|torchvision:WEIGHTS|timm:NAME",
                      help="Weights of a network trained elsewhere (a state_dict saved by torch.save, or a "
                           ".safetensors file) that donates layers 1..n: the plan trains task B only, with SnB and "
@@ -218,12 +225,17 @@ def study_from_options(kw: dict) -> Study:
         arch=ArchSpec(kw["arch"], kw["init"], parse_arch_options(kw["arch_option"]), _cut_at(kw["cut_at"])),
         recipe=recipe, seeds=_seed_list(kw["seeds"], "seed"),
         init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
-        convergence_factor=_convergence_factor(kw), **_source_choices(kw))
+        convergence_factor=_convergence_factor(kw), doses=_doses(kw["doses"]), **_source_choices(kw))
     if study.source is not None:
         # the file itself, and its tensors' names and shapes as far as they do not depend on the data's channels and
         # image size; the rest when the study is planned on the data
         check_source_early(study.source, study.arch, study.cuts, recipe.crop_size or study.data.image_size)
     return study
+
+
+def _doses(given: tuple[str, ...]) -> tuple[str, ...]:
+    """``--dose 10 --dose ~30`` or ``--dose 10,~30``: each dose's text, in order (checked by the study)."""
+    return tuple(d.strip() for text in given for d in text.split(",") if d.strip())
 
 
 def _resolve_named_source(kw: dict, recipe: Recipe) -> None:

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from probe.architectures.build import build_model
 from probe.architectures.layered import LayeredNet
+from probe.architectures.rescale import apply_dose
 from probe.data.tasks import TaskData
 from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, random_crop_flip, to_device
@@ -96,13 +97,16 @@ def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
     """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
     base network (selffer, transfer) or its source network file (source), and frozen unless fine-tuned (random:
     frozen at their random values). A stitched network copies layers 1..cut from its parent and layers cut+1..L from
-    its target task's base, and freezes them all: only its stitch trains."""
+    its target task's base, and freezes them all: only its stitch trains. A dosed network's copied layer n is
+    rescaled (:mod:`probe.architectures.rescale`)."""
     model = build_model(spec)
     if spec.source_network is not None:
         load_source_layers(model, spec.source_network, spec.cut)
     bottom = list(model.prefix_state(spec.cut))
     if spec.parent is not None:
         _copy_from(model, spec, spec.parent, run_dir, bottom)
+    if spec.dose is not None:  # the positive control: the copied layer n at another scale, before it is frozen
+        apply_dose(model, spec.cut, spec.dose, spec.weight_seed)
     if spec.top_parent is not None:
         top = [k for k in model.prefix_state(len(model.layer_names)) if k not in set(bottom)]
         _copy_from(model, spec, spec.top_parent, run_dir, top)

@@ -24,9 +24,11 @@ from probe.architectures.registry import complete_arch_spec, get_architecture
 from probe.data.custom import complete_data_spec
 from probe.data.splits import TARGET_SPLIT, check_split_name, resolve_split, split_is_seeded
 from probe.errors import ProbeError
+from probe.planning.dose import Dose, parse_doses
 from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec, legacy_recipe
 from probe.planning.variants import (
     CUT_NAMES,
+    DOSED_FAMILIES,
     LONG_BASE,
     ONE_DIRECTION,
     SOURCE_CUT_NAMES,
@@ -76,6 +78,9 @@ class Study:
     target_classes: tuple[str, ...] | None = None
     # The convergence check: per replicate and task, one more base trained this many times as long (None: unchecked)
     convergence_factor: int | None = None
+    # The positive control (probe.planning.dose): beside each network that copies layers from a base (BnB, BnB+, AnB,
+    # AnB+), one more per dose, its copied layer n rescaled; as texts, e.g. ("10", "1/10", "~30")
+    doses: tuple[str, ...] = ()
     # False for a study read back from a run's plan.json: it was checked when it was planned, and reading a run
     # (status, analyze) must not need the architecture's code, which this installation may lack.
     check_arch: InitVar[bool] = True
@@ -87,6 +92,7 @@ class Study:
             object.__setattr__(self, "variants", SOURCE_CUT_NAMES if self.source else CUT_NAMES)
         for name in ("splits", "seeds", "variants"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
+        object.__setattr__(self, "doses", parse_doses(self.doses))
         for name in ("init_seeds", "cuts", "target_classes"):
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
@@ -96,7 +102,7 @@ class Study:
         self._check_target()
         if not self.seeds:
             raise ProbeError("a study needs at least one seed")
-        for name in ("splits", "seeds", "cuts", "variants", "target_classes"):
+        for name in ("splits", "seeds", "cuts", "variants", "target_classes", "doses"):
             values = getattr(self, name) or ()
             if (twice := _first_repeat(values)) is not None:
                 raise ProbeError(f"{name} {list(values)} name {twice!r} twice")
@@ -113,6 +119,9 @@ class Study:
                 or self.convergence_factor < 2):
             raise ProbeError(f"convergence factor {self.convergence_factor!r} must be an integer of at least 2: the "
                              "check trains a base that many times as long")
+        if self.doses and not any(Variant.named(v).family in DOSED_FAMILIES for v in self.variants):
+            raise ProbeError(f"doses {', '.join(self.doses)} rescale what BnB, BnB+, AnB or AnB+ copy from a base, and "
+                             f"variants {', '.join(self.variants)} name none of them")
         if check_arch:  # checked, and what it records of its code filled in, for every process that builds or loads
             object.__setattr__(self, "arch", complete_arch_spec(self.arch))
             object.__setattr__(self, "data", complete_data_spec(self.data))
@@ -148,6 +157,8 @@ class Study:
         for name in ("source", "target_classes", "convergence_factor"):
             if d[name] is None:
                 del d[name]
+        if not self.doses:
+            del d["doses"]
         return d
 
 
@@ -223,13 +234,18 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
                 for target in targets:
                     for v in map(Variant.named, study.variants):
                         donor = study.source if v.source == "external" else None
-                        others.append(NetworkSpec(target=target, variant=v.family, source=v.source_task(target),
-                                                  cut=n, fine_tune=v.fine_tune, source_network=donor, **common))
+                        plain = NetworkSpec(target=target, variant=v.family, source=v.source_task(target), cut=n,
+                                            fine_tune=v.fine_tune, source_network=donor, **common)
+                        others.append(plain)
+                        if v.family in DOSED_FAMILIES:
+                            others += [replace(plain, dose=Dose.parse(d)) for d in study.doses]
     _check_split_names(labels)
     if study.source is not None and bases:
         _check_source(study.source, bases[0], max(cuts, default=0))
     if bases and any(v in STITCH_NAMES for v in study.variants):
         _check_stitchable(bases[0], cuts)
+    if bases and study.doses:
+        _check_dosable(bases[0], cuts)
     return [PlannedNetwork(s, tuple(p.id for p in s.parents), arch.layers, *labels[s.split])
             for s in bases + others + longer]
 
@@ -303,6 +319,10 @@ def format_networks(plan: list[PlannedNetwork]) -> list[str]:
         parents = list(p.depends_on)
         if p.spec.source_network is not None:
             parents.append(f"source file {Path(p.spec.source_network.path).name}")
+        dose = p.spec.dose
+        if dose is not None:  # what the name's x10 means, where the reader meets it
+            each = "each channel by its own factor in [1/{0}, {0}]" if dose.per_channel else "x {0}"
+            parents.append(f"{p.layers[p.spec.cut - 1]} {each.format(dose.text.lstrip('~'))}")
         lines.append(f"{p.spec.id:<40} {'<- ' + ', '.join(parents) if parents else ''}")
     return lines
 
@@ -405,6 +425,17 @@ def _check_stitchable(spec: NetworkSpec, cuts: tuple[int, ...]) -> None:
     from probe.architectures.stitch import check_stitchable
 
     check_stitchable(build_model(spec), list(cuts), spec.in_channels, spec.input_size)
+
+
+def _check_dosable(spec: NetworkSpec, cuts: tuple[int, ...]) -> None:
+    """Refuse doses at cuts where a rescale would change the network's function (an LRN, a BatchNorm, a stage that is
+    not a plain sequence between layer n and n+1), before anything trains; it builds a network (torch)."""
+    from probe.architectures.build import build_model
+    from probe.architectures.rescale import dose_sites
+
+    model = build_model(spec)
+    for n in cuts:
+        dose_sites(model, n)
 
 
 def plan_to_dict(study: Study, plan: list[PlannedNetwork]) -> dict:

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.planning.variants import FAMILIES, STITCH_FAMILIES, TASKS, Variant, family_source_task
+from probe.planning.dose import Dose
+from probe.planning.variants import DOSED_FAMILIES, FAMILIES, STITCH_FAMILIES, TASKS, Variant, family_source_task
 
 INITS = ("gaussian", "kaiming", "none")  # none: keep the builder's own initialization
 SCHEDULES = ("step", "cosine", "constant")
@@ -249,8 +250,15 @@ class NetworkSpec:
     in_channels: int = 3
     input_size: int = 32
     source_network: SourceSpec | None = None  # the donor of a source-transfer network (SnB, SnB+), only theirs
+    # The positive control (probe.planning.dose): layer n, copied from the parent base, rescaled; None: not dosed
+    dose: Dose | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.dose, dict):
+            object.__setattr__(self, "dose", Dose(**self.dose))
+        if self.dose is not None and self.variant not in DOSED_FAMILIES:
+            raise ProbeError(f"a dose rescales layer n of what a network copies from a base: only BnB, BnB+, AnB and "
+                             f"AnB+ take one, not a {self.variant} network")
         object.__setattr__(self, "classes_a", tuple(self.classes_a))
         object.__setattr__(self, "classes_b", tuple(self.classes_b))
         _check_choice("variant", self.variant, FAMILIES)
@@ -282,8 +290,14 @@ class NetworkSpec:
 
     @property
     def name(self) -> str:
-        """The paper's name: baseB, BnB, AnB+, RnB with n replaced by the cut, e.g. ``A3B+``."""
-        return Variant.of(self).network_name(self.target, self.cut)
+        """The paper's name: baseB, BnB, AnB+, RnB with n replaced by the cut, e.g. ``A3B+``; a dosed network's
+        followed by its dose, ``B5B×10`` or ``B5B×~10``."""
+        return Variant.of(self).network_name(self.target, self.cut) + (self.dose.label if self.dose else "")
+
+    @property
+    def variant_label(self) -> str:
+        """The generic name of its variant, with its dose: ``BnB``, ``BnB×10`` (the accuracy Dataset's variant)."""
+        return Variant.of(self).name + (self.dose.label if self.dose else "")
 
     @property
     def replicate(self) -> str:
@@ -293,8 +307,10 @@ class NetworkSpec:
 
     @property
     def id(self) -> str:
-        """Unique within a run directory: the folder (relative to ``RUN/networks``) that holds this network."""
-        return f"{self.replicate}/{self.name}"
+        """Unique within a run directory: the folder (relative to ``RUN/networks``) that holds this network (a dose
+        written in ASCII, ``B5Bx10``)."""
+        name = Variant.of(self).network_name(self.target, self.cut) + (self.dose.path_label if self.dose else "")
+        return f"{self.replicate}/{name}"
 
     @property
     def weight_seed(self) -> int:
@@ -302,7 +318,8 @@ class NetworkSpec:
         its data order, augmentation and dropout. Shared: the replicate's init seed, the same for every network of
         it. Independent: derived from the init seed, the target task, the variant and the cut, so that it is
         reproducible and resumable yet unrelated to any other network's. A convergence check's longer base draws
-        its base's, so that the two differ only in their training budget."""
+        its base's, so that the two differ only in their training budget. A dosed network draws its plain form's, so
+        that the two differ only in the dose (a paired comparison), its per-channel factors aside."""
         if self.recipe.init_sharing == "shared":
             return self.init_seed
         variant = "base" if self.variant == "long-base" else Variant.of(self).name
@@ -314,7 +331,8 @@ class NetworkSpec:
         """The base network whose first ``cut`` layers this one copies, or None."""
         if self.variant not in ("selffer", "transfer", *STITCH_FAMILIES):
             return None
-        return dataclasses.replace(self, variant="base", target=self.source, source=None, cut=0, fine_tune=False)
+        return dataclasses.replace(self, variant="base", target=self.source, source=None, cut=0, fine_tune=False,
+                                   dose=None)
 
     @property
     def top_parent(self) -> NetworkSpec | None:
@@ -322,7 +340,7 @@ class NetworkSpec:
         stitch (None for every other network)."""
         if self.variant not in STITCH_FAMILIES:
             return None
-        return dataclasses.replace(self, variant="base", source=None, cut=0, fine_tune=False)
+        return dataclasses.replace(self, variant="base", source=None, cut=0, fine_tune=False, dose=None)
 
     @property
     def parents(self) -> tuple[NetworkSpec, ...]:
@@ -335,6 +353,8 @@ class NetworkSpec:
         d["arch"]["options"] = dict(self.arch.options)
         if self.source_network is None:  # so that every other network's spec reads as before SourceSpec existed
             del d["source_network"]
+        if self.dose is None:  # likewise for every undosed network
+            del d["dose"]
         return d
 
     def to_json(self) -> str:

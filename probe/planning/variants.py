@@ -104,6 +104,8 @@ CUT_NAMES = tuple(v.name for v in CUT_VARIANTS)  # a study's default variants
 STITCH_NAMES = tuple(v.name for v in STITCH_VARIANTS)  # planned when a study names them
 SOURCE_CUT_NAMES = tuple(v.name for v in SOURCE_CUT_VARIANTS)  # ... and those of a study with a source network
 FAMILIES = tuple(dict.fromkeys(v.family for v in EVERY_VARIANT))
+# The families whose copied layer n a dose can rescale (probe.planning.dose): those copying from a base of the study
+DOSED_FAMILIES = ("selffer", "transfer")
 
 
 def cut_variants(one_directional: bool) -> tuple[Variant, ...]:
