@@ -23,7 +23,7 @@ import xarray as xr
 from probe.analysis.accuracies import METRICS, RunMetrics, one_directional, replicate_label
 from probe.analysis.decomposition import replicates
 from probe.analysis.render import Block, Heading, Items, Paragraph, Table, number
-from probe.analysis.stats import Estimate, estimate
+from probe.analysis.stats import Estimate, detection_limit, estimate, excluded_drop, spread
 from probe.planning.variants import BASE
 
 if TYPE_CHECKING:
@@ -258,6 +258,51 @@ def convergence_note(ds: xr.Dataset) -> str:
             f"(not converged above {LONGER_GAIN}).")
 
 
+def sensitivity(ds: xr.Dataset) -> dict[tuple[str, int], dict]:
+    """Per split and cut with a planned selffer: what a null of its co-adaptation drop (baseB - BnB) could have seen.
+    ``drop``: the drop over seeds (each the mean of its directions); ``spread``: its seed-to-seed standard deviation;
+    ``limit``: the smallest drop its seeds would detect with 80% power at that spread (and ``limit_5`` with 5 seeds);
+    ``excluded``: the smallest drop it excludes once the bases' bias is bounded by the convergence check (the drop's
+    upper limit plus the longer bases' gain's, :func:`probe.analysis.stats.excluded_drop`; NaN without the check)."""
+    if "BnB" not in ds["variant"].values:
+        return {}
+    gains = {split: gain for split, (gain, _) in _longer_check(ds).items()}
+    out = {}
+    for split in map(str, ds["split"].values):
+        per = replicates((ds["base"] - ds["acc"].sel(variant="BnB")).sel(split=split))
+        gain = gains.get(split, Estimate(np.nan, np.nan, np.nan, 0, np.nan))
+        for n in map(int, ds["n"].values):
+            values = per.sel(n=n).values
+            drop = estimate(values)
+            if drop.replicates == 0:
+                continue
+            scatter = spread(values)
+            out[(split, n)] = {"drop": drop, "spread": scatter, "limit": detection_limit(scatter, drop.replicates),
+                               "limit_5": detection_limit(scatter, 5), "excluded": excluded_drop(drop, gain)}
+    return out
+
+
+def sensitivity_note(ds: xr.Dataset) -> str | None:
+    """What the co-adaptation drops could have detected and what they exclude, one clause per split and cut (None
+    where no selffer finished): a null says nothing without its detection limit."""
+    found = sensitivity(ds)
+    if not found:
+        return None
+    parts = []
+    for (split, n), s in found.items():
+        seeds = s["drop"].replicates
+        if seeds < 2:
+            parts.append(f"{split} n={n}: one seed, no interval, so no detection limit")
+            continue
+        bound = (f"excludes a drop of {number(s['excluded'])} or more" if np.isfinite(s["excluded"])
+                 else "excludes nothing (the longer-base check bounds the bases' bias; it did not run or measure)")
+        parts.append(f"{split} n={n}: drop {s['drop'].text()}, detectable from {number(s['limit'])} at "
+                     f"{seeds} seeds ({number(s['limit_5'])} at 5), {bound}")
+    return ("Sensitivity of the co-adaptation drop (baseB - BnB; the smallest drop these seeds detect with 80% power "
+            "at their own seed-to-seed spread, and the smallest a null excludes: the drop's upper limit plus the "
+            "longer bases' gain's): " + "; ".join(parts) + ".")
+
+
 def init_note(ds: xr.Dataset) -> str:
     """Which initial weights the run's networks drew: their own, or the replicate's shared ones."""
     sharing = json.loads(ds.attrs.get("study", "{}")).get("recipe", {}).get("init_sharing")
@@ -421,7 +466,9 @@ def warning_lines(found: list[Finding], ds: xr.Dataset | None = None) -> list[st
     """What ``probe train`` prints after its table: one line per finding, or the one line of what was checked; with
     the run's accuracy Dataset ``ds``, what was checked of convergence and which initial weights were drawn."""
     lines = [f"warning: {f.text}" for f in found] or [no_warnings_text()]
-    return lines + ([convergence_note(ds), init_note(ds)] if ds is not None else [])
+    if ds is None:
+        return lines
+    return lines + [convergence_note(ds), *filter(None, [sensitivity_note(ds)]), init_note(ds)]
 
 
 def report_blocks(found: list[Finding], top1: xr.Dataset, balanced: xr.Dataset, metric: str) -> list[Block]:
@@ -429,7 +476,8 @@ def report_blocks(found: list[Finding], top1: xr.Dataset, balanced: xr.Dataset, 
     base networks' top-1 and balanced accuracy beside their chance level."""
     b: list[Block] = ([Heading(2, "Warnings"), Items([f"{f.text}." for f in found])] if found
                       else [Paragraph(no_warnings_text())])
-    b += [Paragraph(convergence_note(top1)), Paragraph(init_note(top1))]
+    b += [Paragraph(convergence_note(top1)), *(Paragraph(t) for t in filter(None, [sensitivity_note(top1)])),
+          Paragraph(init_note(top1))]
     other = "balanced" if metric == "top1" else "top1"
     paper = ", the paper's measure" if metric == "top1" else ""
     b.append(Paragraph(f"Accuracy in this report: **{METRICS[metric].name}** ({METRICS[metric].meaning}{paper}); "

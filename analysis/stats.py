@@ -112,6 +112,44 @@ def _t_estimate(mean: float, se: float, df: float, replicates: int, level: float
     return Estimate(mean, mean - half, mean + half, replicates, p)
 
 
+POWER = 0.8  # the chance a detection limit's effect is detected
+
+
+def detection_limit(spread: float, seeds: int, level: float = LEVEL, power: float = POWER) -> float:
+    """The smallest true mean difference that ``seeds`` replicates, whose per-replicate values scatter with standard
+    deviation ``spread``, detect (their ``level`` t interval above zero) with probability ``power``:
+    ``(t(1 - (1 - level) / 2) + t(power)) spread / sqrt(seeds)`` on ``seeds - 1`` degrees of freedom, the
+    standard approximation that neglects the noncentral t's skew. NaN with fewer than 2 seeds or no spread."""
+    if not (np.isfinite(spread) and spread >= 0) or seeds < 2:
+        return np.nan
+    df = seeds - 1
+    return float((stats.t.ppf(0.5 + level / 2, df) + stats.t.ppf(power, df)) * spread / np.sqrt(seeds))
+
+
+def spread(x) -> float:
+    """The sample standard deviation of the finite values of ``x`` (NaN with fewer than 2)."""
+    a = _values(x)
+    return float(a.std(ddof=1)) if len(a) >= 2 else np.nan
+
+
+def spread_of_interval(low: float, high: float, replicates: int, level: float = LEVEL) -> float:
+    """The seed-to-seed standard deviation behind a t interval [low, high] over ``replicates`` values (its half-width
+    is ``t sd / sqrt(replicates)``): a committed table's interval gives its detection limit without its raw values."""
+    if replicates < 2 or not (np.isfinite(low) and np.isfinite(high)):
+        return np.nan
+    return float((high - low) / 2 * np.sqrt(replicates) / stats.t.ppf(0.5 + level / 2, replicates - 1))
+
+
+def excluded_drop(drop: Estimate, gain: Estimate) -> float:
+    """The smallest drop δ a null excludes once the bases' own bias is bounded: the drop's upper limit plus the
+    convergence check's upper limit on how much the bases still gain (the longer bases' gain, a bound on how far a
+    base, and with it the drop, sits below where training longer would take it; a negative bound counts as 0). NaN
+    where either has no interval: without the check, a null bounds nothing."""
+    if not (drop.has_interval and gain.has_interval):
+        return np.nan
+    return float(drop.high + max(gain.high, 0.0))
+
+
 def line_fits(x, y) -> tuple[np.ndarray, np.ndarray]:
     """Per replicate, the least-squares line ``y = intercept + slope x`` through its finite points: ``x`` is 1-D
     (k,), ``y`` is (replicates, k). A replicate with fewer than two distinct x gets NaN, so that :func:`estimate`

@@ -49,7 +49,7 @@ from probe.analysis.records import SUFFIX, is_records, merge, read_records, reco
 from probe.analysis.reference import PAPER_ITERATIONS, reference_curves
 from probe.analysis.render import Block, Image, Paragraph, Table, estimate, markdown, number, read_table, write_table
 from probe.analysis.sanity import LONGER_GAIN, VOIDING, longer_gains, near_chance, run_findings
-from probe.analysis.stats import Estimate
+from probe.analysis.stats import Estimate, detection_limit, excluded_drop, spread_of_interval
 from probe.analysis.training import boundary_dataset, curve_dataset, loss_dataset
 from probe.errors import ProbeError
 from probe.storage.atomic import read_json_file, write_atomic, write_json
@@ -369,6 +369,32 @@ class Recipe:
     def section(self) -> str:
         return markdown(self.blocks())
 
+    def sensitivity(self, info: dict, row: dict) -> tuple[float, float, float]:
+        """What an arm's null at a cut could have seen: the drop its seeds detect (80% power, at the spread of its
+        per-seed drops, read from the committed interval), the same at 5 seeds, and the smallest drop it excludes
+        once the longer bases bound the bases' bias (:func:`probe.analysis.stats.excluded_drop`)."""
+        k = int(float(row["drop_seeds"]))
+        scatter = spread_of_interval(float(row["drop_low"]), float(row["drop_high"]), k)
+        drop = Estimate(float(row["drop_mean"]), float(row["drop_low"]), float(row["drop_high"]), k, math.nan)
+        gain = Estimate(**info["convergence_gain"])
+        return detection_limit(scatter, k), detection_limit(scatter, 5), excluded_drop(drop, gain)
+
+    def _sensitivity_blocks(self, arms: list[dict]) -> list[Block]:
+        table = []
+        for info in arms:
+            for r in (r for r in self.rows if r["arm"] == info["name"]):
+                limit, limit_5, excluded = self.sensitivity(info, r)
+                table.append([f"`{info['name']}`", r["n"], self.value("drop", info["name"], r["n"]),
+                              *(number(x) if math.isfinite(x) else "-" for x in (limit, limit_5, excluded))])
+        return [Paragraph("What each null could have seen. The detection limit is the smallest drop the arm's seeds "
+                          "would detect (interval above zero) four times in five, at the seed-to-seed spread of its "
+                          "own paired drops; 'excludes' is the smallest drop the null rules out once the bases' own "
+                          "bias is bounded: the drop's upper limit plus the upper limit of the longer bases' gain. "
+                          "An arm whose bases are 'not converged' still bounds the drop this way: the label says the "
+                          "bases gain, the bound says by how much at most."),
+                Table(["arm", "n", "drop", "detection limit, its seeds", "detection limit, 5 seeds",
+                       "excludes a drop of"], table)]
+
     def blocks(self) -> list[Block]:
         arms = self.info["arms"]
         cuts = sorted({int(r["n"]) for r in self.rows})
@@ -390,12 +416,14 @@ class Recipe:
                                self.value("loss", info["name"], r["n"]), number(r["base_train_eval_loss"]),
                                number(r["bnb_train_eval_loss"]), number(r["base_scale"]), number(r["bnb_scale"]),
                                number(r["base_dead_next"]), number(r["bnb_dead_next"])])
-        return [Table(["arm", "initial weights", "epochs", "baseB", "longer bases' gain (converged)",
+        return [Table(["arm", "initial weights", "epochs", "base (mean of baseA and baseB)",
+                       "longer bases' gain (converged)",
                        *[f"drop n={n}" for n in cuts], "dip", "signature"], table),
                 *[Paragraph(f"`{info['name']}`: " + " ".join(
                     ([f"networks at chance: {', '.join(info['at_chance'])}."] if info.get("at_chance") else [])
                     + [f"Warning: {w}." for w in info.get("voided", [])]))
                   for info in arms if info.get("at_chance") or info.get("voided")],
+                *self._sensitivity_blocks(arms),
                 Paragraph("Per arm and cut: the final training loss of the base and of BnB and their paired "
                           "difference over seeds; the eval-mode loss on the training set after training; the scale "
                           "of layer n's output and the dead units of layer n+1 at the end, the base's beside BnB's "

@@ -58,6 +58,9 @@ from probe.planning.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VA
 from probe.storage.atomic import read_json, write_atomic, write_json
 from probe.storage.checkpoint import read_metrics
 from probe.storage.run import METRICS, Run
+from probe.studies.control import Control
+from probe.studies.control import collect as collect_control
+from probe.studies.control import recollect as recollect_control
 from probe.studies.initialization import Initialization
 from probe.studies.initialization import collect as collect_initialization
 from probe.studies.ladder import FOLDER as LADDER_FOLDER
@@ -393,11 +396,12 @@ def render(docs: Path = DOCS) -> str:
     """``docs/reproduction.in.md`` with its placeholders filled from ``docs/reproduction/*/``."""
     template = (docs / "reproduction.in.md").read_text()
     folders = sorted((docs / "reproduction").iterdir())
-    results: dict[str, Results | Ladder | Initialization | Recipe | Paper] = {
+    results: dict[str, Results | Ladder | Initialization | Recipe | Control | Paper] = {
         p.name: Results(p) for p in folders if (p / "run.json").exists()}
     results |= {p.name: Ladder(p) for p in folders if (p / "ladder.json").exists()}
     results |= {p.name: Initialization(p) for p in folders if (p / "initialization.json").exists()}
     results |= {p.name: Recipe(p) for p in folders if (p / "recipe.json").exists()}
+    results |= {p.name: Control(p) for p in folders if (p / "control.json").exists()}
     results["paper"] = Paper()
 
     def fill(match: re.Match) -> str:
@@ -501,6 +505,24 @@ def recipe_command(sources: tuple[Path, ...], add: bool, merge_into: bool, recol
             raise click.ClickException("no committed recipe arm has records to collect again from: collect the "
                                        "arms from their run directories")
     _collected(lambda dirs: collect_recipe(dirs, add=add or recollect, merge_into=merge_into), sources)
+
+
+@main.command("control")
+@click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--add", is_flag=True, default=False,
+              help="Keep the committed arms beside SOURCES (an arm of the same name is replaced, in its place).")
+@click.option("--recollect", is_flag=True, default=False,
+              help="Collect every committed arm again from its committed records (docs/reproduction/control/"
+                   "records/); no run directory is read.")
+def control_command(sources: tuple[Path, ...], add: bool, recollect: bool) -> None:
+    """Collect the positive control's arms SOURCES into docs/reproduction/control/: run directories of selffer-only
+    runs with doses (an arm is named by its directory), or records files ARM.json.gz."""
+    if recollect:
+        if sources:
+            raise click.UsageError("--recollect reads the committed records alone: name no source")
+        _collected(lambda _: recollect_control(), ())
+        return
+    _collected(lambda dirs: collect_control(dirs, add=add), sources)
 
 
 def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:

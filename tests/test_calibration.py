@@ -287,3 +287,29 @@ def test_boundary_counts_dead_units():
     assert out["relu"]["dead"] == pytest.approx(0.25)
     assert out["relu"]["scale"] == pytest.approx(float(torch.relu(x).pow(2).mean().sqrt()))
     assert 0 <= out["tokens"]["dead"] <= 1
+
+
+def test_every_null_says_what_it_could_have_seen():
+    """The sensitivity note: per cut, the drop, the smallest drop its seeds detect at their own spread (smaller with
+    less scatter), and what it excludes once the longer bases bound the bases' bias (drop's upper + gain's upper)."""
+    from probe.analysis.sanity import sensitivity, sensitivity_note
+    from probe.analysis.stats import detection_limit
+
+    base = [[0.60, 0.62], [0.61, 0.59], [0.58, 0.60]]
+    ds = _accuracies(base, [[a + 0.01 for a in row] for row in base])
+    bnb = np.array(base)[:, :, None, None] - np.array([0.00, 0.01, 0.02])[:, None, None, None]
+    ds["acc"] = (("split", "replicate", "target", "n", "variant"), bnb[None])
+    ds = ds.assign_coords(n=[5], variant=["BnB"])
+    found = sensitivity(ds)[("random", 5)]
+    assert found["drop"].mean == pytest.approx(0.01) and found["spread"] == pytest.approx(0.01)
+    assert found["limit"] == pytest.approx(detection_limit(0.01, 3)) and found["limit_5"] < found["limit"]
+    gain = longer_gains(ds)["random"]
+    assert found["excluded"] == pytest.approx(found["drop"].high + gain.high)
+    note = sensitivity_note(ds)
+    assert "random n=5" in note and "at 3 seeds" in note and "excludes a drop of" in note
+    unchecked = sensitivity_note(ds.drop_vars("base_long"))
+    assert "excludes nothing" in unchecked
+    tighter = ds.copy()
+    tighter["acc"] = ds["acc"] * 0 + (np.array(base)[None, :, :, None, None] - 0.01)
+    assert sensitivity(tighter)[("random", 5)]["spread"] == pytest.approx(0)
+    assert sensitivity_note(ds.assign_coords(variant=["AnB"])) is None  # no selffer planned: nothing to say

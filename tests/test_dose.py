@@ -211,3 +211,87 @@ def test_a_study_with_doses_round_trips_through_its_plan(dosed_run):
     study, _ = read_plan(dosed_run)
     assert Study(**{**{f: getattr(study, f) for f in ("data", "arch", "recipe", "splits", "seeds", "cuts",
                                                       "variants", "doses")}}).doses == ("10", "~30")
+
+
+# --- the control's collector and its verdicts -------------------------------------------------------------------------
+
+def _rows(drop=(0.03, 0.01, 0.05), vs=(-0.03, -0.05, -0.01), loss=(0.1, 0.05, 0.15), up=9, chance=0, n=5):
+    row = {"n": n, "loss_up": up, "directions": 10, "at_chance": chance}
+    for prefix, (m, lo, hi) in (("drop_", drop), ("vs_plain_", vs), ("loss_diff_", loss)):
+        row |= {f"{prefix}mean": m, f"{prefix}low": lo, f"{prefix}high": hi, f"{prefix}seeds": 5}
+    return [row]
+
+
+@pytest.mark.parametrize("kw, seeds, failed, expected", [
+    ({}, 5, [], "passes"),
+    ({}, 1, [], "kept"),
+    (dict(chance=2), 1, [], "dropped: 2 at chance"),
+    ({}, 1, ["s0/B5Bx30"], "dropped: diverged (s0/B5Bx30)"),
+    ({}, 3, [], "pending (3 of 5 seeds)"),
+    (dict(drop=(0.015, 0.01, 0.02)), 5, [], "fails: drop"),
+    (dict(drop=(0.03, -0.01, 0.07)), 5, [], "fails: drop"),
+    (dict(vs=(-0.03, -0.06, 0.001)), 5, [], "fails: against the plain selffer"),
+    (dict(loss=(0.1, -0.01, 0.2)), 5, [], "fails: the training loss"),
+    (dict(up=7), 5, [], "fails: training loss above the base's in 7 of 10"),
+    (dict(chance=1), 5, [], "fails: 0 diverged, 1 at chance"),
+    (dict(n=3), 5, [], "cut 5 not trained"),
+])
+def test_the_success_rule_fixed_before_the_runs(kw, seeds, failed, expected):
+    from probe.studies.control import verdict
+
+    assert verdict(_rows(**kw), seeds, failed).startswith(expected)
+
+
+def test_the_detection_limit_agrees_with_the_noncentral_t_power():
+    """(t(.975) + t(.8)) s / sqrt(k) against the exact power of the one-sample t test at that effect: near 0.8, as
+    the approximation promises, and never for a limit off by a factor of two."""
+    from scipy import stats
+
+    from probe.analysis.stats import detection_limit
+
+    for k in (3, 5, 10):
+        limit = detection_limit(0.01, k)
+        crit = stats.t.ppf(0.975, k - 1)
+        power = stats.nct.sf(crit, k - 1, limit / (0.01 / math.sqrt(k)))
+        assert 0.7 < power < 0.85, (k, power)
+        half = stats.nct.sf(crit, k - 1, limit / 2 / (0.01 / math.sqrt(k)))
+        assert half < 0.45
+    assert detection_limit(0.02, 5) == pytest.approx(2 * detection_limit(0.01, 5))
+    assert detection_limit(0.01, 5) < detection_limit(0.01, 3)
+    assert math.isnan(detection_limit(0.01, 1)) and math.isnan(detection_limit(math.nan, 5))
+
+
+def test_a_null_excludes_the_drop_bound_plus_the_bases_bias():
+    from probe.analysis.stats import Estimate, excluded_drop
+
+    drop, gain = Estimate(0.002, -0.004, 0.009, 3, 0.3), Estimate(0.011, 0.003, 0.019, 3, 0.01)
+    assert excluded_drop(drop, gain) == pytest.approx(0.028)
+    assert excluded_drop(drop, Estimate(-0.01, -0.02, -0.001, 3, 0.1)) == pytest.approx(0.009)
+    assert math.isnan(excluded_drop(drop, Estimate(math.nan, math.nan, math.nan, 0, math.nan)))
+
+
+def test_the_control_is_collected_rendered_and_recollected_from_its_records(dosed_run, tmp_path):
+    from probe.studies.control import Control, collect, recollect
+
+    dest = collect([dosed_run], docs=tmp_path)
+    rows = (dest / "control.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3  # plain, x10, x~30 at n = 5
+    info = json.loads((dest / "control.json").read_text())["arms"][0]
+    assert set(info["verdicts"]) == {"10", "~30"}
+    assert all(v == "kept" or v.startswith("dropped") for v in info["verdicts"].values())
+    text = Control(dest).section()
+    assert "×10:" in text and "detection limit" in text
+    before = (dest / "control.csv").read_bytes()
+    recollect(docs=tmp_path)
+    assert (dest / "control.csv").read_bytes() == before
+
+
+def test_the_spread_behind_an_interval_is_the_values_own():
+    import numpy as np
+
+    from probe.analysis.stats import estimate, spread, spread_of_interval
+
+    values = np.array([0.01, -0.004, 0.02, 0.007, 0.0])
+    e = estimate(values)
+    assert spread_of_interval(e.low, e.high, e.replicates) == pytest.approx(spread(values))
+    assert math.isnan(spread_of_interval(math.nan, math.nan, 1))
