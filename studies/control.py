@@ -41,6 +41,7 @@ from probe.studies.recipe import DOCS, read_source
 
 FOLDER = "control"
 RECORDS = "records"
+PILOT = "pilot.csv"  # the pilot run by hand before the control was fixed: its figures as reported, no records
 PLAIN = "BnB"
 # The success rule, fixed before the runs: at DOSE_CUT, over SEEDS seeds (each the mean of its two directions), the
 # drop at least SIZE with its interval above zero; the dosed selffer below the plain one by at least SIZE with the
@@ -198,6 +199,8 @@ class Control:
         """``verdict:ARM:DOSE``, ``drop:ARM:DOSE:N``, ``vs_plain:ARM:DOSE:N``, ``loss:ARM:DOSE:N`` (the dosed
         selffer's training loss minus its base's), ``limit:ARM:N:SEEDS`` (the plain selffer's detection limit)."""
         try:
+            if kind == "pilot":
+                return self.pilot()
             if kind == "verdict":
                 name, dose = keys
                 return next(a for a in self.info["arms"] if a["name"] == name)["verdicts"][dose]
@@ -214,6 +217,19 @@ class Control:
             raise ProbeError(f"no control result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: "
                              "verdict:ARM:DOSE, drop:ARM:DOSE:N, vs_plain:ARM:DOSE:N, loss:ARM:DOSE:N, "
                              "limit:ARM:N:SEEDS)") from None
+
+    def pilot(self) -> str:
+        """The pilot run by hand before the control was fixed (``pilot.csv``), as a table: test accuracy / final
+        training-set loss per recipe, seed and task, for the base and B5B at each dose it tried."""
+        rows = read_table(self.folder / PILOT)
+        doses = list(dict.fromkeys(r["network"] for r in rows if r["network"] != "base"))
+        table = []
+        for key in dict.fromkeys((r["recipe"], r["seed"], r["task"]) for r in rows):
+            cells = {r["network"]: f"{number(r['test_acc'])} / {number(r['train_loss'])}" for r in rows
+                     if (r["recipe"], r["seed"], r["task"]) == key}
+            table.append([f"{key[0]}, seed {key[1]}, task {key[2]}", cells.get("base", ""),
+                          *(cells.get(d, "") for d in doses)])
+        return markdown([Table(["recipe", "base", *(f"B5B ×{d}" for d in doses)], table)]).strip()
 
     def section(self) -> str:
         return markdown(self.blocks())
@@ -234,7 +250,7 @@ class Control:
                 table.append([r["dose"], r["n"], number(r["base_mean"]), number(r["selffer_mean"]), est["drop_"],
                               "-" if r["dose"] == "1" else est["vs_plain_"], est["loss_diff_"],
                               f"{r['loss_up']} of {r['directions']}", r["at_chance"],
-                              f"{number(r['limit_3'])} / {number(r['limit_5'])}"])
+                              f"{number(r['limit_3'])} / {number(r['limit_5'])}" if math.isfinite(float(r["limit_3"])) else "-"])
             out.append(Table(["dose", "n", "base", "selffer", "drop (base − selffer)", "dosed − plain",
                               "training loss − base's", "loss above base's", "at chance",
                               "detection limit, 3 / 5 seeds"], table))

@@ -50,7 +50,7 @@ from probe.analysis.reference import PAPER_ITERATIONS, reference_curves
 from probe.analysis.render import Block, Image, Paragraph, Table, estimate, markdown, number, read_table, write_table
 from probe.analysis.sanity import LONGER_GAIN, VOIDING, longer_gains, near_chance, run_findings
 from probe.analysis.stats import Estimate, detection_limit, excluded_drop, spread_of_interval
-from probe.analysis.training import boundary_dataset, curve_dataset, loss_dataset
+from probe.analysis.training import LAYER, boundary_curve_dataset, boundary_dataset, curve_dataset, loss_dataset
 from probe.errors import ProbeError
 from probe.storage.atomic import read_json_file, write_atomic, write_json
 
@@ -353,6 +353,18 @@ class Recipe:
             if kind == "base":  # base:ARM:train_loss|train_eval_loss|val_loss, the bases' mean
                 name, which = keys
                 return number(next(r for r in self.rows if r["arm"] == name)[f"base_{which}"], 2)
+            if kind in ("limit", "excludes"):  # limit:ARM:N (at its seeds), excludes:ARM:N
+                name, n = keys
+                info = next(a for a in self.info["arms"] if a["name"] == name)
+                limit, _, excluded = self.sensitivity(info, next(r for r in self.rows
+                                                                 if r["arm"] == name and r["n"] == n))
+                return number(limit if kind == "limit" else excluded)
+            if kind == "network":  # network:ARM:ID:FIELD, one network's metrics.json field, from the arm's records
+                name, nid, field = keys
+                return number(read_records(self.folder / RECORDS / f"{name}{SUFFIX}").metrics[nid][field])
+            if kind == "growth":  # growth:ARM:N, the live bases' layer n output RMS trained over initial
+                name, n = keys
+                return number(self.growth(name, int(n)), 2)
             (name,) = keys
             info = next(a for a in self.info["arms"] if a["name"] == name)
             if kind == "gain":
@@ -364,7 +376,20 @@ class Recipe:
         except (StopIteration, ValueError, KeyError):
             pass
         raise ProbeError(f"no recipe result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: drop:ARM:N, "
-                         "loss:ARM:N, base:ARM:WHICH, gain:ARM, dip:ARM, signature:ARM, chance:ARM)")
+                         "loss:ARM:N, base:ARM:WHICH, gain:ARM, dip:ARM, signature:ARM, chance:ARM, growth:ARM:N, "
+                         "limit:ARM:N, excludes:ARM:N, network:ARM:ID:FIELD)")
+
+    def growth(self, name: str, n: int) -> float:
+        """How far training moved the scale of what crosses cut n: the RMS of layer n's output at the end over its
+        RMS before the first step, mean over the arm's bases that trained (above chance), from its records. Below 1,
+        a selffer's fresh layer n+1 meets inputs smaller than a fresh base's layer n+1 did at its start."""
+        run = read_records(self.folder / RECORDS / f"{name}{SUFFIX}")
+        ds = run.dataset("top1")
+        layer = run.layers[n - 1]
+        scale = boundary_curve_dataset(run, ds)["base_scale"].sel({LAYER: layer})
+        ratio = (scale.isel(epoch=-1) / scale.isel(epoch=0)).where(ds["base"] >= near_chance(ds["chance"]))
+        values = ratio.values[np.isfinite(ratio.values)]
+        return float(values.mean()) if len(values) else math.nan
 
     def section(self) -> str:
         return markdown(self.blocks())

@@ -231,6 +231,9 @@ def test_a_short_schedule_fails_the_check_end_to_end(tmp_path, cli):
     assert analyzed.exit_code == 0, analyzed.output
     report = (run / "analysis" / "report.md").read_text()
     assert "not converged" in report and "Convergence, checked" in report
+    # what each null could have seen, from this run's own two seeds, where the user reads it
+    assert "Sensitivity of the co-adaptation drop" in report and "at 2 seeds" in report
+    assert "excludes a drop of" in report and "Sensitivity of the co-adaptation drop" in result.output
     for figure in ("training_loss_random", "boundary_random"):  # the training loss and the cut, per epoch
         assert (run / "analysis" / "figures" / f"{figure}.png").exists() and f"figures/{figure}.png" in report
     assert xr.open_zarr(run / "analysis" / "accuracies.zarr")["base_long"].notnull().all()
