@@ -250,7 +250,8 @@ class Control:
                 table.append([r["dose"], r["n"], number(r["base_mean"]), number(r["selffer_mean"]), est["drop_"],
                               "-" if r["dose"] == "1" else est["vs_plain_"], est["loss_diff_"],
                               f"{r['loss_up']} of {r['directions']}", r["at_chance"],
-                              f"{number(r['limit_3'])} / {number(r['limit_5'])}" if math.isfinite(float(r["limit_3"])) else "-"])
+                              f"{number(r['limit_3'])} / {number(r['limit_5'])}"
+                              if math.isfinite(float(r["limit_3"])) else "-"])
             out.append(Table(["dose", "n", "base", "selffer", "drop (base − selffer)", "dosed − plain",
                               "training loss − base's", "loss above base's", "at chance",
                               "detection limit, 3 / 5 seeds"], table))
