@@ -129,6 +129,11 @@ def study_options(f):
                      help="With --image-size: crop resizes the shorter side and center-crops the longer; pad resizes "
                           "the longer side and pads the shorter with zeros (nothing is cut off); squash resizes both "
                           "sides (the aspect ratio changes)."),
+        click.option("--classes-per-task", type=int, default=None,
+                     help="Keep this many classes of each task, a seeded draw (the replicate's split seed, or its "
+                          "init seed on a fixed split) nested across sizes: at one seed, 10 classes a task lie inside "
+                          "25. Balances unequal tasks (Tiny ImageNet's 72 natural and 128 man-made) and varies the "
+                          "number of classes. Default: every class of the split."),
         click.option("--train-per-class", type=int, default=None,
                      help="Keep at most this many training images per class (seeded, before the validation "
                           "hold-out); a class with fewer keeps all of its own, so the training set is balanced only "
@@ -225,7 +230,8 @@ def study_from_options(kw: dict) -> Study:
         arch=ArchSpec(kw["arch"], kw["init"], parse_arch_options(kw["arch_option"]), _cut_at(kw["cut_at"])),
         recipe=recipe, seeds=_seed_list(kw["seeds"], "seed"),
         init_seeds=_seed_list(kw["init_seeds"], "init seed") or None, cuts=_cut_list(kw["cuts"]),
-        convergence_factor=_convergence_factor(kw), doses=_doses(kw["doses"]), **_source_choices(kw))
+        convergence_factor=_convergence_factor(kw), doses=_doses(kw["doses"]),
+        classes_per_task=kw["classes_per_task"], **_source_choices(kw))
     if study.source is not None:
         # the file itself, and its tensors' names and shapes as far as they do not depend on the data's channels and
         # image size; the rest when the study is planned on the data

@@ -15,6 +15,7 @@ import re
 
 import numpy as np
 
+from probe.data.wordnet import natural_man_made
 from probe.errors import ProbeError
 
 CIFAR100_MAN_MADE_SUPERCLASSES = {
@@ -26,25 +27,12 @@ CIFAR100_MAN_MADE_SUPERCLASSES = {
     "vehicles 2": ["lawn_mower", "rocket", "streetcar", "tank", "tractor"],
 }
 
-# ILSVRC-2012 indices in the standard sorted-wnid order: the paper's 449 natural and 551 man-made classes.
-_IMAGENET_NATURAL = [*range(0, 398), *range(936, 959), 970, *range(972, 999)]
-
-
 def _by_name(a: list[str], b: list[str]):
     return lambda classes: (a, b)
 
 
 def _complement(a: list[str]):
     return lambda classes: (a, [c for c in classes if c not in a])
-
-
-def _imagenet(classes: list[str]):
-    if len(classes) != 1000 or not all(re.fullmatch(r"n\d{8}", c) for c in classes):
-        raise ProbeError("split natural-man-made is for ImageNet: it needs the 1000 ILSVRC-2012 class folders "
-                         f"named by WordNet id (n01440764, ...); this dataset has {len(classes)} classes "
-                         f"starting {classes[:3]}")
-    natural = set(_IMAGENET_NATURAL)
-    return ([c for i, c in enumerate(classes) if i in natural], [c for i, c in enumerate(classes) if i not in natural])
 
 
 # name -> (the dataset it is meant for, a function from the dataset's classes to (A, B))
@@ -55,7 +43,7 @@ SEMANTIC_SPLITS = {
         ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Shirt"], ["Sandal", "Sneaker", "Bag", "Ankle boot"])),
     "man-made-natural": ("cifar100", _complement(
         [c for names in CIFAR100_MAN_MADE_SUPERCLASSES.values() for c in names])),
-    "natural-man-made": ("imagenet (imagefolder)", _imagenet),
+    "natural-man-made": ("ImageNet classes (ImageNet, Tiny ImageNet, a subset)", natural_man_made),
 }
 SPLITS = ("random", *SEMANTIC_SPLITS, "file:PATH")
 # What a split file may hold besides its two tasks: labels for reports, which change no network
@@ -108,6 +96,24 @@ def resolve_split(split: str, classes: list[str], seed: int | None = None,
         raise ProbeError(f"split {split!r} is for {meant_for}, but this dataset has no class {missing[0]!r} "
                          f"(its classes: {', '.join(classes[:12])}{', ...' if len(classes) > 12 else ''})")
     return _checked(split, classes, a, b)
+
+
+def draw_classes(tasks: dict, per_task: int, seed: int, split: str = "") -> dict:
+    """``tasks`` with ``per_task`` classes of each task kept, a seeded draw: one permutation of each task's classes
+    by ``seed``, of which the first ``per_task`` are kept, so that at one seed a smaller draw lies inside a larger
+    one (nested) and tasks of unequal size become balanced. The kept classes stay in the dataset's order."""
+    out = dict(tasks)
+    for i, task in enumerate(("A", "B")):
+        names = list(tasks[task])
+        if not names:
+            continue  # a one-directional plan's empty task A
+        if per_task > len(names):
+            raise ProbeError(f"split {split!r}: task {task} has {len(names)} classes, fewer than the "
+                             f"{per_task} a task asked for (--classes-per-task)")
+        order = np.random.default_rng([seed, i, 7919]).permutation(len(names))
+        kept = set(order[:per_task].tolist())
+        out[task] = [c for j, c in enumerate(names) if j in kept]
+    return out
 
 
 def _read_split_file(path: str, classes: list[str]) -> tuple[list[str], list[str], dict[str, str]]:

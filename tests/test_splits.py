@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from probe.data.splits import CIFAR100_MAN_MADE_SUPERCLASSES, SPLITS, check_split_name, resolve_split, split_is_seeded
+from probe.data.wordnet import class_label, ilsvrc12
 from probe.errors import ProbeError
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -13,7 +14,7 @@ FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"
                  "Ankle boot"]
 MAN_MADE = [c for names in CIFAR100_MAN_MADE_SUPERCLASSES.values() for c in names]
 SOME_NATURAL = ["apple", "aquarium_fish", "baby", "bear", "beaver", "bee", "beetle", "cloud", "forest", "maple_tree"]
-WNIDS = [f"n{i:08d}" for i in range(1000)]
+WNIDS = list(ilsvrc12())  # the 1,000 ILSVRC-2012 WordNet ids, in their standard order
 CLASSES = [f"class{i}" for i in range(10)]
 
 
@@ -82,16 +83,26 @@ def test_natural_man_made_on_imagenet_wnids():
     tasks = resolve_split("natural-man-made", WNIDS)
     assert len(tasks["A"]) == 449 and len(tasks["B"]) == 551
     assert set(tasks["A"]).isdisjoint(tasks["B"]) and sorted(tasks["A"] + tasks["B"]) == WNIDS
-    # the natural classes: ILSVRC's animals (0..397) first
+    # the natural classes: ILSVRC's animals (0..397) first, then the authors' 936-958, 970 and 972-998
     assert tasks["A"][:398] == WNIDS[:398]
-    assert {"n00000398", "n00000971", "n00000999"} <= set(tasks["B"])  # first artifact, bubble, toilet tissue
-    assert {"n00000936", "n00000970", "n00000998"} <= set(tasks["A"])  # food, alp, ear (of corn)
+    assert {WNIDS[398], WNIDS[971], WNIDS[999]} <= set(tasks["B"])  # abacus, bubble, toilet tissue
+    assert {WNIDS[936], WNIDS[970], WNIDS[998]} <= set(tasks["A"])  # head cabbage, alp, ear
+    assert class_label(WNIDS[1]) == "n01443537 goldfish" and class_label("cat") == "cat"
 
 
-@pytest.mark.parametrize("classes", [WNIDS[:999], CIFAR10, [f"x{i:08d}" for i in range(1000)]])
-def test_natural_man_made_needs_1000_wnids(classes):
+def test_natural_man_made_by_wordnet_id_on_a_subset_in_any_order():
+    """Tiny ImageNet's classes are 200 of ILSVRC's: split by id, not by position, whatever the order they come in."""
+    some = WNIDS[::5][::-1]
+    tasks = resolve_split("natural-man-made", some)
+    natural = set(resolve_split("natural-man-made", WNIDS)["A"])
+    assert set(tasks["A"]) == natural & set(some) and set(tasks["B"]) == set(some) - natural
+
+
+@pytest.mark.parametrize("classes, culprit", [(WNIDS[:10] + ["n99999999"], "'n99999999' is not an ILSVRC-2012"),
+                                              (CIFAR10, "'airplane' is not a WordNet id")])
+def test_natural_man_made_refuses_a_class_outside_ilsvrc_by_name(classes, culprit):
     message = _error("natural-man-made", classes)
-    assert str(len(classes)) in message and "ImageNet" in message
+    assert culprit in message and "\n" not in message
 
 
 def test_file_split_by_names_and_indices(split_file):
@@ -188,3 +199,26 @@ def test_split_names(split_file):
     check_split_name("file:/anything.json")
     named = split_file({"A": ["class2"], "B": [5]})
     assert resolve_split(named, CLASSES) == {"A": ["class2"], "B": ["class5"]} and not split_is_seeded(named)
+
+
+def test_classes_per_task_is_a_nested_seeded_draw():
+    from probe.data.splits import draw_classes
+
+    tasks = resolve_split("natural-man-made", WNIDS[::5])  # 200 classes of ILSVRC, unequal tasks
+    small, large = (draw_classes(tasks, k, seed=3, split="natural-man-made") for k in (10, 25))
+    for task in ("A", "B"):
+        assert len(small[task]) == 10 and len(large[task]) == 25
+        assert set(small[task]) <= set(large[task]) <= set(tasks[task])  # nested at one seed
+        assert small[task] == [c for c in tasks[task] if c in small[task]]  # the dataset's order kept
+    assert draw_classes(tasks, 10, seed=4)["A"] != small["A"]  # another seed, another draw
+    with pytest.raises(ProbeError, match="task A has 90 classes, fewer than the 100"):
+        draw_classes(tasks, 100, seed=0, split="natural-man-made")
+
+
+def test_plan_draws_classes_per_task_and_names_them(cli, split_file):
+    result = cli("plan", "--dataset", "synthetic", "--seeds", "0", "--cuts", "5", "--variants", "BnB",
+                 "--classes-per-task", "2")
+    assert result.exit_code == 0, result.output
+    assert sum("task A, 2 classes" in line or "task B, 2 classes" in line for line in result.output.splitlines()) == 2
+    bad = cli("plan", "--dataset", "synthetic", "--seeds", "0", "--classes-per-task", "9")
+    assert bad.exit_code != 0 and "fewer than the 9" in bad.output and "Traceback" not in bad.output

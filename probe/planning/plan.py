@@ -22,7 +22,8 @@ from pathlib import Path
 
 from probe.architectures.registry import complete_arch_spec, get_architecture
 from probe.data.custom import complete_data_spec
-from probe.data.splits import TARGET_SPLIT, check_split_name, resolve_split, split_is_seeded
+from probe.data.splits import TARGET_SPLIT, check_split_name, draw_classes, resolve_split, split_is_seeded
+from probe.data.wordnet import class_label
 from probe.errors import ProbeError
 from probe.planning.dose import Dose, parse_doses
 from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec, legacy_recipe
@@ -81,6 +82,8 @@ class Study:
     # The positive control (probe.planning.dose): beside each network that copies layers from a base (BnB, BnB+, AnB,
     # AnB+), one more per dose, its copied layer n rescaled; as texts, e.g. ("10", "1/10", "~30")
     doses: tuple[str, ...] = ()
+    # At most this many classes of each task, a seeded draw nested across sizes (None: every class of the split)
+    classes_per_task: int | None = None
     # False for a study read back from a run's plan.json: it was checked when it was planned, and reading a run
     # (status, analyze) must not need the architecture's code, which this installation may lack.
     check_arch: InitVar[bool] = True
@@ -119,6 +122,9 @@ class Study:
                 or self.convergence_factor < 2):
             raise ProbeError(f"convergence factor {self.convergence_factor!r} must be an integer of at least 2: the "
                              "check trains a base that many times as long")
+        if self.classes_per_task is not None and (isinstance(self.classes_per_task, bool) or not isinstance(
+                self.classes_per_task, int) or self.classes_per_task < 2):
+            raise ProbeError(f"classes per task {self.classes_per_task!r} must be an integer of at least 2")
         if self.doses and not any(Variant.named(v).family in DOSED_FAMILIES for v in self.variants):
             raise ProbeError(f"doses {', '.join(self.doses)} rescale what BnB, BnB+, AnB or AnB+ copy from a base, and "
                              f"variants {', '.join(self.variants)} name none of them")
@@ -159,6 +165,8 @@ class Study:
                 del d[name]
         if not self.doses:
             del d["doses"]
+        if self.classes_per_task is None:
+            del d["classes_per_task"]
         return d
 
 
@@ -219,6 +227,9 @@ def make_plan(study: Study, classes: list[str], in_channels: int, image_size: in
         replicates = list(zip(study.seeds, init_seeds)) if seeded else [(None, s) for s in init_seeds]
         for split_seed, init_seed in replicates:
             tasks = _tasks(study, split, classes, split_seed, (recorded or {}).get(split))
+            if study.classes_per_task is not None:  # the replicate's draw: its split seed, or its init seed
+                tasks = draw_classes(tasks, study.classes_per_task,
+                                     split_seed if split_seed is not None else init_seed, split)
             labels[split] = (tasks.get("name"), tasks.get("note"))
             common = dict(data=study.data, split=split, split_seed=split_seed, init_seed=init_seed, arch=study.arch,
                           recipe=study.recipe, classes_a=tasks["A"], classes_b=tasks["B"], in_channels=in_channels,
@@ -270,7 +281,8 @@ def task_summaries(plan: list[PlannedNetwork], arrays) -> list[dict]:
     out: dict[tuple, dict] = {}
     for p in plan:
         spec = p.spec
-        key = (spec.split, spec.split_seed)
+        # a fixed split's replicates differ in their classes where a study draws some of each task
+        key = (spec.split, spec.split_seed, spec.classes_a, spec.classes_b)
         if key not in out:
             tasks = {task: {"classes": list(classes),
                             **task_counts(arrays, list(classes), spec.data, test_classes=True)}
@@ -293,7 +305,8 @@ def format_task_summaries(summaries: list[dict], names_shown: int = 20) -> list[
         if "note" in s:
             lines.append(f"  note: {s['note']}")
         for task, t in s["tasks"].items():
-            names = ", ".join(t["classes"][:names_shown]) + (", ..." if len(t["classes"]) > names_shown else "")
+            names = ", ".join(map(class_label, t["classes"][:names_shown])) + (
+                ", ..." if len(t["classes"]) > names_shown else "")
             lines.append(f"  task {task}, {len(t['classes'])} classes: {names}")
             lines.append(f"    train {t['train']} ({_class_range(t['smallest'], t['largest'])}), val {t['val']}, "
                          f"test {t['test']}")
