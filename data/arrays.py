@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # The dataset kinds probe reads itself; any other name is a dataset of one's own
-DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+DATASETS = ("fashion-mnist", "cifar10", "cifar100", "imagefolder", "tinyimagenet", "synthetic")
 
 
 @dataclass(frozen=True)

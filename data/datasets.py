@@ -2,7 +2,8 @@
 
 Names: ``fashion-mnist`` (Debian's ``dataset-fashion-mnist`` files or a torchvision root), ``cifar10`` and
 ``cifar100`` (a torchvision root, or an image-folder tree with ``train/`` and ``test/``), ``imagefolder`` (any
-ImageNet-style tree with ``train/`` and ``val/`` or ``test/``; give its path as the root) and ``synthetic``.
+ImageNet-style tree with ``train/`` and ``val/`` or ``test/``; give its path as the root), ``tinyimagenet`` (its
+official layout as a folder, zip or tarball, read in place: :mod:`probe.data.tinyimagenet`) and ``synthetic``.
 A name may carry its root after a colon: ``imagefolder:/data/imagenet``, ``cifar10:../shared/data/cifar10``.
 Any other name is a dataset of one's own (:mod:`probe.data.custom`): registered, or a function's import path.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from probe.data import tinyimagenet
 from probe.data.arrays import DATASETS, ImageArrays, resized, to_square
 from probe.data.custom import load_own
 from probe.errors import ProbeError
@@ -50,8 +52,8 @@ def parse_dataset(text: str, root: str | None = None) -> tuple[str, str | None]:
     if inline_root and root and inline_root != root:
         raise ProbeError(f"dataset {text!r} names root {inline_root!r} but --data-root says {root!r}")
     root = inline_root or root
-    if name == "imagefolder" and not root:
-        raise ProbeError("dataset 'imagefolder' needs the tree's path: imagefolder:PATH")
+    if name in ("imagefolder", "tinyimagenet") and not root:
+        raise ProbeError(f"dataset {name!r} needs its path: {name}:PATH")
     return name, root
 
 
@@ -123,6 +125,9 @@ def _locate(name: str, root: str | None, download: bool) -> tuple[str, Path, lis
         return "torchvision-fashion-mnist", Path(root), _files_under(Path(root) / "FashionMNIST", required=False)
     if root is None:
         raise ProbeError(f"dataset {name!r} needs a root: {name}:PATH or --data-root PATH")
+    if name == "tinyimagenet":
+        path = tinyimagenet.check_root(root)
+        return "tinyimagenet", path, tinyimagenet.fingerprint_files(path)
     path = Path(root)
     if not path.is_dir():
         raise ProbeError(f"data root {root!r} of dataset {name!r} is not a directory")
@@ -158,6 +163,7 @@ def _files_under(path: Path, required: bool = True) -> list[Path]:
 
 def _fingerprint(reader: str, source: Path, files: list[Path], spec: DataSpec) -> str:
     h = hashlib.sha256(f"{reader}\0{source.resolve()}\0{spec.image_size}".encode())
+    base = source if source.is_dir() else source.parent  # an archive is its own one file
     # a skipping decode differs from a refusing one, a padded image from a cropped one; the defaults add nothing, so
     # older caches stay valid
     if spec.unreadable != "error":
@@ -166,7 +172,7 @@ def _fingerprint(reader: str, source: Path, files: list[Path], spec: DataSpec) -
         h.update(f"\0resize_mode={spec.resize_mode}".encode())
     for p in files:
         st = p.stat()
-        h.update(f"\0{p.relative_to(source)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
+        h.update(f"\0{p.relative_to(base)}\0{st.st_size}\0{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -316,6 +322,7 @@ def _as_list(batch: list) -> list:
 _READERS = {
     "idx-gz": _read_idx_gz,
     "imagefolder": _read_imagefolder,
+    "tinyimagenet": lambda s, spec, d, p: tinyimagenet.read(s, spec, p),
     "torchvision-fashion-mnist": lambda s, spec, d, p: _read_torchvision("fashion-mnist", s, spec, d),
     "torchvision-cifar10": lambda s, spec, d, p: _read_torchvision("cifar10", s, spec, d),
     "torchvision-cifar100": lambda s, spec, d, p: _read_torchvision("cifar100", s, spec, d),
