@@ -132,6 +132,7 @@ def _locate(name: str, root: str | None, download: bool) -> tuple[str, Path, lis
     if not path.is_dir():
         raise ProbeError(f"data root {root!r} of dataset {name!r} is not a directory")
     if (path / "train").is_dir() and _test_folder(path, required=False):
+        test_split(path)  # the layout, checked before anything is decoded
         return "imagefolder", path, _files_under(path)
     if name == "imagefolder":
         raise ProbeError(f"image-folder tree {root!r} needs a train/ folder and a val/ or test/ folder")
@@ -151,6 +152,65 @@ def _test_folder(path: Path, required: bool = True) -> Path | None:
     if required:
         raise ProbeError(f"image-folder tree {str(path)!r} has no val/ or test/ folder")
     return None
+
+
+# A flat folder of test images labelled by a file, as Tiny ImageNet lays out its val/: file<TAB>class per line
+ANNOTATIONS = "val_annotations.txt"
+
+
+def _class_folders(folder: Path) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+
+
+def test_split(root: Path) -> tuple[Path, Path | None]:
+    """The folder of an image-folder tree whose images are its test split, and the labels file of a flat one (None
+    for one folder per class), chosen from the folder names alone, before anything is decoded: a labelled split over
+    an unlabelled one (Tiny ImageNet's test/ has no labels, its val/ has them); test/ over val/ where both are
+    labelled (a training run's own validation comes out of train/, so val/ is then unused). One line with the fix
+    where no split is labelled."""
+    train = _class_folders(root / "train")
+    if not train:
+        raise ProbeError(f"{str(root / 'train')!r} holds no class folders; expected one folder of images per class")
+    seen = []
+    for sub in ("test", "val"):
+        folder = root / sub
+        if not folder.is_dir():
+            continue
+        classes = _class_folders(folder)
+        if classes == train:
+            return folder, None
+        if (folder / ANNOTATIONS).is_file():
+            return folder, folder / ANNOTATIONS
+        shown = ", ".join(classes[:3]) or "no folders"
+        if set(classes) & set(train):
+            raise ProbeError(f"{str(folder)!r} has classes {', '.join(classes[:5])}, ... unlike train/'s "
+                             f"{', '.join(train[:5])}, ...: a test split needs one folder for each class of train/")
+        seen.append(f"{sub}/ ({shown}: {'not classes of train/' if classes else 'no class folders'})")
+    raise ProbeError(f"image-folder tree {str(root)!r} has no labelled test split: {' and '.join(seen)}; lay its test "
+                     f"(or val) images out in one folder per class as train/ does, or give val/ a {ANNOTATIONS} "
+                     "(file<TAB>class per line)")
+
+
+def _annotated_samples(folder: Path, labels: Path, classes: list[str]) -> list[tuple[str, int]]:
+    """``(path, label)`` of a flat test folder labelled by ``labels``: each line's file, found under the folder (or
+    its images/), and its class, one of train/'s; a line naming an unknown class or a missing file is refused by
+    name."""
+    index = {c: i for i, c in enumerate(classes)}
+    images = folder / "images" if (folder / "images").is_dir() else folder
+    out = []
+    for n, line in enumerate(labels.read_text(errors="replace").splitlines(), start=1):
+        fields = line.split("\t")
+        if not line.strip():
+            continue
+        if len(fields) < 2 or fields[1] not in index:
+            raise ProbeError(f"line {n} of {str(labels)!r} labels {fields[0]!r} with "
+                             f"{fields[1] if len(fields) > 1 else None!r}, not a class of train/ "
+                             f"({', '.join(classes[:3])}, ...)")
+        path = images / fields[0]
+        if not path.is_file():
+            raise ProbeError(f"line {n} of {str(labels)!r} names {str(path)!r}, which is missing")
+        out.append((str(path), index[fields[1]]))
+    return out
 
 
 def _files_under(path: Path, required: bool = True) -> list[Path]:
@@ -207,14 +267,12 @@ def _read_torchvision(name: str, root: Path, spec: DataSpec, download: bool) -> 
 def _read_imagefolder(source: Path, spec: DataSpec, download: bool, progress: bool) -> ImageArrays:
     """Decode an image-folder tree, the way torchvision's ImageFolder reads it, in worker processes, into uint8
     arrays."""
-    out, classes = [], None
-    for folder in (source / "train", _test_folder(source)):
-        names, samples = _folder_samples(folder)
-        if classes is not None and names != classes:
-            raise ProbeError(f"{str(folder)!r} has classes {names[:5]}... unlike train/ {classes[:5]}...")
-        classes = names
-        out += _decode(folder, samples, classes, spec, progress)
-    return ImageArrays(*out, classes)
+    test, labels = test_split(source)
+    classes, samples = _folder_samples(source / "train")
+    # both splits' files and labels found, and checked, before a single image is decoded
+    tests = _annotated_samples(test, labels, classes) if labels is not None else _folder_samples(test)[1]
+    return ImageArrays(*_decode(source / "train", samples, classes, spec, progress),
+                       *_decode(test, tests, classes, spec, progress), classes)
 
 
 def _folder_samples(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -138,3 +139,45 @@ def test_the_shared_tarball_plans_the_papers_split(tmp_path, cli):
                  "--variants", "BnB", "--train-per-class", "10", "--test-per-class", "5")
     assert result.exit_code == 0, result.output
     assert "task A, 72 classes" in result.output and "task B, 128 classes" in result.output
+
+
+# --- image-folder trees laid out as ImageNet lays them out ------------------------------------------------------------
+
+def test_an_unpacked_tiny_imagenet_reads_as_an_image_folder_preferring_its_labelled_val(tmp_path, cache_dir):
+    """Tiny ImageNet unpacked: test/ holds unlabelled images (one 'images' folder), val/ a flat folder labelled by
+    val_annotations.txt; the labelled val/ is the test split, and train/<wnid>/images/ count as their class."""
+    root = _write(_members(), tmp_path, "folder")
+    (root / "test" / "images").mkdir(parents=True)
+    (root / "test" / "images" / "test_0.JPEG").write_bytes(_jpeg(9))
+    arrays = load_dataset(DataSpec(f"imagefolder:{root}"), cache_dir=cache_dir, progress=False)
+    assert arrays.classes == sorted(WNIDS) and arrays.test_x.shape[0] == 3 * VAL
+    assert np.bincount(arrays.test_y).tolist() == [VAL] * 3
+
+
+@pytest.mark.parametrize("damage, culprit", [
+    ("unlabelled", "has no labelled test split"),
+    ("unknown", "not a class of train/"),
+    ("missing", "which is missing"),
+    ("other classes", "unlike train/'s"),
+])
+def test_an_image_folder_layout_is_refused_before_decoding(tmp_path, cache_dir, monkeypatch, damage, culprit):
+    import probe.data.datasets as datasets
+
+    root = _write(_members(), tmp_path, "folder")
+    annotations = root / "val" / "val_annotations.txt"
+    if damage == "unlabelled":
+        annotations.unlink()
+    elif damage == "unknown":
+        annotations.write_text(annotations.read_text() + "\nval_0.JPEG\tn09999999\t0\t0\t1\t1")
+    elif damage == "missing":
+        annotations.write_text(annotations.read_text() + "\nval_77.JPEG\tn01443537\t0\t0\t1\t1")
+    else:
+        shutil.rmtree(root / "val")
+        (root / "test" / "n01443537").mkdir(parents=True)
+        (root / "test" / "n01443537" / "a.JPEG").write_bytes(_jpeg(1))
+    decoded = []
+    monkeypatch.setattr(datasets, "_decode", lambda *a, **k: decoded.append(a) or [])
+    with pytest.raises(ProbeError) as e:
+        load_dataset(DataSpec(f"imagefolder:{root}"), cache_dir=cache_dir, progress=False)
+    assert culprit in str(e.value) and "\n" not in str(e.value)
+    assert decoded == []  # refused from the folder names and the labels alone, before a single image is decoded
