@@ -215,12 +215,21 @@ def one_directional(ds: xr.Dataset) -> bool:
     return SOURCE_VARIANTS[0].name in ds["variant"].values
 
 
+def trained_targets(ds: xr.Dataset) -> list[str]:
+    """The target tasks any network of ``ds`` finished on: both directions, or one where the other was not trained
+    (``probe train --networks`` on one task's networks, a one-directional run)."""
+    done = ds["base"].notnull().any([d for d in ds["base"].dims if d != "target"])
+    if "acc" in ds and ds["acc"].size:
+        done = done | ds["acc"].notnull().any([d for d in ds["acc"].dims if d != "target"])
+    return [str(t) for t, d in zip(ds["target"].values, done.values) if d]
+
+
 def format_table(ds: xr.Dataset) -> str:
     """Mean test accuracy per split, cut n and variant over replicates (and both directions), with the count, and
     the split's chance level."""
     lines = []
     names = [str(v) for v in ds["variant"].values]
-    over = "seeds" if one_directional(ds) else "seeds and both directions"
+    over = "seeds" if one_directional(ds) or len(trained_targets(ds)) < 2 else "seeds and both directions"
     metric = METRICS[ds.attrs.get("metric", "top1")].name
     for split in ds["split"].values:
         d = ds.sel(split=split)

@@ -35,9 +35,18 @@ class Claim:
     text: str
     verdict: str = UNDECIDED
     evidence: list[str] = field(default_factory=list)
+    # What left a verdict the intervals would give undecided, in a few words (bases at chance, ...): said beside the
+    # verdict wherever it is shown, the terminal's one line included
+    voided: tuple[str, ...] = ()
+
+    @property
+    def verdict_text(self) -> str:
+        """The verdict with what voided it: ``undecided (voided: bases at chance)``."""
+        return f"{self.verdict} (voided: {'; '.join(self.voided)})" if self.voided else self.verdict
 
     def to_dict(self) -> dict:
-        return {"number": self.number, "claim": self.text, "verdict": self.verdict, "evidence": self.evidence}
+        d = {"number": self.number, "claim": self.text, "verdict": self.verdict, "evidence": self.evidence}
+        return {**d, "voided": list(self.voided)} if self.voided else d
 
 
 Verdict = tuple[str, list[str]]  # a verdict and its evidence
@@ -228,8 +237,11 @@ def void(claims: list[Claim], voided: list[dict], split: str) -> list[Claim]:
     for c in claims:
         reasons = [v["reason"] for v in voided if c.number == 7 or v["split"] in (split, None)]
         if c.verdict in (HOLDS, FAILS) and reasons:
+            labels = tuple(dict.fromkeys(v.get("label", "a warning") for v in voided
+                                         if c.number == 7 or v["split"] in (split, None)))
             c = Claim(c.number, c.text, UNDECIDED, [*c.evidence, *(f"undecided, since the intervals above would give "
-                                                                   f"'{c.verdict}' but {r}" for r in reasons)])
+                                                                   f"'{c.verdict}' but {r}" for r in reasons)],
+                      labels)
         out.append(c)
     return out
 

@@ -36,6 +36,7 @@ from probe.analysis.accuracies import (
     per_class_rows,
     read_run_metrics,
     rows,
+    trained_targets,
 )
 from probe.analysis.claims import LEFT_OUT, MARGIN, check_claims, supported
 from probe.analysis.decomposition import (
@@ -87,7 +88,7 @@ from probe.analysis.training import (
     predating,
     train_eval_loss,
 )
-from probe.analysis.transferability import DESCRIPTIONS
+from probe.analysis.transferability import DESCRIPTIONS, too_few_pairs
 from probe.planning.plan import read_plan
 from probe.planning.variants import BASE
 from probe.storage.activation_store import consolidate
@@ -398,6 +399,13 @@ def representation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
     return out
 
 
+def _correlation_text(c: dict) -> str:
+    """One score's rank correlation as the report says it; below the fewest pairs, that it has too few."""
+    few = too_few_pairs(int(c["pairs"]))
+    return f"{c['score']} {few}" if few else f"{c['score']} rho = {number(c['rho'], 4)} (p = {number(c['p'])}, " \
+                                             f"{c['pairs']} pairs)"
+
+
 def correlation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
     """Per split and score: Spearman's rho with the AnB accuracy at n = k, its p-value and the pairs behind it
     (none in a one-directional run, whose scores would be those of a baseA it does not train)."""
@@ -406,7 +414,7 @@ def correlation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
     out = []
     for split in rep["split"].values:
         for k, (r, p, c) in score_correlations(rep.sel(split=[split]), acc.sel(split=[split])).items():
-            out.append({"split": str(split), "score": k, "rho": r, "p": p, "pairs": c})
+            out.append({"split": str(split), "score": k, "rho": r, "p": p, "pairs": c, "note": too_few_pairs(c) or ""})
     return out
 
 
@@ -453,9 +461,7 @@ def _representation_blocks(splits, table: list[dict], correlations: list[dict], 
         corr = [c for c in correlations if c["split"] == split and c["pairs"] > 0]
         if corr:
             b.append(Paragraph("Spearman rank correlation with the AnB accuracy at n = k, pooled over replicates, "
-                               "directions and n: " + "; ".join(f"{c['score']} rho = {number(c['rho'], 4)} "
-                                                                f"(p = {number(c['p'])}, {c['pairs']} pairs)"
-                                                                for c in corr) + "."))
+                               "directions and n: " + "; ".join(_correlation_text(c) for c in corr) + "."))
     return b
 
 
@@ -471,7 +477,10 @@ def _report_blocks(ds: xr.Dataset, missing: list[str], summary: list[dict], dire
 def _overview_blocks(ds: xr.Dataset, missing: list[str], pooled: bool) -> list[Block]:
     study = json.loads(ds.attrs.get("study", "{}"))
     arch = study.get("arch", {})
-    directions = "on target task B only" if one_directional(ds) else "each in both directions"
+    trained = trained_targets(ds)
+    directions = ("on target task B only" if one_directional(ds) else "each in both directions"
+                  if len(trained) > 1 else f"on target task {''.join(trained) or '-'} only (the other direction "
+                                          "not trained)")
     b: list[Block] = [Paragraph(
         f"Dataset `{study.get('data', {}).get('name')}`, architecture `{arch.get('name')}` (init {arch.get('init')}, "
         f"options {arch.get('options')}), {study.get('recipe', {}).get('epochs')} epochs per network; splits "
@@ -527,7 +536,7 @@ def _claim_blocks(claims, claim_split: str) -> list[Block]:
                       "or too few seeds (one seed never decides). A claim resting on m intervals uses "
                       "Bonferroni-corrected 1 - 0.05/m intervals."),
             Table(["#", "claim", "verdict", "evidence"],
-                  [[c.number, c.text, f"**{c.verdict}**", "; ".join(c.evidence)] for c in checked]),
+                  [[c.number, c.text, f"**{c.verdict_text}**", "; ".join(c.evidence)] for c in checked]),
             *[Paragraph(f"Claim {c.number} ({c.text}) is left out: {c.evidence[0]}.") for c in claims
               if c.verdict == LEFT_OUT]]
 

@@ -68,6 +68,9 @@ class Finding:
 # The findings that make a claim's verdict meaningless on their split: bases at chance or still improving, a cut
 # network far above its base. A claim decided there becomes undecided, with the finding as its reason
 VOIDING = ("chance", "convergence", "not-converged", "beats-base")
+# Each voiding check in a few words, as a voided claim's verdict says it
+VOIDING_LABELS = {"chance": "bases at chance", "convergence": "bases still improving",
+                  "not-converged": "bases not converged", "beats-base": "a cut network far above its base"}
 
 
 def table_findings(ds: xr.Dataset, converged: dict[str, dict]) -> list[Finding]:
@@ -78,7 +81,8 @@ def table_findings(ds: xr.Dataset, converged: dict[str, dict]) -> list[Finding]:
 
 def voids(found: list[Finding]) -> list[dict]:
     """What :func:`probe.analysis.claims.check_claims` leaves undecided: ``{"split", "reason"}`` per voiding finding."""
-    return [{"split": f.split, "reason": f.text} for f in found if f.check in VOIDING]
+    return [{"split": f.split, "reason": f.text, "label": VOIDING_LABELS[f.check]} for f in found
+            if f.check in VOIDING]
 
 
 def _base_name(target: str) -> str:

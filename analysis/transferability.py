@@ -236,10 +236,18 @@ def source_probabilities(source_features, source_labels, target_features, C: flo
     return model.predict_proba(xt)
 
 
+MIN_PAIRS = 5  # the fewest pairs a rank correlation is computed over
+
+
+def too_few_pairs(count: int) -> str | None:
+    """What a table or report says in place of a rank correlation over ``count`` pairs, when it is too few."""
+    return f"too few pairs ({count} of the {MIN_PAIRS} needed)" if count < MIN_PAIRS else None
+
+
 @dataclass(frozen=True)
 class Correlation:
     """Spearman's rank correlation ``rho`` and its two-sided p-value over ``count`` complete pairs (NaN where
-    undefined: fewer than 2 pairs, or a constant side; p also for exactly 2)."""
+    undefined: fewer than MIN_PAIRS pairs, or a constant side)."""
 
     rho: float
     p: float
@@ -251,13 +259,14 @@ class Correlation:
 
 def rank_correlation(scores, accuracies) -> Correlation:
     """How well per-layer ``scores`` rank the measured ``accuracies`` (both 1-D, one entry per layer or network):
-    Spearman's rho with scipy's p-value, over the pairs where both values are finite."""
+    Spearman's rho with scipy's p-value, over the pairs where both values are finite; NaN below MIN_PAIRS pairs,
+    where a rank correlation is no measurement (two pairs always give rho = +-1)."""
     a, b = np.asarray(scores, dtype=np.float64), np.asarray(accuracies, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
         raise ProbeError(f"scores and accuracies must be 1-D arrays of one length, got shapes {a.shape} and {b.shape}")
     keep = np.isfinite(a) & np.isfinite(b)
     count = int(keep.sum())
-    if count < 2:
+    if count < MIN_PAIRS:
         return Correlation(np.nan, np.nan, count)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", stats.ConstantInputWarning)  # constant input: rho is NaN, as documented

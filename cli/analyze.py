@@ -52,6 +52,6 @@ def analyze(run_dir: Path, store: Path | None, max_samples: int, metric: str, po
         click.echo(f"partial run: {len(result['missing'])} planned networks not finished "
                    f"(e.g. {result['missing'][0]}); they are left out")
     for c in result["claims"]:
-        click.echo(f"claim {c.number}: {c.verdict:<14} {c.text}")
+        click.echo(f"claim {c.number}: {c.verdict_text:<14} {c.text}")
     click.echo(result["intervals"].replace("**", "").replace("`", "'"))
     click.echo(f"report: {result['out'] / 'report.md'} (and report.html, figures/, accuracies.zarr, *.csv)")

@@ -45,8 +45,9 @@ from probe.storage.run import Run
               help="Token sequences (N, T, D), a vision transformer's layers: cls (the class token), mean (over the "
                    "tokens), all (every token) or sample:K (the same K seeded tokens of every image); auto: cls "
                    "where the network has a class token, else mean. Default: the store's; auto for a new store.")
-@click.option("--seed", type=int, default=None, help="Seed of the subset and of the sampled positions and tokens. "
-                                                     "Default: the store's; 0 for a new store.")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=None,
+              help="Seed of the subset and of the sampled positions and tokens. Default: the store's; 0 for a new "
+                   "store.")
 @click.option("--dtype", type=click.Choice(["float32", "float16"]), default=None,
               help="Stored dtype of activations. Default: the store's; float32 for a new store.")
 @click.option("--batch-size", type=int, default=None, help="Images per forward pass. Default: the store's (the same "

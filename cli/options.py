@@ -4,6 +4,7 @@ options, lists of cuts and seeds, and one-line errors in place of tracebacks."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import sys
@@ -358,6 +359,18 @@ def _executor_checked(f):
 RESUMABLE = ("train", "extract")  # commands that keep finished work and resume it when run again
 
 
+# What the file system refused, and what to do, for an error no step of probe's caught first (a run directory on a
+# read-only mount refuses the first file any command writes, wherever that is)
+FILE_SYSTEM_ERRORS = {
+    errno.EROFS: "the file system is read-only: copy the run directory somewhere writable and run there",
+    errno.EACCES: "permission denied: run as a user who may write there, or copy the run directory",
+    errno.EPERM: "the operation is not permitted there: run as a user who may write there, or copy the run directory",
+    errno.ENOSPC: "no space is left on the device: free space, or write elsewhere",
+    errno.EDQUOT: "the disk quota is exceeded: free space, or write elsewhere",
+    errno.ELOOP: "a symbolic link on the path points back on itself: remove or fix the link",
+}
+
+
 def errors_as_messages(f):
     """Bad input prints one line, not a traceback; so does Ctrl-C (exit status 130)."""
     @functools.wraps(f)
@@ -366,6 +379,12 @@ def errors_as_messages(f):
             return f(*args, **kwargs)
         except ProbeError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            if e.errno not in FILE_SYSTEM_ERRORS:
+                raise
+            where = f" {str(e.filename)!r}" if e.filename else ""
+            raise click.ClickException(f"cannot write{where}: {e.strerror or e}; "
+                                       f"{FILE_SYSTEM_ERRORS[e.errno]}") from None
         except KeyboardInterrupt:
             click.echo("interrupted" + ("; what finished is saved, and the same command resumes from there"
                                         if f.__name__ in RESUMABLE else ""), err=True)

@@ -305,7 +305,7 @@ def test_a_warning_that_voids_a_split_leaves_its_claims_undecided():
     """On the paper's pattern claims 2, 4, 5 and 6 hold; each voiding warning of the random split (bases at chance,
     still improving, trained longer gaining, a cut network far above its base) leaves them undecided, with the
     warning's reason in their evidence; a warning of another split leaves them as they were."""
-    from probe.analysis.sanity import Finding, voids
+    from probe.analysis.sanity import VOIDING_LABELS, Finding, voids
 
     rng = np.random.default_rng(1)
     ds = _dataset(_specs(), lambda s: paper_like(s, noise=0.002, rng=rng))
@@ -316,6 +316,9 @@ def test_a_warning_that_voids_a_split_leaves_its_claims_undecided():
         for number in (2, 4, 5, 6):
             assert decided[number] == HOLDS and claims[number].verdict == UNDECIDED, (check, number)
             assert f"would give 'holds' but a {check} warning" in claims[number].evidence[-1]
+            # the terminal's claim line and the report's table say why, not a bare "undecided"
+            assert claims[number].verdict_text == f"undecided (voided: {VOIDING_LABELS[check]})"
+            assert claims[number].to_dict()["voided"] == [VOIDING_LABELS[check]]
         assert not any("unequal classes" in line for c in claims.values() for line in c.evidence)  # not voiding
     elsewhere = check_claims(ds, voided=voids([Finding("chance", "at chance", "vehicles-animals")]))
     assert {c.number: c.verdict for c in elsewhere} == decided
@@ -332,3 +335,16 @@ def test_top1_verdicts_stand_only_where_the_balanced_accuracy_reaches_them():
     assert claims[4].verdict == UNDECIDED and "the class-balanced accuracy gives 'undecided'" in claims[4].evidence[-1]
     assert {c.number: c.verdict for c in supported(top1, top1, "class-balanced")} == {c.number: c.verdict
                                                                                       for c in top1}
+
+
+def test_a_run_trained_in_one_direction_is_not_said_to_have_two():
+    from probe.analysis.accuracies import format_table, trained_targets
+
+    rng = np.random.default_rng(1)
+    ds = _dataset(_specs(), lambda s: paper_like(s, noise=0.002, rng=rng))
+    assert trained_targets(ds) == ["A", "B"] and "over seeds and both directions" in format_table(ds)
+    one = ds.copy()
+    one["base"] = ds["base"].where(ds["target"] == "B")
+    one["acc"] = ds["acc"].where(ds["target"] == "B")
+    assert trained_targets(one) == ["B"]
+    assert "both directions" not in format_table(one) and "over seeds (networks)" in format_table(one)

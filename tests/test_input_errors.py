@@ -233,3 +233,45 @@ def test_network_spec_refuses_out_of_range_seeds(kw, culprit):
         NetworkSpec(**{**base, **kw})
     assert culprit in str(err.value) and "[0, 2**32)" in str(err.value)
     assert NetworkSpec(**{**base, "init_seed": 2**32 - 1, "split_seed": np.int64(7)}).init_seed == 2**32 - 1
+
+
+# --- what the file system refuses is one line too ---------------------------------------------------------------------
+
+def test_extract_refuses_a_negative_seed_and_a_dangling_store_link_in_one_line(anb_run, cli, tmp_path):
+    assert_one_line_error(cli("extract", anb_run, "--seed", "-1"), "-1")
+    link = tmp_path / "store.zarr"
+    link.symlink_to(tmp_path / "nowhere" / "x")
+    assert_one_line_error(cli("extract", anb_run, "--out", link, "--per-class", "2"), "symbolic link", "nowhere")
+
+
+@pytest.mark.parametrize("command", ["train", "analyze"])
+@pytest.mark.parametrize("code, words", [("EROFS", "read-only"), ("EACCES", "permission denied"),
+                                         ("ENOSPC", "no space"), ("ELOOP", "symbolic link")])
+def test_a_file_system_refusal_is_one_line_with_what_to_do(anb_run, cli, monkeypatch, command, code, words):
+    """A run directory on a read-only mount (or full, or unwritable) refuses the first file a command writes,
+    wherever that is: the command says so in one line, naming the file, never with a traceback."""
+    import errno
+    import os
+
+    import probe.storage.atomic as atomic
+
+    number = getattr(errno, code)
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(number, os.strerror(number), str(path))
+
+    monkeypatch.setattr(atomic, "write_atomic", refuse)
+    monkeypatch.setattr(atomic, "write_json", refuse)
+    import probe.analysis.report as report
+    import probe.execution.sweep as sweep
+    import probe.planning.plan as plan
+
+    for module in (plan, sweep, report):
+        for name in ("write_json", "write_atomic"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, refuse)
+    args = ["train", anb_run, "--extend", "--seeds", "0,1", "--dataset", "synthetic", "--arch", "caffenet-small",
+            "--arch-option", "width=0.125", "--epochs", "1", "--batch-size", "32", "--train-per-class", "30",
+            "--cuts", "1", "--variants", "AnB"] if command == "train" else ["analyze", anb_run]
+    result = cli(*args)
+    assert_one_line_error(result, "cannot write", words)

@@ -21,6 +21,7 @@ from probe.analysis.transferability import (
     nce,
     rank_correlation,
     source_probabilities,
+    too_few_pairs,
 )
 from probe.errors import ProbeError
 from probe.execution.extract import consolidate
@@ -261,13 +262,17 @@ def test_source_probabilities_are_distributions_over_source_classes():
 
 
 def test_rank_correlation_drops_and_counts_missing_values():
-    perfect = rank_correlation([0.1, 0.5, 0.9, 2.0], [10, 20, 30, 40])
-    assert perfect.rho == pytest.approx(1.0) and perfect.count == 4 and perfect.p < 0.05
-    scores = np.array([1.0, np.nan, 3.0, 2.0, 5.0, 4.0])
-    acc = np.array([0.1, 0.2, np.nan, 0.3, 0.5, 0.4])
+    perfect = rank_correlation([0.1, 0.5, 0.9, 2.0, 3.0], [10, 20, 30, 40, 50])
+    assert perfect.rho == pytest.approx(1.0) and perfect.count == 5 and perfect.p < 0.05
+    scores = np.array([1.0, np.nan, 3.0, 2.0, 5.0, 4.0, 6.0])
+    acc = np.array([0.1, 0.2, np.nan, 0.3, 0.5, 0.4, 0.45])
     r = rank_correlation(scores, acc)
-    expected = stats.spearmanr([1.0, 2.0, 5.0, 4.0], [0.1, 0.3, 0.5, 0.4])
-    assert r.count == 4 and r.rho == pytest.approx(expected.statistic) and r.p == pytest.approx(expected.pvalue)
+    expected = stats.spearmanr([1.0, 2.0, 5.0, 4.0, 6.0], [0.1, 0.3, 0.5, 0.4, 0.45])
+    assert r.count == 5 and r.rho == pytest.approx(expected.statistic) and r.p == pytest.approx(expected.pvalue)
+    # below five pairs a rank correlation is no measurement (two pairs always give +-1): NaN, and said so
+    few = rank_correlation([1.0, 2.0], [3.0, 4.0])
+    assert np.isnan(few.rho) and np.isnan(few.p) and few.count == 2
+    assert too_few_pairs(2) == "too few pairs (2 of the 5 needed)" and too_few_pairs(5) is None
     assert rank_correlation([1.0, np.nan], [np.nan, 2.0]).count == 0
     assert np.isnan(rank_correlation([1.0, np.nan], [np.nan, 2.0]).rho)
     assert np.isnan(rank_correlation([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]).rho)

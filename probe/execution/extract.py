@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 import sys
 import time
@@ -569,6 +570,11 @@ def _store_settings(store: Path, asked: dict) -> dict | None:
 def claim_settings(store: Path, settings: dict) -> None:
     """Make ``settings`` (resolved) the store's, under its lock: recorded by the first extraction of the store,
     checked against the record by every other (one started meanwhile with other settings may have claimed it)."""
+    if store.is_symlink() and not store.exists():
+        raise ProbeError(f"store {str(store)!r} is a symbolic link to {os.readlink(store)!r}, which does not exist; "
+                         "create the folder it points to, or remove the link")
+    if store.exists() and not store.is_dir():
+        raise ProbeError(f"store {str(store)!r} is a file, not a zarr store (a folder); give another --out")
     store.mkdir(parents=True, exist_ok=True)
     with store_lock(store):
         resolve_settings(store, settings)  # refuses settings that another extraction recorded meanwhile
