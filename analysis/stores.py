@@ -29,6 +29,7 @@ from probe.storage.activation_store import (
     same_settings,
     verify_group,
 )
+from probe.storage.checkpoint import weights_fingerprint
 from probe.storage.run import Run
 
 
@@ -156,7 +157,24 @@ def open_checked(path: str | Path, run_dir: str | Path, planned: list[PlannedNet
             raise ProbeError(f"activation store {store}: network {nid}: {found[nid]}; "
                              f"{repair_command(store, run_dir, nid)} rewrites it")
     _refuse_mixed_settings(store, run_dir, present)
+    _refuse_stale(store, run_dir, present)
     return store, open_networks(store, present, chunks)
+
+
+def _refuse_stale(store: Path, run_dir: str | Path, network_ids: list[str]) -> None:
+    """Refuse groups extracted from weights that changed since (a network trained again, a file rewritten): their
+    activations are not those of the network the run now holds. Named, with the command that refreshes them."""
+    stale = []
+    for nid in network_ids:
+        attrs = group_attrs(store, nid)
+        weights = Run(run_dir).network(nid).weights
+        if not weights.exists() or attrs.get("weights_fingerprint") != weights_fingerprint(weights):
+            stale.append(nid)
+    if stale:
+        shown = ", ".join(stale[:5]) + (f" and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise ProbeError(f"activation store {store}: {len(stale)} network{'s were' if len(stale) > 1 else ' was'} "
+                         f"extracted from weights that changed since (or that an older probe fingerprinted by size "
+                         f"and time alone): {shown}; {repair_command(store, run_dir)} extracts them again")
 
 
 def _refuse_mixed_settings(store: Path, run_dir: str | Path, network_ids: list[str]) -> None:

@@ -425,3 +425,30 @@ def test_a_full_disk_that_fails_the_consolidation_too_is_still_one_line(run, sto
     monkeypatch.setattr(zarr, "consolidate_metadata", full)  # nothing else to write: the consolidation's own line
     result = cli("extract", run, "--out", store, "--networks", "baseB", "--quiet", "--device", "cpu")
     assert_one_line_error(result, str(store / "zarr.json"), "No space left on device", "free space")
+
+
+def test_weights_rewritten_to_the_same_size_and_time_are_stale_to_analyze_and_extract(run, pristine, tmp_path):
+    """A weights file rewritten with its tensors x 1.5 keeps its size, and here its time: analyze refuses the stale
+    group by name with the command that refreshes it, and extract writes it again (the content is fingerprinted)."""
+    import os
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from probe.storage.run import Run
+
+    copy, store = tmp_path / "run", tmp_path / "acts.zarr"
+    shutil.copytree(run, copy)
+    shutil.copytree(pristine, store)
+    weights = Run(copy).network(BASE).weights
+    before = weights.stat()
+    with safe_open(str(weights), "pt") as f:
+        tensors, meta = {k: f.get_tensor(k) * 1.5 for k in f.keys()}, f.metadata()
+    save_file(tensors, str(weights), metadata=meta)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert weights.stat().st_size == before.st_size and weights.stat().st_mtime_ns == before.st_mtime_ns
+    with pytest.raises(ProbeError, match="changed since") as e:
+        representation_dataset(copy, store)
+    assert BASE in str(e.value) and "probe extract" in str(e.value) and "\n" not in str(e.value)
+    assert _repair(copy, store)["written"] == [BASE]
+    representation_dataset(copy, store)  # current again

@@ -70,7 +70,7 @@ from probe.storage.activation_store import (
     verify_group,
 )
 from probe.storage.atomic import write_error
-from probe.storage.checkpoint import load_state, load_weights
+from probe.storage.checkpoint import load_state, load_weights, weights_fingerprint
 from probe.storage.loaded import loaded_dataset
 from probe.storage.run import Run
 from probe.storage.state import network_state
@@ -297,13 +297,6 @@ def _group_attrs(spec: NetworkSpec, images: ExtractionImages, reduction: Reducti
             "probe_set": json.dumps(asdict(images)), "reduction": json.dumps(asdict(reduction)),
             "weights": str(weights), "weights_fingerprint": fingerprint, "layers": json.dumps(layers),
             "sample_order": SAMPLE_ORDER, SAMPLES: n_samples, "complete": False}
-
-
-def weights_fingerprint(path: Path) -> str:
-    """Size and modification time of a weights file: a group extracted from other weights (the network was trained
-    again since) is written anew."""
-    st = Path(path).stat()
-    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: ImageArrays, normalize: Normalize,
