@@ -27,6 +27,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -392,10 +393,12 @@ def _write_cache(folder: Path, arrays: ImageArrays, meta: dict) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
+        sums = {}
         for field in ("train_x", "train_y", "test_x", "test_y"):
             np.save(tmp / f"{field}.npy", getattr(arrays, field))
+            sums[field] = _checksum(np.load(tmp / f"{field}.npy", mmap_mode="r"))
         with open(tmp / "meta.json", "w") as f:
-            json.dump({**meta, "classes": arrays.classes}, f, indent=2)
+            json.dump({**meta, "classes": arrays.classes, "checksums": sums}, f, indent=2)
         try:
             os.replace(tmp, folder)
         except OSError:  # another process cached the same source first
@@ -412,7 +415,8 @@ def _read_cache(folder: Path) -> ImageArrays:
     path = folder / "meta.json"
     try:
         with open(path) as f:
-            classes = json.load(f)["classes"]
+            meta = json.load(f)
+        classes, sums = meta["classes"], meta.get("checksums") or {}  # an entry written before checksums has none
         arrays = {}
         for key, ndim, kind in (("train_x", 4, "u"), ("train_y", 1, "iu"), ("test_x", 4, "u"), ("test_y", 1, "iu")):
             path = folder / f"{key}.npy"
@@ -420,10 +424,23 @@ def _read_cache(folder: Path) -> ImageArrays:
             if arrays[key].ndim != ndim or arrays[key].dtype.kind not in kind:
                 raise ValueError(f"it holds a {arrays[key].dtype} array of {arrays[key].ndim} dimensions, not the "
                                  f"{'uint8 images' if ndim == 4 else 'integer labels'} probe writes")
+            if key in sums and _checksum(arrays[key]) != sums[key]:
+                raise ValueError("its content changed since it was written (its checksum differs from the one "
+                                 "recorded in meta.json), so its images or labels are not the dataset's")
     except (OSError, ValueError, KeyError, TypeError) as e:  # a JSONDecodeError is a ValueError
         raise ProbeError(f"cannot read the decoded-dataset cache file {str(path)!r} ({_reason(e)}); delete the "
                          f"folder {str(folder)!r}, and the dataset is decoded again") from None
     return ImageArrays(*arrays.values(), classes)
+
+
+def _checksum(array: np.ndarray) -> str:
+    """CRC-32 of an array's bytes, read in blocks (a memory-mapped array is not loaded whole): a cache entry changed
+    in place, into still valid arrays, is told from the one written."""
+    flat = array.reshape(-1).view(np.uint8) if array.flags.c_contiguous else np.ascontiguousarray(array).view(np.uint8)
+    crc, block = 0, 1 << 24
+    for start in range(0, flat.size, block):
+        crc = zlib.crc32(flat[start:start + block], crc)
+    return f"crc32:{crc:08x}"
 
 
 def _reason(error: Exception) -> str:

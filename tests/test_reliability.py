@@ -159,6 +159,23 @@ def test_a_cache_entry_holding_a_pickled_array_is_one_line(tmp_path, cli):
     assert load_dataset(spec, cache, progress=False).train_y.tolist() == [0, 0, 1, 1]
 
 
+@pytest.mark.parametrize("field", ["train_x", "test_y"])
+def test_a_cache_entry_changed_in_place_into_valid_arrays_is_refused_by_name(tmp_path, field):
+    """Images or labels rewritten in place (still arrays of the right kind) would train every network on the wrong
+    data without a word: the checksum recorded when the entry was written tells them apart."""
+    tree, cache = _tree(tmp_path / "tree"), tmp_path / "cache"
+    spec = DataSpec("imagefolder", root=str(tree))
+    load_dataset(spec, cache, progress=False)
+    (entry,) = cache.iterdir()
+    path = entry / f"{field}.npy"
+    array = np.load(path)
+    np.save(path, array[::-1].copy() if field == "test_y" else 255 - array)
+    with pytest.raises(ProbeError) as e:
+        load_dataset(spec, cache, progress=False)
+    assert str(path) in str(e.value) and "changed since it was written" in str(e.value)
+    assert "delete the folder" in str(e.value) and "\n" not in str(e.value)
+
+
 # --- 5: a failed plan does not refuse its corrected command --------------------------------------------------------
 
 def test_a_plan_whose_command_failed_gives_way_to_the_corrected_command(tmp_path, cli):
