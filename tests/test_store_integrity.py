@@ -452,3 +452,17 @@ def test_weights_rewritten_to_the_same_size_and_time_are_stale_to_analyze_and_ex
     assert BASE in str(e.value) and "probe extract" in str(e.value) and "\n" not in str(e.value)
     assert _repair(copy, store)["written"] == [BASE]
     representation_dataset(copy, store)  # current again
+
+
+def test_a_lost_settings_record_is_rebuilt_with_the_groups_own_batch_and_chunk_sizes(run, store, pristine, cli):
+    """Lost .probe/settings.json: the settings come back from the groups' attrs, batch and chunk sizes included
+    (the defaults, 256 and 1024, would compute the next repair otherwise, different in the last bits)."""
+    from probe.execution.extract import resolve_settings, run_defaults
+
+    (store / ".probe" / "settings.json").unlink()
+    settings = resolve_settings(store, {}, run_defaults(run))
+    assert (settings["batch_size"], settings["chunk_size"]) == (BATCH, 4 * BATCH)
+    shutil.rmtree(store / BASE / "conv1")
+    result = cli("extract", run, "--out", store, "--quiet", "--device", "cpu")
+    assert result.exit_code == 0 and "wrote 1" in result.output, result.output
+    _assert_same_group(store, pristine, BASE)

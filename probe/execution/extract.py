@@ -291,12 +291,14 @@ def _positions(reduction: Reduction, height: int, width: int, samples: np.ndarra
 
 
 def _group_attrs(spec: NetworkSpec, images: ExtractionImages, reduction: Reduction, weights: Path, fingerprint: str,
-                 layers: list[str], n_samples: int) -> dict:
-    # "probe_set" names the images as the command line's --probe-set does
+                 layers: list[str], n_samples: int, batch_size: int, chunk_size: int) -> dict:
+    # "probe_set" names the images as the command line's --probe-set does; the batch and chunk sizes, so that a store
+    # whose settings record is lost is rebuilt with the computation its groups were written with
     return {"spec": json.dumps(spec.to_dict(), sort_keys=True), "network": spec.id, "name": spec.name,
             "probe_set": json.dumps(asdict(images)), "reduction": json.dumps(asdict(reduction)),
             "weights": str(weights), "weights_fingerprint": fingerprint, "layers": json.dumps(layers),
-            "sample_order": SAMPLE_ORDER, SAMPLES: n_samples, "complete": False}
+            "sample_order": SAMPLE_ORDER, SAMPLES: n_samples, "batch_size": batch_size, "chunk_size": chunk_size,
+            "complete": False}
 
 
 def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: ImageArrays, normalize: Normalize,
@@ -311,8 +313,10 @@ def extract_network(store: Path, spec: NetworkSpec, model: LayeredNet, arrays: I
     images = images.for_network(spec)  # the run's cap, "run", is this network's: its attrs record the number
     samples = images.samples(arrays, spec)
     model = model.to(device).eval()
-    group = _Group.of(spec, model, arrays, samples, scratch(store, spec.id), chunk_size or 4 * batch_size,
-                      _group_attrs(spec, images, reduction, weights, fingerprint, model.cut_points, len(samples)))
+    chunk_size = chunk_size or 4 * batch_size
+    group = _Group.of(spec, model, arrays, samples, scratch(store, spec.id), chunk_size,
+                      _group_attrs(spec, images, reduction, weights, fingerprint, model.cut_points, len(samples),
+                                   batch_size, chunk_size))
     with group_lock(store, spec.id):
         try:
             make_way(store, spec.id, group.attrs)
@@ -550,7 +554,8 @@ def _store_settings(store: Path, asked: dict) -> dict | None:
     groups = groups_settings(store)
     pair = disagreement(groups)
     if pair is None:
-        return next(iter(groups.values()), None)
+        found = next(iter(groups.values()), None)
+        return None if found is None else {**found, **_group_sizes(store, list(groups))}
     if any(k in asked for k in VALUE_SETTINGS):
         return None
     a, b = pair
@@ -573,6 +578,16 @@ def claim_settings(store: Path, settings: dict) -> None:
         resolve_settings(store, settings)  # refuses settings that another extraction recorded meanwhile
         if recorded_settings(store) is None:
             record_settings(store, settings)
+
+
+def _group_sizes(store: Path, network_ids: list[str]) -> dict:
+    """The batch and chunk sizes the groups were written with, where they record them and all agree ({} else): a
+    lost settings record rebuilt with other sizes would write activations that differ in the last bits."""
+    sizes = {(a.get("batch_size"), a.get("chunk_size")) for a in (group_attrs(store, n) or {} for n in network_ids)}
+    if len(sizes) != 1 or None in next(iter(sizes)):
+        return {}
+    batch, chunk = next(iter(sizes))
+    return {"batch_size": batch, "chunk_size": chunk}
 
 
 def _option(setting: str) -> str:
