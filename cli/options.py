@@ -389,4 +389,9 @@ def errors_as_messages(f):
             click.echo("interrupted" + ("; what finished is saved, and the same command resumes from there"
                                         if f.__name__ in RESUMABLE else ""), err=True)
             sys.exit(130)
+        finally:
+            if "zarr" in sys.modules:  # zarr's loop closed here, while nothing else is exiting
+                from probe.storage.activation_store import close_zarr_loop
+
+                close_zarr_loop()
     return wrapper

@@ -466,3 +466,17 @@ def test_a_lost_settings_record_is_rebuilt_with_the_groups_own_batch_and_chunk_s
     result = cli("extract", run, "--out", store, "--quiet", "--device", "cpu")
     assert result.exit_code == 0 and "wrote 1" in result.output, result.output
     _assert_same_group(store, pristine, BASE)
+
+
+def test_zarrs_loop_is_closed_when_a_command_ends(run, store):
+    """zarr's exit handler waits 0.2 s for its loop thread and then closes the loop, which fails ('Cannot close a
+    running event loop') when the thread is still busy: a command closes it itself, waiting, before exiting."""
+    import zarr.core.sync as sync
+
+    from probe.storage.activation_store import close_zarr_loop
+
+    zarr.open_group(str(store), mode="r")  # starts zarr's loop thread
+    assert sync.loop[0] is not None and sync.loop[0].is_running()
+    close_zarr_loop()
+    assert sync.loop[0] is None and sync.iothread[0] is None
+    assert zarr.open_group(str(store), mode="r") is not None  # zarr starts a new loop when used again

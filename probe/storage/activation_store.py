@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import threading
 import warnings
 import zlib
@@ -526,3 +527,19 @@ def _network_ids(store: Path, node: str = "") -> list[str]:
         return [node]
     children = sorted(p.name for p in (store / node).iterdir() if p.is_dir() and not p.name.startswith("."))
     return [nid for child in children for nid in _network_ids(store, f"{node}/{child}" if node else child)]
+
+
+def close_zarr_loop(timeout: float = 10.0) -> None:
+    """Stop zarr's event-loop thread and close its loop, waiting for it: zarr's own exit handler waits 0.2 s, and a
+    loop still finishing a write then fails to close ('Cannot close a running event loop') after a command that
+    succeeded. Does nothing where zarr was not used."""
+    sync = sys.modules.get("zarr.core.sync")
+    if sync is None or sync.loop[0] is None:
+        return
+    loop, thread = sync.loop[0], sync.iothread[0]
+    if loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout)
+    if not loop.is_running():
+        sync.cleanup_resources()  # the loop stopped: closes it and its executor, and clears zarr's references
