@@ -178,3 +178,11 @@ def test_analyze_runs_on_a_vit_store_and_the_store_keeps_its_token_policy(vit_ru
 def test_a_stitch_after_a_token_layer_is_refused_in_one_line_when_planned(cli):
     result = cli("plan", "--dataset", "synthetic", *VIT, "--cuts", "1", "--variants", "BnB-stitch")
     assert_one_line_error(result, "a stitch cannot follow layer 1 (embedding)", "(N, C, H, W)")
+
+
+def test_tokens_cls_on_a_network_without_a_class_token_is_refused_in_one_line(anb_run, cli, tmp_path):
+    """A CNN has no class token: --tokens cls would be recorded as the store's policy and keep nothing."""
+    store = tmp_path / "cls.zarr"
+    assert_one_line_error(cli("extract", anb_run, "--out", store, "--tokens", "cls", "--quiet", "--device", "cpu"),
+                          "--tokens cls", "caffenet-small", "--tokens auto")
+    assert not (store / ".probe" / "settings.json").exists()  # nothing recorded

@@ -216,6 +216,16 @@ class Reduction:
         return self.tokens
 
 
+def _check_class_token(spec: NetworkSpec) -> None:
+    """Refuse ``--tokens cls`` for networks without a class token (a CNN, a transformer without one) before anything
+    is written: it would be recorded as the store's policy and keep nothing (one network of the run is built: they
+    share their architecture)."""
+    if not has_class_token(build_model(spec)):
+        raise ProbeError(f"--tokens cls keeps the class token, and the networks of this run ({spec.arch.name}) have "
+                         f"none (no parameter called {' or '.join(CLASS_TOKENS)}); extract with --tokens auto (the "
+                         "mean where there is no class token), mean, all or sample:K")
+
+
 def has_class_token(model: torch.nn.Module) -> bool:
     """Whether ``model`` holds a class token (a parameter called one of :data:`CLASS_TOKENS`): its token sequences
     then start with it."""
@@ -739,6 +749,8 @@ def extract_with(executor: Executor, run_dir: Path, store: Path, networks: list[
                                 run_defaults(run_dir))
     images, reduction, batch_size, chunk_size = settings_objects(settings)
     planned, stats = extraction_networks(run_dir, networks, batch_size, chunk_size)
+    if reduction.tokens == "cls" and planned:
+        _check_class_token(planned[0].spec)
     bars, lines = progress is True, bool(progress)
     cache = str(cache_dir) if cache_dir else None
     counts = _image_counts(planned, images, cache) if lines else {}
