@@ -91,7 +91,7 @@ from probe.analysis.training import (
 from probe.analysis.transferability import DESCRIPTIONS, too_few_pairs
 from probe.planning.plan import read_plan
 from probe.planning.variants import BASE
-from probe.storage.activation_store import consolidate
+from probe.storage.activation_store import consolidate, token_policies
 from probe.storage.atomic import write_atomic, write_json
 from probe.storage.run import Run
 
@@ -427,6 +427,20 @@ SOURCE_VIEW_TITLES = {"cka_snb_baseb": "CKA(SnB_k, baseB_k)", "cka_bnbplus_baseb
 TITLE = "Transferability report"
 
 
+TOKEN_MEANINGS = {"cls": "the class token", "mean": "the mean over tokens", "all": "every token"}
+
+
+def _token_text(policies: dict[str, str]) -> str:
+    """Which tokens each token layer's features are, as the store recorded them."""
+    parts = [f"{layer}: {TOKEN_MEANINGS.get(p, p)}" for layer, p in policies.items()]
+    text = f"Token layers, as extracted: {'; '.join(parts)}."
+    if "cls" in policies.values() and "mean" in policies.values():
+        text += (" Under --tokens auto, a layer where the class token is the same for every image (before any "
+                 "attention mixes it with the image: a ViT's embedding) takes the mean of its tokens, since a constant "
+                 "feature measures nothing.")
+    return text
+
+
 def _representation_blocks(splits, table: list[dict], correlations: list[dict], store: Path,
                            one_way: bool) -> list[Block]:
     """The report's representation section from the rows of representations.csv and correlations.csv. Views the
@@ -446,6 +460,8 @@ def _representation_blocks(splits, table: list[dict], correlations: list[dict], 
             "task's test images, for the networks cut at n = k at their layer k; linear-probe accuracy and "
             "transferability estimators (LogME, H-score, LEEP, NCE) of the other task's base network, layer by "
             "layer, beside the measured AnB accuracy at n = k. Means over replicates and both directions."))
+    if policies := token_policies(store):
+        b.append(Paragraph(_token_text(policies)))
     columns = [c for c in [*titles, *scores] if any(np.isfinite(float(r[c])) for r in table)]
     empty = [titles.get(c, c) for c in [*titles, *scores] if c not in columns]
     if empty:

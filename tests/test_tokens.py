@@ -74,12 +74,18 @@ def test_a_vit_run_is_extracted_with_its_class_token_by_default(vit_run, tmp_pat
     ds = _group(store, BASE_A)
     assert ds.sizes["sample"] == 5 * CAP  # the run's test cap
     acts = _direct(vit_run, BASE_A, ds["sample"].values)
+    # the embedding's class token is the same for every image (nothing has mixed it with the image yet): auto takes
+    # the mean of the tokens there, and the class token after every encoder block
+    policy = {"embedding": "mean", "encoder1": "cls", "encoder2": "cls"}
+    assert float((acts["embedding"][:, 0] - acts["embedding"][:1, 0]).abs().max()) < 1e-6
     for name in LAYERS:
-        assert ds[name].dims == ("sample", f"{name}_unit") and ds[name].attrs["tokens"] == "cls"
+        assert ds[name].dims == ("sample", f"{name}_unit") and ds[name].attrs["tokens"] == policy[name]
         assert ds[name].attrs["n_tokens"] == TOKENS
         assert acts[name].shape[1:] == (TOKENS, UNITS)
-        np.testing.assert_allclose(ds[name].values, acts[name][:, 0].numpy(), rtol=1e-5, atol=1e-5)
-    assert json.loads(ds.attrs["tokens"]) == dict.fromkeys(LAYERS, "cls")
+        want = acts[name].mean(dim=1) if policy[name] == "mean" else acts[name][:, 0]
+        np.testing.assert_allclose(ds[name].values, want.numpy(), rtol=1e-5, atol=1e-5)
+        assert float(np.ptp(ds[name].values, axis=0).max()) > 1e-4  # every stored layer varies over the images
+    assert json.loads(ds.attrs["tokens"]) == policy
     assert json.loads(ds.attrs["reduction"])["tokens"] == "auto"
     assert json.loads((store / ".probe" / "settings.json").read_text())["tokens"] == "auto"
 
@@ -186,3 +192,21 @@ def test_tokens_cls_on_a_network_without_a_class_token_is_refused_in_one_line(an
     assert_one_line_error(cli("extract", anb_run, "--out", store, "--tokens", "cls", "--quiet", "--device", "cpu"),
                           "--tokens cls", "caffenet-small", "--tokens auto")
     assert not (store / ".probe" / "settings.json").exists()  # nothing recorded
+
+
+def test_a_vit_study_under_auto_measures_its_first_cut_and_the_report_names_the_policy(vit_run, cli, tmp_path):
+    """The class token at the embedding is the same for every image, so CKA there was undefined and left blank:
+    under auto the embedding's tokens are averaged, CKA at cut 1 is a number, and the report says which tokens."""
+    store = tmp_path / "auto.zarr"
+    result = cli("extract", vit_run, "--out", store, "--probe-set", "both", "--quiet", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "analysis"
+    result = cli("analyze", vit_run, "--store", store, "--out", out, "--max-samples", "60")
+    assert result.exit_code == 0, result.output
+    rep = xr.open_zarr(out / "representations.zarr").load()
+    # CKA(AnB_1, baseB_1) at the embedding, the comparison that was blank, and every base-to-base cell there
+    anb = rep["cka_target"].sel(variant="AnB", n=1, layer="embedding")
+    assert np.isfinite(anb).all() and np.isfinite(rep["cka_bases"].sel(layer="embedding")).all()
+    assert rep["probe_accuracy"].sel(layer="embedding").min() > 1 / 5  # a probe of features that vary
+    report = (out / "report.md").read_text()
+    assert "Token layers, as extracted: embedding: the mean over tokens; encoder1: the class token" in report

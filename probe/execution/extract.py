@@ -216,6 +216,15 @@ class Reduction:
         return self.tokens
 
 
+def _constant(x: torch.Tensor) -> bool:
+    """Whether the rows of ``x`` (samples, features) are all alike up to float rounding: features that do not vary
+    over the images (two images at least are needed to tell)."""
+    if x.shape[0] < 2:
+        return False
+    x = x.float()
+    return bool((x - x[:1]).abs().max() <= 1e-6 * max(1.0, float(x.abs().max())))
+
+
 def _check_class_token(spec: NetworkSpec) -> None:
     """Refuse ``--tokens cls`` for networks without a class token (a CNN, a transformer without one) before anything
     is written: it would be recorded as the store's policy and keep nothing (one network of the run is built: they
@@ -388,6 +397,10 @@ class _Layout:
                                  "(N, C, H, W): cut the network where its outputs are one of those (--cut-at)")
             if x.ndim == 3:
                 tokens[name], n_tokens[name] = reduction.token_policy(group.class_token), x.shape[1]
+                if reduction.tokens == "auto" and tokens[name] == "cls" and _constant(x[:, 0]):
+                    # before any attention mixes it with the image (a ViT's embedding), the class token is the same
+                    # for every image: it would measure nothing, so auto takes the mean of the tokens there
+                    tokens[name] = "mean"
                 if tokens[name] == "cls" and not group.class_token:
                     raise ProbeError(f"--tokens cls keeps the class token, and {group.network} has none (no "
                                      f"parameter called {' or '.join(CLASS_TOKENS)}) for layer {name}'s "

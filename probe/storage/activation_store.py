@@ -529,6 +529,19 @@ def _network_ids(store: Path, node: str = "") -> list[str]:
     return [nid for child in children for nid in _network_ids(store, f"{node}/{child}" if node else child)]
 
 
+def token_policies(store: Path) -> dict[str, str]:
+    """What each token layer of the store's networks keeps of its tokens (cls, mean, all, sample:K), as the first
+    complete group records it ({} for a store without token layers, or without groups): what a report names."""
+    for network_id in _network_ids(Path(store)):
+        attrs = group_attrs(store, network_id) or {}
+        if attrs.get("complete") is True and attrs.get("tokens"):
+            try:
+                return dict(json.loads(attrs["tokens"]))
+            except (TypeError, ValueError):
+                return {}
+    return {}
+
+
 def close_zarr_loop(timeout: float = 10.0) -> None:
     """Stop zarr's event-loop thread and close its loop, waiting for it: zarr's own exit handler waits 0.2 s, and a
     loop still finishing a write then fails to close ('Cannot close a running event loop') after a command that
