@@ -275,3 +275,36 @@ def test_a_file_system_refusal_is_one_line_with_what_to_do(anb_run, cli, monkeyp
             "--cuts", "1", "--variants", "AnB"] if command == "train" else ["analyze", anb_run]
     result = cli(*args)
     assert_one_line_error(result, "cannot write", words)
+
+
+@pytest.mark.parametrize("code, fix", [("ELOOP", "symbolic link that points back on itself"),
+                                       ("ENOSPC", "free space"), ("EROFS", "writable file system"),
+                                       ("EIO", "free space or fix the permissions")])
+def test_a_refused_write_says_what_is_true_of_it(code, fix):
+    import errno
+    import os
+
+    from probe.storage.atomic import write_error
+
+    number = getattr(errno, code)
+    message = str(write_error("/run/x.json", OSError(number, os.strerror(number))))
+    assert fix in message and "'/run/x.json'" in message
+    if code == "ELOOP":
+        assert "free space" not in message
+
+
+def test_extract_names_networks_with_unusable_weights_apart_from_untrained_ones(tmp_path, cli):
+    import shutil
+
+    from conftest import TINY_STUDY
+
+    run = tmp_path / "run"
+    result = cli("train", run, *TINY_STUDY, "--cuts", "1", "--variants", "AnB", "--networks", "baseA,baseB,A1B")
+    assert result.exit_code == 0, result.output
+    weights = run / "networks" / "random-s0" / "init0" / "A1B" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    result = cli("extract", run, "--per-class", "2", "--quiet", "--device", "cpu")
+    first = result.output.splitlines()[0]
+    assert "2 trained networks (1 with weights that cannot be used; 1 more planned, not trained yet)" in first, first
+    assert result.exit_code != 0 and "failed 1" in result.output
+    shutil.rmtree(run)

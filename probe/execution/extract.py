@@ -826,10 +826,14 @@ def _plan_line(run: Run, store: Path, planned: list[PlannedNetwork], images: Ext
                reduction: Reduction, counts: dict[str, int]) -> str:
     """What an extraction will process, said before it starts: how many networks (trained ones; the others are
     untouched), on how many images of which probe set, and into which store."""
-    trained = [p for p in planned if network_state(run, p.spec)[0] == "done"]
-    waiting = len(planned) - len(trained)
+    states = {p.spec.id: network_state(run, p.spec)[0] for p in planned}
+    trained = [p for p in planned if states[p.spec.id] == "done"]
+    corrupt = sum(state == "corrupt" for state in states.values())  # finished, with weights that cannot be used
+    waiting = len(planned) - len(trained) - corrupt
+    others = [f"{corrupt} with weights that cannot be used"] if corrupt else []
+    others += [f"{waiting} more planned, not trained yet"] if waiting else []
     line = (f"extract: {len(trained)} trained network{'s' if len(trained) != 1 else ''}"
-            + (f" ({waiting} more planned, not trained yet)" if waiting else "") + f" into {store}")
+            + (f" ({'; '.join(others)})" if others else "") + f" into {store}")
     sizes: dict[int, int] = {}
     for p in trained:
         if p.spec.id in counts:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import os
@@ -22,9 +23,18 @@ class WriteError(ProbeError):
     """A file could not be written (disk full, no permission): a fault of the machine, not of the data written."""
 
 
+# What to do about a write the file system refused, by its errno (anything else: the two commonest causes)
+_FIXES = {errno.ENOSPC: "free space", errno.EDQUOT: "free space (the disk quota is exceeded)",
+          errno.EACCES: "fix the permissions", errno.EPERM: "fix the permissions",
+          errno.EROFS: "copy the run directory to a writable file system",
+          errno.ELOOP: "remove the symbolic link that points back on itself",
+          errno.ENAMETOOLONG: "use a shorter path"}
+
+
 def write_error(path: str | os.PathLike, error: Exception) -> WriteError:
-    return WriteError(f"cannot write {str(path)!r} ({error}); nothing was half-written: free space or fix the "
-                      "permissions, then rerun the command, which resumes where it stopped")
+    fix = _FIXES.get(getattr(error, "errno", None), "free space or fix the permissions")
+    return WriteError(f"cannot write {str(path)!r} ({error}); nothing was half-written: {fix}, then rerun the "
+                      "command, which resumes where it stopped")
 
 
 def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> None:
