@@ -473,3 +473,29 @@ def test_an_unreadable_lock_file_is_one_line(run, specs, cli, monkeypatch):
 
     monkeypatch.setattr(os, "open", denied)
     assert_one_line_error(cli("status", run), str(lock), "Permission denied")
+
+
+def test_a_second_train_waits_for_what_another_is_training_and_both_end_well(tmp_path):
+    """Two 'probe train' of one fresh run directory at once: the later one finds baseA trained by the other, waits
+    for it rather than reporting it (and AnB above it) blocked, trains the rest, and both exit 0."""
+    import time
+
+    run = tmp_path / "run"
+    study = [*TINY_STUDY, "--cuts", "1", "--variants", "AnB", "--quiet", "--device", "cpu",
+             "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    probe = [sys.executable, "-m", "probe.cli.main"]
+    first = subprocess.Popen([*probe, "train", str(run), *study, "--epochs", "40", "--networks", "baseA"],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    running = run / "networks" / "random-s0" / "init0" / "baseA" / "running.json"
+    deadline = time.monotonic() + 120
+    while not running.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert running.exists(), "baseA never started"
+    second = subprocess.run([*probe, "train", str(run), *study, "--epochs", "40"], capture_output=True, text=True,
+                            env=env, timeout=600)
+    out_first = first.communicate(timeout=600)[0]
+    assert first.returncode == 0, out_first
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "blocked 0" in second.stdout and "failed 0" in second.stdout, second.stdout
+    assert "already done 1" in second.stdout  # baseA, which the other trained

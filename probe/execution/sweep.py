@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+import time
 from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,9 +147,43 @@ def train_study(executor: Executor, run_dir: Path, study: Study, device: str, ca
     run = Run(run_dir)
     plan, arrays = plan_study(run, study, cache_dir, download, extend, progress)
     stats = prepare_run_data(run, arrays, study.source)
+    chosen = select_networks(plan, only)
+    result = _sweep(executor, run, plan, chosen, stats, device, cache_dir, progress, retries)
+    # networks another process was training (a second 'probe train' of the same run, started at once): wait for it
+    # to finish them, then train what is left, so that both end with every network done and exit alike
+    while any(nid in result.blocked for nid in _elsewhere(run, chosen)) or BUSY in result.blocked.values():
+        _wait_for_others(run, chosen, progress)
+        again = _sweep(executor, run, plan, [p for p in chosen if p.spec.id in result.blocked], stats, device,
+                       cache_dir, progress, retries)
+        result = SweepResult([*result.trained, *again.trained], [*result.skipped, *again.skipped],
+                             {**result.failed, **again.failed}, again.blocked)
+        if not again.trained and not again.skipped and not _elsewhere(run, chosen):
+            break  # nothing moved, and nobody else is training: what is still blocked waits for a failed network
+    return result
+
+
+def _elsewhere(run: Run, chosen: list[PlannedNetwork]) -> list[str]:
+    """The networks of ``chosen`` that another process is training now."""
+    return [p.spec.id for p in chosen if network_state(run, p.spec)[0] == "running"]
+
+
+def _wait_for_others(run: Run, chosen: list[PlannedNetwork], progress: bool, poll: float = 2.0) -> None:
+    """Wait until no network of ``chosen`` is being trained by another process."""
+    busy = _elsewhere(run, chosen)
+    if busy and progress:
+        tqdm.write(f"waiting for {len(busy)} network{'s' if len(busy) != 1 else ''} another process is training "
+                   f"(e.g. {busy[0]})")
+    while busy:
+        time.sleep(poll)
+        busy = _elsewhere(run, chosen)
+
+
+def _sweep(executor: Executor, run: Run, plan: list[PlannedNetwork], chosen: list[PlannedNetwork], stats,
+           device: str, cache_dir: Path | None, progress: bool, retries: int) -> SweepResult:
+    """One pass over ``chosen``: the finished are skipped, those ready are trained, the others blocked."""
     result = SweepResult([], [], {}, {})
     futures: dict[str, Future] = {}
-    for planned in select_networks(plan, only):
+    for planned in chosen:
         spec = planned.spec
         verdict, detail = readiness(run, plan, planned, underway=futures)
         if verdict == "done":
