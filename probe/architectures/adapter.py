@@ -15,6 +15,7 @@ their own paths, so the model's ``features.7.0.weight`` is the adapted network's
 
 from __future__ import annotations
 
+import inspect
 import operator
 from collections import Counter
 from collections.abc import Sequence
@@ -141,10 +142,12 @@ def _trace(model: nn.Module, label: str, cuts: list[str]) -> fx.Graph:
     opened = {cut.rsplit(".", i)[0] for cut in cuts for i in range(1, cut.count(".") + 1)}
     modes = {m: m.training for m in model.modules()}
     graphs = []
+    optional = _optional_arguments(model)
     try:
         for mode in (True, False):
             model.train(mode)
-            graphs.append(_PieceTracer(opened).trace(model))
+            graphs.append(_without_optional(_PieceTracer(opened).trace(model, concrete_args=optional or None),
+                                            len(optional)))
     except _SlicedSequential as e:
         raise _sliced_error(label, e) from None
     except Exception as e:  # fx reports untraceable code with many exception types
@@ -157,6 +160,36 @@ def _trace(model: nn.Module, label: str, cuts: list[str]) -> fx.Graph:
         raise ProbeError(f"{label}'s forward computes differently in training and eval mode outside its "
                          f"modules; {_BUILDER_HINT}")
     return graphs[0]
+
+
+def _optional_arguments(model: nn.Module) -> dict[str, object]:
+    """The forward's arguments after the image that have defaults (timm's ViT: ``attn_mask=None``,
+    ``is_causal=False``), traced at their defaults: a network is run on one tensor."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: p.default for p in params[1:] if p.default is not inspect.Parameter.empty
+            and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _without_optional(graph: fx.Graph, optional: int) -> fx.Graph:
+    """``graph`` less the placeholders of the ``optional`` arguments traced at their defaults and the checks fx adds
+    on them (``_assert_is_none``, an equality asserted): nothing of the image's computation reads them."""
+    if not optional:
+        return graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    fixed = set(placeholders[1:])
+    for node in graph.nodes:
+        if node.op not in ("placeholder", "output") and node.all_input_nodes and \
+                all(i in fixed for i in node.all_input_nodes):
+            fixed.add(node)
+    if any(user not in fixed for node in fixed for user in node.users):
+        return graph  # a default the computation reads: left for _split to refuse
+    for node in reversed(list(graph.nodes)):
+        if node in fixed:
+            graph.erase_node(node)
+    return graph
 
 
 def _split(graph: fx.Graph, label: str, cuts: list[str]) -> list[tuple[list[fx.Node], fx.Node, fx.Node]]:

@@ -14,12 +14,14 @@ cut points (:mod:`probe.architectures.torchvision_models`); anything else is ref
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
 
 from torch import nn
 
+from probe.architectures import timm_models
 from probe.architectures.adapter import layered_from_module
 from probe.architectures.layered import LayeredNet
 from probe.architectures.registry import SET_BY_PROBE, Architecture
@@ -32,8 +34,11 @@ from probe.plugins import reason
 def layered_network(entry: Architecture, arch: ArchSpec, in_channels: int, num_classes: int,
                     input_size: int) -> LayeredNet:
     """A network of ``arch`` (whose architecture is ``entry``) as its builder initializes it."""
-    model = call_builder(entry.build, arch.name, in_channels, num_classes, input_size, arch.kwargs)
+    build = functools.partial(timm_models.create, arch.name) if entry.origin == "timm" else entry.build
+    model = call_builder(build, arch.name, in_channels, num_classes, input_size, arch.kwargs)
     cut_at = arch.cut_at or entry.cut_at
+    if entry.origin == "timm" and not cut_at:  # timm's own feature extraction points
+        cut_at = timm_models.cut_points(model, arch.name)
     # declared layer names name the declared cuts; cuts given in the spec are named after their modules
     names = entry.layers if entry.cut_at and not arch.cut_at and entry.layers else None
     net = as_layered(model, arch.name, cut_at, names)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from probe.architectures.timm_models import check_name, is_timm
 from probe.errors import ProbeError
 from probe.planning.spec import INITS, ArchSpec
 from probe.plugins import function_path, import_function, is_import_path, load_plugins_into
@@ -155,6 +156,10 @@ def get_architecture(name: str) -> Architecture:
     (imported when a network is built)."""
     if name in REGISTRY:
         return REGISTRY[name]
+    if is_timm(name):  # before the import paths, whose form timm:NAME also has
+        check_name(name)
+        return Architecture(name, "probe.architectures.timm_models:create", default_init="none", origin="timm",
+                            description="a timm model (timm.create_model), cut at its feature_info modules")
     if is_import_path(name):
         return Architecture(name, name, origin="import path")
     load_plugins(name)
