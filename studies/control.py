@@ -108,22 +108,25 @@ def arm(run: RunMetrics, name: str, source: str, split: str = SIMILAR_SPLIT) -> 
                                and run.metrics[s.id].get("status") == "failed")
     gain = longer_gains(ds).get(split, Estimate(math.nan, math.nan, math.nan, 0, math.nan))
     seeds = int(replicates(ds["base"].sel(split=split)).notnull().sum())
+    finding = not run.study.get("convergence_factor")  # stage 1 runs without the convergence check, stage 2 with it
     info = {"name": name, "run": source, "split": split, "study": run.study, "classes": classes,
             "seeds": seeds, "networks_planned": len(run.specs) + len(run.longer), "missing": run.missing,
             "convergence_gain": gain.to_dict(),
             "converged": "unchecked" if gain.replicates == 0 else "yes" if gain.mean <= LONGER_GAIN else "no",
+            "stage": "dose finding" if finding else "cuts and seeds",
             "verdicts": {dose_text(label): verdict([r for r in rows if r["dose"] == dose_text(label)], seeds,
-                                                   failed[label])
+                                                   failed[label], finding)
                          for label in labels if label != PLAIN}}
     return info, rows
 
 
-def verdict(rows: list[dict], seeds: int, failed: list[str]) -> str:
-    """What a dose's rows say. One seed (stage 1, dose finding): ``kept``, or ``dropped`` with why (a network
-    diverged or ended at chance). More: ``passes`` when every condition of the success rule holds at DOSE_CUT over at
-    least SEEDS seeds, else ``fails`` with the first that does not (``pending`` while fewer seeds are in)."""
+def verdict(rows: list[dict], seeds: int, failed: list[str], finding: bool | None = None) -> str:
+    """What a dose's rows say. In dose finding (stage 1; by default, an arm of one seed): ``kept``, or ``dropped``
+    with why (a network diverged or ended at chance). Else: ``passes`` when every condition of the success rule
+    holds at DOSE_CUT over at least SEEDS seeds, else ``fails`` with the first that does not (``pending`` while
+    fewer seeds are in)."""
     chance = sum(int(r["at_chance"]) for r in rows)
-    if seeds <= 1:
+    if finding if finding is not None else seeds <= 1:
         if failed:
             return f"dropped: diverged ({', '.join(failed)})"
         return f"dropped: {chance} at chance" if chance else "kept"

@@ -295,3 +295,10 @@ def test_the_spread_behind_an_interval_is_the_values_own():
     e = estimate(values)
     assert spread_of_interval(e.low, e.high, e.replicates) == pytest.approx(spread(values))
     assert math.isnan(spread_of_interval(math.nan, math.nan, 1))
+
+
+def test_an_arm_of_the_second_stage_is_pending_until_its_seeds_are_in():
+    from probe.studies.control import verdict
+
+    assert verdict(_rows(), 1, [], finding=False) == "pending (1 of 5 seeds)"
+    assert verdict(_rows(), 1, [], finding=True) == "kept"
