@@ -393,10 +393,22 @@ def representation_rows(rep: xr.Dataset, acc: xr.Dataset) -> list[dict]:
         cells = {name: _mean_over_replicates(v.sel(split=split)) for name, v in views.items()}
         probe = {k: _mean_over_replicates(rep[k].sel(split=split)) for k in scores}
         for j, n in enumerate(rep["n"].values):
-            out.append({"split": str(split), "k": int(n), "layer": layer_names[int(n) - 1],
+            layer = layer_names[int(n) - 1]
+            flat = rep["constant"].sel(split=split, layer=layer).values if "constant" in rep else np.array([np.nan])
+            out.append({"split": str(split), "k": int(n), "layer": layer,
                         **{v: float(cells[v][j]) for v in views},
-                        **{k: float(probe[k][int(n) - 1]) for k in scores}})
+                        **{k: float(probe[k][int(n) - 1]) for k in scores},
+                        "constant": bool(np.nanmax(flat) > 0) if np.isfinite(flat).any() else False})
     return out
+
+
+UNDEFINED = "undefined: constant features"
+
+
+def _cell(row: dict, column: str) -> str:
+    """A representation table's cell: the number, or why there is none where the layer does not vary."""
+    value = float(row[column])
+    return UNDEFINED if not np.isfinite(value) and str(row.get("constant")) in ("True", "1") else number(value, 4)
 
 
 def _correlation_text(c: dict) -> str:
@@ -462,7 +474,9 @@ def _representation_blocks(splits, table: list[dict], correlations: list[dict], 
             "layer, beside the measured AnB accuracy at n = k. Means over replicates and both directions."))
     if policies := token_policies(store):
         b.append(Paragraph(_token_text(policies)))
-    columns = [c for c in [*titles, *scores] if any(np.isfinite(float(r[c])) for r in table)]
+    # a view is shown where the store gave it: a number, or a layer it is undefined on (constant features)
+    columns = [c for c in [*titles, *scores] if any(np.isfinite(float(r[c])) or _cell(r, c) == UNDEFINED
+                                                    for r in table)]
     empty = [titles.get(c, c) for c in [*titles, *scores] if c not in columns]
     if empty:
         b.append(Paragraph(
@@ -472,7 +486,7 @@ def _representation_blocks(splits, table: list[dict], correlations: list[dict], 
     for split in splits:
         b.append(Heading(3, f"{split} split, per layer"))
         b.append(Table(["k", "layer", *[titles.get(c, c) for c in columns]],
-                       [[r["k"], r["layer"], *[number(r[c], 4) for c in columns]]
+                       [[r["k"], r["layer"], *[_cell(r, c) for c in columns]]
                         for r in table if r["split"] == split]))
         corr = [c for c in correlations if c["split"] == split and c["pairs"] > 0]
         if corr:

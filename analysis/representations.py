@@ -135,6 +135,8 @@ def representation_dataset(run_dir, store: str | Path | xr.DataTree, max_samples
     for (where, _), sc in zip(scored, score_values):
         for k in DESCRIPTIONS:
             views[k][where] = sc[k].values
+        if "constant" in sc:
+            views["constant"][where] = sc["constant"].values
     return _views_dataset(acc, layers, views)
 
 
@@ -144,7 +146,8 @@ def _empty_views(acc: xr.Dataset, layers: list[str]) -> dict[str, np.ndarray]:
     per_cut = shape + (acc.sizes["variant"], acc.sizes["n"], len(layers))
     return {"cka_target": np.full(per_cut, np.nan), "cka_source": np.full(per_cut, np.nan),
             "cka_bases": np.full(shape + (len(layers), len(layers)), np.nan),
-            **{k: np.full(shape + (len(layers),), np.nan) for k in DESCRIPTIONS}}
+            **{k: np.full(shape + (len(layers),), np.nan) for k in DESCRIPTIONS},
+            "constant": np.full(shape + (len(layers),), np.nan)}
 
 
 def _comparisons(tree: xr.DataTree, acc: xr.Dataset, specs: list[NetworkSpec], bases: dict[tuple, NetworkSpec],
@@ -184,7 +187,8 @@ def _views_dataset(acc: xr.Dataset, layers: list[str], views: dict[str, np.ndarr
         {"cka_target": (dims + ("variant", "n", "layer"), views["cka_target"]),
          "cka_source": (dims + ("variant", "n", "layer"), views["cka_source"]),
          "cka_bases": (dims + ("source_layer", "layer"), views["cka_bases"]),
-         **{k: (dims + ("layer",), views[k]) for k in DESCRIPTIONS}},
+         **{k: (dims + ("layer",), views[k]) for k in DESCRIPTIONS},
+         "constant": (dims + ("layer",), views["constant"])},
         coords={"split": acc["split"].values, "replicate": acc["replicate"].values, "target": acc["target"].values,
                 "variant": acc["variant"].values, "n": [int(n) for n in acc["n"].values],
                 "layer": np.array(layers, dtype=object), "source_layer": np.array(layers, dtype=object)})
@@ -196,6 +200,9 @@ def _views_dataset(acc: xr.Dataset, layers: list[str], views: dict[str, np.ndarr
                                             "against the target task's base (layer), on target-task images"
     for k, text in DESCRIPTIONS.items():
         out[k].attrs["description"] = f"{text}, for layer k of the other task's base network scored on the target task"
+    out["constant"].attrs["description"] = ("1 where layer k of the other task's base network is the same for every "
+                                            "target image (its scores are undefined there), 0 where it varies, NaN "
+                                            "where it was not scored")
     return out
 
 

@@ -257,6 +257,18 @@ class Correlation:
         return asdict(self)
 
 
+def constant_features(x) -> bool:
+    """Whether the rows of ``x`` (n_samples, n_features) are all alike up to float rounding: features that do not
+    vary over the images carry nothing to score (a ViT's class token before any attention, a silenced layer)."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ProbeError(f"expected features of shape (n_samples, n_features), got {x.shape}")
+    if len(x) < 2:
+        return False
+    scale = max(1.0, float(np.abs(x).max()))
+    return bool(np.abs(x - x[:1]).max() <= 1e-6 * scale)
+
+
 def rank_correlation(scores, accuracies) -> Correlation:
     """How well per-layer ``scores`` rank the measured ``accuracies`` (both 1-D, one entry per layer or network):
     Spearman's rho with scipy's p-value, over the pairs where both values are finite; NaN below MIN_PAIRS pairs,
@@ -343,9 +355,15 @@ def layer_scores(store_tree: xr.DataTree, base_network_id: str, target_task: str
                                                                        device=probe_device)
 
     scores = {name: [] for name in DESCRIPTIONS}
+    constant = []
     for name in names:
         values = ds[name].isel(sample=np.concatenate([target, source])).values
         x_target, x_source = feature_matrix(values[: len(target)]), feature_matrix(values[len(target):])
+        constant.append(constant_features(x_target))
+        if constant[-1]:  # a probe at chance and an H-score of 0 would read as measured: every score is undefined
+            for key in scores:
+                scores[key].append(np.nan)
+            continue
         scores["logme"].append(logme(x_target, target_labels))
         scores["h_score"].append(h_score(x_target, target_labels, shrinkage))
         scores["probe_accuracy"].append(probe(x_target, target_labels, test_fraction, seed, C))
@@ -365,6 +383,9 @@ def layer_scores(store_tree: xr.DataTree, base_network_id: str, target_task: str
                 f"{probe_set}); extract with --probe-set both")
     out = xr.Dataset({key: ("layer", np.asarray(v, dtype=np.float64), {"description": DESCRIPTIONS[key]})
                       for key, v in scores.items()}, coords={"layer": names})
+    out["constant"] = ("layer", np.array(constant, dtype=bool),
+                       {"description": "the layer's features are the same for every target image: every score is "
+                                       "undefined (NaN) there"})
     out.attrs.update(network=base_network_id, network_task=spec["target"], target_task=target_task,
                      source_task=source_task, probe_set=probe_set, target_samples=len(target),
                      source_samples=len(source), max_samples=max_samples, seed=seed, h_score_shrinkage=int(shrinkage),

@@ -210,3 +210,23 @@ def test_a_vit_study_under_auto_measures_its_first_cut_and_the_report_names_the_
     assert rep["probe_accuracy"].sel(layer="embedding").min() > 1 / 5  # a probe of features that vary
     report = (out / "report.md").read_text()
     assert "Token layers, as extracted: embedding: the mean over tokens; encoder1: the class token" in report
+
+
+def test_features_that_do_not_vary_are_said_undefined_never_scored_as_measured(vit_run, cli, tmp_path):
+    """--tokens cls asked for explicitly keeps the embedding's class token, the same for every image: its probe is
+    not 'at chance' nor its H-score 0, but undefined, and the report's cell says why."""
+    from probe.analysis.transferability import constant_features
+
+    assert constant_features(np.ones((5, 3))) and not constant_features(np.eye(3))
+    store = tmp_path / "cls.zarr"
+    result = cli("extract", vit_run, "--out", store, "--probe-set", "both", "--tokens", "cls", "--quiet", "--device",
+                 "cpu")
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "analysis"
+    result = cli("analyze", vit_run, "--store", store, "--out", out, "--max-samples", "60")
+    assert result.exit_code == 0, result.output
+    rep = xr.open_zarr(out / "representations.zarr").load()
+    assert (rep["constant"].sel(layer="embedding") == 1).all() and (rep["constant"].sel(layer="encoder1") == 0).all()
+    assert rep["probe_accuracy"].sel(layer="embedding").isnull().all()
+    assert rep["h_score"].sel(layer="embedding").isnull().all()
+    assert "undefined: constant features" in (out / "report.md").read_text()
