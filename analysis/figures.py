@@ -228,6 +228,9 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
         if np.isfinite(m).any():
             left.plot(n, m, ls="--", color="tab:gray", marker="s", label="floor: CKA(RnB_k, baseB_k)")
     layer_names = list(d["layer"].values)
+    for k in _constant_cuts(d):  # a layer that does not vary has no CKA: marked, not silently left out
+        left.axvspan(k - 0.3, k + 0.3, color="0.9", zorder=0)
+        left.text(k, 0.5, "undefined:\nconstant\nfeatures", ha="center", va="center", fontsize=7, color="0.35")
     left.set_xticks(d["n"].values, [f"{n}\n{layer_names[int(n) - 1]}" for n in d["n"].values], fontsize=8)
     left.set_xlabel("layer k (network cut at n = k)")
     left.set_ylabel("debiased linear CKA")
@@ -237,6 +240,15 @@ def figure_cka(rep: xr.Dataset, out: Path, split: str = SIMILAR_SPLIT) -> list[P
     if not one_way:
         _cross_layer_cka(fig, axes[1], d)
     return _save(fig, out, f"figure_cka_{split}")
+
+
+def _constant_cuts(d: xr.Dataset) -> list[int]:
+    """The cuts n whose layer was found constant over the images (representations' ``constant`` flag)."""
+    if "constant" not in d:
+        return []
+    layers = list(d["layer"].values)
+    flags = d["constant"].max([dim for dim in d["constant"].dims if dim != "layer"], skipna=True)
+    return [int(n) for n in d["n"].values if float(flags.sel(layer=layers[int(n) - 1])) > 0]
 
 
 def _cross_layer_cka(fig: Figure, ax: Axes, d: xr.Dataset) -> None:
@@ -249,6 +261,8 @@ def _cross_layer_cka(fig: Figure, ax: Axes, d: xr.Dataset) -> None:
                 ha="center", va="center", fontsize=9, transform=ax.transAxes)
         return
     im = ax.imshow(heat, vmin=0, vmax=1, cmap="viridis", origin="lower")
+    for i, j in zip(*np.nonzero(~np.isfinite(heat))):  # a blank cell says why: a layer without variation
+        ax.text(j, i, "undef.", ha="center", va="center", fontsize=6, color="0.4")
     ax.set_xticks(range(d.sizes["layer"]), d["layer"].values, rotation=45, fontsize=8)
     ax.set_yticks(range(d.sizes["source_layer"]), d["source_layer"].values, fontsize=8)
     ax.set_xlabel("layer of the target task's base")
