@@ -95,7 +95,8 @@ def test_drawing_the_figures_leaves_the_users_backend_alone(tmp_path):
 # The layers, bottom up: what a module may import of probe's own. This repository's studies of the paper sit on top,
 # then probe.cli; the analysis and the training library beside each other on the data; the data on the specs,
 # errors and import paths (plugins) alone.
-FOUNDATION = {"probe.errors", "probe.planning.spec", "probe.planning.variants", "probe.storage.atomic", "probe.plugins"}
+FOUNDATION = {"probe.errors", "probe.planning.spec", "probe.planning.variants", "probe.planning.dose",
+              "probe.storage.atomic", "probe.plugins"}
 LAYER_OF = {"probe.studies": 4, "probe.cli": 3, "probe.analysis": 2, "probe.data": 1}
 
 

@@ -14,6 +14,7 @@ from sklearn.covariance import LedoitWolf
 
 from probe.analysis.probes import linear_probe_accuracy, linear_probe_accuracy_torch
 from probe.analysis.transferability import (
+    DESCRIPTIONS,
     h_score,
     layer_scores,
     leep,
@@ -327,8 +328,9 @@ def both_store(tmp_path_factory):
 def test_layer_scores_rank_the_informative_layer_first(both_store):
     scores = layer_scores(both_store, BASE_A, "B")
     assert list(scores["layer"].values) == ["conv1", "fc6", "logits"]  # network order, not the written order
-    assert set(scores.data_vars) == {"logme", "h_score", "leep", "nce", "probe_accuracy"}
-    for name in scores.data_vars:
+    assert set(scores.data_vars) == {"logme", "h_score", "leep", "nce", "probe_accuracy", "constant"}
+    assert not scores["constant"].any()  # every layer of a trained CNN varies over the images
+    for name in DESCRIPTIONS:
         assert scores[name].sel(layer="fc6") > scores[name].sel(layer="conv1"), name
     assert scores["probe_accuracy"].sel(layer="fc6") > 0.9 and scores["leep"].sel(layer="fc6") > -0.3
     assert scores.attrs["source_task"] == "A" and scores.attrs["target_samples"] == 120
