@@ -184,8 +184,14 @@ def test_split(root: Path) -> tuple[Path, Path | None]:
             return folder, folder / ANNOTATIONS
         shown = ", ".join(classes[:3]) or "no folders"
         if set(classes) & set(train):
-            raise ProbeError(f"{str(folder)!r} has classes {', '.join(classes[:5])}, ... unlike train/'s "
-                             f"{', '.join(train[:5])}, ...: a test split needs one folder for each class of train/")
+            only_train = [c for c in train if c not in classes]
+            if only_train:
+                raise ProbeError(f"class {only_train[0]!r} of {str(root / 'train')!r} has no folder in "
+                                 f"{str(folder)!r} ({len(only_train)} such); a test split needs one folder for each "
+                                 "class of train/ (remove an empty or stray class folder, or add its test images)")
+            extra = [c for c in classes if c not in train]
+            raise ProbeError(f"class {extra[0]!r} of {str(folder)!r} is no class of {str(root / 'train')!r} "
+                             f"({len(extra)} such); remove the folder, or add its training images")
         seen.append(f"{sub}/ ({shown}: {'not classes of train/' if classes else 'no class folders'})")
     raise ProbeError(f"image-folder tree {str(root)!r} has no labelled test split: {' and '.join(seen)}; lay its test "
                      f"(or val) images out in one folder per class as train/ does, or give val/ a {ANNOTATIONS} "

@@ -9,6 +9,8 @@ from collections import OrderedDict
 
 import numpy as np
 import pytest
+import safetensors
+import safetensors.torch
 import torch
 import xarray as xr
 import zarr
@@ -122,6 +124,9 @@ def test_chunked_writes_equal_one_batch_and_memory_stays_bounded(run, tmp_path):
     a = xr.open_zarr(tmp_path / "small.zarr", group=spec.id).load()
     b = xr.open_zarr(tmp_path / "big.zarr", group=spec.id).load()
     assert a.sizes["sample"] > 3 * 32  # many more samples than one 32-sample chunk holds
+    assert (a.attrs["batch_size"], b.attrs["batch_size"]) == (8, 10_000)  # what each group was written with
+    for ds in (a, b):
+        del ds.attrs["batch_size"], ds.attrs["chunk_size"]
     assert_same_up_to_rounding(a, b)  # batches of 8 and of 10,000 images may run different kernels
     assert zarr.open_array(str(tmp_path / "small.zarr"), path=f"{spec.id}/conv1", mode="r").chunks[0] == 32
     total = sum(v.nbytes for v in a.data_vars.values())
@@ -232,11 +237,15 @@ def test_a_retrained_network_is_extracted_again(run, tmp_path):
     extract_run(run, store, networks=["baseA"], progress=False)
     weights = Run(run).network("random-s0/init0/baseA").weights
     assert extract_run(run, store, networks=["baseA"], progress=False)["skipped"] == ["random-s0/init0/baseA"]
-    st = weights.stat()
-    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # as if trained again
-    try:
+    st, original = weights.stat(), weights.read_bytes()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, the same weights: nothing to redo
+    assert extract_run(run, store, networks=["baseA"], progress=False)["skipped"] == ["random-s0/init0/baseA"]
+    tensors, meta = safetensors.torch.load_file(str(weights)), safetensors.safe_open(str(weights), "pt").metadata()
+    safetensors.torch.save_file({k: v * 1.5 for k, v in tensors.items()}, str(weights), metadata=meta)
+    try:  # trained again (other weights): written anew
         assert extract_run(run, store, networks=["baseA"], progress=False)["written"] == ["random-s0/init0/baseA"]
     finally:
+        weights.write_bytes(original)
         os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 

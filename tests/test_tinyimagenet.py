@@ -158,7 +158,7 @@ def test_an_unpacked_tiny_imagenet_reads_as_an_image_folder_preferring_its_label
     ("unlabelled", "has no labelled test split"),
     ("unknown", "not a class of train/"),
     ("missing", "which is missing"),
-    ("other classes", "unlike train/'s"),
+    ("other classes", "has no folder in"),
 ])
 def test_an_image_folder_layout_is_refused_before_decoding(tmp_path, cache_dir, monkeypatch, damage, culprit):
     import probe.data.datasets as datasets
