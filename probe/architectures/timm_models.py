@@ -9,9 +9,12 @@ stem activation and four stages, a ViT's blocks), so no ``--cut-at`` is needed; 
 
 from __future__ import annotations
 
-from torch import nn
+from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
+
+if TYPE_CHECKING:  # the registry imports this module, and reading a run (probe status) must not import torch
+    from torch import nn
 
 SCHEME = "timm:"
 
