@@ -29,13 +29,21 @@ RETRAIN = "rerun 'probe train' to retrain that network"
 
 
 def weights_fingerprint(path: Path) -> str:
-    """The SHA-256 of a weights file's content (milliseconds for a file of a few MB): what an activation group
+    """The SHA-256 of a weights file's tensors (milliseconds for a file of a few MB): what an activation group
     records of the weights it was extracted from, so that weights changed since, even to the same size and time,
-    are told apart."""
+    are told apart. A safetensors file's header (its tensors' names and offsets, and the metadata: the spec) is left
+    out, so that the same tensors saved again under a rewritten spec are the same weights."""
     import hashlib
+    import struct
 
     h = hashlib.sha256()
     with open(path, "rb") as f:
+        head = f.read(8)
+        size = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        if size is None or size > Path(path).stat().st_size:  # no safetensors header: the whole file
+            f.seek(0)
+        else:
+            f.seek(8 + size)
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return f"sha256:{h.hexdigest()}"
