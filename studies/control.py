@@ -30,7 +30,7 @@ import xarray as xr
 
 from probe.analysis.accuracies import RunMetrics
 from probe.analysis.decomposition import SIMILAR_SPLIT, replicates, summarize
-from probe.analysis.records import SUFFIX, is_records, write_records
+from probe.analysis.records import SUFFIX, is_records, merge, read_records, write_records
 from probe.analysis.render import Block, Paragraph, Table, estimate, markdown, number, read_table, write_table
 from probe.analysis.sanity import LONGER_GAIN, longer_gains, near_chance
 from probe.analysis.stats import Estimate, detection_limit, spread
@@ -150,10 +150,12 @@ def verdict(rows: list[dict], seeds: int, failed: list[str], finding: bool | Non
     return "passes"
 
 
-def collect(sources: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
+def collect(sources: list[Path], docs: Path = DOCS, add: bool = False, merge_into: bool = False) -> Path:
     """Write control.csv, control.json and the records of the arms ``sources`` (run directories or records files)
     into ``docs/reproduction/control/``; with ``add``, the committed arms are kept beside them (one of the same name
-    replaced, in its place)."""
+    replaced, in its place). With ``merge_into``, each source's networks join the committed records of the arm of
+    its name (seeds trained in a fresh run directory after the first was gone), the other arms kept."""
+    add = add or merge_into
     dest = docs / "reproduction" / FOLDER
     kept = read_json_file(dest / "control.json", "collect every arm again without --add")["arms"] \
         if add and (dest / "control.json").exists() else []
@@ -161,6 +163,12 @@ def collect(sources: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
     fresh = []
     for source in map(Path, sources):
         name, run = read_source(source)
+        if merge_into:
+            committed = dest / RECORDS / f"{name}{SUFFIX}"
+            if not committed.exists():
+                raise ProbeError(f"arm {name} has no committed records to merge {source} into ({committed} is "
+                                 "missing): collect the arm whole, without --merge")
+            run = merge([read_records(committed), run], [f"{RECORDS}/{committed.name}", str(source)])
         if not is_records(source):
             write_records(run, dest / RECORDS / f"{name}{SUFFIX}")
         label = str(source) if not is_records(source) else next(

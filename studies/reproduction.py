@@ -511,18 +511,21 @@ def recipe_command(sources: tuple[Path, ...], add: bool, merge_into: bool, recol
 @click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--add", is_flag=True, default=False,
               help="Keep the committed arms beside SOURCES (an arm of the same name is replaced, in its place).")
+@click.option("--merge", "merge_into", is_flag=True, default=False,
+              help="Each source's networks join the committed records of the arm of its name (seeds trained in a "
+                   "fresh run directory of the same study); the other committed arms are kept.")
 @click.option("--recollect", is_flag=True, default=False,
               help="Collect every committed arm again from its committed records (docs/reproduction/control/"
                    "records/); no run directory is read.")
-def control_command(sources: tuple[Path, ...], add: bool, recollect: bool) -> None:
+def control_command(sources: tuple[Path, ...], add: bool, merge_into: bool, recollect: bool) -> None:
     """Collect the positive control's arms SOURCES into docs/reproduction/control/: run directories of selffer-only
     runs with doses (an arm is named by its directory), or records files ARM.json.gz."""
     if recollect:
-        if sources:
-            raise click.UsageError("--recollect reads the committed records alone: name no source")
+        if sources or merge_into:
+            raise click.UsageError("--recollect reads the committed records alone: name no source, no --merge")
         _collected(lambda _: recollect_control(), ())
         return
-    _collected(lambda dirs: collect_control(dirs, add=add), sources)
+    _collected(lambda dirs: collect_control(dirs, add=add, merge_into=merge_into), sources)
 
 
 def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:

@@ -302,3 +302,14 @@ def test_an_arm_of_the_second_stage_is_pending_until_its_seeds_are_in():
 
     assert verdict(_rows(), 1, [], finding=False) == "pending (1 of 5 seeds)"
     assert verdict(_rows(), 1, [], finding=True) == "kept"
+
+
+def test_seeds_trained_after_the_run_was_gone_merge_into_the_committed_records(dosed_run, tmp_path):
+    from probe.studies.control import collect
+
+    dest = collect([dosed_run], docs=tmp_path)
+    before = json.loads((dest / "control.json").read_text())["arms"][0]
+    merged = collect([dosed_run], docs=tmp_path, merge_into=True)  # the same seeds again: the same arm
+    assert json.loads((merged / "control.json").read_text())["arms"][0]["seeds"] == before["seeds"]
+    with pytest.raises(ProbeError, match="no committed records to merge"):
+        collect([dosed_run], docs=tmp_path / "elsewhere", merge_into=True)
