@@ -111,7 +111,10 @@ def test_a_self_stitched_network_is_within_noise_of_its_base(stitched_run):
         base = bases[(spec.replicate, spec.target)]
         assert base["test_acc"] > 1 / 3, base  # a base that learned the task, or the control proves nothing
         n, p = m["n_test"], base["test_acc"]
-        assert abs(m["test_acc"] - p) <= 3 * math.sqrt(2 * p * (1 - p) / n) + 1 / n, (spec.id, m["test_acc"], p)
+        # one image either way is allowed (+ 1/n, with room for the float rounding of two accuracies: at a base of
+        # 1.0 the binomial term is 0 and 1 - 149/150 is a hair above 1/150)
+        slack = 3 * math.sqrt(2 * p * (1 - p) / n) + 1 / n + 1e-9
+        assert abs(m["test_acc"] - p) <= slack, (spec.id, m["test_acc"], p)
         checked += 1
     assert checked == 2  # both targets
 
