@@ -215,6 +215,9 @@ class Control:
             if kind == "verdict":
                 name, dose = keys
                 return next(a for a in self.info["arms"] if a["name"] == name)["verdicts"][dose]
+            if kind == "gain":  # gain:ARM, the convergence check's
+                (name,) = keys
+                return estimate(next(a for a in self.info["arms"] if a["name"] == name)["convergence_gain"])
             if kind == "limit":
                 name, n, seeds = keys
                 row = next(r for r in self.rows if r["arm"] == name and r["dose"] == "1" and r["n"] == n)
@@ -227,7 +230,7 @@ class Control:
         except (StopIteration, ValueError, KeyError):
             raise ProbeError(f"no control result {':'.join((kind, *keys))!r} in {self.folder} (placeholders: "
                              "verdict:ARM:DOSE, drop:ARM:DOSE:N, vs_plain:ARM:DOSE:N, loss:ARM:DOSE:N, "
-                             "limit:ARM:N:SEEDS)") from None
+                             "limit:ARM:N:SEEDS, gain:ARM)") from None
 
     def pilot(self) -> str:
         """The pilot run by hand before the control was fixed (``pilot.csv``), as a table: test accuracy / final
