@@ -9,7 +9,10 @@ Any other name is a dataset of one's own (:mod:`probe.data.custom`): registered,
 
 Reading goes through torchvision's own readers. The decoded arrays are cached under a key made of the reader, the
 source path and a fingerprint of the source files (relative path, size and modification time of each), so a sweep
-of dozens of networks decodes its JPEGs once and a changed dataset is decoded again.
+of dozens of networks decodes its JPEGs once and a changed dataset is decoded again. Image files (an image-folder
+tree, Tiny ImageNet) are decoded class by class, only the classes a study uses (:mod:`probe.data.class_cache`);
+with unreadable files skipped, a tree is decoded whole, since which images remain is known only once every one has
+been tried.
 
 Image-folder trees decode every image to RGB, as torchvision's ImageFolder does (grayscale and RGBA images, and whole
 grayscale trees, give three channels); Fashion-MNIST keeps its one channel. A file that cannot be decoded stops the
@@ -27,13 +30,14 @@ import os
 import shutil
 import sys
 import tempfile
-import zlib
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from probe.data import tinyimagenet
 from probe.data.arrays import DATASETS, ImageArrays, resized, to_square
+from probe.data.class_cache import Decoder, Members, checksum, load_by_class, reason
 from probe.data.custom import load_own
 from probe.errors import ProbeError
 from probe.planning.spec import DataSpec
@@ -63,10 +67,15 @@ def default_cache_dir() -> Path:
 
 
 def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, download: bool = False,
-                 progress: bool = True) -> ImageArrays:
+                 progress: bool = True, classes: Sequence[str] | None = None) -> ImageArrays:
     """Load the dataset ``spec`` names, from the cache when the same source was decoded before (a first decode of an
     image-folder tree shows a progress bar unless ``progress`` is false). A dataset of one's own is loaded by its
-    function, every time: nothing tells when what it reads has changed."""
+    function, every time: nothing tells when what it reads has changed.
+
+    An image-folder tree or Tiny ImageNet is decoded class by class (:mod:`probe.data.class_cache`): ``classes``
+    names those to decode where they are not yet (None: every class; an empty list: none, for a plan, which counts
+    images by their labels alone), and their images come back indexed as in the whole dataset. Other kinds are read
+    whole, and ``classes`` changes nothing."""
     check_honoured(spec, download)
     if spec.name.partition(":")[0] not in DATASETS:
         return load_own(spec)
@@ -76,12 +85,17 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
 
         return ImageArrays(*synthetic_arrays(size=spec.image_size or IMAGE_SIZE))  # drawn at the size asked
     reader, source, files = _locate(name, root, download)
-    key = _fingerprint(reader, source, files, spec)
+    meta = {"reader": reader, "source": str(source), "image_size": spec.image_size, "resize_mode": spec.resize_mode,
+            "unreadable": spec.unreadable}
+    by_class = reader in BY_CLASS and spec.unreadable == "error"
+    key = _fingerprint(reader, source, files, spec, by_class)
     folder = Path(cache_dir or default_cache_dir()) / f"{name}-{key}"
+    if by_class:
+        members, decode = BY_CLASS[reader](source, spec, progress)
+        return ImageArrays(*load_by_class(folder, members, decode, classes, meta, progress))
     if not (folder / "meta.json").exists():
         arrays = _READERS[reader](source, spec, download, progress)
-        _write_cache(folder, arrays, {"reader": reader, "source": str(source), "image_size": spec.image_size,
-                                      "resize_mode": spec.resize_mode, "unreadable": spec.unreadable})
+        _write_cache(folder, arrays, meta)
     return _read_cache(folder)
 
 
@@ -228,8 +242,10 @@ def _files_under(path: Path, required: bool = True) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file())
 
 
-def _fingerprint(reader: str, source: Path, files: list[Path], spec: DataSpec) -> str:
+def _fingerprint(reader: str, source: Path, files: list[Path], spec: DataSpec, by_class: bool = False) -> str:
     h = hashlib.sha256(f"{reader}\0{source.resolve()}\0{spec.image_size}".encode())
+    if by_class:  # a class-by-class entry, told from a whole decode of the same files
+        h.update(b"\0by-class")
     base = source if source.is_dir() else source.parent  # an archive is its own one file
     # a skipping decode differs from a refusing one, a padded image from a cropped one; the defaults add nothing, so
     # older caches stay valid
@@ -280,6 +296,22 @@ def _read_imagefolder(source: Path, spec: DataSpec, download: bool, progress: bo
     tests = _annotated_samples(test, labels, classes) if labels is not None else _folder_samples(test)[1]
     return ImageArrays(*_decode(source / "train", samples, classes, spec, progress),
                        *_decode(test, tests, classes, spec, progress), classes)
+
+
+def _imagefolder_by_class(source: Path, spec: DataSpec, progress: bool) -> tuple[Callable[[], Members], Decoder]:
+    """An image-folder tree as :mod:`probe.data.class_cache` reads it: its files found and checked before any image
+    is decoded, and a decoder of file paths."""
+    test, labels = test_split(source)
+
+    def members() -> Members:
+        classes, samples = _folder_samples(source / "train")
+        tests = _annotated_samples(test, labels, classes) if labels is not None else _folder_samples(test)[1]
+        return Members(classes, samples, tests)
+
+    def decode(paths: Sequence[str]) -> np.ndarray:
+        return _decode(source, [(p, 0) for p in paths], [], spec, progress and len(paths) > 1)[0]
+
+    return members, decode
 
 
 def _folder_samples(folder: Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -384,10 +416,15 @@ def _as_list(batch: list) -> list:
     return batch
 
 
+# The readers that decode image files, class by class: each gives the dataset's members and a decoder of them
+BY_CLASS = {
+    "imagefolder": _imagefolder_by_class,
+    "tinyimagenet": tinyimagenet.by_class,
+}
+
 _READERS = {
     "idx-gz": _read_idx_gz,
     "imagefolder": _read_imagefolder,
-    "tinyimagenet": lambda s, spec, d, p: tinyimagenet.read(s, spec, p),
     "torchvision-fashion-mnist": lambda s, spec, d, p: _read_torchvision("fashion-mnist", s, spec, d),
     "torchvision-cifar10": lambda s, spec, d, p: _read_torchvision("cifar10", s, spec, d),
     "torchvision-cifar100": lambda s, spec, d, p: _read_torchvision("cifar100", s, spec, d),
@@ -402,7 +439,7 @@ def _write_cache(folder: Path, arrays: ImageArrays, meta: dict) -> None:
         sums = {}
         for field in ("train_x", "train_y", "test_x", "test_y"):
             np.save(tmp / f"{field}.npy", getattr(arrays, field))
-            sums[field] = _checksum(np.load(tmp / f"{field}.npy", mmap_mode="r"))
+            sums[field] = checksum(np.load(tmp / f"{field}.npy", mmap_mode="r"))
         with open(tmp / "meta.json", "w") as f:
             json.dump({**meta, "classes": arrays.classes, "checksums": sums}, f, indent=2)
         try:
@@ -430,25 +467,10 @@ def _read_cache(folder: Path) -> ImageArrays:
             if arrays[key].ndim != ndim or arrays[key].dtype.kind not in kind:
                 raise ValueError(f"it holds a {arrays[key].dtype} array of {arrays[key].ndim} dimensions, not the "
                                  f"{'uint8 images' if ndim == 4 else 'integer labels'} probe writes")
-            if key in sums and _checksum(arrays[key]) != sums[key]:
+            if key in sums and checksum(arrays[key]) != sums[key]:
                 raise ValueError("its content changed since it was written (its checksum differs from the one "
                                  "recorded in meta.json), so its images or labels are not the dataset's")
     except (OSError, ValueError, KeyError, TypeError) as e:  # a JSONDecodeError is a ValueError
-        raise ProbeError(f"cannot read the decoded-dataset cache file {str(path)!r} ({_reason(e)}); delete the "
+        raise ProbeError(f"cannot read the decoded-dataset cache file {str(path)!r} ({reason(e)}); delete the "
                          f"folder {str(folder)!r}, and the dataset is decoded again") from None
     return ImageArrays(*arrays.values(), classes)
-
-
-def _checksum(array: np.ndarray) -> str:
-    """CRC-32 of an array's bytes, read in blocks (a memory-mapped array is not loaded whole): a cache entry changed
-    in place, into still valid arrays, is told from the one written."""
-    flat = array.reshape(-1).view(np.uint8) if array.flags.c_contiguous else np.ascontiguousarray(array).view(np.uint8)
-    crc, block = 0, 1 << 24
-    for start in range(0, flat.size, block):
-        crc = zlib.crc32(flat[start:start + block], crc)
-    return f"crc32:{crc:08x}"
-
-
-def _reason(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__

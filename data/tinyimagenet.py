@@ -17,17 +17,19 @@ import io
 import os
 import tarfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from probe.data.arrays import ImageArrays, resized
+from probe.data.class_cache import Decoder, Members
 from probe.errors import ProbeError
 from probe.planning.spec import DataSpec
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 _FIX = "restore it from the official zip or the shared tarball"
+_TEXTS = ("wnids.txt", "val_annotations.txt")
 
 
 class _Source:
@@ -36,16 +38,29 @@ class _Source:
     def __init__(self, path: Path):
         self.path = path
         self.kind = "folder" if path.is_dir() else "zip" if path.name.endswith(".zip") else "tar"
+        self._names: list[str] | None = None
+        self._texts: dict[str, bytes] = {}  # the small text files, read in the tarball's listing pass
 
     def names(self) -> list[str]:
+        if self._names is None:
+            self._names = self._list()
+        return self._names
+
+    def _list(self) -> list[str]:
         try:
             if self.kind == "folder":
                 return sorted(str(p.relative_to(self.path).as_posix()) for p in self.path.rglob("*") if p.is_file())
             if self.kind == "zip":
                 with zipfile.ZipFile(self.path) as z:
                     return [n for n in z.namelist() if not n.endswith("/")]
-            with tarfile.open(self.path) as t:
-                return [m.name for m in t.getmembers() if m.isfile()]
+            names = []
+            with tarfile.open(self.path) as t:  # a gzipped stream: each pass reads it whole, so this one keeps texts
+                for member in t:
+                    if member.isfile():
+                        names.append(member.name)
+                        if member.name.endswith(_TEXTS):
+                            self._texts[member.name] = t.extractfile(member).read()
+            return names
         except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
             raise ProbeError(f"cannot read Tiny ImageNet {str(self.path)!r} ({type(e).__name__}: {e}); {_FIX}") \
                 from None
@@ -61,15 +76,21 @@ class _Source:
                     for name in sorted(wanted):
                         yield name, z.read(name)
             else:
+                left = set(wanted)
                 with tarfile.open(self.path) as t:
                     for member in t:
-                        if member.name in wanted:
+                        if member.name in left:
                             yield member.name, t.extractfile(member).read()
+                            left.discard(member.name)
+                            if not left:  # the rest of the stream is not read
+                                break
         except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, KeyError) as e:
             raise ProbeError(f"cannot read Tiny ImageNet {str(self.path)!r} ({type(e).__name__}: {e}); {_FIX}") \
                 from None
 
     def text(self, name: str) -> str:
+        if name in self._texts:
+            return self._texts[name].decode("utf-8", errors="replace")
         for _, data in self.read({name}):
             return data.decode("utf-8", errors="replace")
         raise ProbeError(f"Tiny ImageNet {str(self.path)!r} has no {name}; {_FIX}")
@@ -127,20 +148,26 @@ def layout(source: _Source) -> tuple[list[str], list[tuple[str, str]], list[tupl
     return wnids, train, val
 
 
-def read(path: Path, spec: DataSpec, progress: bool = True) -> ImageArrays:
-    """Decode a Tiny ImageNet copy at ``path`` into arrays (train: its training images; test: its validation
-    images)."""
+def by_class(path: Path, spec: DataSpec, progress: bool = True) -> tuple[Callable[[], Members], Decoder]:
+    """A Tiny ImageNet copy as :mod:`probe.data.class_cache` reads it (train: its training images; test: its
+    validation images), and a decoder of its members at the study's image size."""
     source = _Source(path)
-    classes, train, val = layout(source)
-    index = {w: i for i, w in enumerate(classes)}
-    images = _decode(source, dict(train + val), progress)
-    out = []
-    for members in (train, val):
-        out += [np.stack([images[m] for m, _ in members]), np.array([index[w] for _, w in members], dtype=np.int64)]
-    return resized(ImageArrays(*out, classes), spec.image_size, spec.resize_mode)
+
+    def members() -> Members:
+        classes, train, val = layout(source)
+        index = {w: i for i, w in enumerate(classes)}
+        return Members(classes, [(m, index[w]) for m, w in train], [(m, index[w]) for m, w in val])
+
+    def decode(names: Sequence[str]) -> np.ndarray:
+        images = _decode(source, set(names), progress and len(names) > 1)
+        x = np.stack([images[n] for n in names])
+        return resized(ImageArrays(x, np.zeros(len(x)), x[:0], np.zeros(0), []), spec.image_size,
+                       spec.resize_mode).train_x
+
+    return members, decode
 
 
-def _decode(source: _Source, members: dict[str, str], progress: bool) -> dict[str, np.ndarray]:
+def _decode(source: _Source, members: set[str], progress: bool) -> dict[str, np.ndarray]:
     """Every member's image as an RGB ``(H, W, 3)`` uint8 array; the first that does not decode, or whose size
     differs from the rest, is refused by name."""
     from PIL import Image, UnidentifiedImageError
@@ -149,7 +176,7 @@ def _decode(source: _Source, members: dict[str, str], progress: bool) -> dict[st
     out, shape = {}, None
     with tqdm(total=len(members), desc=f"decoding {source.path.name}", unit="image", leave=False,
               disable=not progress, mininterval=1) as bar:
-        for name, data in source.read(set(members)):
+        for name, data in source.read(members):
             try:
                 with Image.open(io.BytesIO(data)) as image:
                     x = np.asarray(image.convert("RGB"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections import Counter
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -163,7 +164,7 @@ def test_imagefolder_tree_decodes(tmp_path):
 def test_decoding_progress_is_shown_unless_turned_off(tmp_path, capfd):
     tree = make_tree(tmp_path / "tree")
     load_dataset(DataSpec("imagefolder", root=str(tree)), cache_dir=tmp_path / "shown")
-    assert "decoding train/" in capfd.readouterr().err
+    assert "decoding tree/" in capfd.readouterr().err
     load_dataset(DataSpec("imagefolder", root=str(tree)), cache_dir=tmp_path / "quiet", progress=False)
     assert "decoding" not in capfd.readouterr().err
 
@@ -174,39 +175,40 @@ def test_imagefolder_with_val_folder(tmp_path):
     assert arrays.test_x.shape == (6, 12, 12, 3)
 
 
+def _counting_decodes(monkeypatch) -> list[list[str]]:
+    """The members each decode of an image-folder tree is given, recorded as the class-by-class cache asks."""
+    calls = []
+    reader = datasets.BY_CLASS["imagefolder"]
+
+    def counting(*args):
+        members, decode = reader(*args)
+        return members, lambda paths: (calls.append([Path(p).name for p in paths]), decode(paths))[1]
+
+    monkeypatch.setitem(datasets.BY_CLASS, "imagefolder", counting)
+    return calls
+
+
 def test_cache_is_reused_and_keyed_by_the_files(tmp_path, monkeypatch):
     tree = make_tree(tmp_path / "tree")
     cache = tmp_path / "cache"
     spec = DataSpec("imagefolder", root=str(tree))
-    calls = []
-    reader = datasets._READERS["imagefolder"]
-
-    def counting(*args):
-        calls.append(args)
-        return reader(*args)
-
-    monkeypatch.setitem(datasets._READERS, "imagefolder", counting)
+    calls = _counting_decodes(monkeypatch)
     first = load_dataset(spec, cache_dir=cache)
-    assert len(calls) == 1
+    assert calls  # the first image (for the shape), then both splits
     entries = sorted(p.name for p in cache.iterdir() if not p.name.startswith("."))
     assert len(entries) == 1 and entries[0].startswith("imagefolder-")
 
-    def refuse(*args):
-        raise AssertionError("decoded again although the tree did not change")
-
-    monkeypatch.setitem(datasets._READERS, "imagefolder", refuse)
+    calls.clear()
     second = load_dataset(spec, cache_dir=cache)
+    assert calls == [], "decoded again although the tree did not change"
     for field in ("train_x", "train_y", "test_x", "test_y"):
-        assert np.array_equal(getattr(first, field), getattr(second, field))
+        assert np.array_equal(np.asarray(getattr(first, field)), np.asarray(getattr(second, field)))
     assert second.classes == first.classes
 
     # a new image: a new key, decoded again
     _image(222).save(tree / "train" / "cats" / "3.png")
-    with pytest.raises(AssertionError, match="decoded again"):
-        load_dataset(spec, cache_dir=cache)
-    monkeypatch.setitem(datasets._READERS, "imagefolder", counting)
     third = load_dataset(spec, cache_dir=cache)
-    assert len(calls) == 2
+    assert calls
     assert third.train_x.shape == (7, 12, 12, 3) and third.train_x[3, 0, 0, 0] == 222
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 2
 
@@ -215,12 +217,61 @@ def test_cache_is_reused_and_keyed_by_the_files(tmp_path, monkeypatch):
     _image(7).save(path)
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10_000_000))
+    calls.clear()
     fourth = load_dataset(spec, cache_dir=cache)
-    assert len(calls) == 3 and fourth.test_x[3, 0, 0, 0] == 7
+    assert calls and fourth.test_x[3, 0, 0, 0] == 7
     # the image size is part of the key
     load_dataset(DataSpec("imagefolder", root=str(tree), image_size=8), cache_dir=cache)
-    assert len(calls) == 4
     assert len([p for p in cache.iterdir() if not p.name.startswith(".")]) == 4
+
+
+def _three_class_tree(root: Path) -> Path:
+    """cats, dogs and owls, four training and two test images each, every image's red channel its own value."""
+    for part, n in (("train", 4), ("test", 2)):
+        for c, cls in enumerate(("cats", "dogs", "owls")):
+            (root / part / cls).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                _image(60 * c + 10 * i + (5 if part == "test" else 0)).save(root / part / cls / f"{i}.png")
+    return root
+
+
+def test_only_the_classes_asked_for_are_decoded_and_keep_their_numbers(tmp_path, monkeypatch):
+    tree = _three_class_tree(tmp_path / "tree")
+    spec = DataSpec("imagefolder", root=str(tree))
+    whole = load_dataset(spec, cache_dir=tmp_path / "whole")
+    calls = _counting_decodes(monkeypatch)
+    cache = tmp_path / "cache"
+    index = load_dataset(spec, cache_dir=cache, classes=[])
+    assert index.train_y.tolist() == whole.train_y.tolist() and index.test_y.tolist() == whole.test_y.tolist()
+    assert index.train_x.shape == whole.train_x.shape and calls == [["0.png"]]  # one image, for the shape
+    calls.clear()
+    some = load_dataset(spec, cache_dir=cache, classes=["owls"])
+    assert calls == [["0.png", "1.png", "2.png", "3.png", "0.png", "1.png"]]  # owls' images, both splits at once
+    owls = np.flatnonzero(whole.train_y == 2)
+    assert np.array_equal(some.train_x[owls], whole.train_x[owls])
+    assert np.array_equal(some.test_x[np.flatnonzero(whole.test_y == 2)], whole.test_x[whole.test_y == 2])
+    with pytest.raises(ProbeError, match="class 'cats' is not decoded"):
+        some.train_x[0]
+    # a later study of other classes decodes only those it lacks, and its tasks are those of a whole decode
+    calls.clear()
+    more = load_dataset(spec, cache_dir=cache, classes=["owls", "cats"])
+    assert [len(c) for c in calls] == [6]
+    data = DataSpec("imagefolder", root=str(tree), train_per_class=3, val_fraction=0.34)
+    tasks = [astuple(task_data(arrays, ["owls", "cats"], data)) for arrays in (more, whole)]
+    for a, b in zip(*tasks):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ProbeError, match="class 'wolves' is not in the dataset"):
+        load_dataset(spec, cache_dir=cache, classes=["wolves"])
+
+
+def test_a_class_decoded_later_at_another_image_size_is_refused(tmp_path):
+    tree = _three_class_tree(tmp_path / "tree")
+    for path in [*(tree / "train" / "owls").iterdir(), *(tree / "test" / "owls").iterdir()]:
+        _image(1, size=10).save(path)
+    spec = DataSpec("imagefolder", root=str(tree))
+    load_dataset(spec, cache_dir=tmp_path / "cache", classes=["cats"])
+    with pytest.raises(ProbeError, match=r"is 10x10, unlike the 12x12 .*--image-size"):
+        load_dataset(spec, cache_dir=tmp_path / "cache", classes=["owls"])
 
 
 @pytest.mark.parametrize("odd", ["train/cats/0.png", "train/cats/1.png", "test/dogs/1.png"])

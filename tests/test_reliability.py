@@ -167,7 +167,7 @@ def test_a_cache_entry_changed_in_place_into_valid_arrays_is_refused_by_name(tmp
     spec = DataSpec("imagefolder", root=str(tree))
     load_dataset(spec, cache, progress=False)
     (entry,) = cache.iterdir()
-    path = entry / f"{field}.npy"
+    path = entry / f"{field}.npy" if field.endswith("_y") else entry / "classes" / "0000" / f"{field}.npy"
     array = np.load(path)
     np.save(path, array[::-1].copy() if field == "test_y" else 255 - array)
     with pytest.raises(ProbeError) as e:

@@ -8,16 +8,19 @@ import torch
 import torch.nn.functional as F
 
 
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and standard deviation of ``(N, H, W, C)`` uint8 images, on the 0..1 scale (accumulated in
-    float64 over chunks, so a large dataset is never copied whole as floats)."""
+def channel_stats(images: np.ndarray, indices: np.ndarray | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean and standard deviation of ``(N, H, W, C)`` uint8 images (those at ``indices``; None: every
+    one), on the 0..1 scale (accumulated in float64 over chunks, so a large dataset is never copied whole as
+    floats)."""
     total = np.zeros(images.shape[-1])
     squares = np.zeros(images.shape[-1])
-    for i in range(0, len(images), 4096):
-        x = np.asarray(images[i: i + 4096], dtype=np.float64) / 255.0
+    n = len(images) if indices is None else len(indices)
+    for i in range(0, n, 4096):
+        chunk = images[i: i + 4096] if indices is None else images[indices[i: i + 4096]]
+        x = np.asarray(chunk, dtype=np.float64) / 255.0
         total += x.sum(axis=(0, 1, 2))
         squares += (x * x).sum(axis=(0, 1, 2))
-    count = len(images) * images.shape[1] * images.shape[2]
+    count = n * images.shape[1] * images.shape[2]
     mean = total / count
     std = np.sqrt(np.maximum(squares / count - mean * mean, 0.0))
     return mean.tolist(), np.maximum(std, 1e-3).tolist()

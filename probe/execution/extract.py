@@ -706,7 +706,8 @@ def extract_task(run_dir: str, planned: PlannedNetwork, store: str, stats: dict,
     normalized by ``stats`` (the run's data.json), on ``device`` as this process resolves it; returns
     :func:`extract_one`'s outcome and note."""
     dev = resolve_device(device)
-    return extract_one(Path(run_dir), planned, Path(store), loaded_dataset(planned.spec.data, cache_dir),
+    arrays = loaded_dataset(planned.spec.data, cache_dir, tuple(images.classes(planned.spec)))
+    return extract_one(Path(run_dir), planned, Path(store), arrays,
                        Normalize(stats["mean"], stats["std"], dev), images, reduction, dev, batch_size, progress,
                        chunk_size)
 

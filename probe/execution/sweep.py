@@ -23,6 +23,7 @@ from collections.abc import Container
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -67,8 +68,11 @@ def plan_study(run_dir: Path | None, study: Study, cache_dir: Path | None = None
 
     The ``file:`` splits the run's plan already holds are taken from it, not read again: resuming a run needs no
     split file (a relative path from another directory, a file moved since), and a file edited since cannot change
-    a network already planned; a split new to the run is read from its file."""
-    arrays = load_dataset(study.data, cache_dir, download, progress)
+    a network already planned; a split new to the run is read from its file.
+
+    The dataset is indexed, not decoded (:func:`~probe.data.datasets.load_dataset` with no classes): its images are
+    decoded by :func:`load_study_images` once the plan says which classes it uses."""
+    arrays = load_dataset(study.data, cache_dir, download, progress, classes=())
     path = Run(run_dir).plan if run_dir is not None else None
     existing = read_plan_file(path)[1:] if path is not None and path.exists() else None
 
@@ -145,8 +149,9 @@ def train_study(executor: Executor, run_dir: Path, study: Study, device: str, ca
     """:func:`run_study` with one task of ``executor`` per network, on ``device`` (a name, resolved where the task
     runs); a task whose code raised runs again up to ``retries`` times before its network is recorded failed."""
     run = Run(run_dir)
-    plan, arrays = plan_study(run, study, cache_dir, download, extend, progress)
-    stats = prepare_run_data(run, arrays, study.source)
+    plan, _ = plan_study(run, study, cache_dir, download, extend, progress)
+    arrays = load_study_images(study, plan, cache_dir, download, progress)
+    stats = prepare_run_data(run, arrays, study.source, plan_classes(plan))
     chosen = select_networks(plan, only)
     result = _sweep(executor, run, plan, chosen, stats, device, cache_dir, progress, retries)
     # networks another process was training (a second 'probe train' of the same run, started at once): wait for it
@@ -308,14 +313,27 @@ def task_tensors(data: DataSpec, classes: tuple[str, ...], mean: tuple[float, ..
           cache_dir: str | None, device: str) -> TaskTensors:
     """A task's tensors on this process's device, kept for the next network of the same replicate (plans run
     replicate by replicate, and a replicate has two tasks)."""
-    task = task_data(loaded_dataset(data, cache_dir), list(classes), data)
+    task = task_data(loaded_dataset(data, cache_dir, tuple(classes)), list(classes), data)
     return TaskTensors.from_task(task, list(mean), list(std), resolve_device(device))
 
 
-def prepare_run_data(run_dir: Path, arrays: ImageArrays,
-                     source: SourceSpec | None = None) -> tuple[list[float], list[float]]:
+def plan_classes(plan: list[PlannedNetwork]) -> list[str]:
+    """Every class some network of ``plan`` trains or tests on, in order of first use."""
+    return list(dict.fromkeys(c for p in plan for c in (*p.spec.classes_a, *p.spec.classes_b)))
+
+
+def load_study_images(study: Study, plan: list[PlannedNetwork], cache_dir: Path | None = None,
+                      download: bool = False, progress: bool = True) -> ImageArrays:
+    """The dataset with the images of every class ``plan`` uses decoded, here, once, before any network is handed
+    to a worker (which would otherwise each decode them)."""
+    return load_dataset(study.data, cache_dir, download, progress, classes=plan_classes(plan))
+
+
+def prepare_run_data(run_dir: Path, arrays: ImageArrays, source: SourceSpec | None = None,
+                     classes: list[str] | None = None) -> tuple[list[float], list[float]]:
     """The input normalization of every network of the run, fixed in data.json: the per-channel statistics of the
-    dataset's training split, or the normalization a ``source`` network expects.
+    training images of the ``classes`` the run uses (None: every class of the dataset), or the normalization a
+    ``source`` network expects.
 
     With a source network the whole run uses its normalization, not only the networks that copy from it: the
     decomposition compares SnB with BnB and baseB network by network, so they must see the same inputs for a
@@ -324,13 +342,22 @@ def prepare_run_data(run_dir: Path, arrays: ImageArrays,
     if run.data.exists():
         d = read_run_data(run)
     else:
-        mean, std = (source.mean, source.std) if source and source.mean else channel_stats(arrays.train_x)
+        mean, std = (source.mean, source.std) if source and source.mean else channel_stats(
+            arrays.train_x, _images_of(arrays, classes))
         d = {"mean": list(mean), "std": list(std), "classes": list(arrays.classes)}
         write_json(run.data, d)
     if source and source.mean and (d["mean"], d["std"]) != (list(source.mean), list(source.std)):
         raise ProbeError(f"{run.data} normalizes inputs with mean {d['mean']} and std {d['std']}, not as the source "
                          "network expects; use a new run directory")
     return d["mean"], d["std"]
+
+
+def _images_of(arrays: ImageArrays, classes: list[str] | None) -> np.ndarray | None:
+    """The training images of ``classes``, as indices (None where they are every image)."""
+    if classes is None or set(classes) >= set(arrays.classes):
+        return None
+    wanted = [arrays.classes.index(c) for c in classes]
+    return np.flatnonzero(np.isin(np.asarray(arrays.train_y), wanted))
 
 
 def read_run_data(run_dir: Path) -> dict:

@@ -12,6 +12,9 @@ from probe.data.datasets import load_dataset
 from probe.planning.spec import DataSpec
 
 
-@functools.lru_cache(maxsize=2)
-def loaded_dataset(data: DataSpec, cache_dir: str | None) -> ImageArrays:
-    return load_dataset(data, Path(cache_dir) if cache_dir else None, progress=False)
+@functools.lru_cache(maxsize=4)
+def loaded_dataset(data: DataSpec, cache_dir: str | None, classes: tuple[str, ...] | None = ()) -> ImageArrays:
+    """The dataset, with ``classes`` decoded where a dataset is decoded class by class (None: every class; the
+    default, none beyond those cached: enough for labels)."""
+    return load_dataset(data, Path(cache_dir) if cache_dir else None, progress=False,
+                        classes=None if classes is None else list(classes))
