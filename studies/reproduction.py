@@ -58,6 +58,8 @@ from probe.planning.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VA
 from probe.storage.atomic import read_json, write_atomic, write_json
 from probe.storage.checkpoint import read_metrics
 from probe.storage.run import METRICS, Run
+from probe.studies.classes import Classes
+from probe.studies.classes import collect as collect_classes
 from probe.studies.control import Control
 from probe.studies.control import collect as collect_control
 from probe.studies.control import recollect as recollect_control
@@ -396,12 +398,13 @@ def render(docs: Path = DOCS) -> str:
     """``docs/reproduction.in.md`` with its placeholders filled from ``docs/reproduction/*/``."""
     template = (docs / "reproduction.in.md").read_text()
     folders = sorted((docs / "reproduction").iterdir())
-    results: dict[str, Results | Ladder | Initialization | Recipe | Control | Paper] = {
+    results: dict[str, Results | Ladder | Initialization | Recipe | Control | Classes | Paper] = {
         p.name: Results(p) for p in folders if (p / "run.json").exists()}
     results |= {p.name: Ladder(p) for p in folders if (p / "ladder.json").exists()}
     results |= {p.name: Initialization(p) for p in folders if (p / "initialization.json").exists()}
     results |= {p.name: Recipe(p) for p in folders if (p / "recipe.json").exists()}
     results |= {p.name: Control(p) for p in folders if (p / "control.json").exists()}
+    results |= {p.name: Classes(p) for p in folders if (p / "classes.json").exists()}
     results["paper"] = Paper()
 
     def fill(match: re.Match) -> str:
@@ -526,6 +529,18 @@ def control_command(sources: tuple[Path, ...], add: bool, merge_into: bool, reco
         _collected(lambda _: recollect_control(), ())
         return
     _collected(lambda dirs: collect_control(dirs, add=add, merge_into=merge_into), sources)
+
+
+@main.command("classes")
+@click.argument("sources", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--add", is_flag=True, default=False,
+              help="Collect the committed rungs again from their records beside SOURCES (a committed rung of the "
+                   "same name is replaced).")
+def classes_command(sources: tuple[Path, ...], add: bool) -> None:
+    """Collect the classes ladder's rungs SOURCES into docs/reproduction/classes/: run directories of selffer-only
+    runs with the convergence check, one number of classes a task each (a rung is named by its directory), or
+    records files RUNG.json.gz."""
+    _collected(lambda dirs: collect_classes(dirs, add=add), sources)
 
 
 def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:

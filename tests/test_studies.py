@@ -530,3 +530,57 @@ def test_an_arm_where_nothing_trained_draws_no_curve_and_shows_no_estimate(arm_r
     info = recipe.info["arms"][0]
     assert info["at_chance"] == ["random-s0/init0/baseB"] and info["dip"] == "voided"
     assert recipe.value("drop", "P-dead-pilot", "5") == "-" and recipe.value("chance", "P-dead-pilot") == "1 of 1"
+
+
+@pytest.fixture(scope="module")
+def classes_rungs(tmp_path_factory, cache_dir):
+    """Two tiny rungs of the classes ladder: the selffer alone at cuts 3 and 5, two seeds, with the convergence check,
+    at 2 and 4 classes a task (a nested draw: the smaller rung's classes inside the larger one's)."""
+    from conftest import TINY_STUDY, invoke
+
+    root = tmp_path_factory.mktemp("classes")
+    for k in (2, 4):
+        result = invoke(cache_dir, "train", root / f"k{k}", *TINY_STUDY, "--variants", "BnB", "--cuts", "3,5",
+                        "--seeds", "0,1", "--epochs", "2", "--check-convergence", "--classes-per-task", str(k))
+        assert result.exit_code == 0, result.output
+    return [root / "k2", root / "k4"]
+
+
+def test_the_classes_ladder_collects_its_rungs_a_trend_and_a_section(classes_rungs, tmp_path):
+    import json
+
+    import numpy as np
+
+    from probe.analysis.render import read_table
+    from probe.studies.classes import Classes, collect
+
+    dest = collect(list(reversed(classes_rungs)), tmp_path)  # the rungs come out by their classes, whatever order
+    rows = read_table(dest / "classes.csv")
+    assert [(r["arm"], r["classes"], r["n"]) for r in rows] == [("k2", "2", "3"), ("k2", "2", "5"),
+                                                               ("k4", "4", "3"), ("k4", "4", "5")]
+    for r in rows:
+        assert np.isfinite(float(r["drop_mean"])) and np.isfinite(float(r["limit_5"]))
+    seeds = read_table(dest / "classes_seeds.csv")
+    assert len(seeds) == 2 * 2 * 2  # rungs x seeds x cuts
+    # the trend is each seed's line through its rungs: two rungs, so the line through the two drops exactly
+    trend = {(r["n"], r["rungs"]): r for r in read_table(dest / "trend.csv")}
+    for n in ("3", "5"):
+        per = {(r["replicate"], r["rung"]): float(r["drop"]) for r in seeds if r["n"] == n}
+        reps = sorted({r for r, _ in per})
+        slopes = [(per[(s, "k4")] - per[(s, "k2")]) / np.log(2) for s in reps]
+        assert float(trend[(n, "all")]["slope_mean"]) == pytest.approx(np.mean(slopes))
+        at_paper = [per[(s, "k2")] + b * np.log(500 / 2) for s, b in zip(reps, slopes)]
+        assert float(trend[(n, "all")]["at_paper_mean"]) == pytest.approx(np.mean(at_paper))
+        assert trend[(n, "all")]["names"] == "k2 k4"
+    assert float(trend[("5", "all")]["paper_mean"]) > 0  # the paper's own drop at n = 5 beside it
+    info = json.loads((dest / "classes.json").read_text())
+    assert [i["classes"] for i in info["rungs"]] == [2, 4]
+    section = Classes(dest).section()
+    assert "`k2`" in section and "`k4`" in section and "classes.png" in section and "extrapolation" in section
+    assert (dest / "figures" / "classes.png").exists()
+    # a rung added later beside the committed ones, collected from their records alike
+    first = collect(classes_rungs[:1], tmp_path / "again")
+    again = collect(classes_rungs[1:], tmp_path / "again", add=True)
+    assert (again / "classes.csv").read_bytes() == (dest / "classes.csv").read_bytes()
+    assert (again / "trend.csv").read_bytes() == (dest / "trend.csv").read_bytes()
+    assert first == again
