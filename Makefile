@@ -122,6 +122,22 @@ CONTROL_STAGE_cuts = --cuts 3,5,7 --check-convergence
 CONTROL_OPTS_P = $(RECIPE_P) $(if $(filter cuts,$(CONTROL_STAGE)),--dose $(CONTROL_DOSES_P))
 CONTROL_OPTS_M = $(RECIPE_M) $(if $(filter cuts,$(CONTROL_STAGE)),--dose $(CONTROL_DOSES_M))
 
+# Co-adaptation against the number of classes (docs/reproduction.md, "Co-adaptation and the number of classes";
+# fixed before it ran): Tiny ImageNet (read in place from TINYIMAGENET) at 32 pixels, its random split with K classes a
+# task (--classes-per-task K, a nested draw), caffenet-small at width 1/8, 150 training images a class (135 after the
+# validation hold-out) at every rung, 30 epochs of the ladder's recipe; each rung the selffer alone at cuts 3, 5, 7,
+# seeds 0-2, with the convergence check, a resumable run directory runs/classes/tin-kK collected with
+#   .venv/bin/python -m probe.studies.reproduction classes --add runs/classes/tin-kK
+# make classes-pilot trains the recipe's pilot first: the bases, B5B and A5A at K = 100, seed 0.
+TINYIMAGENET ?= ../shared/data/tiny-imagenet-200.tar.gz
+CLASSES_COMMON ?= --dataset tinyimagenet:$(TINYIMAGENET) --image-size 32 --arch caffenet-small \
+	--arch-option width=0.125 --train-per-class 150 --epochs 30 --batch-size 64 --crop-padding 4 $(RECIPE_M)
+CLASSES_RUNGS ?= 5 10 25 50 100
+CLASSES_SEEDS ?= 0,1,2
+# The paper's dissimilar split beside a random one, 72 classes a task each (Tiny ImageNet's 72 natural classes against
+# 72 of its 128 man-made ones, drawn by seed): base, BnB and AnB at cuts 1, 3, 5, 7, seeds 0-2
+DISSIMILAR_OPTS ?= --split natural-man-made,random --classes-per-task 72 --variants BnB,AnB --cuts 1,3,5,7
+
 # The device check (benchmarks/device_check.py): on any machine, GPU or CPU, installs what probe needs and the
 # machine lacks from the wheels in GPU_WHEELS (no package index), then measures training and evaluation throughput of
 # caffenet-small and one tiny protocol run through 'probe train --device auto', prints a table and writes JSON to
@@ -138,7 +154,7 @@ CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 .NOTPARALLEL:
 
 .PHONY: setup demo test fashion-mnist reproduction repro-fashion-mnist repro-cifar10 ladder ladder-top init-study \
-	recipe-pilot recipe control gpu-wheels gpu-check clean
+	recipe-pilot recipe control classes-pilot classes-ladder dissimilar gpu-wheels gpu-check clean
 
 setup: $(STAMP)
 
@@ -235,6 +251,21 @@ control: $(STAMP)
 	@test -d $(CIFAR10) || { echo "CIFAR-10 image-folder tree not found at $(CIFAR10); set CIFAR10=PATH"; exit 1; }
 	$(foreach arm,$(CONTROL_ARMS),$(BIN)/probe train runs/control/$(CONTROL_STAGE)-$(arm) $(CONTROL_COMMON) \
 		$(CONTROL_STAGE_$(CONTROL_STAGE)) $(CONTROL_OPTS_$(arm)) --seeds $(CONTROL_SEEDS) --extend $(DASK) && ) true
+
+classes-pilot: $(STAMP)
+	$(BIN)/probe train runs/classes/pilot-k100 $(CLASSES_COMMON) --split random --classes-per-task 100 \
+		--variants BnB --cuts 5 --seeds 0 $(DASK)
+
+classes-ladder: $(STAMP)
+	for k in $(CLASSES_RUNGS); do \
+		$(BIN)/probe train runs/classes/tin-k$$k $(CLASSES_COMMON) --split random --classes-per-task $$k \
+			--variants BnB --cuts 3,5,7 --check-convergence --seeds $(CLASSES_SEEDS) --extend $(DASK) || exit 1; \
+		$(BIN)/python -m probe.studies.reproduction classes --add runs/classes/tin-k$$k || exit 1; \
+	done
+
+dissimilar: $(STAMP)
+	$(BIN)/probe train runs/classes/tin-dissimilar $(CLASSES_COMMON) $(DISSIMILAR_OPTS) --seeds $(CLASSES_SEEDS) \
+		--extend $(DASK)
 
 gpu-wheels: $(STAMP)
 	rm -f $(GPU_WHEELS)/*.whl
