@@ -105,3 +105,10 @@ def test_channel_stats_of_a_constant_channel():
     images = np.full((2, 3, 3, 1), 51, np.uint8)
     mean, std = channel_stats(images)
     assert mean == pytest.approx([0.2]) and std == pytest.approx([1e-3])  # floored, so normalizing cannot divide by 0
+
+
+def test_channel_stats_of_chosen_images_equal_those_of_the_images_copied_out():
+    images = np.random.default_rng(1).integers(0, 256, size=(9000, 2, 2, 3), dtype=np.uint8)
+    chosen = np.flatnonzero(np.arange(9000) % 3 == 1)  # more than one chunk of them
+    assert np.allclose(channel_stats(images, chosen), channel_stats(images[chosen]), rtol=1e-12)
+    assert channel_stats(images, None) == channel_stats(images)

@@ -135,3 +135,27 @@ def test_a_weights_file_is_enough_to_run_its_network(done_run):
     accuracy = float(np.mean(logits.argmax(1).numpy() == task.test_y))
     # the network's own test accuracy, up to an image whose argmax rounding may flip
     assert abs(accuracy - read_json(files.metrics)["test_acc"]) <= 1 / len(task.test_y)
+
+
+def test_the_runs_normalization_is_that_of_the_training_images_of_the_classes_it_uses(tmp_path, cache_dir):
+    """A study of some classes of a dataset normalizes by their training images, not by classes it never reads (a
+    dataset decoded class by class has no others decoded); one of every class, by the whole training split."""
+    import numpy as np
+
+    from probe.data.datasets import load_dataset
+    from probe.execution.batches import channel_stats
+    from probe.execution.sweep import plan_classes, plan_study, prepare_run_data
+    from probe.planning.plan import Study
+    from probe.planning.spec import ArchSpec, DataSpec, Recipe
+
+    data = DataSpec("synthetic", train_per_class=30)
+    arrays = load_dataset(data, cache_dir)
+    for per_task, run in ((2, tmp_path / "some"), (None, tmp_path / "all")):
+        study = Study(data, ArchSpec("caffenet-small", options={"width": 0.125}), Recipe(epochs=1, batch_size=32),
+                      cuts=(1,), variants=("BnB",), classes_per_task=per_task)
+        plan, _ = plan_study(run, study, cache_dir, progress=False)
+        used = plan_classes(plan)
+        mean, std = prepare_run_data(run, arrays, None, used)
+        chosen = np.flatnonzero(np.isin(arrays.train_y, [arrays.classes.index(c) for c in used]))
+        assert (mean, std) == channel_stats(arrays.train_x, None if per_task is None else chosen)
+        assert len(used) == (4 if per_task else len(arrays.classes))
