@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 FASHION := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 RUN ?= runs/demo
 
@@ -10,12 +11,12 @@ RUN ?= runs/demo
 # split at cuts 1, 4, 7 and three seeds, the fewest that give an interval a claim can rest on, then the analysis and its
 # report; sized to finish, setup included, within five minutes on two CPU cores. Three seeds of this size show the
 # specialization of the upper layers (claims 4 and 5); the reproduction report has the rest. The sizes, measured with
-# benchmarks/demo_profile.py (README, "Benchmarks"): caffenet-small at width 1/8 (less than half the CPU seconds per
+# benchmarks/demo_profile.py (docs/benchmarks.md): caffenet-small at width 1/8 (less than half the CPU seconds per
 # image of width 1/4), batches of 128; 300 images a class, a third held out for validation, so that the convergence
 # check reads 3,000 validation images; 300 test images a class (the whole test set took a quarter of the time); 8
 # epochs of a cosine schedule, over whose last epochs the bases' mean validation gain falls below 0.005. Two dask
 # workers of one thread each (probe starts them without distributed's MALLOC_TRIM_THRESHOLD_=65536, under which the
-# workers spent 39% of their time in the kernel: README, "Benchmarks").
+# workers spent 39% of their time in the kernel: docs/benchmarks.md).
 DEMO_OPTS ?= --dataset fashion-mnist --split random --seeds 0,1,2 --arch caffenet-small --arch-option width=0.125 \
 	--cuts 1,4,7 --train-per-class 300 --val-fraction 0.3333 --test-per-class 300 --epochs 8 --batch-size 128 \
 	--crop-padding 2 --schedule cosine --lr 0.04 --warmup 0.2 --executor dask --workers 2
@@ -154,7 +155,7 @@ CHECK_PYTHON = $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
 .NOTPARALLEL:
 
 .PHONY: setup demo test fashion-mnist reproduction repro-fashion-mnist repro-cifar10 ladder ladder-top init-study \
-	recipe-pilot recipe control classes-pilot classes-ladder dissimilar gpu-wheels gpu-check clean
+	recipe-pilot recipe control classes-pilot classes-ladder dissimilar gpu-wheels gpu-check docs clean
 
 setup: $(STAMP)
 
@@ -281,5 +282,14 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
+# The manual (mkdocs.yml, pages in docs/), built strictly into site/: a broken link, a page missing from the nav or a
+# docstring mkdocstrings cannot read fails the build. The command-line and API references are generated from the code.
+$(DOCS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(BIN)/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs site

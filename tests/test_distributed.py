@@ -265,7 +265,7 @@ def test_ctrl_c_stops_a_dask_sweep_cleanly_and_the_same_command_resumes(tmp_path
 
 def test_local_workers_start_without_distributeds_malloc_trim_threshold():
     """distributed's MALLOC_TRIM_THRESHOLD_=65536 made glibc return and re-fault every activation buffer: the workers
-    spent 39% of their time in the kernel (README, "Benchmarks"); probe's LocalCluster starts them without it."""
+    spent 39% of their time in the kernel (docs/benchmarks.md); probe's LocalCluster starts them without it."""
     from probe.execution.distributed import dask_client
 
     with dask_client(None, workers=1) as client:
