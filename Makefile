@@ -137,7 +137,7 @@ CLASSES_RUNGS ?= 5 10 25 50 100
 CLASSES_SEEDS ?= 0,1,2
 # The paper's dissimilar split beside a random one, 72 classes a task each (Tiny ImageNet's 72 natural classes against
 # 72 of its 128 man-made ones, drawn by seed): base, BnB and AnB at cuts 1, 3, 5, 7, seeds 0-2
-DISSIMILAR_OPTS ?= --split natural-man-made,random --classes-per-task 72 --variants BnB,AnB --cuts 1,3,5,7
+DISSIMILAR_OPTS ?= --split natural-man-made --split random --classes-per-task 72 --variants BnB,AnB --cuts 1,3,5,7
 
 # The device check (benchmarks/device_check.py): on any machine, GPU or CPU, installs what probe needs and the
 # machine lacks from the wheels in GPU_WHEELS (no package index), then measures training and evaluation throughput of
