@@ -313,3 +313,27 @@ def test_seeds_trained_after_the_run_was_gone_merge_into_the_committed_records(d
     assert json.loads((merged / "control.json").read_text())["arms"][0]["seeds"] == before["seeds"]
     with pytest.raises(ProbeError, match="no committed records to merge"):
         collect([dosed_run], docs=tmp_path / "elsewhere", merge_into=True)
+
+
+# --- the remedy: the new top's initial scale matched to a fresh base's ------------------------------------------------
+
+@pytest.mark.parametrize("cut", [3, 5, 7])
+def test_matching_the_scale_puts_the_new_layers_pre_activations_where_a_fresh_networks_are(cut):
+    """After a dose of ×10 below it, the fresh layer n+1's pre-activations are ten times a fresh network's; matched,
+    they have the fresh network's RMS (to float rounding), and the factor undoes the dose."""
+    from probe.architectures.rescale import _pre_activation_rms, match_scale
+
+    spec = _spec(variant="selffer", source="B", cut=cut)
+    fresh = build_model(spec)
+    model = build_model(spec)
+    model.load_state_dict(fresh.state_dict())
+    apply_dose(model, cut, Dose.parse("10"), seed=0)
+    x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    target = _pre_activation_rms(fresh, cut + 1, x)
+    assert _pre_activation_rms(model, cut + 1, x) == pytest.approx(10 * target, rel=1e-4)
+    factor = match_scale(model, fresh, x, cut)
+    assert factor == pytest.approx(0.1, rel=1e-4)
+    assert _pre_activation_rms(model, cut + 1, x) == pytest.approx(target, rel=1e-4)
+    assert model.training  # the measurement in eval mode leaves the network as it was
+    with pytest.raises(ProbeError, match="cannot match the scale above layer 8"):
+        match_scale(model, fresh, x, 8)

@@ -109,3 +109,49 @@ def apply_dose(model: LayeredNet, n: int, dose: Dose, seed: int) -> torch.Tensor
     factors = channel_factors(dose, scaled.weight.shape[0], seed)
     scale_layer(model, n, factors)
     return factors
+
+
+def _first_weighted(model: LayeredNet, k: int) -> nn.Module:
+    """Layer ``k``'s first convolution or linear map."""
+    where = model.layer_names[k - 1]
+    module = next((m for _, m in _leaves(model.layer(k), where) if isinstance(m, WEIGHTED)), None)
+    if module is None:
+        raise ProbeError(f"layer {where} has no convolution or linear map whose initial scale could be matched")
+    return module
+
+
+@torch.no_grad()
+def _pre_activation_rms(model: LayeredNet, k: int, batch: torch.Tensor) -> float:
+    """The RMS of what layer ``k``'s first weighted module computes on ``batch`` before its bias, in eval mode."""
+    module, seen = _first_weighted(model, k), []
+
+    def keep(m: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        bias = 0 if m.bias is None else m.bias.reshape((1, -1) + (1,) * (out.dim() - 2))
+        seen.append(float((out - bias).double().pow(2).mean().sqrt()))
+
+    handle = module.register_forward_hook(keep)
+    was_training = model.training
+    try:
+        model.eval()
+        model(batch)
+    finally:
+        handle.remove()
+        model.train(was_training)
+    return seen[0]
+
+
+@torch.no_grad()
+def match_scale(model: LayeredNet, fresh: LayeredNet, batch: torch.Tensor, n: int) -> float:
+    """Scale the initial weights of layer n+1's first weighted module of ``model`` (a cut network whose layers above
+    n are fresh) so that on ``batch`` its pre-activations (bias left out) have the RMS that ``fresh``'s have (a
+    network fresh throughout, as a base starts): the new top then starts where a base's did, whatever the scale of the
+    copied features below it (the remedy the positive control tests). Returns the factor applied."""
+    if not 1 <= n < len(model.layer_names):
+        raise ProbeError(f"cannot match the scale above layer {n} of a {len(model.layer_names)}-layer network")
+    now, target = _pre_activation_rms(model, n + 1, batch), _pre_activation_rms(fresh, n + 1, batch)
+    if not (math.isfinite(now) and now > 0 and math.isfinite(target)):
+        raise ProbeError(f"cannot match the scale above layer {n}: layer {model.layer_names[n]} computes "
+                         f"{'nothing but zeros' if now == 0 else 'non-finite values'} on the training batch")
+    factor = target / now
+    _first_weighted(model, n + 1).weight.mul_(factor)
+    return factor
