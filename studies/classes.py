@@ -9,8 +9,8 @@ at every rung. ``collect`` writes ``docs/reproduction/classes/``:
   selffer's final training loss against its base's, the cut records, the bases' fit) with the rung's classes, the
   drop's detection limit at its seeds and at 5, and the smallest drop its null excludes once the longer bases bound
   the bases' bias;
-- ``classes_seeds.csv``: per rung, replicate (its split seed and initial weights) and cut, the drop (the mean of the seed's two directions), the unit the
-  trend is fitted over;
+- ``classes_seeds.csv``: per rung, replicate (its split seed and initial weights) and cut, the drop (the mean of the
+  seed's two directions), the unit the trend is fitted over;
 - ``trend.csv``: per cut and set of rungs (every rung; the converged ones), the slope of the drop against
   ln(classes), fitted per seed, with its interval over seeds, and the drop the seeds' lines give at the paper's 500
   classes: an extrapolation, beside the paper's own drop;
@@ -21,6 +21,9 @@ at every rung. ``collect`` writes ``docs/reproduction/classes/``:
 
     python -m probe.studies.reproduction classes runs/classes/tin-k5 runs/classes/tin-k10 ...
     python -m probe.studies.reproduction classes --add runs/classes/tin-k100   # beside the committed rungs
+    python -m probe.studies.reproduction classes --pilot runs/classes/pilot-k100   # the recipe's pilot
+
+``pilot.csv`` holds the recipe's pilots (:func:`pilot_rows`), kept when the rungs are collected again.
 """
 
 from __future__ import annotations
@@ -44,7 +47,11 @@ from probe.studies.recipe import DOCS, PAPER_CLASSES, arm, read_source
 
 FOLDER = "classes"
 RECORDS = "records"
+PILOT = "pilot.csv"  # the recipe's pilots: each base's fit, the rule the ladder's recipe was chosen by
 TREND_CUT = 5  # the paper's deepest dip, where the extrapolation is read
+# The pilot's rule, fixed before it ran: a base fits its training set when its final training loss is at most this
+# fraction of its final validation loss
+FIT_RATIO = 0.5
 
 
 def rung(run, name: str, source: str, split: str = SIMILAR_SPLIT) -> tuple[dict, list[dict], list[dict]]:
@@ -96,6 +103,38 @@ def trend_rows(seed_rows: list[dict], infos: list[dict]) -> list[dict]:
     return out
 
 
+def pilot_rows(run, name: str) -> list[dict]:
+    """Per base of a pilot run: its epochs, final training loss (the last epoch's, as it trained), the loss on the
+    training set after training (eval mode), final validation loss, test accuracy, and whether it fits its training
+    set by the rule fixed before the pilot ran (training loss at most FIT_RATIO of the validation loss)."""
+    rows = []
+    for spec in sorted((s for s in run.specs if s.variant == "base"), key=lambda s: s.id):
+        m = run.metrics.get(spec.id) or {}
+        if m.get("status") != "done" or not m.get("epochs"):
+            continue
+        last = m["epochs"][-1]
+        ratio = last["train_loss"] / last["val_loss"]
+        rows.append({"pilot": name, "network": spec.id, "classes": len(spec.target_classes),
+                     "epochs": len(m["epochs"]), "train_loss": last["train_loss"],
+                     "train_eval_loss": m.get("train_eval_loss", math.nan), "val_loss": last["val_loss"],
+                     "ratio": ratio, "test_acc": m["test_acc"], "fits": "yes" if ratio <= FIT_RATIO else "no"})
+    if not rows:
+        raise ProbeError(f"pilot {name} has no finished base network")
+    return rows
+
+
+def collect_pilot(sources: list[Path], docs: Path = DOCS) -> Path:
+    """Write the pilots ``sources`` (run directories, or records files) into ``docs/reproduction/classes/pilot.csv``,
+    beside the committed ones (a pilot of the same name is replaced)."""
+    dest = docs / "reproduction" / FOLDER
+    fresh = [r for source in sources for r in pilot_rows(*reversed(read_source(Path(source))))]
+    names = {r["pilot"] for r in fresh}
+    kept = [r for r in read_table(dest / PILOT) if r["pilot"] not in names] if (dest / PILOT).exists() else []
+    dest.mkdir(parents=True, exist_ok=True)
+    write_table(dest / PILOT, kept + fresh)
+    return dest
+
+
 def collect(sources: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
     """Write the tables, figure and records of the rungs ``sources`` (run directories, or records files) into
     ``docs/reproduction/classes/``; with ``add``, the committed rungs are collected again from their records beside
@@ -129,6 +168,8 @@ def collect(sources: list[Path], docs: Path = DOCS, add: bool = False) -> Path:
     write_table(scratch / "trend.csv", trend_rows(seed_rows, infos))
     write_json(scratch / "classes.json", {"rungs": infos, "trend_cut": TREND_CUT, "paper_classes": PAPER_CLASSES})
     figure(read_table(scratch / "classes.csv"), scratch / "figures" / "classes.png")
+    if (dest / PILOT).exists():  # the pilots are not rungs: they stay
+        shutil.copy2(dest / PILOT, scratch / PILOT)
     shutil.rmtree(dest, ignore_errors=True)  # the whole folder at once: no table of one collection beside another's
     scratch.rename(dest)
     return dest
@@ -156,14 +197,30 @@ class Classes:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.info = read_json_file(folder / "classes.json", "collect the rungs again")
-        self.rows = read_table(folder / "classes.csv")
-        self.trend = read_table(folder / "trend.csv")
+        collected = (folder / "classes.json").exists()  # before any rung, the pilots alone
+        self.info = read_json_file(folder / "classes.json", "collect the rungs again") if collected else {"rungs": []}
+        self.rows = read_table(folder / "classes.csv") if collected else []
+        self.trend = read_table(folder / "trend.csv") if collected else []
+        self.pilots = read_table(folder / PILOT) if (folder / PILOT).exists() else []
 
     def value(self, *keys: str) -> str:
-        """``drop:RUNG:N`` (the drop and its interval), ``slope:SUBSET:N``, ``at_paper:SUBSET:N``."""
+        """``drop:RUNG:N`` (the drop and its interval), ``slope:SUBSET:N``, ``at_paper:SUBSET:N``;
+        ``pilots`` (the pilots' table), ``pilot:PILOT:NETWORK:FIELD`` (a base's field of pilot.csv), ``fit:PILOT``
+        (whether every base fits)."""
         what, name, n = (keys + ("", "", ""))[:3]
-        if what == "drop":
+        if what == "pilots":
+            return self.pilot_section()
+        if what == "pilot" and len(keys) == 4:
+            row = next((r for r in self.pilots if r["pilot"] == name and r["network"].endswith(n)), None)
+            if row is not None and keys[3] in row:
+                value = row[keys[3]]
+                return number(value) if keys[3] in ("train_loss", "train_eval_loss", "val_loss", "ratio",
+                                                    "test_acc") else value
+        elif what == "fit":
+            rows = [r for r in self.pilots if r["pilot"] == name]
+            if rows:
+                return "fits" if all(r["fits"] == "yes" for r in rows) else "does not fit"
+        elif what == "drop":
             row = next((r for r in self.rows if r["arm"] == name and r["n"] == n), None)
             if row is not None:
                 return estimate({k[5:]: v for k, v in row.items() if k.startswith("drop_")}
@@ -174,12 +231,23 @@ class Classes:
                 return estimate({k[len(what) + 1:]: v for k, v in row.items() if k.startswith(f"{what}_")}
                                 | {"replicates": row["slope_seeds"]})
         raise ProbeError(f"no classes-ladder value {':'.join(keys)!r} (values are drop:RUNG:N, slope:SUBSET:N, "
-                         "at_paper:SUBSET:N, SUBSET all or converged)")
+                         "at_paper:SUBSET:N, SUBSET all or converged, pilot:PILOT:NETWORK:FIELD, fit:PILOT)")
 
     def section(self) -> str:
         return markdown(self.blocks())
 
+    def pilot_section(self) -> str:
+        """The pilots' table: per base, its fit by the rule fixed before they ran."""
+        return markdown([Table(["pilot", "base", "classes a task", "epochs", "final training loss",
+                                "training loss, eval mode", "final validation loss", "training / validation",
+                                "test accuracy", f"fits (at most {FIT_RATIO})"],
+                               [[f"`{r['pilot']}`", r["network"], r["classes"], r["epochs"], number(r["train_loss"]),
+                                 number(r["train_eval_loss"]), number(r["val_loss"]), number(r["ratio"]),
+                                 number(r["test_acc"]), r["fits"]] for r in self.pilots])])
+
     def blocks(self) -> list[Block]:
+        if not self.rows:
+            return [Paragraph("No rung of the ladder has been collected yet.")]
         cuts = sorted({int(r["n"]) for r in self.rows})
         table, losses = [], []
         for info in self.info["rungs"]:

@@ -60,6 +60,7 @@ from probe.storage.checkpoint import read_metrics
 from probe.storage.run import METRICS, Run
 from probe.studies.classes import Classes
 from probe.studies.classes import collect as collect_classes
+from probe.studies.classes import collect_pilot as collect_classes_pilot
 from probe.studies.control import Control
 from probe.studies.control import collect as collect_control
 from probe.studies.control import recollect as recollect_control
@@ -404,7 +405,7 @@ def render(docs: Path = DOCS) -> str:
     results |= {p.name: Initialization(p) for p in folders if (p / "initialization.json").exists()}
     results |= {p.name: Recipe(p) for p in folders if (p / "recipe.json").exists()}
     results |= {p.name: Control(p) for p in folders if (p / "control.json").exists()}
-    results |= {p.name: Classes(p) for p in folders if (p / "classes.json").exists()}
+    results |= {p.name: Classes(p) for p in folders if (p / "classes.json").exists() or (p / "pilot.csv").exists()}
     results["paper"] = Paper()
 
     def fill(match: re.Match) -> str:
@@ -536,11 +537,16 @@ def control_command(sources: tuple[Path, ...], add: bool, merge_into: bool, reco
 @click.option("--add", is_flag=True, default=False,
               help="Collect the committed rungs again from their records beside SOURCES (a committed rung of the "
                    "same name is replaced).")
-def classes_command(sources: tuple[Path, ...], add: bool) -> None:
+@click.option("--pilot", is_flag=True, default=False,
+              help="SOURCES are the recipe's pilots: write each base's fit into pilot.csv, beside the committed "
+                   "pilots (one of the same name is replaced).")
+def classes_command(sources: tuple[Path, ...], add: bool, pilot: bool) -> None:
     """Collect the classes ladder's rungs SOURCES into docs/reproduction/classes/: run directories of selffer-only
     runs with the convergence check, one number of classes a task each (a rung is named by its directory), or
     records files RUNG.json.gz."""
-    _collected(lambda dirs: collect_classes(dirs, add=add), sources)
+    if pilot and add:
+        raise click.UsageError("--pilot writes pilot.csv alone: no --add")
+    _collected(lambda dirs: collect_classes_pilot(dirs) if pilot else collect_classes(dirs, add=add), sources)
 
 
 def _collected(collect_study, run_dirs: tuple[Path, ...]) -> None:

@@ -584,3 +584,24 @@ def test_the_classes_ladder_collects_its_rungs_a_trend_and_a_section(classes_run
     assert (again / "classes.csv").read_bytes() == (dest / "classes.csv").read_bytes()
     assert (again / "trend.csv").read_bytes() == (dest / "trend.csv").read_bytes()
     assert first == again
+
+
+def test_the_classes_pilot_records_each_bases_fit_and_stays_when_the_rungs_are_collected_again(classes_rungs,
+                                                                                             tmp_path):
+    from probe.analysis.render import read_table
+    from probe.studies.classes import FIT_RATIO, PILOT, Classes, collect, collect_pilot
+
+    dest = collect_pilot(classes_rungs[:1], tmp_path)
+    rows = read_table(dest / PILOT)
+    assert sorted(r["network"] for r in rows) == sorted(f"random-s{s}/init{s}/base{t}" for s in (0, 1) for t in "AB")
+    for r in rows:
+        ratio = float(r["train_loss"]) / float(r["val_loss"])
+        assert float(r["ratio"]) == pytest.approx(ratio) and r["fits"] == ("yes" if ratio <= FIT_RATIO else "no")
+        assert r["classes"] == "2" and r["epochs"] == "2"
+    pilots = Classes(dest)
+    assert pilots.value("fit", "k2") == ("fits" if all(r["fits"] == "yes" for r in rows) else "does not fit")
+    assert "| `k2` | random-s0/init0/baseA |" in pilots.value("pilots")
+    assert "No rung" in pilots.section()
+    collect(classes_rungs, tmp_path)
+    assert read_table(dest / PILOT) == rows and Classes(dest).value("pilot", "k2", "s1/init1/baseB", "fits") in \
+        ("yes", "no")
