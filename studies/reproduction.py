@@ -58,6 +58,7 @@ from probe.planning.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VA
 from probe.storage.atomic import read_json, write_atomic, write_json
 from probe.storage.checkpoint import read_metrics
 from probe.storage.run import METRICS, Run
+from probe.studies.classes import FOLDER as CLASSES_FOLDER
 from probe.studies.classes import Classes
 from probe.studies.classes import collect as collect_classes
 from probe.studies.classes import collect_pilot as collect_classes_pilot
@@ -405,7 +406,8 @@ def render(docs: Path = DOCS) -> str:
     results |= {p.name: Initialization(p) for p in folders if (p / "initialization.json").exists()}
     results |= {p.name: Recipe(p) for p in folders if (p / "recipe.json").exists()}
     results |= {p.name: Control(p) for p in folders if (p / "control.json").exists()}
-    results |= {p.name: Classes(p) for p in folders if (p / "classes.json").exists() or (p / "pilot.csv").exists()}
+    # the classes ladder's folder holds its pilots before any rung (another study's pilot.csv is its own)
+    results |= {p.name: Classes(p) for p in folders if (p / "classes.json").exists() or p.name == CLASSES_FOLDER}
     results["paper"] = Paper()
 
     def fill(match: re.Match) -> str:
