@@ -41,7 +41,7 @@ from probe.analysis.probes import (
 from probe.analysis.similarity import centered_svd
 from probe.analysis.stores import list_networks
 from probe.errors import ProbeError
-from probe.planning.variants import TASKS, other_task
+from probe.specs.variants import TASKS, other_task
 
 # LogME's fixed point: the authors stop at a 1% change of alpha/beta after at most 11 steps; a tighter stop costs
 # nothing (each step is O(rank x classes)) and makes the value reproducible to many digits

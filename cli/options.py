@@ -24,8 +24,8 @@ from probe.planning.source import (
     parse_normalization,
     resolve_named_source,
 )
-from probe.planning.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
-from probe.planning.variants import CUT_NAMES, SOURCE_CUT_NAMES
+from probe.specs.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
+from probe.specs.variants import CUT_NAMES, SOURCE_CUT_NAMES
 
 RECIPE_HELP = {
     "epochs": "Training epochs per network.",
@@ -113,7 +113,7 @@ def parse_arch_options(pairs: tuple[str, ...]) -> dict:
 
 def study_options(f):
     """The options that describe a study (shared by ``plan`` and ``train``)."""
-    from probe.planning.spec import RESIZE_MODES
+    from probe.specs.spec import RESIZE_MODES
 
     opts = [
         click.option("--dataset", default="fashion-mnist", show_default=True,

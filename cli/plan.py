@@ -20,7 +20,7 @@ from probe.planning.plan import (
     planned_cuts,
     task_summaries,
 )
-from probe.planning.spec import SourceSpec
+from probe.specs.spec import SourceSpec
 
 
 @click.command()

@@ -25,7 +25,7 @@ from probe.errors import ProbeError
 from probe.execution.extract import ExtractionImages, extract_run
 from probe.execution.sweep import plan_study
 from probe.planning.plan import Study, read_plan, task_summaries
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.storage.run import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")

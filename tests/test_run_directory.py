@@ -18,7 +18,7 @@ from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
 from probe.execution.batches import Normalize, center_crop, to_device
 from probe.planning.plan import Study, make_plan, read_plan
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.storage.atomic import read_json, write_json
 from probe.storage.checkpoint import load_tensors, load_weights, save_tensors
 from probe.storage.run import Run

@@ -12,9 +12,9 @@ from probe.architectures.layered import LayeredNet
 from probe.architectures.registry import Architecture, check_arch_spec, declared_layers
 from probe.architectures.stitch import add_stitch
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec, NetworkSpec
-from probe.planning.variants import STITCH_FAMILIES
 from probe.plugins import reason
+from probe.specs.spec import ArchSpec, NetworkSpec
+from probe.specs.variants import STITCH_FAMILIES
 
 
 def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int, seed: int) -> LayeredNet:

@@ -27,8 +27,8 @@ from probe.architectures.layered import LayeredNet
 from probe.architectures.registry import SET_BY_PROBE, Architecture
 from probe.architectures.torchvision_models import fit_input, has_default_cut_points, layered_torchvision
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec
 from probe.plugins import reason
+from probe.specs.spec import ArchSpec
 
 
 def layered_network(entry: Architecture, arch: ArchSpec, in_channels: int, num_classes: int,

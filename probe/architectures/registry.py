@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from probe.architectures.timm_models import check_name, is_timm
 from probe.errors import ProbeError
-from probe.planning.spec import INITS, ArchSpec
 from probe.plugins import function_path, import_function, is_import_path, load_plugins_into
+from probe.specs.spec import INITS, ArchSpec
 
 if TYPE_CHECKING:
     from torch import nn

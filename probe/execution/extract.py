@@ -44,8 +44,8 @@ from probe.execution.executor import CANCELLED, Executor, LocalExecutor
 from probe.execution.sweep import read_run_data
 from probe.execution.train import resolve_device
 from probe.planning.plan import PlannedNetwork, read_plan
-from probe.planning.spec import NetworkSpec
-from probe.planning.variants import LONG_BASE, Variant
+from probe.specs.spec import NetworkSpec
+from probe.specs.variants import LONG_BASE, Variant
 from probe.storage.activation_store import (
     SAMPLES,
     SIZE_SETTINGS,
@@ -95,7 +95,7 @@ class ExtractionImages:
     tasks'; optionally a seeded subset of ``per_class`` images per class: ``exactly`` that many (a class with fewer
     is refused, so the set is balanced), or ``at-most`` that many (a class with fewer gives all of its own).
 
-    ``test_per_class`` caps the test images first, as training does (:class:`~probe.planning.spec.DataSpec`'s
+    ``test_per_class`` caps the test images first, as training does (:class:`~probe.specs.spec.DataSpec`'s
     ``test_per_class``: the same seeded subset of at most that many of each class of a task): ``"run"`` (the
     default) is the run's own cap, so that the networks are probed on the images they were tested on; None takes
     every test image (``--all-test-images``)."""

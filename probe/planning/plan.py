@@ -25,9 +25,9 @@ from probe.data.custom import complete_data_spec
 from probe.data.splits import TARGET_SPLIT, check_split_name, draw_classes, resolve_split, split_is_seeded
 from probe.data.wordnet import class_label
 from probe.errors import ProbeError
-from probe.planning.dose import Dose, parse_doses
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec, legacy_recipe
-from probe.planning.variants import (
+from probe.specs.dose import Dose, parse_doses
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec, Recipe, SourceSpec, legacy_recipe
+from probe.specs.variants import (
     CUT_NAMES,
     DOSED_FAMILIES,
     LONG_BASE,
@@ -79,7 +79,7 @@ class Study:
     target_classes: tuple[str, ...] | None = None
     # The convergence check: per replicate and task, one more base trained this many times as long (None: unchecked)
     convergence_factor: int | None = None
-    # The positive control (probe.planning.dose): beside each network that copies layers from a base (BnB, BnB+, AnB,
+    # The positive control (probe.specs.dose): beside each network that copies layers from a base (BnB, BnB+, AnB,
     # AnB+), one more per dose, its copied layer n rescaled; as texts, e.g. ("10", "1/10", "~30")
     doses: tuple[str, ...] = ()
     # At most this many classes of each task, a seeded draw nested across sizes (None: every class of the split)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec, NetworkSpec, SourceSpec
+from probe.specs.spec import ArchSpec, NetworkSpec, SourceSpec
 
 if TYPE_CHECKING:
     import torch

@@ -38,7 +38,7 @@ import zarr
 
 from probe.architectures.registry import declared_layers
 from probe.errors import ProbeError
-from probe.planning.spec import NetworkSpec
+from probe.specs.spec import NetworkSpec
 from probe.storage.atomic import write_error, write_json
 from probe.storage.lock import LockUnsupported
 
