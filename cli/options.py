@@ -13,16 +13,15 @@ from dataclasses import fields
 import click
 
 from probe.errors import ProbeError
+from probe.planning.named_source import is_named_source, resolve_named_source
 from probe.planning.plan import Study
 from probe.planning.source import (
     NORMALIZATIONS,
     OWN_STATISTICS,
     check_source_early,
     describe_source,
-    is_named_source,
     parse_key_map,
     parse_normalization,
-    resolve_named_source,
 )
 from probe.specs.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
 from probe.specs.variants import CUT_NAMES, SOURCE_CUT_NAMES

@@ -8,15 +8,13 @@ from pathlib import Path
 import click
 
 from probe.cli.options import errors_as_messages, study_from_options, study_options
-from probe.planning.plan import (
-    PlannedNetwork,
-    Study,
+from probe.planning.plan import PlannedNetwork, Study, plan_to_dict
+from probe.planning.summary import (
     budget_advice,
     format_cuts,
     format_networks,
     format_source,
     format_task_summaries,
-    plan_to_dict,
     planned_cuts,
     task_summaries,
 )

@@ -24,7 +24,8 @@ from probe.data.tasks import task_counts, task_data
 from probe.errors import ProbeError
 from probe.execution.extract import ExtractionImages, extract_run
 from probe.execution.sweep import plan_study
-from probe.planning.plan import Study, read_plan, task_summaries
+from probe.planning.plan import Study, read_plan
+from probe.planning.summary import task_summaries
 from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.storage.run import Run
 

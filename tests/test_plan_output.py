@@ -19,7 +19,7 @@ from conftest import TINY_STUDY, assert_one_line_error
 from torch import nn
 
 from probe.architectures.build import build_model
-from probe.planning.plan import budget_advice
+from probe.planning.summary import budget_advice
 from probe.specs.spec import NetworkSpec, Recipe
 
 CUTS = ["--cuts", "1,2"]

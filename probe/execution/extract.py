@@ -38,12 +38,9 @@ from probe.specs.variants import LONG_BASE, Variant
 from probe.storage.activation_store import (
     check_store_path,
     consolidate,
-    describe_settings,
     ensure_hierarchy,
     group_attrs,
     group_lock,
-    group_settings,
-    same_settings,
     store_lock,
     verify_group,
 )
@@ -51,6 +48,7 @@ from probe.storage.checkpoint import load_state, load_weights, weights_fingerpri
 from probe.storage.loaded import loaded_dataset
 from probe.storage.run import Run
 from probe.storage.state import network_state
+from probe.storage.store_settings import describe_settings, group_settings, same_settings
 
 
 def extraction_networks(run_dir: Path, networks: list[str] | None, batch_size: int,

@@ -13,19 +13,18 @@ from probe.errors import ProbeError
 from probe.execution.extraction.images import RUN_CAP, ExtractionImages
 from probe.execution.extraction.reduction import Reduction
 from probe.planning.plan import read_plan
-from probe.storage.activation_store import (
+from probe.storage.activation_store import group_attrs, store_lock
+from probe.storage.run import Run
+from probe.storage.store_settings import (
     SIZE_SETTINGS,
     VALUE_SETTINGS,
     describe_settings,
     disagreement,
-    group_attrs,
     groups_settings,
     option_name,
     record_settings,
     recorded_settings,
-    store_lock,
 )
-from probe.storage.run import Run
 
 
 def asked_settings(images: ExtractionImages | None = None, reduction: Reduction | None = None,
