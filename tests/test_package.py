@@ -94,7 +94,7 @@ def test_drawing_the_figures_leaves_the_users_backend_alone(tmp_path):
 
 # The rooms, bottom up: a module may import probe's own modules of its room and of the rooms below it, never of a
 # room above. The foundation (errors, import paths, the frozen specs) imports nothing else of probe; the networks and
-# the data read the specs alone; storage lays out what training and extraction write (naming architectures, loading
+# the data read the foundation alone; storage lays out what training and extraction write (naming architectures, loading
 # data); planning lays a study out as specs and reads its run directory; execution trains, sweeps and extracts what
 # was planned; the analysis reads what execution wrote (through its executors); the command line sits on all of it,
 # and this repository's studies of the paper on top.
