@@ -28,8 +28,8 @@ import xarray as xr
 from probe.architectures.registry import get_architecture
 from probe.errors import ProbeError
 from probe.planning.plan import read_plan
-from probe.planning.spec import NetworkSpec
-from probe.planning.variants import (
+from probe.specs.spec import NetworkSpec
+from probe.specs.variants import (
     BASE,
     LONG_BASE,
     ONE_DIRECTION,

@@ -32,7 +32,7 @@ import xarray as xr
 
 from probe.analysis.accuracies import one_directional
 from probe.analysis.stats import Estimate, estimate, welch
-from probe.planning.variants import BASE
+from probe.specs.variants import BASE
 
 SIMILAR_SPLIT = "random"
 

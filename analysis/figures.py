@@ -31,7 +31,7 @@ from probe.analysis.accuracies import chance_levels, one_directional
 from probe.analysis.decomposition import SIMILAR_SPLIT, replicates, transfer_names
 from probe.analysis.reference import CITATION, reference_relative
 from probe.analysis.training import LAYER
-from probe.planning.variants import BASE
+from probe.specs.variants import BASE
 from probe.storage.atomic import write_atomic
 
 STYLE = {"base": ("white", "o"), "BnB": ("tab:blue", "o"), "BnB+": ("lightskyblue", "P"),

@@ -18,7 +18,7 @@ from pathlib import Path
 from probe.analysis.accuracies import RunMetrics
 from probe.errors import ProbeError
 from probe.planning.plan import probe_version
-from probe.planning.spec import NetworkSpec
+from probe.specs.spec import NetworkSpec
 from probe.storage.atomic import write_atomic
 
 VERSION = 1

@@ -90,7 +90,7 @@ from probe.analysis.training import (
 )
 from probe.analysis.transferability import DESCRIPTIONS, too_few_pairs
 from probe.planning.plan import read_plan
-from probe.planning.variants import BASE
+from probe.specs.variants import BASE
 from probe.storage.activation_store import consolidate, token_policies
 from probe.storage.atomic import write_atomic, write_json
 from probe.storage.run import Run

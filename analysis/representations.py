@@ -34,8 +34,8 @@ from probe.analysis.transferability import DESCRIPTIONS, layer_scores, rank_corr
 from probe.errors import ProbeError
 from probe.execution.executor import DaskExecutor, LocalExecutor
 from probe.planning.plan import PlannedNetwork, read_plan
-from probe.planning.spec import NetworkSpec
-from probe.planning.variants import other_task
+from probe.specs.spec import NetworkSpec
+from probe.specs.variants import other_task
 
 
 def layer_matrix(da: xr.DataArray) -> np.ndarray:

@@ -22,7 +22,7 @@ from probe.analysis.stats import estimate
 from probe.errors import ProbeError
 from probe.execution.robustness import RESETS, read_robustness
 from probe.planning.plan import read_plan
-from probe.planning.variants import TASKS
+from probe.specs.variants import TASKS
 from probe.storage.run import Run
 
 ROBUST, CRITICAL = 0.9, 0.5

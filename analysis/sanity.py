@@ -24,10 +24,10 @@ from probe.analysis.accuracies import METRICS, RunMetrics, one_directional, repl
 from probe.analysis.decomposition import replicates
 from probe.analysis.render import Block, Heading, Items, Paragraph, Table, number
 from probe.analysis.stats import Estimate, detection_limit, estimate, excluded_drop, spread
-from probe.planning.variants import BASE
+from probe.specs.variants import BASE
 
 if TYPE_CHECKING:
-    from probe.planning.spec import NetworkSpec
+    from probe.specs.spec import NetworkSpec
 
 # A mean validation gain below this per epoch counts as "stopped improving" (half a point: below what a few hundred
 # validation images resolve, well below the gains of a network still learning)

@@ -19,18 +19,16 @@ import xarray as xr
 
 from probe.errors import ProbeError
 from probe.planning.plan import PlannedNetwork
-from probe.storage.activation_store import (
-    META,
+from probe.storage.activation_store import META, group_attrs, verify_group
+from probe.storage.checkpoint import weights_fingerprint
+from probe.storage.run import Run
+from probe.storage.store_settings import (
     describe_settings,
     disagreement,
-    group_attrs,
     group_settings,
     recorded_settings,
     same_settings,
-    verify_group,
 )
-from probe.storage.checkpoint import weights_fingerprint
-from probe.storage.run import Run
 
 
 def store_path(path: str | Path) -> Path:

@@ -28,8 +28,8 @@ from probe.analysis.accuracies import RunMetrics, replicate_label
 from probe.analysis.decomposition import replicates, summarize
 from probe.analysis.stats import Estimate, estimate
 from probe.errors import ProbeError
-from probe.planning.spec import NetworkSpec
-from probe.planning.variants import BASE, CUT_VARIANTS, SOURCE_VARIANTS, STITCH_VARIANTS, Variant
+from probe.specs.spec import NetworkSpec
+from probe.specs.variants import BASE, CUT_VARIANTS, SOURCE_VARIANTS, STITCH_VARIANTS, Variant
 
 # The variants arranged here: the base networks and those the accuracy Dataset has cut at n
 KNOWN = (BASE, *CUT_VARIANTS, *SOURCE_VARIANTS, *STITCH_VARIANTS)

@@ -41,7 +41,8 @@ from probe.analysis.probes import (
 from probe.analysis.similarity import centered_svd
 from probe.analysis.stores import list_networks
 from probe.errors import ProbeError
-from probe.planning.variants import TASKS, other_task
+from probe.execution.extraction.reduction import constant_features
+from probe.specs.variants import TASKS, other_task
 
 # LogME's fixed point: the authors stop at a 1% change of alpha/beta after at most 11 steps; a tighter stop costs
 # nothing (each step is O(rank x classes)) and makes the value reproducible to many digits
@@ -255,18 +256,6 @@ class Correlation:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def constant_features(x) -> bool:
-    """Whether the rows of ``x`` (n_samples, n_features) are all alike up to float rounding: features that do not
-    vary over the images carry nothing to score (a ViT's class token before any attention, a silenced layer)."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ProbeError(f"expected features of shape (n_samples, n_features), got {x.shape}")
-    if len(x) < 2:
-        return False
-    scale = max(1.0, float(np.abs(x).max()))
-    return bool(np.abs(x - x[:1]).max() <= 1e-6 * scale)
 
 
 def rank_correlation(scores, accuracies) -> Correlation:

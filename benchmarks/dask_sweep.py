@@ -23,7 +23,7 @@ from bench import cpu_name, print_table, save
 
 from probe.execution.distributed import dask_client, run_study_dask
 from probe.planning.plan import Study
-from probe.planning.spec import ArchSpec, DataSpec, Recipe
+from probe.specs.spec import ArchSpec, DataSpec, Recipe
 
 
 @click.command()

@@ -169,7 +169,7 @@ def synchronize(device) -> None:
 
 
 def network_spec(width: float, batch_size: int, classes: int = 5):
-    from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
+    from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
 
     names = [f"class{i}" for i in range(2 * classes)]
     return NetworkSpec(data=DataSpec("synthetic", image_size=32), split="random", split_seed=0, target="B",

@@ -27,7 +27,7 @@ from probe.data.splits import resolve_split
 from probe.execution.batches import Normalize, center_crop, channel_stats, to_device
 from probe.execution.extract import ExtractionImages, Reduction, extract_network
 from probe.execution.train import resolve_device
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 
 
 def forward_only(model, arrays, samples, normalize, input_size, device, batch_size) -> None:

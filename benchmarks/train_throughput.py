@@ -49,7 +49,7 @@ from probe.execution.train import (
     train_network,
 )
 from probe.planning.plan import Study, make_plan
-from probe.planning.spec import ArchSpec, DataSpec, Recipe
+from probe.specs.spec import ArchSpec, DataSpec, Recipe
 
 
 class PerSampleImages(torch.utils.data.Dataset):

@@ -69,7 +69,8 @@ def extract(run_dir: Path, out: Path | None, networks: str, probe_set: str | Non
     """Write every trained network's per-layer activations into one zarr store; rerun to resume. By default the
     networks are probed on the test images they were tested on (the run's --test-per-class cap)."""
     from probe.errors import ProbeError
-    from probe.execution.extract import LINES, extract_run, resolve_settings, run_defaults, settings_objects
+    from probe.execution.extract import LINES, extract_run
+    from probe.execution.extraction.settings import resolve_settings, run_defaults, settings_objects
     from probe.execution.train import resolve_device
 
     if all_test_images and test_per_class is not None:

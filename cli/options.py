@@ -13,19 +13,18 @@ from dataclasses import fields
 import click
 
 from probe.errors import ProbeError
+from probe.planning.named_source import is_named_source, resolve_named_source
 from probe.planning.plan import Study
 from probe.planning.source import (
     NORMALIZATIONS,
     OWN_STATISTICS,
     check_source_early,
     describe_source,
-    is_named_source,
     parse_key_map,
     parse_normalization,
-    resolve_named_source,
 )
-from probe.planning.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
-from probe.planning.variants import CUT_NAMES, SOURCE_CUT_NAMES
+from probe.specs.spec import INIT_SHARINGS, INITS, SCHEDULES, UNREADABLE, ArchSpec, DataSpec, Recipe, check_seed
+from probe.specs.variants import CUT_NAMES, SOURCE_CUT_NAMES
 
 RECIPE_HELP = {
     "epochs": "Training epochs per network.",
@@ -113,7 +112,7 @@ def parse_arch_options(pairs: tuple[str, ...]) -> dict:
 
 def study_options(f):
     """The options that describe a study (shared by ``plan`` and ``train``)."""
-    from probe.planning.spec import RESIZE_MODES
+    from probe.specs.spec import RESIZE_MODES
 
     opts = [
         click.option("--dataset", default="fashion-mnist", show_default=True,

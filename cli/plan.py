@@ -8,19 +8,17 @@ from pathlib import Path
 import click
 
 from probe.cli.options import errors_as_messages, study_from_options, study_options
-from probe.planning.plan import (
-    PlannedNetwork,
-    Study,
+from probe.planning.plan import PlannedNetwork, Study, plan_to_dict
+from probe.planning.summary import (
     budget_advice,
     format_cuts,
     format_networks,
     format_source,
     format_task_summaries,
-    plan_to_dict,
     planned_cuts,
     task_summaries,
 )
-from probe.planning.spec import SourceSpec
+from probe.specs.spec import SourceSpec
 
 
 @click.command()

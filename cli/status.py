@@ -18,9 +18,12 @@ def status(run_dir: Path) -> None:
     again)."""
     from collections import Counter
 
-    from probe.storage.state import STATES, run_status
+    from probe.planning.plan import read_plan
+    from probe.storage.state import STATES, network_state
 
-    rows = run_status(run_dir)
+    # the plan says which networks there are, their files what became of them (storage sits below planning)
+    _, plan = read_plan(run_dir)
+    rows = [(p.spec, *network_state(run_dir, p.spec)) for p in plan]
     for spec, state, detail in rows:
         click.echo(f"{spec.id:<40} {state:<12} {detail}")
     counts = Counter(state for _, state, _ in rows)

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from probe.cli.options import errors_as_messages, executor_options, study_from_options, study_given, study_options
-from probe.planning.plan import budget_advice, read_plan
+from probe.planning.plan import read_plan
+from probe.planning.summary import budget_advice
 from probe.storage.run import Run
 
 

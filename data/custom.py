@@ -23,8 +23,8 @@ import numpy as np
 
 from probe.data.arrays import DATASETS, ImageArrays, resized
 from probe.errors import ProbeError
-from probe.planning.spec import DataSpec
 from probe.plugins import function_path, import_function, is_import_path, load_plugins_into, reason
+from probe.specs.spec import DataSpec
 
 ENTRY_POINTS = "probe.datasets"
 

@@ -40,7 +40,7 @@ from probe.data.arrays import DATASETS, ImageArrays, resized, to_square
 from probe.data.class_cache import Decoder, Members, checksum, load_by_class, reason
 from probe.data.custom import load_own
 from probe.errors import ProbeError
-from probe.planning.spec import DataSpec
+from probe.specs.spec import DataSpec
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 _FASHION_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",

@@ -9,7 +9,7 @@ from sklearn.model_selection import train_test_split
 
 from probe.data.arrays import ImageArrays
 from probe.errors import ProbeError
-from probe.planning.spec import DataSpec
+from probe.specs.spec import DataSpec
 
 # The validation split and any per-class subsample are the same for every network of a run (and every run on the
 # same data), so that networks compared with each other saw the same images.

@@ -25,7 +25,7 @@ import numpy as np
 from probe.data.arrays import ImageArrays, resized
 from probe.data.class_cache import Decoder, Members
 from probe.errors import ProbeError
-from probe.planning.spec import DataSpec
+from probe.specs.spec import DataSpec
 
 SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 _FIX = "restore it from the official zip or the shared tarball"

@@ -18,9 +18,9 @@ from importlib import import_module
 # public name -> the module that defines it
 _EXPORTS = {
     "ProbeError": "probe.errors",
-    **dict.fromkeys(("ArchSpec", "DataSpec", "NetworkSpec", "Recipe"), "probe.planning.spec"),
+    **dict.fromkeys(("ArchSpec", "DataSpec", "NetworkSpec", "Recipe"), "probe.specs.spec"),
     "Study": "probe.planning.plan",
-    "SourceSpec": "probe.planning.spec",  # a source network trained elsewhere, as describe_source reads it
+    "SourceSpec": "probe.specs.spec",  # a source network trained elsewhere, as describe_source reads it
     "describe_source": "probe.planning.source",
     "register_architecture": "probe.architectures.registry",
     "register_dataset": "probe.data.custom",

@@ -1,7 +1,7 @@
 """The positive control: does probe detect a dip it is given? (docs/reproduction.md, "A positive control").
 
 Each arm is a run directory of a selffer-only study with doses (``--variants BnB --dose ...``): the bases, at each cut
-the plain selffer BnB, and beside it one dosed selffer per dose (:mod:`probe.planning.dose`: the copied layer n
+the plain selffer BnB, and beside it one dosed selffer per dose (:mod:`probe.specs.dose`: the copied layer n
 rescaled, the function it computes with a compensated layer n+1 unchanged). ``collect`` writes
 ``docs/reproduction/control/``:
 

@@ -30,7 +30,7 @@ from probe.analysis.decomposition import relative, summarize, variant_means
 from probe.analysis.render import Block, Code, Paragraph, Table, estimate, markdown, number, read_table, write_table
 from probe.errors import ProbeError
 from probe.planning.plan import read_plan
-from probe.planning.variants import BASE
+from probe.specs.variants import BASE
 from probe.storage.atomic import read_json, write_json
 from probe.storage.checkpoint import read_metrics
 from probe.storage.run import Run

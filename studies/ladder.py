@@ -67,7 +67,7 @@ from probe.analysis.stats import estimate as interval
 from probe.errors import ProbeError
 from probe.execution.robustness import RESETS
 from probe.planning.plan import read_plan
-from probe.planning.variants import BASE, Variant
+from probe.specs.variants import BASE, Variant
 from probe.storage.atomic import read_json, write_atomic, write_json
 from probe.storage.checkpoint import read_metrics
 from probe.storage.run import Run

@@ -54,7 +54,7 @@ from probe.analysis.transferability import DESCRIPTIONS
 from probe.architectures.registry import get_architecture
 from probe.errors import ProbeError
 from probe.planning.plan import read_plan_file
-from probe.planning.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VARIANTS, TASKS, cut_variants
+from probe.specs.variants import BASE, CUT_VARIANTS, ONE_DIRECTION, STITCH_VARIANTS, TASKS, cut_variants
 from probe.storage.atomic import read_json, write_atomic, write_json
 from probe.storage.checkpoint import read_metrics
 from probe.storage.run import METRICS, Run

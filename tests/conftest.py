@@ -45,7 +45,7 @@ def pytest_collection_modifyitems(config, items):
 def synthetic_arrays():
     """The synthetic dataset as ImageArrays (generated in code, no cache)."""
     from probe.data.datasets import load_dataset
-    from probe.planning.spec import DataSpec
+    from probe.specs.spec import DataSpec
 
     return load_dataset(DataSpec("synthetic"))
 

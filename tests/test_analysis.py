@@ -13,8 +13,8 @@ from probe.analysis.decomposition import decompose, direction_rows, split_contra
 from probe.analysis.reference import reference_relative
 from probe.analysis.stats import estimate, paired, welch
 from probe.planning.plan import Study, make_plan
-from probe.planning.spec import ArchSpec, DataSpec
-from probe.planning.variants import Variant
+from probe.specs.spec import ArchSpec, DataSpec
+from probe.specs.variants import Variant
 
 CLASSES = [f"class{i}" for i in range(10)]
 

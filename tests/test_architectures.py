@@ -9,7 +9,7 @@ from torch import nn
 
 from probe.architectures import REGISTRY, LayeredNet, build_model, build_network, get_architecture
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 
 NUM_CLASSES = 4
 

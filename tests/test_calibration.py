@@ -15,7 +15,7 @@ from probe.analysis.accuracies import build_dataset, read_run_metrics
 from probe.analysis.sanity import LONGER_GAIN, convergence_note, init_note, longer_findings, longer_gains
 from probe.architectures.build import build_model
 from probe.planning.plan import Study, make_plan, read_plan
-from probe.planning.spec import SEED_LIMIT, ArchSpec, DataSpec, NetworkSpec, Recipe
+from probe.specs.spec import SEED_LIMIT, ArchSpec, DataSpec, NetworkSpec, Recipe
 from probe.storage.checkpoint import load_tensors
 from probe.storage.run import Run
 

@@ -233,7 +233,7 @@ def test_the_generated_and_ones_own_images_take_the_image_size(kind, size, cache
 def test_download_is_refused_for_kinds_that_cannot_fetch(kind, honoured):
     from probe.data.datasets import check_honoured
     from probe.errors import ProbeError
-    from probe.planning.spec import DataSpec
+    from probe.specs.spec import DataSpec
 
     spec = DataSpec(KINDS[kind][1])
     if honoured:

@@ -19,7 +19,7 @@ from probe.data.splits import resolve_split
 from probe.data.synthetic import synthetic_arrays
 from probe.data.tasks import task_data
 from probe.errors import ProbeError
-from probe.planning.spec import DataSpec
+from probe.specs.spec import DataSpec
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

@@ -24,8 +24,9 @@ from probe.data.tasks import task_counts, task_data
 from probe.errors import ProbeError
 from probe.execution.extract import ExtractionImages, extract_run
 from probe.execution.sweep import plan_study
-from probe.planning.plan import Study, read_plan, task_summaries
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.planning.plan import Study, read_plan
+from probe.planning.summary import task_summaries
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.storage.run import Run
 
 pytestmark = pytest.mark.filterwarnings("ignore::zarr.errors.ZarrUserWarning")

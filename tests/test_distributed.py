@@ -27,7 +27,7 @@ from probe.execution.distributed import dask_client, extract_run_dask, run_study
 from probe.execution.extract import extract_run
 from probe.execution.sweep import run_study
 from probe.planning.plan import Study
-from probe.planning.spec import ArchSpec, DataSpec, Recipe
+from probe.specs.spec import ArchSpec, DataSpec, Recipe
 from probe.storage.atomic import read_json
 from probe.storage.checkpoint import load_weights, save_tensors
 

@@ -1,4 +1,4 @@
-"""The positive control's dose: a function-preserving rescale of the copied layer n (probe.planning.dose,
+"""The positive control's dose: a function-preserving rescale of the copied layer n (probe.specs.dose,
 probe.architectures.rescale), planned, named, trained and tabled."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from probe.architectures.layered import LayeredNet
 from probe.architectures.rescale import apply_dose, channel_factors, compensate_next, dose_sites, scale_layer
 from probe.errors import ProbeError
 from probe.execution.train import prepare_model
-from probe.planning.dose import Dose, parse_doses
 from probe.planning.plan import Study, read_plan
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.specs.dose import Dose, parse_doses
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.storage.checkpoint import load_weights
 from probe.storage.run import Run
 

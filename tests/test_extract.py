@@ -25,7 +25,7 @@ from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, to_device
 from probe.execution.extract import ExtractionImages, Reduction, extract_network, extract_run
 from probe.planning.plan import read_plan
-from probe.planning.spec import NetworkSpec
+from probe.specs.spec import NetworkSpec
 from probe.storage.activation_store import group_is_complete
 from probe.storage.atomic import read_json
 from probe.storage.checkpoint import load_weights

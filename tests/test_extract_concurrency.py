@@ -81,7 +81,7 @@ def test_the_first_extraction_of_a_store_claims_its_settings(tmp_path):
     (under the store's lock), and the other is refused in one line before it writes anything."""
     from probe.errors import ProbeError
     from probe.execution.extract import claim_settings, resolve_settings
-    from probe.storage.activation_store import recorded_settings
+    from probe.storage.store_settings import recorded_settings
 
     store = tmp_path / "acts.zarr"
     first = resolve_settings(store, {"probe_set": "both", "spatial": "sample:2", "batch_size": 16})

@@ -17,7 +17,7 @@ from probe.data.datasets import load_dataset
 from probe.data.splits import resolve_split
 from probe.errors import ProbeError
 from probe.planning.plan import read_plan
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
 
 CLASSES = ("cats", "dogs")
 # the cheapest plan: the synthetic dataset, one cut, no variants besides the bases

@@ -16,7 +16,7 @@ from probe.data.datasets import load_dataset
 from probe.data.synthetic import synthetic_arrays
 from probe.errors import ProbeError
 from probe.planning.plan import Study
-from probe.planning.spec import ArchSpec, DataSpec
+from probe.specs.spec import ArchSpec, DataSpec
 from probe.storage.run import Run
 
 # Dataset functions of this module, importable by the tests' processes as test_own_data:NAME.

@@ -18,8 +18,8 @@ from probe import register_architecture
 from probe.architectures import REGISTRY, build_network, get_architecture
 from probe.architectures.registry import complete_arch_spec
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec
 from probe.plugins import function_path
+from probe.specs.spec import ArchSpec
 from probe.storage.run import Run
 
 MYNET = '''

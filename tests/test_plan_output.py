@@ -19,8 +19,8 @@ from conftest import TINY_STUDY, assert_one_line_error
 from torch import nn
 
 from probe.architectures.build import build_model
-from probe.planning.plan import budget_advice
-from probe.planning.spec import NetworkSpec, Recipe
+from probe.planning.summary import budget_advice
+from probe.specs.spec import NetworkSpec, Recipe
 
 CUTS = ["--cuts", "1,2"]
 ADVICE = "--schedule cosine --warmup 0.2 --lr 0.02"

@@ -30,7 +30,7 @@ from safetensors.torch import save_file
 from probe.data.datasets import load_dataset
 from probe.errors import ProbeError
 from probe.planning.plan import read_plan, read_plan_file
-from probe.planning.spec import DataSpec, NetworkSpec
+from probe.specs.spec import DataSpec, NetworkSpec
 from probe.storage.checkpoint import load_tensors, save_tensors
 from probe.storage.run import METRICS, WEIGHTS, Run
 

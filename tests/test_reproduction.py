@@ -12,7 +12,7 @@ import torch
 
 from probe.execution.sweep import run_study
 from probe.planning.plan import Study
-from probe.planning.spec import ArchSpec, DataSpec, Recipe
+from probe.specs.spec import ArchSpec, DataSpec, Recipe
 from probe.studies.reproduction import DOCS, busy_seconds, collect, render
 
 

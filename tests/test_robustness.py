@@ -65,7 +65,7 @@ def test_a_network_reset_to_its_initial_weights_everywhere_is_the_untrained_netw
 
 
 def test_random_weights_come_from_another_seed():
-    from probe.planning.spec import NetworkSpec
+    from probe.specs.spec import NetworkSpec
 
     for seed in (0, 1, 2**32 - 1):
         spec = type("S", (), {"init_seed": seed})()

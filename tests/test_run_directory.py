@@ -18,7 +18,7 @@ from probe.data.datasets import load_dataset
 from probe.data.tasks import task_data
 from probe.execution.batches import Normalize, center_crop, to_device
 from probe.planning.plan import Study, make_plan, read_plan
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec
 from probe.storage.atomic import read_json, write_json
 from probe.storage.checkpoint import load_tensors, load_weights, save_tensors
 from probe.storage.run import Run
@@ -146,7 +146,7 @@ def test_the_runs_normalization_is_that_of_the_training_images_of_the_classes_it
     from probe.execution.batches import channel_stats
     from probe.execution.sweep import plan_classes, plan_study, prepare_run_data
     from probe.planning.plan import Study
-    from probe.planning.spec import ArchSpec, DataSpec, Recipe
+    from probe.specs.spec import ArchSpec, DataSpec, Recipe
 
     data = DataSpec("synthetic", train_per_class=30)
     arrays = load_dataset(data, cache_dir)

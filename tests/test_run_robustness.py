@@ -29,7 +29,7 @@ import probe.storage.checkpoint as checkpoint
 from probe.architectures import build_model
 from probe.errors import ProbeError
 from probe.planning.plan import read_plan
-from probe.planning.spec import NetworkSpec
+from probe.specs.spec import NetworkSpec
 from probe.storage.atomic import read_json, write_atomic, write_json
 from probe.storage.checkpoint import save_tensors
 from probe.storage.run import LOCK, METRICS, RESUME, RUNNING, WEIGHTS, Run

@@ -31,7 +31,7 @@ from probe.data.synthetic import synthetic_arrays
 from probe.execution.batches import Normalize
 from probe.execution.train import lr_factor
 from probe.planning.plan import Study, make_plan, read_plan
-from probe.planning.spec import ArchSpec, DataSpec
+from probe.specs.spec import ArchSpec, DataSpec
 from probe.storage.atomic import read_json
 from probe.storage.run import Run
 
@@ -376,7 +376,7 @@ def test_a_clean_run_says_what_was_checked():
 
 def test_one_directional_and_partial_runs_are_checked():
     from probe.analysis.accuracies import one_directional
-    from probe.planning.spec import SourceSpec
+    from probe.specs.spec import SourceSpec
 
     source = SourceSpec(path="/x.pth", sha256="0" * 64)
     specs = [s for s in _specs() if s.target == "B" and s.variant in ("base", "selffer", "random")]

@@ -20,7 +20,7 @@ from conftest import assert_one_line_error
 
 from probe.cli.options import study_from_options
 from probe.errors import ProbeError
-from probe.planning.source import is_named_source, resolve_named_source
+from probe.planning.named_source import is_named_source, resolve_named_source
 
 WEIGHTS = "ResNet18_Weights.IMAGENET1K_V1"
 FILE = "resnet18-f37072fd.pth"  # the file name in that enum's url

@@ -21,8 +21,8 @@ from probe.errors import ProbeError
 from probe.execution.train import prepare_model
 from probe.planning.plan import read_plan
 from probe.planning.source import NORMALIZATIONS, file_key
-from probe.planning.spec import DataSpec, NetworkSpec, SourceSpec
-from probe.planning.variants import SOURCE_CUT_NAMES, Variant
+from probe.specs.spec import DataSpec, NetworkSpec, SourceSpec
+from probe.specs.variants import SOURCE_CUT_NAMES, Variant
 from probe.storage.checkpoint import load_weights, read_metadata
 from probe.storage.run import Run
 

@@ -10,8 +10,8 @@ import pytest
 from probe.errors import ProbeError
 from probe.execution.sweep import plan_study
 from probe.planning.plan import Study, make_plan, plan_to_dict, read_plan, write_plan
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
-from probe.planning.variants import CUT_NAMES
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
+from probe.specs.variants import CUT_NAMES
 
 DATA = DataSpec("synthetic", train_per_class=30)
 ARCH = ArchSpec("caffenet-small", options={"width": 0.125})
@@ -345,7 +345,7 @@ def test_make_plan_on_other_shapes():
                                           ("lr_gamma", 0.0), ("bias_lr_scale", -2.0), ("finetune_lr_scale", -1.0)])
 def test_recipe_rejects_out_of_range_numbers(field, value):
     from probe.errors import ProbeError
-    from probe.planning.spec import Recipe
+    from probe.specs.spec import Recipe
 
     with pytest.raises(ProbeError, match=field):
         Recipe(**{field: value})

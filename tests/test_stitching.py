@@ -10,8 +10,8 @@ import torch
 from probe.architectures.build import build_model
 from probe.architectures.stitch import Stitch
 from probe.planning.plan import Study, make_plan
-from probe.planning.spec import ArchSpec, DataSpec
-from probe.planning.variants import STITCH_NAMES, Variant
+from probe.specs.spec import ArchSpec, DataSpec
+from probe.specs.variants import STITCH_NAMES, Variant
 
 CLASSES = [f"class{i}" for i in range(10)]
 

@@ -18,7 +18,7 @@ from PIL import Image
 from probe.data.datasets import load_dataset
 from probe.data.splits import resolve_split
 from probe.errors import ProbeError
-from probe.planning.spec import DataSpec
+from probe.specs.spec import DataSpec
 
 # two natural classes (goldfish, tench) and one man-made (abacus), as ILSVRC-2012 has them
 WNIDS = ["n01443537", "n01440764", "n02666196"]

@@ -18,7 +18,8 @@ from probe.architectures.layered import LayeredNet
 from probe.data.datasets import load_dataset
 from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, to_device
-from probe.execution.extract import ExtractionImages, Reduction, extract_network, extract_run, has_class_token
+from probe.execution.extract import ExtractionImages, Reduction, extract_network, extract_run
+from probe.execution.extraction.reduction import has_class_token
 from probe.planning.plan import read_plan
 from probe.storage.atomic import read_json
 from probe.storage.checkpoint import load_weights

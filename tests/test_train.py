@@ -29,7 +29,7 @@ from probe.errors import ProbeError
 from probe.execution.batches import channel_stats
 from probe.execution.train import TaskTensors, make_optimizer, prepare_model, train_network
 from probe.planning.plan import Study, read_plan
-from probe.planning.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
+from probe.specs.spec import ArchSpec, DataSpec, NetworkSpec, Recipe
 from probe.storage.atomic import read_json
 from probe.storage.checkpoint import load_weights, read_metadata
 from probe.storage.run import METRICS, RESUME, RUNNING, SPEC, WEIGHTS, Run

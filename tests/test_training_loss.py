@@ -30,8 +30,8 @@ from probe.analysis.training import (
 )
 from probe.architectures.registry import CAFFENET_LAYERS
 from probe.planning.plan import Study, make_plan
-from probe.planning.spec import ArchSpec, DataSpec
-from probe.planning.variants import Variant
+from probe.specs.spec import ArchSpec, DataSpec
+from probe.specs.variants import Variant
 
 CLASSES = [f"class{i}" for i in range(10)]
 CUT_POINTS = CAFFENET_LAYERS[:-1]

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from probe.errors import ProbeError
-from probe.planning.spec import DataSpec, NetworkSpec
-from probe.planning.variants import BASE, CUT_NAMES, FAMILIES, TASKS, VARIANTS, Variant, other_task
+from probe.specs.spec import DataSpec, NetworkSpec
+from probe.specs.variants import BASE, CUT_NAMES, FAMILIES, TASKS, VARIANTS, Variant, other_task
 
 
 def test_the_papers_variants_in_order():

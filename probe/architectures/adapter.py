@@ -52,6 +52,11 @@ def layered_from_module(model: nn.Module, cut_after: Sequence[str],
     return LayeredNet(stages, source_keys=_source_keys(model, label, stages))
 
 
+def layered_at(model: nn.Module, cuts: Sequence[tuple[str, str]]) -> LayeredNet:
+    """``model`` cut after each (dotted module path, layer name) of ``cuts``, its last layer the ``head``."""
+    return layered_from_module(model, [path for path, _ in cuts], [name for _, name in cuts] + [HEAD])
+
+
 def _check_pieces(model: nn.Module, label: str, cuts: list[str]) -> None:
     if not cuts:
         raise ProbeError(f"cannot cut {label} at no pieces; name at least one module to cut after")

@@ -1,4 +1,6 @@
-"""Building a network from its spec alone: the architecture's builder, run from a seed, then initialized."""
+"""Building a network from its spec alone, in one pass: the ``--arch`` resolved to its builder
+(:func:`probe.architectures.registry.resolve`), the builder run from a seed and its module cut into a LayeredNet
+(:func:`probe.architectures.builders.layered_network`), then initialized."""
 
 from __future__ import annotations
 
@@ -9,23 +11,27 @@ from torch import nn
 
 from probe.architectures.builders import layered_network
 from probe.architectures.layered import LayeredNet
-from probe.architectures.registry import Architecture, check_arch_spec, declared_layers
+from probe.architectures.registry import Architecture, Resolved, declared_layers, resolve
 from probe.architectures.stitch import add_stitch
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec, NetworkSpec
-from probe.planning.variants import STITCH_FAMILIES
 from probe.plugins import reason
+from probe.specs.spec import ArchSpec, NetworkSpec
+from probe.specs.variants import STITCH_FAMILIES
 
 
 def build_network(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int, seed: int) -> LayeredNet:
     """Build and initialize a network; the same arguments always give the same weights (the builder runs on torch's
     generator seeded with ``seed``, so its own random initialization is seeded too). Init ``none`` keeps what the
     builder made, weights it loaded included."""
-    entry = check_arch_spec(arch)
+    return _seeded_network(resolve(arch), in_channels, num_classes, input_size, seed)
+
+
+def _seeded_network(resolved: Resolved, in_channels: int, num_classes: int, input_size: int, seed: int) -> LayeredNet:
+    entry = resolved.entry
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = layered_network(entry, arch, in_channels, num_classes, input_size)
-        init = arch.init or entry.default_init  # None: the name was unknown when the spec was made
+        net = layered_network(resolved, in_channels, num_classes, input_size)
+        init = resolved.arch.init or entry.default_init  # None: the name was unknown when the spec was made
         if init != "none":
             initialize(net, init, entry.gaussian)
     return net
@@ -40,10 +46,11 @@ def build_model(spec: NetworkSpec) -> LayeredNet:
     return net
 
 
-def network_layers(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int) -> tuple[str, ...]:
-    """The layers of networks of ``arch`` on this input, from building one and running it on a blank image, so that
-    planning refuses a builder that cannot take the input before anything trains."""
-    net = build_network(arch, in_channels, num_classes, input_size, seed=0)
+def network_layers(resolved: Resolved, in_channels: int, num_classes: int, input_size: int) -> tuple[str, ...]:
+    """The layers of networks of a resolved ``--arch`` on this input, from building one and running it on a blank
+    image, so that planning refuses a builder that cannot take the input before anything trains."""
+    arch = resolved.arch
+    net = _seeded_network(resolved, in_channels, num_classes, input_size, seed=0)
     shape = (1, in_channels, input_size, input_size)
     try:
         with torch.no_grad():
@@ -82,8 +89,9 @@ def initialize(net: LayeredNet, scheme: str, gaussian: dict[str, tuple[float, fl
 def planned_architecture(arch: ArchSpec, in_channels: int, num_classes: int, input_size: int) -> Architecture:
     """The architecture of ``arch``, checked for this input, with the layers its networks have: as declared, or
     else from building one network now (which also refuses a builder that cannot take this input)."""
-    entry = check_arch_spec(arch)
+    resolved = resolve(arch)
+    entry = resolved.entry
     entry.check(arch, in_channels, input_size)
     if declared_layers(arch):
         return entry
-    return dataclasses.replace(entry, layers=network_layers(arch, in_channels, num_classes, input_size))
+    return dataclasses.replace(entry, layers=network_layers(resolved, in_channels, num_classes, input_size))

@@ -14,7 +14,6 @@ cut points (:mod:`probe.architectures.torchvision_models`); anything else is ref
 
 from __future__ import annotations
 
-import functools
 import importlib
 import inspect
 from collections.abc import Callable, Sequence
@@ -22,28 +21,25 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from probe.architectures import timm_models
-from probe.architectures.adapter import layered_from_module
+from probe.architectures.adapter import layered_at, layered_from_module
 from probe.architectures.layered import LayeredNet
-from probe.architectures.registry import SET_BY_PROBE, Architecture
-from probe.architectures.torchvision_models import fit_input, has_default_cut_points, layered_torchvision
+from probe.architectures.registry import SET_BY_PROBE, Resolved
+from probe.architectures.torchvision_models import family_cut_points, layered_torchvision
 from probe.errors import ProbeError
-from probe.planning.spec import ArchSpec
 from probe.plugins import reason
 
 
-def layered_network(entry: Architecture, arch: ArchSpec, in_channels: int, num_classes: int,
-                    input_size: int) -> LayeredNet:
-    """A network of ``arch`` (whose architecture is ``entry``) as its builder initializes it."""
-    build = functools.partial(timm_models.create, arch.name) if entry.origin == "timm" else entry.build
-    model = call_builder(build, arch.name, in_channels, num_classes, input_size, arch.kwargs)
-    cut_at = arch.cut_at or entry.cut_at
+def layered_network(resolved: Resolved, in_channels: int, num_classes: int, input_size: int) -> LayeredNet:
+    """A network of a resolved ``--arch`` as its builder initializes it: its module built, then cut into layers."""
+    arch, entry = resolved.arch, resolved.entry
+    model = call_builder(resolved.build, arch.name, in_channels, num_classes, input_size, arch.kwargs)
+    cut_at = resolved.cut_at
     if entry.origin == "timm" and not cut_at:  # timm's own feature extraction points
         cut_at = timm_models.cut_points(model, arch.name)
-    # declared layer names name the declared cuts; cuts given in the spec are named after their modules
-    names = entry.layers if entry.cut_at and not arch.cut_at and entry.layers else None
-    net = as_layered(model, arch.name, cut_at, names)
-    if entry.layers and not arch.cut_at and tuple(net.layer_names) != entry.layers:
-        raise ProbeError(f"architecture {arch.name!r} declares layers {', '.join(entry.layers)}, but its builder "
+    net = as_layered(model, arch.name, cut_at, resolved.layer_names)
+    declared = resolved.declared_layers
+    if declared and tuple(net.layer_names) != declared:
+        raise ProbeError(f"architecture {arch.name!r} declares layers {', '.join(declared)}, but its builder "
                          f"{entry.builder} built {', '.join(net.layer_names)}; declare the built ones")
     return net
 
@@ -98,8 +94,9 @@ def as_layered(model: nn.Module, label: str, cut_at: Sequence[str] = (),
         return model
     if cut_at:
         return layered_from_module(model, cut_at, layer_names)
-    if has_default_cut_points(model):
-        return layered_torchvision(model)
+    cuts = family_cut_points(model)
+    if cuts is not None:
+        return layered_at(model, cuts)
     children = ", ".join(name for name, _ in model.named_children()) or "none"
     raise ProbeError(f"{label} returned a {type(model).__name__}, which has no default cut points; give the modules "
                      f"to cut after as dotted paths, --cut-at a,b,c (its children: {children})")
@@ -141,3 +138,31 @@ def _builder(function_path_or_name: str) -> Callable[..., nn.Module]:
     if not callable(build):
         raise ProbeError(f"{module_name} has no callable {attr!r} to build a network")
     return build
+
+
+def fit_input(model: nn.Module, in_channels: int, input_size: int) -> None:
+    """Give the model a first convolution for ``in_channels`` where its own takes other channels, and a ResNet
+    under 64 pixels the small-image stem of :mod:`probe.architectures.resnet` (a 3x3 convolution at stride 1 and no
+    max-pooling), so 32-pixel images keep enough resolution for its four stages."""
+    from torchvision.models import ResNet
+
+    from probe.architectures.resnet import SMALL_INPUT
+
+    if isinstance(model, ResNet) and input_size < SMALL_INPUT:
+        model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, 3, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    else:
+        _replace_first_conv(model, in_channels)
+
+
+def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
+    """The first Conv2d (torchvision's families register their input convolution first), rebuilt for ``in_channels``
+    unless it takes them already (a model without convolutions is left to take what it takes)."""
+    found = next(((path, m) for path, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
+    if found is None or found[1].in_channels == in_channels:
+        return
+    path, conv = found
+    parent, _, attr = path.rpartition(".")
+    setattr(model.get_submodule(parent), attr,
+            nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                      bias=conv.bias is not None, padding_mode=conv.padding_mode))

@@ -3,22 +3,23 @@
 probe's own architectures are declarations, so that reading a run's plan never imports torch. Other code adds
 architectures with the :func:`register_architecture` decorator, or through an entry point of group
 ``probe.architectures`` (loaded when a name is not registered), and any builder can be named by its import path,
-``module:function``. A builder is imported when a network is built (:mod:`probe.architectures.build`) or its options
-are checked.
+``module:function``. :func:`resolve` turns a spec's ``--arch`` into its architecture and imported builder, once per
+network built (:mod:`probe.architectures.build`) or per options checked.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from probe.architectures.timm_models import check_name, is_timm
+from probe.architectures.timm_models import check_name, create, is_timm
 from probe.errors import ProbeError
-from probe.planning.spec import INITS, ArchSpec
 from probe.plugins import function_path, import_function, is_import_path, load_plugins_into
+from probe.specs.spec import INITS, ArchSpec
 
 if TYPE_CHECKING:
     from torch import nn
@@ -201,10 +202,55 @@ def declared_layers(arch: ArchSpec) -> tuple[str, ...] | None:
     return entry.layers if entry is not None and entry.layers and not arch.cut_at else None
 
 
+@dataclass(frozen=True)
+class Resolved:
+    """An ``--arch`` resolved: its spec, its architecture, and the function that builds its module (imported, with
+    the spec's options checked against what it takes)."""
+
+    arch: ArchSpec
+    entry: Architecture
+    build: Callable[..., nn.Module]
+
+    @property
+    def cut_at(self) -> tuple[str, ...]:
+        """The module paths a built module is cut after: the spec's, else the architecture's (none: the module's own
+        default cut points)."""
+        return self.arch.cut_at or self.entry.cut_at
+
+    @property
+    def layer_names(self) -> tuple[str, ...] | None:
+        """The names of the layers cut at :attr:`cut_at`: declared layer names name the declared cuts; cuts given in
+        the spec are named after their modules (None)."""
+        entry = self.entry
+        return entry.layers if entry.cut_at and not self.arch.cut_at and entry.layers else None
+
+    @property
+    def declared_layers(self) -> tuple[str, ...]:
+        """The layers every network built must have, as the architecture declares them (none where the spec cuts
+        elsewhere)."""
+        return () if self.arch.cut_at else self.entry.layers
+
+
+def resolve(arch: ArchSpec) -> Resolved:
+    """The one place an ``--arch`` becomes a builder: its architecture (:func:`architecture_of`), its builder imported
+    once, and the spec's options checked against the options the builder takes. A timm architecture's builder is
+    :func:`probe.architectures.timm_models.create` for its model name."""
+    entry = architecture_of(arch)
+    build = entry.build
+    _check_options(arch, *builder_options(build))
+    if entry.origin == "timm":
+        build = functools.partial(create, arch.name)
+    return Resolved(arch, entry, build)
+
+
 def check_arch_spec(arch: ArchSpec) -> Architecture:
     """The architecture of ``arch``, its options checked against those its builder takes."""
-    entry = architecture_of(arch)
-    options, takes_any = builder_options(entry.build)
+    return resolve(arch).entry
+
+
+def _check_options(arch: ArchSpec, options: dict[str, object], takes_any: bool) -> None:
+    """Refuse an option of ``arch`` that probe sets, that its builder does not take (``options``, and whether it
+    takes any keyword), or whose type differs from its default's."""
     for key, value in arch.options:
         if key in SET_BY_PROBE:
             raise ProbeError(f"architecture option {key!r} of {arch.name!r} is set by probe: in_channels, "
@@ -221,7 +267,6 @@ def check_arch_spec(arch: ArchSpec) -> Architecture:
                                                          and not isinstance(value, (int, float)))):
             raise ProbeError(f"architecture option {key}={value!r} of {arch.name!r} must be a "
                              f"{type(default).__name__} like its default {default!r}")
-    return entry
 
 
 def describe_options(options: dict[str, object]) -> str:

@@ -1,4 +1,4 @@
-"""Rescaling layer n without changing what the network computes (the dose of :mod:`probe.planning.dose`).
+"""Rescaling layer n without changing what the network computes (the dose of :mod:`probe.specs.dose`).
 
 Layer n's last weighted module (a convolution or a linear map) has its weights and bias multiplied per output channel;
 layer n+1's first weighted module has its input weights divided by the same factors. Between the two, every module
@@ -18,7 +18,7 @@ from torch import nn
 
 from probe.architectures.layered import LayeredNet
 from probe.errors import ProbeError
-from probe.planning.dose import Dose
+from probe.specs.dose import Dose
 
 WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 # f(αx) = αf(x) for α > 0, channel by channel

@@ -1,7 +1,7 @@
-"""torchvision's classification families as LayeredNets: default cut points by model type, and fitting a model to
-the input.
+"""torchvision's classification families as LayeredNets: default cut points by model type.
 
-Building one by name, or by import path, with cut points: :func:`probe.architectures.builders.torchvision_network`.
+Building one by name, or by import path, with cut points, fitted to the input:
+:func:`probe.architectures.builders.torchvision_network`.
 
 Default cut points, with the layer names the rest of the code sees (the last layer is always ``head``):
 
@@ -20,26 +20,29 @@ torchvision is imported on first use, not with this module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import nn
 
-from probe.architectures.adapter import HEAD, layer_name, layered_from_module
+from probe.architectures.adapter import layer_name, layered_at
 from probe.architectures.layered import LayeredNet
 from probe.errors import ProbeError
 
 
 def layered_torchvision(model: nn.Module, blocks: bool = False) -> LayeredNet:
     """A built torchvision classification model as a LayeredNet cut at its family's default cut points."""
-    cuts = default_cut_points(model, blocks)
-    return layered_from_module(model, [path for path, _ in cuts], [name for _, name in cuts] + [HEAD])
+    return layered_at(model, default_cut_points(model, blocks))
 
 
-def has_default_cut_points(model: nn.Module) -> bool:
-    """Whether ``model`` is of a torchvision family with default cut points."""
+def family_cut_points(model: nn.Module) -> list[tuple[str, str]] | None:
+    """(module path, layer name) of each default cut point of ``model``'s torchvision family; None for a model of
+    no family with default cut points."""
     from torchvision import models
 
-    return isinstance(model, models.ResNet) or _family_cuts(model) is not None
+    if isinstance(model, models.ResNet):
+        return _resnet_cuts(model, False)
+    families = ((models.VGG, _vgg_cuts), ((models.MobileNetV3, models.EfficientNet), _features_cuts),
+                (models.ConvNeXt, _convnext_cuts), (models.VisionTransformer, _vit_cuts))
+    cuts = next((cuts for family, cuts in families if isinstance(model, family)), None)
+    return None if cuts is None else cuts(model)
 
 
 def default_cut_points(model: nn.Module, blocks: bool = False) -> list[tuple[str, str]]:
@@ -51,21 +54,12 @@ def default_cut_points(model: nn.Module, blocks: bool = False) -> list[tuple[str
     if blocks:
         raise ProbeError(f"per-block cut points are defined for ResNet, not {type(model).__name__}; "
                          f"give cut_after instead")
-    cuts = _family_cuts(model)
+    cuts = family_cut_points(model)
     if cuts is not None:
-        return cuts(model)
+        return cuts
     raise ProbeError(f"no default cut points for {type(model).__name__} (known: ResNet, VGG, MobileNetV3, "
                      f"EfficientNet, ConvNeXt, VisionTransformer); give cut_after as dotted module paths, "
                      f"or write a builder that returns LayeredNet")
-
-
-def _family_cuts(model: nn.Module) -> Callable[[nn.Module], list[tuple[str, str]]] | None:
-    """The default cut points of ``model``'s family other than ResNet (whose take ``blocks``), or None."""
-    from torchvision import models
-
-    families = ((models.VGG, _vgg_cuts), ((models.MobileNetV3, models.EfficientNet), _features_cuts),
-                (models.ConvNeXt, _convnext_cuts), (models.VisionTransformer, _vit_cuts))
-    return next((cuts for family, cuts in families if isinstance(model, family)), None)
 
 
 def _resnet_cuts(model: nn.Module, blocks: bool) -> list[tuple[str, str]]:
@@ -95,31 +89,3 @@ def _vit_cuts(model: nn.Module) -> list[tuple[str, str]]:
     # the embedding ends with the dropout after the position embedding; encoder.ln goes with the head
     layers = [f"encoder.layers.{name}" for name, _ in model.encoder.layers.named_children()]
     return [("encoder.dropout", "embedding"), *((p, f"encoder{k}") for k, p in enumerate(layers, start=1))]
-
-
-def fit_input(model: nn.Module, in_channels: int, input_size: int) -> None:
-    """Give the model a first convolution for ``in_channels`` where its own takes other channels, and a ResNet
-    under 64 pixels the small-image stem of :mod:`probe.architectures.resnet` (a 3x3 convolution at stride 1 and no
-    max-pooling), so 32-pixel images keep enough resolution for its four stages."""
-    from torchvision.models import ResNet
-
-    from probe.architectures.resnet import SMALL_INPUT
-
-    if isinstance(model, ResNet) and input_size < SMALL_INPUT:
-        model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, 3, padding=1, bias=False)
-        model.maxpool = nn.Identity()
-    else:
-        _replace_first_conv(model, in_channels)
-
-
-def _replace_first_conv(model: nn.Module, in_channels: int) -> None:
-    """The first Conv2d (the families above register their input convolution first), rebuilt for ``in_channels``
-    unless it takes them already (a model without convolutions is left to take what it takes)."""
-    found = next(((path, m) for path, m in model.named_modules() if isinstance(m, nn.Conv2d)), None)
-    if found is None or found[1].in_channels == in_channels:
-        return
-    path, conv = found
-    parent, _, attr = path.rpartition(".")
-    setattr(model.get_submodule(parent), attr,
-            nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
-                      bias=conv.bias is not None, padding_mode=conv.padding_mode))

@@ -20,7 +20,9 @@ from pathlib import Path
 
 from probe.errors import ProbeError
 from probe.execution.executor import TASK_RETRIES, THREADS, DaskExecutor
-from probe.execution.extract import ExtractionImages, Reduction, extract_with
+from probe.execution.extract import extract_with
+from probe.execution.extraction.images import ExtractionImages
+from probe.execution.extraction.reduction import Reduction
 from probe.execution.sweep import SweepResult, train_study
 from probe.execution.train import check_device_name
 from probe.planning.plan import Study

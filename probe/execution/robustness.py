@@ -26,7 +26,7 @@ from probe.errors import ProbeError
 from probe.execution.sweep import read_run_data, task_tensors
 from probe.execution.train import TaskTensors, evaluate_classes
 from probe.planning.plan import read_plan
-from probe.planning.spec import SEED_LIMIT, NetworkSpec
+from probe.specs.spec import SEED_LIMIT, NetworkSpec
 from probe.storage.atomic import read_json_file, write_json
 from probe.storage.checkpoint import load_state, load_weights, weights_fingerprint
 from probe.storage.run import Run

@@ -43,7 +43,7 @@ from probe.planning.plan import (
     recorded_splits,
     write_plan,
 )
-from probe.planning.spec import DataSpec, NetworkSpec, SourceSpec
+from probe.specs.spec import DataSpec, NetworkSpec, SourceSpec
 from probe.storage.atomic import WriteError, read_json_file, remove_leftover_temporaries, write_error, write_json
 from probe.storage.loaded import loaded_dataset
 from probe.storage.lock import LockUnsupported, NetworkBusy

@@ -27,7 +27,7 @@ from probe.data.tasks import TaskData
 from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, random_crop_flip, to_device
 from probe.planning.source import load_source_layers
-from probe.planning.spec import NetworkSpec, Recipe
+from probe.specs.spec import NetworkSpec, Recipe
 from probe.storage.atomic import remove_leftover_temporaries, write_json
 from probe.storage.checkpoint import (
     UnusableResume,

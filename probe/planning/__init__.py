@@ -1,3 +1,2 @@
-"""Planning: the frozen specs of networks and studies, the protocol's variants, the planner and source
-networks described for a plan. May import probe.errors, probe.plugins, probe.storage, probe.architectures and
-probe.data."""
+"""Planning: the planner of a study's networks and the source networks described for a plan. May import
+probe.errors, probe.plugins, probe.specs, probe.storage, probe.architectures and probe.data."""

@@ -1,3 +1,3 @@
 """Storage: a run directory's layout, network files (weights, metrics, resume state), their states and locks,
 atomic writes, the activation store's layout and datasets loaded once per process. May import probe.errors,
-probe.plugins, probe.planning's specs and probe.data."""
+probe.plugins, probe.specs, probe.architectures and probe.data."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from safetensors import SafetensorError, safe_open
 
 from probe.errors import ProbeError
-from probe.planning.spec import NetworkSpec
+from probe.specs.spec import NetworkSpec
 from probe.storage.atomic import write_atomic
 from probe.storage.run import RESUME
 

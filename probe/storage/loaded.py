@@ -9,7 +9,7 @@ from pathlib import Path
 
 from probe.data.arrays import ImageArrays
 from probe.data.datasets import load_dataset
-from probe.planning.spec import DataSpec
+from probe.specs.spec import DataSpec
 
 
 @functools.lru_cache(maxsize=4)

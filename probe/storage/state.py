@@ -18,9 +18,8 @@ import sys
 from pathlib import Path
 
 from probe.errors import ProbeError
-from probe.planning.plan import read_plan
-from probe.planning.spec import NetworkSpec
-from probe.planning.variants import STITCH_FAMILIES
+from probe.specs.spec import NetworkSpec
+from probe.specs.variants import STITCH_FAMILIES
 from probe.storage.checkpoint import read_header, read_metrics, resume_epoch
 from probe.storage.lock import lock_holder, lock_is_held
 from probe.storage.run import NetworkFiles, Run
@@ -164,8 +163,3 @@ def _progress(files: NetworkFiles, spec: NetworkSpec) -> str:
         pass
     return ", ".join(p for p in parts if p)
 
-
-def run_status(run_dir: Path) -> list[tuple[NetworkSpec, str, str]]:
-    """Every planned network with its state and a detail, in plan order."""
-    _, plan = read_plan(run_dir)
-    return [(p.spec, *network_state(run_dir, p.spec)) for p in plan]

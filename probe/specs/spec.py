@@ -5,7 +5,7 @@ copied layers are frozen or fine-tuned, the seeds, the architecture and the trai
 spec alone, and ``spec.to_dict()`` is stored in every checkpoint so that a file always says what it holds.
 
 A spec's ``variant`` is the family of one of the paper's variants (base, selffer, transfer, random) or of the
-source-transfer networks (source), and ``fine_tune`` its ``+``; :mod:`probe.planning.variants` names them (baseB, BnB,
+source-transfer networks (source), and ``fine_tune`` its ``+``; :mod:`probe.specs.variants` names them (baseB, BnB,
 BnB+, AnB, AnB+, RnB, SnB, SnB+). A :class:`SourceSpec` describes a network trained elsewhere that donates the layers of
 the source-transfer networks.
 """
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probe.errors import ProbeError
-from probe.planning.dose import Dose
-from probe.planning.variants import DOSED_FAMILIES, FAMILIES, STITCH_FAMILIES, TASKS, Variant, family_source_task
+from probe.specs.dose import Dose
+from probe.specs.variants import DOSED_FAMILIES, FAMILIES, STITCH_FAMILIES, TASKS, Variant, family_source_task
 
 INITS = ("gaussian", "kaiming", "none")  # none: keep the builder's own initialization
 SCHEDULES = ("step", "cosine", "constant")
@@ -250,7 +250,7 @@ class NetworkSpec:
     in_channels: int = 3
     input_size: int = 32
     source_network: SourceSpec | None = None  # the donor of a source-transfer network (SnB, SnB+), only theirs
-    # The positive control (probe.planning.dose): layer n, copied from the parent base, rescaled; None: not dosed
+    # The positive control (probe.specs.dose): layer n, copied from the parent base, rescaled; None: not dosed
     dose: Dose | None = None
 
     def __post_init__(self) -> None:

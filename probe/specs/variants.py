@@ -6,7 +6,7 @@ its own task), the transfer ``AnB`` (copied from the other task's base), their f
 ``AnB+``, and the random-weights baseline ``RnB`` (layers 1..n left at their random initialization). The copied or
 random layers stay frozen unless the variant is fine-tuned.
 
-A plan whose donor is a network trained elsewhere (a source file, :class:`probe.planning.spec.SourceSpec`) is
+A plan whose donor is a network trained elsewhere (a source file, :class:`probe.specs.spec.SourceSpec`) is
 one-directional: it trains only on task B, and the source-transfer networks ``SnB`` and ``SnB+`` (layers 1..n copied
 from the source network, frozen or fine-tuned) take the places of AnB and AnB+.
 
@@ -104,7 +104,7 @@ CUT_NAMES = tuple(v.name for v in CUT_VARIANTS)  # a study's default variants
 STITCH_NAMES = tuple(v.name for v in STITCH_VARIANTS)  # planned when a study names them
 SOURCE_CUT_NAMES = tuple(v.name for v in SOURCE_CUT_VARIANTS)  # ... and those of a study with a source network
 FAMILIES = tuple(dict.fromkeys(v.family for v in EVERY_VARIANT))
-# The families whose copied layer n a dose can rescale (probe.planning.dose): those copying from a base of the study
+# The families whose copied layer n a dose can rescale (probe.specs.dose): those copying from a base of the study
 DOSED_FAMILIES = ("selffer", "transfer")
 
 
