@@ -43,6 +43,9 @@ RECIPE_HELP = {
     "crop_size": "Network input side (random crops in training, center crop in testing); default: image size.",
     "flip": "Mirror training images at random.",
     "diverge_loss": "A batch loss above this (or NaN) stops that network as diverged.",
+    "match_scale": "Scale the initial weights of a cut network's new layer n+1 so that its pre-activations on the "
+                   "training images start at the RMS a fresh network's do, whatever the scale of the copied layers "
+                   "below (the positive control's remedy; not the paper's recipe).",
     "init_sharing": "independent: every network draws its own initial weights (of every layer it re-initializes), "
                     "data order and augmentation from a seed of its own, derived from the replicate's seed, task, "
                     "variant and cut, as the paper's networks were each drawn afresh; shared: every network of a "

@@ -337,3 +337,45 @@ def test_matching_the_scale_puts_the_new_layers_pre_activations_where_a_fresh_ne
     assert model.training  # the measurement in eval mode leaves the network as it was
     with pytest.raises(ProbeError, match="cannot match the scale above layer 8"):
         match_scale(model, fresh, x, 8)
+
+
+@pytest.fixture(scope="module")
+def matched_run(tmp_path_factory, cache_dir):
+    from conftest import invoke
+
+    run_dir = tmp_path_factory.mktemp("matched")
+    result = invoke(cache_dir, "train", run_dir, *TINY_STUDY, "--cuts", "5", "--variants", "BnB", "--dose", "10",
+                    "--split", "random", "--match-scale")
+    assert result.exit_code == 0, result.output
+    return run_dir
+
+
+def test_a_recipe_that_matches_the_scale_starts_a_dosed_selffers_new_layer_where_a_fresh_network_does(matched_run):
+    """--match-scale: the dosed selffer's new layer n+1 starts scaled, by one factor, so that its pre-activations on
+    the task's images have a fresh network's RMS; every other weight is as without it; without a batch it is
+    refused; a base is untouched."""
+    from probe.architectures.rescale import _pre_activation_rms
+
+    study, plan = read_plan(matched_run)
+    assert study.recipe.match_scale
+    dosed = next(p.spec for p in plan if p.spec.name == "B5B×10")
+    side = dosed.input_size
+    batch = torch.randn(32, 3, side, side, generator=torch.Generator().manual_seed(2))
+    model, fresh = prepare_model(dosed, matched_run, batch), build_model(dosed)
+    assert _pre_activation_rms(model, 6, batch) == pytest.approx(_pre_activation_rms(fresh, 6, batch), rel=1e-4)
+    base, _, _ = load_weights(Run(matched_run).network(dosed.parent.id).weights, dosed.parent)
+    state, start = model.state_dict(), fresh.state_dict()
+    copied = set(model.prefix_state(dosed.cut))
+    ratios = {k: (state[k] / start[k]).flatten() for k in state if k not in copied and k.endswith("weight")
+              and not torch.equal(state[k], start[k])}
+    assert len(ratios) == 1  # fc6's weights alone, by one factor
+    (ratio,) = ratios.values()
+    torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0])))
+    assert all(torch.equal(state[k], start[k]) for k in state if k not in copied and k not in ratios)
+    with pytest.raises(ProbeError, match="matches its new layer's initial scale"):
+        prepare_model(dosed, matched_run)
+    base_spec = next(p.spec for p in plan if p.spec.name == "baseB")
+    assert all(torch.equal(a, b) for a, b in zip(prepare_model(base_spec, matched_run).state_dict().values(),
+                                                  build_model(base_spec).state_dict().values()))
+    trained = json.loads(Run(matched_run).network(dosed.id).metrics.read_text())
+    assert trained["status"] == "done"

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from probe.architectures.build import build_model
 from probe.architectures.layered import LayeredNet
-from probe.architectures.rescale import apply_dose
+from probe.architectures.rescale import apply_dose, match_scale
 from probe.data.tasks import TaskData
 from probe.errors import ProbeError
 from probe.execution.batches import Normalize, center_crop, random_crop_flip, to_device
@@ -93,12 +93,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
+def prepare_model(spec: NetworkSpec, run_dir: Path, batch: torch.Tensor | None = None) -> LayeredNet:
     """The network at the start of training: fresh from its init seed, with layers 1..cut copied from its parent
     base network (selffer, transfer) or its source network file (source), and frozen unless fine-tuned (random:
     frozen at their random values). A stitched network copies layers 1..cut from its parent and layers cut+1..L from
     its target task's base, and freezes them all: only its stitch trains. A dosed network's copied layer n is
-    rescaled (:mod:`probe.architectures.rescale`)."""
+    rescaled (:mod:`probe.architectures.rescale`). Under a recipe that matches the scale, a network that copies its
+    layers 1..n and trains a fresh top has layer n+1's initial weights scaled on ``batch`` (:func:`boundary_batch`
+    of its task), which it then needs."""
     model = build_model(spec)
     if spec.source_network is not None:
         load_source_layers(model, spec.source_network, spec.cut)
@@ -107,6 +109,13 @@ def prepare_model(spec: NetworkSpec, run_dir: Path) -> LayeredNet:
         _copy_from(model, spec, spec.parent, run_dir, bottom)
     if spec.dose is not None:  # the positive control: the copied layer n at another scale, before it is frozen
         apply_dose(model, spec.cut, spec.dose, spec.weight_seed)
+    if spec.recipe.match_scale and spec.top_parent is None and (spec.parent or spec.source_network) is not None:
+        if batch is None:
+            raise ProbeError(f"{spec.id} matches its new layer's initial scale on its training images, but none "
+                             "were given")
+        # a network fresh throughout, from the same seed: where a base's layer n+1 started
+        match_scale(model, build_model(spec), batch.detach().to("cpu", memory_format=torch.contiguous_format),
+                    spec.cut)
     if spec.top_parent is not None:
         top = [k for k in model.prefix_state(len(model.layer_names)) if k not in set(bottom)]
         _copy_from(model, spec, spec.top_parent, run_dir, top)
@@ -273,8 +282,8 @@ def _train_locked(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
         # fits its training set, apart from the epochs' running mean under augmentation
         fit = evaluate_classes(model, data.train_x, data.train_y, data.normalize, spec.input_size)
         # where it started, rebuilt (the same weights, copied and drawn) rather than carried through a resume
-        initial = boundary(prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last),
-                           boundary_batch(data, spec.input_size))
+        fixed = boundary_batch(data, spec.input_size)
+        initial = boundary(prepare_model(spec, run_dir, fixed).to(device, memory_format=torch.channels_last), fixed)
         save_tensors(files.weights, model.state_dict(), spec, normalization=data.normalize.stats)
         finished = time.time()
         classes = list(spec.target_classes)
@@ -307,11 +316,11 @@ def _seed_global_rng(spec: NetworkSpec) -> None:
     torch.manual_seed(spec.weight_seed * 1_000_003 + 29)
 
 
-def _fresh_start(spec: NetworkSpec, run_dir: Path,
-                 device: torch.device) -> tuple[LayeredNet, torch.optim.SGD, torch.Generator]:
+def _fresh_start(spec: NetworkSpec, run_dir: Path, device: torch.device,
+                 batch: torch.Tensor) -> tuple[LayeredNet, torch.optim.SGD, torch.Generator]:
     """The model, optimizer and data-order generator before the first epoch."""
     # Channels-last lets oneDNN (CPU) and cuDNN (tensor cores) skip layout conversions in every convolution.
-    model = prepare_model(spec, run_dir).to(device, memory_format=torch.channels_last)
+    model = prepare_model(spec, run_dir, batch).to(device, memory_format=torch.channels_last)
     return model, make_optimizer(model, spec), torch.Generator().manual_seed(spec.weight_seed * 1_000_003 + 17)
 
 
@@ -322,9 +331,9 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
     the model, the history of every epoch, the epoch it resumed after (0 when it started fresh), and the seconds
     and wall-clock spans of the earlier sessions that trained it."""
     r = spec.recipe
-    model, optimizer, generator, start_epoch, history, earlier, spans = _start(spec, files, run_dir, device)
-    steps_per_epoch = max(1, math.ceil(len(data.train_y) / r.batch_size))
     fixed = boundary_batch(data, spec.input_size)
+    model, optimizer, generator, start_epoch, history, earlier, spans = _start(spec, files, run_dir, device, fixed)
+    steps_per_epoch = max(1, math.ceil(len(data.train_y) / r.batch_size))
     bar = tqdm(total=r.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch, desc=spec.id, unit="step",
                leave=False, disable=not progress, dynamic_ncols=True)
     try:
@@ -345,10 +354,10 @@ def _train_epochs(spec: NetworkSpec, data: TaskTensors, files: NetworkFiles, run
     return model, history, start_epoch, earlier, spans
 
 
-def _start(spec: NetworkSpec, files: NetworkFiles, run_dir: Path, device: torch.device):
+def _start(spec: NetworkSpec, files: NetworkFiles, run_dir: Path, device: torch.device, batch: torch.Tensor):
     """The model, optimizer and generator to train with, fresh or as the resume file left them, with the epochs
     done, their history, and the seconds and sessions spent on them."""
-    model, optimizer, generator = _fresh_start(spec, run_dir, device)
+    model, optimizer, generator = _fresh_start(spec, run_dir, device, batch)
     if not files.resume.exists():
         return model, optimizer, generator, 0, [], 0.0, []
     try:
@@ -359,7 +368,7 @@ def _start(spec: NetworkSpec, files: NetworkFiles, run_dir: Path, device: torch.
         tqdm.write(str(e), file=sys.stderr)
         files.resume.unlink()
         _seed_global_rng(spec)
-        return (*_fresh_start(spec, run_dir, device), 0, [], 0.0, [])
+        return (*_fresh_start(spec, run_dir, device, batch), 0, [], 0.0, [])
 
 
 def _train_epoch(spec: NetworkSpec, data: TaskTensors, model: LayeredNet, optimizer: torch.optim.SGD,

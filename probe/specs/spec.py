@@ -160,6 +160,9 @@ class Recipe:
     # Where a network's random draws come from (INIT_SHARINGS): its own seed (the paper's design), or the replicate's
     # shared one, under which BnB's new top restarts from its base's initial top and baseA starts where baseB does
     init_sharing: str = "independent"
+    # A cut network's fresh layer n+1 starts with its initial weights scaled so that its pre-activations on the task's
+    # training images have the RMS a fresh network's have (the positive control's remedy): not the paper's recipe
+    match_scale: bool = False
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
