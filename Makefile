@@ -126,21 +126,22 @@ CONTROL_OPTS_M = $(RECIPE_M) $(if $(filter cuts,$(CONTROL_STAGE)),--dose $(CONTR
 # Co-adaptation against the number of classes (docs/reproduction.md, "Co-adaptation and the number of classes";
 # fixed before it ran): Tiny ImageNet (read in place from TINYIMAGENET) at 32 pixels, its random split with K classes a
 # task (--classes-per-task K, a nested draw), caffenet-small at width 1/8, 150 training images a class (135 after the
-# validation hold-out) at every rung, 30 epochs of the ladder's recipe; each rung the selffer alone at cuts 3, 5, 7,
+# validation hold-out) at every rung, 60 epochs of the ladder's recipe; each rung the selffer alone at cuts 3, 5, 7,
 # seeds 0-2, with the convergence check, a resumable run directory runs/classes/tin-kK collected with
 #   .venv/bin/python -m probe.studies.reproduction classes --add runs/classes/tin-kK
 # make classes-pilot trains the recipe's pilot first: the bases, B5B and A5A at K = 100, seed 0, collected with
 #   .venv/bin/python -m probe.studies.reproduction classes --pilot runs/classes/pilot-k100-eE
 TINYIMAGENET ?= ../shared/data/tiny-imagenet-200.tar.gz
-# The pilot's rule chose the epochs: 30 did not fit (docs/reproduction.md says by how much), so the pilot ran again at 60
-CLASSES_EPOCHS ?= 30
+# The pilot's rule chose the epochs: 30 did not fit (docs/reproduction.md says by how much), 60 did
+CLASSES_EPOCHS ?= 60
 CLASSES_COMMON ?= --dataset tinyimagenet:$(TINYIMAGENET) --image-size 32 --arch caffenet-small \
 	--arch-option width=0.125 --train-per-class 150 --epochs $(CLASSES_EPOCHS) --batch-size 64 --crop-padding 4 $(RECIPE_M)
 CLASSES_RUNGS ?= 5 10 25 50 100
 CLASSES_SEEDS ?= 0,1,2
-# The paper's dissimilar split beside a random one, 72 classes a task each (Tiny ImageNet's 72 natural classes against
-# 72 of its 128 man-made ones, drawn by seed): base, BnB and AnB at cuts 1, 3, 5, 7, seeds 0-2
-DISSIMILAR_OPTS ?= --split natural-man-made --split random --classes-per-task 72 --variants BnB,AnB --cuts 1,3,5,7
+# The paper's dissimilar split beside a random one, 36 classes a task each (36 of Tiny ImageNet's 72 natural classes
+# against 36 of its 128 man-made ones, drawn by seed; 72 before the pilot doubled the epochs): base, BnB and AnB at
+# cuts 1, 3, 5, 7, seeds 0-2
+DISSIMILAR_OPTS ?= --split natural-man-made --split random --classes-per-task 36 --variants BnB,AnB --cuts 1,3,5,7
 
 # The device check (benchmarks/device_check.py): on any machine, GPU or CPU, installs what probe needs and the
 # machine lacks from the wheels in GPU_WHEELS (no package index), then measures training and evaluation throughput of
