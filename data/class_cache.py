@@ -100,7 +100,7 @@ def class_folder(entry: Path, k: int) -> Path:
 
 
 def load_by_class(entry: Path, members: Callable[[], Members], decode: Decoder, wanted: Sequence[str] | None,
-                  meta: dict, progress: bool) -> tuple[ClassImages, np.ndarray, ClassImages, np.ndarray, list[str]]:
+                  meta: dict) -> tuple[ClassImages, np.ndarray, ClassImages, np.ndarray, list[str]]:
     """The dataset cached in ``entry``, with the classes ``wanted`` (None: every class) decoded first where they are
     not yet: ``members`` lists the dataset without decoding, ``decode`` decodes a list of members. ``meta`` (reader,
     source, sizes) is recorded beside the index."""
@@ -118,9 +118,9 @@ def load_by_class(entry: Path, members: Callable[[], Members], decode: Decoder, 
         raise ProbeError(f"class {unknown[0]!r} is not in the dataset (its classes: {', '.join(classes[:5])}, ...)")
     missing = [classes.index(c) for c in dict.fromkeys(names) if not (class_folder(entry, classes.index(c))
                                                                      / "meta.json").exists()]
-    if missing:
-        _decode_classes(entry, listed or members(), decode, missing, train_y, test_y, progress)
     shape = tuple(index["shape"])
+    if missing:
+        _decode_classes(entry, listed or members(), decode, missing, train_y, test_y, shape)
     train, test = (ClassImages(entry, split, y, shape, classes) for split, y in (("train", train_y), ("test", test_y)))
     for k in dict.fromkeys(classes.index(c) for c in names):  # read and checked now, not in the middle of training
         train.open(k), test.open(k)
@@ -144,9 +144,9 @@ def _write_index(entry: Path, listed: Members, decode: Decoder, meta: dict) -> N
 
 
 def _decode_classes(entry: Path, listed: Members, decode: Decoder, missing: list[int], train_y: np.ndarray,
-                    test_y: np.ndarray, progress: bool) -> None:
-    """Decode the classes ``missing`` (both splits in one pass) and write each into its own folder."""
-    shape = tuple(_read_index(entry)["shape"])
+                    test_y: np.ndarray, shape: tuple[int, int, int]) -> None:
+    """Decode the classes ``missing`` (both splits in one pass) into images of the index's ``shape``, and write each
+    into its own folder."""
     chosen = {}
     for split, samples, labels in (("train", listed.train, train_y), ("test", listed.test, test_y)):
         if [y for _, y in samples] != labels.tolist():

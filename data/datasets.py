@@ -92,7 +92,7 @@ def load_dataset(spec: DataSpec, cache_dir: str | os.PathLike | None = None, dow
     folder = Path(cache_dir or default_cache_dir()) / f"{name}-{key}"
     if by_class:
         members, decode = BY_CLASS[reader](source, spec, progress)
-        return ImageArrays(*load_by_class(folder, members, decode, classes, meta, progress))
+        return ImageArrays(*load_by_class(folder, members, decode, classes, meta))
     if not (folder / "meta.json").exists():
         arrays = _READERS[reader](source, spec, download, progress)
         _write_cache(folder, arrays, meta)
